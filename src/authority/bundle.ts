@@ -1,0 +1,25 @@
+// The signing bundle: the Vault-signed intermediate, its chain, the trust roots and the in-memory key. It is the one
+// value that flows from the authority to every consumer (gRPC server, cacerts sink, leaf signer).
+import type { x509 } from "../crypto/x509.js";
+import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
+
+export interface SigningBundle {
+  /** The intermediate certificate the agent signs with. */
+  readonly signingCert: x509.X509Certificate;
+  readonly signingCertPem: string;
+  /** Intermediate first, then every issuer up to and including the root. */
+  readonly chainPem: readonly string[];
+  /** Trust anchors (the root; several in multi-root mode). */
+  readonly rootsPem: readonly string[];
+  /** The intermediate's private key; non-extractable unless key export is on. */
+  readonly privateKey: CryptoKey;
+  readonly keyAlgorithm: KeyAlgorithmName;
+  /** PKCS#8 PEM of the key, present only when key export is on (cacerts sink or socket export). */
+  readonly privateKeyPem: string | undefined;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Lower-case hex serial of the intermediate. */
+  readonly serialHex: string;
+  /** 1 for the first bundle since start, +1 per rotation. */
+  readonly generation: number;
+}
