@@ -1,0 +1,22 @@
+# istiod-vault-agent: multi-stage build, Node 24 runtime, production dependencies only, non-root numeric user.
+# Works with a read-only root filesystem: the agent writes only its socket directory and the cacerts volume.
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+COPY test ./test
+COPY bench ./bench
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist/src ./dist/src
+COPY package.json ./
+COPY vault-policies ./vault-policies
+USER 65532:65532
+ENTRYPOINT ["node", "/app/dist/src/main.js"]
+CMD ["sidecar"]

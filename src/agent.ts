@@ -1,0 +1,125 @@
+// Wires one agent together from a Config: Vault client → Kubernetes auth → intermediate authority → consumers
+// (gRPC socket, cacerts directory, health/metrics). Data flows one way: consumers subscribe to the authority.
+import type { Logger } from "pino";
+import type { Config } from "./config/config.js";
+import type { SigningBundle } from "./authority/bundle.js";
+import { IntermediateAuthority, type IntermediateAuthorityOptions } from "./authority/intermediate-authority.js";
+import { AgentMetrics } from "./observability/metrics.js";
+import { AgentGrpcServer } from "./serve/agent-grpc.js";
+import { HealthHttpServer } from "./serve/health-http.js";
+import { CacertsSink, type CacertsFiles } from "./sinks/cacerts.js";
+import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "./signing/leaf-policy.js";
+import { systemClock, type Clock } from "./util/clock.js";
+import { VaultClient } from "./vault/client.js";
+import { KubernetesAuth } from "./vault/kubernetes-auth.js";
+
+export function authorityOptions(c: Config): IntermediateAuthorityOptions {
+  return {
+    ...c.intermediate,
+    // istiod reads the key from the cacerts files, so the sink needs it exportable.
+    keyExport: c.serve.keyExport || c.cacerts.dir !== undefined,
+    backoff: c.backoff,
+  };
+}
+
+export function leafPolicy(c: Config): LeafPolicy {
+  return { ...c.leaf, maxCsrBytes: DEFAULT_MAX_CSR_BYTES };
+}
+
+export function cacertsFiles(b: SigningBundle): CacertsFiles {
+  if (!b.privateKeyPem) throw new Error("the bundle has no exportable key; the cacerts sink needs key export");
+  return {
+    caCertPem: b.signingCertPem,
+    caKeyPem: b.privateKeyPem,
+    certChainPem: b.chainPem.join(""),
+    rootCertPem: b.rootsPem.join(""),
+  };
+}
+
+export class Agent {
+  readonly metrics: AgentMetrics;
+  readonly vault: VaultClient;
+  readonly auth: KubernetesAuth;
+  readonly authority: IntermediateAuthority;
+  readonly sink: CacertsSink | undefined;
+  private grpc: AgentGrpcServer | undefined;
+  private http: HealthHttpServer | undefined;
+  private unsubscribeSink: (() => void) | undefined;
+  private sinkQueue: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    clock: Clock = systemClock,
+  ) {
+    this.metrics = new AgentMetrics();
+    if (config.vault.insecureSkipVerify) {
+      log.warn("TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault");
+    }
+    this.vault = new VaultClient({
+      address: config.vault.address,
+      namespace: config.vault.namespace,
+      tls: { caPem: config.vault.caPem, insecureSkipVerify: config.vault.insecureSkipVerify },
+    });
+    this.auth = new KubernetesAuth(this.vault, config.auth, log, this.metrics, clock);
+    this.authority = new IntermediateAuthority(authorityOptions(config), this.vault, this.auth, log, this.metrics, clock);
+    this.sink = config.cacerts.dir
+      ? new CacertsSink({ dir: config.cacerts.dir, group: config.cacerts.group, multiRoot: config.cacerts.multiRoot })
+      : undefined;
+  }
+
+  /** Writes a bundle to the cacerts directory; failures are logged and counted, the last good files stay. */
+  async writeCacerts(b: SigningBundle): Promise<void> {
+    if (!this.sink) return;
+    try {
+      await this.sink.write(cacertsFiles(b));
+      this.metrics.sinkWrites.inc({ outcome: "success" });
+      for (const w of this.sink.warnings) this.log.warn({ dir: this.sink.dir }, w);
+      this.log.info({ dir: this.sink.dir, generation: b.generation }, "wrote cacerts for istiod");
+    } catch (err) {
+      this.metrics.sinkWrites.inc({ outcome: "failure" });
+      this.log.error({ dir: this.sink.dir, err: (err as Error).message }, "could not write cacerts; istiod keeps the previous files");
+      throw err;
+    }
+  }
+
+  /** Long-running mode: obtain the first bundle, then serve and renew until stop(). */
+  async run(signal?: AbortSignal): Promise<void> {
+    if (this.config.serve.httpAddress) {
+      this.http = new HealthHttpServer({
+        address: this.config.serve.httpAddress,
+        ready: () => this.authority.ready(),
+        registry: this.metrics.registry,
+        beforeMetrics: () => {
+          const b = this.authority.current();
+          this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - Date.now()) / 1000 : 0);
+        },
+      });
+      const addr = await this.http.start();
+      this.log.info({ address: `${addr.address}:${addr.port}` }, "health and metrics listening");
+    }
+    this.grpc = new AgentGrpcServer(
+      { socketPath: this.config.serve.socketPath, keyExport: this.config.serve.keyExport, leafPolicy: leafPolicy(this.config) },
+      this.authority,
+      this.log,
+      this.metrics,
+    );
+    await this.grpc.start();
+    await this.authority.start(signal);
+    if (this.sink) {
+      this.unsubscribeSink = this.authority.subscribe((b) => {
+        this.sinkQueue = this.sinkQueue.then(() => this.writeCacerts(b)).catch(() => undefined);
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.authority.stop();
+    this.auth.stop();
+    this.unsubscribeSink?.();
+    await this.sinkQueue;
+    await this.grpc?.stop();
+    await this.http?.stop();
+    await this.vault.close();
+  }
+}

@@ -1,0 +1,115 @@
+// Validation of Vault's answer to sign-intermediate. Nothing Vault returns is served until it passes every check
+// here: a bad answer is an error naming what was wrong, and the caller keeps its last good bundle.
+import { x509 } from "../crypto/x509.js";
+import { subtle } from "../crypto/x509.js";
+import type { CryptoKey } from "../crypto/keys.js";
+
+export class InvalidIssuerAnswerError extends Error {
+  constructor(message: string) {
+    super(`Vault's signed intermediate was refused: ${message}`);
+    this.name = "InvalidIssuerAnswerError";
+  }
+}
+
+/** The fields of a PKI sign-intermediate (or sign/<role>) answer that matter. */
+export interface PkiSignAnswer {
+  certificate?: unknown;
+  issuing_ca?: unknown;
+  ca_chain?: unknown;
+}
+
+export interface ValidatedChain {
+  cert: x509.X509Certificate;
+  certPem: string;
+  /** The signed certificate first, then each issuer up to and including the root. */
+  chainPem: string[];
+  rootPem: string;
+}
+
+/**
+ * Checks that `answer` holds a certificate for `publicKey`, that it is a CA (when `expectCa`), that each certificate
+ * is signed by the next one, that the chain ends at a self-signed root and that the certificate is valid at `now`.
+ * The root is the last element of `ca_chain`; Vault's repetition of the signed certificate at its head is dropped.
+ */
+export async function validateSignAnswer(
+  answer: PkiSignAnswer,
+  publicKey: CryptoKey,
+  now: Date,
+  opts: { expectCa: boolean },
+): Promise<ValidatedChain> {
+  if (typeof answer.certificate !== "string" || !answer.certificate.includes("BEGIN CERTIFICATE")) {
+    throw new InvalidIssuerAnswerError("data.certificate is missing or is not a PEM certificate (ask for format=pem)");
+  }
+  const cert = parseOne(answer.certificate, "data.certificate");
+  const chainIn = Array.isArray(answer.ca_chain) ? answer.ca_chain : [];
+  const issuers: x509.X509Certificate[] = [];
+  for (const [i, pem] of chainIn.entries()) {
+    if (typeof pem !== "string") throw new InvalidIssuerAnswerError(`data.ca_chain[${i}] is not a string`);
+    for (const c of parseAll(pem, `data.ca_chain[${i}]`)) issuers.push(c);
+  }
+  if (issuers.length === 0 && typeof answer.issuing_ca === "string") {
+    issuers.push(...parseAll(answer.issuing_ca, "data.issuing_ca"));
+  }
+  // Vault repeats the newly signed certificate at the head of ca_chain; drop it (and any other repeat).
+  const seen = new Set([hexOf(cert.rawData)]);
+  const dedup = issuers.filter((c) => {
+    const k = hexOf(c.rawData);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+  if (dedup.length === 0) throw new InvalidIssuerAnswerError("no issuer certificates (data.ca_chain and data.issuing_ca are empty)");
+
+  const ours = hexOf(await subtle.exportKey("spki", publicKey));
+  if (hexOf(cert.publicKey.rawData) !== ours) {
+    throw new InvalidIssuerAnswerError("the certificate's public key is not the key this agent generated");
+  }
+  if (opts.expectCa) {
+    const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    if (!bc?.ca) throw new InvalidIssuerAnswerError("the certificate is not a CA (basicConstraints CA:TRUE is missing)");
+    const ku = cert.getExtension(x509.KeyUsagesExtension);
+    if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
+      throw new InvalidIssuerAnswerError("the certificate's keyUsage does not allow keyCertSign");
+    }
+  }
+  if (cert.notAfter.getTime() <= now.getTime()) {
+    throw new InvalidIssuerAnswerError(`the certificate expired at ${cert.notAfter.toISOString()}`);
+  }
+  if (cert.notBefore.getTime() > now.getTime() + 5 * 60_000) {
+    throw new InvalidIssuerAnswerError(`the certificate is not valid before ${cert.notBefore.toISOString()} (clock skew?)`);
+  }
+
+  const chain = [cert, ...dedup];
+  for (let i = 0; i < chain.length - 1; i++) {
+    const child = chain[i]!;
+    const parent = chain[i + 1]!;
+    const ok = await child.verify({ publicKey: parent, signatureOnly: true });
+    if (!ok) {
+      throw new InvalidIssuerAnswerError(`chain element ${i} (${child.subject}) is not signed by element ${i + 1} (${parent.subject})`);
+    }
+  }
+  const root = chain[chain.length - 1]!;
+  if (!(await root.isSelfSigned())) {
+    throw new InvalidIssuerAnswerError(`the chain does not end at a self-signed root (last: ${root.subject})`);
+  }
+  const toPem = (c: x509.X509Certificate) => c.toString("pem") + "\n";
+  return { cert, certPem: toPem(cert), chainPem: chain.map(toPem), rootPem: toPem(root) };
+}
+
+function parseAll(pem: string, where: string): x509.X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new InvalidIssuerAnswerError(`${where} holds no PEM certificate`);
+  return blocks.map((b) => parseOne(b, where));
+}
+
+function parseOne(pem: string, where: string): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(pem);
+  } catch {
+    throw new InvalidIssuerAnswerError(`${where} is not a parseable X.509 certificate`);
+  }
+}
+
+function hexOf(data: ArrayBuffer): string {
+  return Buffer.from(data).toString("hex");
+}

@@ -1,0 +1,249 @@
+// The intermediate CA the agent serves. Every start makes a new key and has Vault sign a new intermediate (nothing is
+// persisted); renewal happens when `rotationGraceRatio` of the lifetime remains (±jitter), failures retry with
+// backoff while the current bundle keeps serving until it expires, and consumers subscribe to bundle changes.
+import { createPrivateKey, createPublicKey } from "node:crypto";
+import type { Logger } from "pino";
+import { subtle } from "../crypto/x509.js";
+import { algorithmParams, exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../crypto/keys.js";
+import type { AgentMetrics } from "../observability/metrics.js";
+import { Backoff, type BackoffOptions } from "../util/backoff.js";
+import { systemClock, type Clock, type Timer } from "../util/clock.js";
+import type { VaultClient, VaultSecret } from "../vault/client.js";
+import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
+import type { SigningBundle } from "./bundle.js";
+import { validateSignAnswer, type PkiSignAnswer } from "./chain.js";
+import { createIntermediateCsr } from "./csr.js";
+
+export interface IntermediateAuthorityOptions {
+  caPath: string;
+  csrPath: string | undefined;
+  ttlSeconds: number;
+  commonName: string;
+  organization: string | undefined;
+  keyAlgorithm: KeyAlgorithmName;
+  maxPathLength: number;
+  rotationGraceRatio: number;
+  jitterRatio: number;
+  /** Keep the key exportable and its PEM in the bundle (needed for istiod's cacerts files). */
+  keyExport: boolean;
+  backoff: BackoffOptions;
+}
+
+/** Never renew sooner than this after a successful rotation, whatever the certificate's dates say. */
+const MIN_RENEWAL_DELAY_MS = 1_000;
+
+export type BundleListener = (bundle: SigningBundle) => void;
+export type RotationTrigger = "start" | "schedule" | "retry" | "signal" | "rpc" | "config";
+
+export class IntermediateAuthority {
+  private bundle: SigningBundle | undefined;
+  private generation = 0;
+  private readonly listeners = new Set<BundleListener>();
+  private timer: Timer | undefined;
+  private inflight: Promise<SigningBundle> | undefined;
+  private readonly backoff: Backoff;
+  private stopped = false;
+  /** The last failure, for status reporting (message only; never secrets). */
+  lastError: string | undefined;
+
+  constructor(
+    private opts: IntermediateAuthorityOptions,
+    private readonly vault: VaultClient,
+    private readonly auth: KubernetesAuth,
+    private readonly log: Logger,
+    private readonly metrics: AgentMetrics,
+    private readonly clock: Clock = systemClock,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.backoff = new Backoff(opts.backoff, random);
+  }
+
+  /** The bundle being served, if one is held and not yet expired. */
+  current(): SigningBundle | undefined {
+    const b = this.bundle;
+    return b && b.notAfter.getTime() > this.clock.now() ? b : undefined;
+  }
+
+  ready(): boolean {
+    return this.current() !== undefined;
+  }
+
+  /** Calls `fn` on every new bundle (and at once with the current one). Returns an unsubscribe function. */
+  subscribe(fn: BundleListener): () => void {
+    this.listeners.add(fn);
+    const cur = this.current();
+    if (cur) fn(cur);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Obtains the first bundle, retrying with backoff until it succeeds or `signal` aborts; then keeps it renewed. */
+  async start(signal?: AbortSignal): Promise<SigningBundle> {
+    for (;;) {
+      try {
+        return await this.rotate("start");
+      } catch (err) {
+        if (this.stopped || signal?.aborted) throw err;
+        const delay = this.backoff.next();
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, "could not obtain the first intermediate; retrying");
+        await new Promise<void>((resolve, reject) => {
+          const t = this.clock.after(delay, resolve);
+          signal?.addEventListener("abort", () => (t.cancel(), reject(signal.reason as Error)), { once: true });
+        });
+      }
+    }
+  }
+
+  /** Obtains a new key and intermediate now. Concurrent calls share one attempt. On failure, a retry is scheduled. */
+  rotate(trigger: RotationTrigger): Promise<SigningBundle> {
+    this.inflight ??= this.obtainAndServe(trigger).finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  /** Applies new options (e.g. from a changed RootTrustPolicy); the next rotation uses them. */
+  reconfigure(opts: IntermediateAuthorityOptions): void {
+    this.opts = opts;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+  }
+
+  private async obtainAndServe(trigger: RotationTrigger): Promise<SigningBundle> {
+    const started = this.clock.now();
+    try {
+      const bundle = await this.obtain();
+      this.bundle = bundle;
+      this.backoff.reset();
+      this.lastError = undefined;
+      this.metrics.rotations.inc({ outcome: "success", trigger });
+      this.metrics.intermediateNotAfter.set(bundle.notAfter.getTime() / 1000);
+      this.metrics.intermediateGeneration.set(bundle.generation);
+      this.log.info(
+        {
+          trigger,
+          generation: bundle.generation,
+          serial: bundle.serialHex,
+          notAfter: bundle.notAfter.toISOString(),
+          chainLength: bundle.chainPem.length,
+          durationMs: this.clock.now() - started,
+        },
+        "serving a new intermediate",
+      );
+      this.scheduleRenewal(bundle);
+      for (const fn of this.listeners) {
+        try {
+          fn(bundle);
+        } catch (err) {
+          this.log.error({ err: (err as Error).message }, "a bundle subscriber failed");
+        }
+      }
+      return bundle;
+    } catch (err) {
+      const message = (err as Error).message;
+      this.lastError = message;
+      this.metrics.rotations.inc({ outcome: "failure", trigger });
+      if (!this.stopped && trigger !== "start") this.scheduleRetry();
+      const cur = this.current();
+      this.log.error(
+        { trigger, err: message, servingGeneration: cur?.generation, servingNotAfter: cur?.notAfter.toISOString(), durationMs: this.clock.now() - started },
+        cur ? "could not renew the intermediate; still serving the current one" : "could not obtain an intermediate",
+      );
+      throw err;
+    }
+  }
+
+  private async obtain(): Promise<SigningBundle> {
+    const o = this.opts;
+    const { privateKey, publicKey, algorithm, csr } = o.csrPath ? await this.vaultGeneratedKey() : await this.localKey();
+    const answer = await this.auth.withToken((token) =>
+      this.metrics.timeVault("sign_intermediate", () =>
+        this.vault.write<PkiSignAnswer>(o.caPath, token, {
+          csr,
+          common_name: o.commonName,
+          ttl: `${Math.round(o.ttlSeconds)}s`,
+          format: "pem",
+          max_path_length: o.maxPathLength,
+          use_csr_values: false,
+          ...(o.organization ? { organization: o.organization } : {}),
+        }),
+      ),
+    );
+    const chain = await validateSignAnswer(answer?.data ?? {}, publicKey, new Date(this.clock.now()), { expectCa: true });
+    if ((answer.warnings ?? []).length) this.log.warn({ warnings: answer.warnings }, "Vault warned while signing the intermediate");
+    return {
+      signingCert: chain.cert,
+      signingCertPem: chain.certPem,
+      chainPem: chain.chainPem,
+      rootsPem: [chain.rootPem],
+      privateKey,
+      keyAlgorithm: algorithm,
+      privateKeyPem: o.keyExport ? await exportPrivateKeyPem(privateKey) : undefined,
+      notBefore: chain.cert.notBefore,
+      notAfter: chain.cert.notAfter,
+      serialHex: chain.cert.serialNumber.toLowerCase(),
+      generation: ++this.generation,
+    };
+  }
+
+  /** The default: the key is made here and never leaves the process (unless key export is on). */
+  private async localKey() {
+    const o = this.opts;
+    const keys = await generateKeyPair(o.keyAlgorithm, o.keyExport);
+    const csr = await createIntermediateCsr(keys, o.keyAlgorithm, { commonName: o.commonName, organization: o.organization });
+    return { privateKey: keys.privateKey, publicKey: keys.publicKey, algorithm: o.keyAlgorithm, csr };
+  }
+
+  /** Gloo-compatible opt-in: Vault generates the key (exported once, in this answer); it is then held only here. */
+  private async vaultGeneratedKey() {
+    const o = this.opts;
+    const isRsa = o.keyAlgorithm.startsWith("RSA");
+    const res = await this.auth.withToken((token) =>
+      this.metrics.timeVault("generate_exported", () =>
+        this.vault.write<{ csr?: string; private_key?: string }>(o.csrPath!, token, {
+          common_name: o.commonName,
+          key_type: isRsa ? "rsa" : "ec",
+          key_bits: isRsa ? Number(o.keyAlgorithm.slice(4)) : o.keyAlgorithm === "ECDSA_P384" ? 384 : 256,
+          private_key_format: "pkcs8",
+          ...(o.organization ? { organization: o.organization } : {}),
+        }) as Promise<VaultSecret<{ csr?: string; private_key?: string }>>,
+      ),
+    );
+    const { csr, private_key: keyPem } = res.data ?? {};
+    if (typeof csr !== "string" || typeof keyPem !== "string") {
+      throw new Error(`Vault ${o.csrPath} returned no csr/private_key; expected an exported key (path .../generate/exported)`);
+    }
+    const der = createPrivateKey(keyPem).export({ type: "pkcs8", format: "der" });
+    const params = algorithmParams(o.keyAlgorithm).generate;
+    const privateKey = (await subtle.importKey("pkcs8", der, params, o.keyExport, ["sign"])) as CryptoKey;
+    const spki = publicKeyDer(keyPem);
+    const publicKey = (await subtle.importKey("spki", spki, params, true, ["verify"])) as CryptoKey;
+    return { privateKey, publicKey, algorithm: o.keyAlgorithm, csr };
+  }
+
+  private scheduleRenewal(bundle: SigningBundle): void {
+    this.timer?.cancel();
+    if (this.stopped) return;
+    // Vault backdates notBefore (not_before_duration, 30 s by default): measure the lifetime from when we got the
+    // certificate, or a short TTL would put the renewal point in the past and rotate in a tight loop.
+    const start = Math.max(bundle.notBefore.getTime(), this.clock.now());
+    const life = bundle.notAfter.getTime() - start;
+    const jitter = (this.random() * 2 - 1) * this.opts.jitterRatio;
+    const renewAt = start + life * (1 - this.opts.rotationGraceRatio + jitter);
+    const delay = Math.max(MIN_RENEWAL_DELAY_MS, renewAt - this.clock.now());
+    this.log.debug({ renewInMs: delay }, "scheduled intermediate renewal");
+    this.timer = this.clock.after(delay, () => void this.rotate("schedule").catch(() => undefined));
+  }
+
+  private scheduleRetry(): void {
+    this.timer?.cancel();
+    const delay = this.backoff.next();
+    this.log.info({ retryInMs: delay, attempt: this.backoff.attempts }, "will retry the intermediate renewal");
+    this.timer = this.clock.after(delay, () => void this.rotate("retry").catch(() => undefined));
+  }
+}
+
+/** The SPKI DER of the public half of a PEM private key. */
+function publicKeyDer(privateKeyPem: string): Buffer {
+  return createPublicKey(createPrivateKey(privateKeyPem)).export({ type: "spki", format: "der" });
+}

@@ -1,0 +1,161 @@
+// The agent's typed configuration and its validation. Every problem is reported at once, each with the field path,
+// the value's problem and what is expected.
+import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+
+export interface Config {
+  vault: {
+    address: string;
+    /** PEM bundle to trust for Vault's TLS certificate (from caBundle or a file). */
+    caPem: string | undefined;
+    caFile: string | undefined;
+    namespace: string | undefined;
+    /** Disables TLS verification. Loudly logged at start; never a default. */
+    insecureSkipVerify: boolean;
+  };
+  auth: {
+    mountPath: string;
+    role: string;
+    tokenPath: string;
+  };
+  intermediate: {
+    /** Vault path that signs the CSR, e.g. pki/root/sign-intermediate or pki_int/root/sign-intermediate. */
+    caPath: string;
+    /** Gloo-compatible opt-in: Vault generates an exported key+CSR here; the key is then held only in memory. */
+    csrPath: string | undefined;
+    ttlSeconds: number;
+    commonName: string;
+    organization: string | undefined;
+    keyAlgorithm: KeyAlgorithmName;
+    maxPathLength: number;
+    /** Renew when this fraction of the lifetime remains (Gloo's secretRotationGracePeriodRatio). Default 1/3. */
+    rotationGraceRatio: number;
+    /** ± jitter on the renewal point, as a fraction of the lifetime. */
+    jitterRatio: number;
+  };
+  leaf: {
+    trustDomain: string;
+    defaultTtlSeconds: number;
+    maxTtlSeconds: number;
+  };
+  serve: {
+    socketPath: string;
+    /** host:port for /healthz, /readyz and /metrics; empty disables. */
+    httpAddress: string;
+    /** Expose the private key over the socket (GetSigningBundle). Off by default. */
+    keyExport: boolean;
+  };
+  cacerts: {
+    /** Directory istiod reads (its in-memory /etc/cacerts); empty disables the sink. */
+    dir: string | undefined;
+    group: number;
+    multiRoot: boolean;
+  };
+  backoff: { initialMs: number; maxMs: number };
+  logLevel: string;
+  pod: { name: string | undefined; namespace: string | undefined };
+}
+
+export const DEFAULT_CONFIG: Config = {
+  vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
+  auth: { mountPath: "kubernetes", role: "istiod-agent", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  intermediate: {
+    caPath: "pki/root/sign-intermediate",
+    csrPath: undefined,
+    ttlSeconds: 30 * 24 * 3600,
+    commonName: "istiod-vault-agent intermediate",
+    organization: undefined,
+    keyAlgorithm: "ECDSA_P256",
+    maxPathLength: 0,
+    rotationGraceRatio: 1 / 3,
+    jitterRatio: 0.05,
+  },
+  leaf: { trustDomain: "cluster.local", defaultTtlSeconds: 24 * 3600, maxTtlSeconds: 90 * 24 * 3600 },
+  serve: { socketPath: "/var/run/istiod-vault-agent/agent.sock", httpAddress: "0.0.0.0:15300", keyExport: false },
+  cacerts: { dir: undefined, group: 1337, multiRoot: false },
+  backoff: { initialMs: 1_000, maxMs: 300_000 },
+  logLevel: "info",
+  pod: { name: undefined, namespace: undefined },
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Returns every problem with `c`; an empty list means valid. */
+export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
+  const p: string[] = [];
+  if (opts.needVault) {
+    if (!c.vault.address) p.push("vault.address: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)");
+    else {
+      try {
+        const u = new URL(c.vault.address);
+        if (u.protocol !== "https:" && u.protocol !== "http:") p.push(`vault.address: "${c.vault.address}" must be an https:// URL`);
+      } catch {
+        p.push(`vault.address: "${c.vault.address}" is not a URL; expected e.g. https://vault.vault:8200`);
+      }
+    }
+    if (c.vault.caPem !== undefined && !c.vault.caPem.includes("BEGIN CERTIFICATE")) {
+      p.push("vault.caBundle: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks");
+    }
+    if (!c.auth.role) p.push("auth.role: missing; expected the Vault Kubernetes-auth role name, e.g. istiod-agent");
+    if (!c.auth.mountPath || /\s/.test(c.auth.mountPath)) p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);
+    if (!c.auth.tokenPath) p.push("auth.tokenPath: missing; expected the path of the projected service-account token");
+    if (!/^[\w\-./]+$/.test(c.intermediate.caPath) || !c.intermediate.caPath.includes("sign")) {
+      p.push(`intermediate.caPath: "${c.intermediate.caPath}" is not a PKI sign path; expected e.g. pki/root/sign-intermediate`);
+    }
+    if (c.intermediate.csrPath !== undefined && !/^[\w\-./]+\/generate\/exported$/.test(c.intermediate.csrPath)) {
+      p.push(`intermediate.csrPath: "${c.intermediate.csrPath}" must end in /generate/exported, e.g. pki_int/intermediate/generate/exported`);
+    }
+  }
+  const ttl = c.intermediate.ttlSeconds;
+  if (!Number.isFinite(ttl) || ttl < 10 || ttl > 20 * 365 * 24 * 3600) p.push(`intermediate.ttl: ${ttl}s is out of range; expected 10s to 20 years`);
+  if (!c.intermediate.commonName) p.push("intermediate.commonName: missing");
+  if (!KEY_ALGORITHMS.includes(c.intermediate.keyAlgorithm)) {
+    p.push(`intermediate.keyAlgorithm: "${String(c.intermediate.keyAlgorithm)}" is not supported; expected one of ${KEY_ALGORITHMS.join(", ")}`);
+  }
+  if (!Number.isInteger(c.intermediate.maxPathLength) || c.intermediate.maxPathLength < 0 || c.intermediate.maxPathLength > 10) {
+    p.push(`intermediate.maxPathLength: ${c.intermediate.maxPathLength} must be an integer from 0 to 10`);
+  }
+  const g = c.intermediate.rotationGraceRatio;
+  if (!(g > 0.01 && g < 0.99)) p.push(`intermediate.secretRotationGracePeriodRatio: ${g} must be between 0.01 and 0.99`);
+  if (!(c.intermediate.jitterRatio >= 0 && c.intermediate.jitterRatio <= 0.2)) p.push(`intermediate.jitterRatio: ${c.intermediate.jitterRatio} must be between 0 and 0.2`);
+  if (!/^[a-z0-9]([a-z0-9.\-_]*[a-z0-9])?$/.test(c.leaf.trustDomain)) {
+    p.push(`leaf.trustDomain: "${c.leaf.trustDomain}" is not a SPIFFE trust domain; expected lower-case letters, digits, '.', '-' or '_', e.g. cluster.local`);
+  }
+  if (!(c.leaf.maxTtlSeconds >= 60)) p.push(`leaf.maxTtl: ${c.leaf.maxTtlSeconds}s must be at least 60s`);
+  if (!(c.leaf.defaultTtlSeconds >= 60 && c.leaf.defaultTtlSeconds <= c.leaf.maxTtlSeconds)) {
+    p.push(`leaf.defaultTtl: ${c.leaf.defaultTtlSeconds}s must be between 60s and leaf.maxTtl (${c.leaf.maxTtlSeconds}s)`);
+  }
+  if (!c.serve.socketPath.startsWith("/")) p.push(`serve.socketPath: "${c.serve.socketPath}" must be an absolute path`);
+  else if (Buffer.byteLength(c.serve.socketPath) > 100) {
+    p.push(`serve.socketPath: "${c.serve.socketPath}" is ${Buffer.byteLength(c.serve.socketPath)} bytes; Unix socket paths must stay under 100 bytes`);
+  }
+  if (c.serve.httpAddress && !/^[^\s:]*:\d{1,5}$/.test(c.serve.httpAddress) && !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)) {
+    p.push(`serve.httpAddress: "${c.serve.httpAddress}" must be host:port, e.g. 0.0.0.0:15300`);
+  }
+  if (c.cacerts.dir !== undefined && !c.cacerts.dir.startsWith("/")) p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);
+  if (!Number.isInteger(c.cacerts.group) || c.cacerts.group < 0) p.push(`cacerts.group: ${c.cacerts.group} must be a numeric group id`);
+  if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs)) p.push("backoff: initial must be ≥ 10ms and ≤ max");
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
+  return p;
+}
+
+/** Parses a duration: a number of seconds, or Go/Vault style "720h", "30m", "45s", "2h30m", or "90d". */
+export function parseDuration(value: string | number): number {
+  if (typeof value === "number") return value;
+  const s = value.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
+  const re = /(\d+(?:\.\d+)?)(ms|d|h|m|s)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (let m = re.exec(s); m; m = re.exec(s)) {
+    const n = Number(m[1]);
+    total += n * { d: 86400, h: 3600, m: 60, s: 1, ms: 0.001 }[m[2] as "d" | "h" | "m" | "s" | "ms"];
+    consumed = re.lastIndex;
+  }
+  if (consumed !== s.length || s.length === 0) return Number.NaN;
+  return total;
+}

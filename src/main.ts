@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+// CLI entry: istiod-vault-agent <sidecar | init | status> [flags]
+import * as grpc from "@grpc/grpc-js";
+import { Agent } from "./agent.js";
+import { ConfigError } from "./config/config.js";
+import { flagHelp, loadConfig, parseFlags } from "./config/load.js";
+import { x509 } from "./crypto/x509.js";
+import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
+import { createLogger } from "./observability/logger.js";
+
+const COMMANDS: Record<string, string> = {
+  sidecar: "run beside istiod: obtain the intermediate, serve it on the socket and in cacerts, renew it (long-running)",
+  init: "obtain an intermediate, write the cacerts files istiod needs at start, and exit 0 (init container)",
+  status: "connect to a running agent's socket and print its chain, expiry and generation",
+};
+
+function usage(): string {
+  return [
+    "usage: istiod-vault-agent <command> [flags]",
+    "",
+    "commands:",
+    ...Object.entries(COMMANDS).map(([n, d]) => `  ${n.padEnd(8)} ${d}`),
+    "",
+    "Run 'istiod-vault-agent <command> --help' for the flags of a command.",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === "--help" || command === "-h" || command === "help") {
+    console.log(usage());
+    return command ? 0 : 2;
+  }
+  if (!(command in COMMANDS)) {
+    console.error(`unknown command "${command}"\n\n${usage()}`);
+    return 2;
+  }
+  let flags;
+  try {
+    flags = parseFlags(rest);
+  } catch (err) {
+    console.error((err as Error).message);
+    return 2;
+  }
+  if (flags.help) {
+    console.log(`usage: istiod-vault-agent ${command} [flags]\n\n${COMMANDS[command]}\n\nflags:\n${flagHelp()}`);
+    return 0;
+  }
+  try {
+    switch (command) {
+      case "sidecar":
+        return await runSidecar(flags);
+      case "init":
+        return await runInit(flags);
+      case "status":
+        return await runStatus(flags);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      return 2;
+    }
+    console.error(`istiod-vault-agent ${command}: ${(err as Error).message}`);
+    return 1;
+  }
+  return 2;
+}
+
+async function runSidecar(flags: ReturnType<typeof parseFlags>): Promise<number> {
+  const config = loadConfig(flags);
+  const log = createLogger({ level: config.logLevel });
+  const agent = new Agent(config, log);
+  const abort = new AbortController();
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, "stopping");
+    abort.abort(new Error(`stopped by ${sig}`));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => {
+    log.info("SIGHUP: rotating the intermediate now");
+    agent.authority.rotate("signal").catch(() => undefined);
+  });
+  log.info(
+    { vault: config.vault.address, caPath: config.intermediate.caPath, socket: config.serve.socketPath, cacerts: config.cacerts.dir ?? null },
+    "starting sidecar",
+  );
+  try {
+    await agent.run(abort.signal);
+    await new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve(), { once: true }));
+    return 0;
+  } catch (err) {
+    if (abort.signal.aborted) return 0;
+    throw err;
+  } finally {
+    await agent.stop();
+  }
+}
+
+async function runInit(flags: ReturnType<typeof parseFlags>): Promise<number> {
+  const config = loadConfig(flags);
+  if (!config.cacerts.dir) {
+    console.error("init: --cacerts-dir is required (istiod's /etc/cacerts volume)");
+    return 2;
+  }
+  const log = createLogger({ level: config.logLevel });
+  const agent = new Agent(config, log);
+  const abort = new AbortController();
+  process.once("SIGTERM", () => abort.abort(new Error("stopped by SIGTERM")));
+  try {
+    const bundle = await agent.authority.start(abort.signal);
+    await agent.writeCacerts(bundle);
+    log.info({ dir: config.cacerts.dir, serial: bundle.serialHex, notAfter: bundle.notAfter.toISOString() }, "init: cacerts ready for istiod");
+    return 0;
+  } finally {
+    await agent.stop();
+  }
+}
+
+async function runStatus(flags: ReturnType<typeof parseFlags>): Promise<number> {
+  const config = loadConfig(flags, process.env, { needVault: false });
+  const client = new CertificateAuthorityAgentClient(`unix://${config.serve.socketPath}`, grpc.credentials.createInsecure());
+  try {
+    const bundle = await new Promise<SigningBundle>((resolve, reject) =>
+      client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+    console.log(describeBundle(bundle, config.serve.socketPath));
+    return 0;
+  } catch (err) {
+    console.error(`status: cannot read the bundle from ${config.serve.socketPath}: ${(err as Error).message}`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+export function describeBundle(b: SigningBundle, socketPath: string): string {
+  const lines = [`socket:     ${socketPath}`, `generation: ${b.generation}`, `serial:     ${b.serialHex}`];
+  lines.push(`not before: ${new Date(b.notBeforeUnix * 1000).toISOString()}`);
+  const left = b.notAfterUnix - Date.now() / 1000;
+  lines.push(`not after:  ${new Date(b.notAfterUnix * 1000).toISOString()} (${formatSeconds(left)} left)`);
+  lines.push("chain:");
+  b.certChainPem.forEach((pem, i) => {
+    const c = new x509.X509Certificate(pem);
+    lines.push(`  [${i}] ${c.subject}  (issuer: ${c.issuer}; expires ${c.notAfter.toISOString()})`);
+  });
+  return lines.join("\n");
+}
+
+function formatSeconds(s: number): string {
+  if (s <= 0) return "expired";
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return d ? `${d}d${h}h` : h ? `${h}h${m}m` : `${m}m${Math.floor(s % 60)}s`;
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/main.js")) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

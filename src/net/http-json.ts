@@ -1,0 +1,163 @@
+// One small JSON-over-HTTPS layer for the two servers the agent talks to (Vault and the Kubernetes API), so TLS,
+// timeouts and the shape of errors live in one place. Request bodies are never put in errors or logs: they carry
+// JWTs, tokens and CSRs.
+import { Agent, request } from "undici";
+
+export interface TlsOptions {
+  /** PEM bundle of CAs to trust instead of the system store. */
+  caPem?: string | undefined;
+  /** Client certificate and key (PEM), for mutual TLS. */
+  certPem?: string | undefined;
+  keyPem?: string | undefined;
+  /** Turns certificate verification off. Only ever set from an explicit, loudly logged flag. */
+  insecureSkipVerify?: boolean | undefined;
+}
+
+export interface HttpTimeouts {
+  connectMs: number;
+  headersMs: number;
+  bodyMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: HttpTimeouts = { connectMs: 5_000, headersMs: 15_000, bodyMs: 15_000 };
+
+export class HttpStatusError extends Error {
+  constructor(
+    readonly service: string,
+    readonly method: string,
+    readonly path: string,
+    readonly status: number,
+    /** Server-provided error strings (Vault `errors`, Kubernetes Status `message`); safe to show. */
+    readonly serverMessages: readonly string[],
+  ) {
+    super(
+      `${service} ${method} ${path} answered HTTP ${status}` +
+        (serverMessages.length ? `: ${serverMessages.join("; ")}` : ""),
+    );
+    this.name = "HttpStatusError";
+  }
+}
+
+/** A network-level failure (refused, reset, timeout, TLS). */
+export class HttpTransportError extends Error {
+  constructor(
+    readonly service: string,
+    readonly method: string,
+    readonly path: string,
+    readonly causeCode: string,
+    message: string,
+  ) {
+    super(`${service} ${method} ${path} failed: ${message}`);
+    this.name = "HttpTransportError";
+  }
+}
+
+export interface JsonRequest {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "LIST";
+  path: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  contentType?: string;
+  /** Statuses that are answers rather than errors (their body is returned). */
+  acceptStatuses?: readonly number[];
+  /** Return the body as text instead of parsing JSON (health endpoints answer "ok"). */
+  text?: boolean;
+}
+
+export interface JsonResponse<T> {
+  status: number;
+  body: T;
+}
+
+export class HttpJsonClient {
+  private readonly dispatcher: Agent;
+
+  constructor(
+    readonly service: string,
+    readonly baseUrl: string,
+    tls: TlsOptions,
+    private readonly timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
+  ) {
+    const url = new URL(baseUrl);
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      throw new Error(`${service} address ${baseUrl} must start with https:// (or http:// for a local dev server)`);
+    }
+    this.dispatcher = new Agent({
+      connect: {
+        ca: tls.caPem,
+        cert: tls.certPem,
+        key: tls.keyPem,
+        rejectUnauthorized: !tls.insecureSkipVerify,
+        timeout: timeouts.connectMs,
+      },
+      headersTimeout: timeouts.headersMs,
+      bodyTimeout: timeouts.bodyMs,
+      keepAliveTimeout: 30_000,
+    });
+  }
+
+  async request<T>(req: JsonRequest): Promise<JsonResponse<T>> {
+    const headers: Record<string, string> = { accept: "application/json", ...req.headers };
+    let payload: string | undefined;
+    if (req.body !== undefined) {
+      payload = JSON.stringify(req.body);
+      headers["content-type"] = req.contentType ?? "application/json";
+    }
+    let res;
+    try {
+      res = await request(new URL(req.path, this.baseUrl), {
+        method: req.method,
+        headers,
+        body: payload,
+        dispatcher: this.dispatcher,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new HttpTransportError(this.service, req.method, req.path, e.code ?? "UNKNOWN", e.message);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new HttpTransportError(this.service, req.method, req.path, e.code ?? "UNKNOWN", e.message);
+    }
+    const ok = (res.statusCode >= 200 && res.statusCode < 300) || req.acceptStatuses?.includes(res.statusCode);
+    let parsed: unknown = undefined;
+    if (req.text) {
+      parsed = text;
+    } else if (text.length > 0) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        if (ok) {
+          throw new HttpStatusError(this.service, req.method, req.path, res.statusCode, [
+            "response body is not JSON (expected a JSON document)",
+          ]);
+        }
+      }
+    }
+    if (!ok) {
+      throw new HttpStatusError(this.service, req.method, req.path, res.statusCode, serverMessages(parsed));
+    }
+    return { status: res.statusCode, body: parsed as T };
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+/** Error strings from a Vault (`{errors: [...]}`) or Kubernetes (`{kind: "Status", message}`) error body. */
+function serverMessages(body: unknown): string[] {
+  if (body && typeof body === "object") {
+    const b = body as { errors?: unknown; message?: unknown };
+    if (Array.isArray(b.errors)) return b.errors.filter((x): x is string => typeof x === "string").map(clip);
+    if (typeof b.message === "string") return [clip(b.message)];
+  }
+  return [];
+}
+
+function clip(s: string): string {
+  return s.length > 500 ? `${s.slice(0, 500)}…` : s;
+}

@@ -1,0 +1,96 @@
+// Prometheus metrics. One registry per agent instance (tests run several in one process).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+
+  readonly intermediateNotAfter = new Gauge({
+    name: "iva_intermediate_not_after_seconds",
+    help: "NotAfter of the served intermediate CA certificate (Unix seconds).",
+    registers: [this.registry],
+  });
+  readonly intermediateSecondsToExpiry = new Gauge({
+    name: "iva_intermediate_seconds_to_expiry",
+    help: "Seconds until the served intermediate CA certificate expires.",
+    registers: [this.registry],
+  });
+  readonly intermediateGeneration = new Gauge({
+    name: "iva_intermediate_generation",
+    help: "Generation of the served intermediate (1 after start, +1 per rotation).",
+    registers: [this.registry],
+  });
+  readonly rotations = new Counter({
+    name: "iva_intermediate_rotations_total",
+    help: "Attempts to obtain a new intermediate, by outcome.",
+    labelNames: ["outcome", "trigger"] as const,
+    registers: [this.registry],
+  });
+  readonly vaultRequests = new Counter({
+    name: "iva_vault_requests_total",
+    help: "Vault calls by operation and outcome.",
+    labelNames: ["operation", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly vaultRequestSeconds = new Histogram({
+    name: "iva_vault_request_duration_seconds",
+    help: "Vault call durations by operation.",
+    labelNames: ["operation"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+    registers: [this.registry],
+  });
+  readonly vaultLogins = new Counter({
+    name: "iva_vault_logins_total",
+    help: "Kubernetes-auth logins by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly vaultTokenRenewals = new Counter({
+    name: "iva_vault_token_renewals_total",
+    help: "Vault token self-renewals by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly leavesSigned = new Counter({
+    name: "iva_leaves_signed_total",
+    help: "Leaf certificates signed over the socket.",
+    registers: [this.registry],
+  });
+  readonly leavesRefused = new Counter({
+    name: "iva_leaves_refused_total",
+    help: "Leaf signing requests refused, by the policy rule that refused them.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly sinkWrites = new Counter({
+    name: "iva_cacerts_writes_total",
+    help: "Writes of the cacerts directory, by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "iva_" });
+  }
+
+  /** Times an async Vault operation and counts its outcome. */
+  async timeVault<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    const end = this.vaultRequestSeconds.startTimer({ operation });
+    try {
+      const out = await fn();
+      this.vaultRequests.inc({ operation, outcome: "success" });
+      return out;
+    } catch (err) {
+      this.vaultRequests.inc({ operation, outcome: outcomeOf(err) });
+      throw err;
+    } finally {
+      end();
+    }
+  }
+}
+
+function outcomeOf(err: unknown): string {
+  const status = (err as { status?: unknown }).status;
+  if (typeof status === "number") return `http_${status}`;
+  const name = (err as { name?: unknown }).name;
+  return name === "HttpTransportError" ? "transport_error" : "error";
+}

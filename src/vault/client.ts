@@ -1,0 +1,99 @@
+// A small typed Vault (and OpenBao) client: the handful of endpoints the agent and setup use, nothing else.
+// Tokens are passed per call and never logged; errors carry Vault's own messages, never request bodies.
+import { HttpJsonClient, type HttpTimeouts, type TlsOptions, DEFAULT_TIMEOUTS } from "../net/http-json.js";
+
+export interface VaultClientOptions {
+  address: string;
+  tls?: TlsOptions;
+  /** Vault Enterprise / OpenBao namespace, sent as X-Vault-Namespace. */
+  namespace?: string | undefined;
+  timeouts?: HttpTimeouts;
+}
+
+/** The `auth` block of a login or token answer. */
+export interface VaultAuth {
+  client_token: string;
+  accessor: string;
+  policies: string[];
+  token_policies?: string[];
+  lease_duration: number;
+  renewable: boolean;
+  metadata?: Record<string, string> | null;
+}
+
+export interface VaultSecret<T> {
+  data: T;
+  warnings?: string[] | null;
+  auth?: VaultAuth | null;
+  lease_duration?: number;
+}
+
+export class VaultClient {
+  readonly http: HttpJsonClient;
+  readonly namespace: string | undefined;
+
+  constructor(opts: VaultClientOptions) {
+    this.http = new HttpJsonClient("vault", opts.address, opts.tls ?? {}, opts.timeouts ?? DEFAULT_TIMEOUTS);
+    this.namespace = opts.namespace;
+  }
+
+  /** Raw call to `/v1/<path>`. `token` may be omitted for unauthenticated endpoints (login, health, CA reads). */
+  async call<T>(
+    method: "GET" | "POST" | "PUT" | "DELETE" | "LIST",
+    path: string,
+    opts: { token?: string | undefined; body?: unknown; acceptStatuses?: readonly number[] } = {},
+  ): Promise<{ status: number; body: T }> {
+    const headers: Record<string, string> = {};
+    if (opts.token) headers["x-vault-token"] = opts.token;
+    if (this.namespace) headers["x-vault-namespace"] = this.namespace;
+    return this.http.request<T>({
+      method,
+      path: `/v1/${path.replace(/^\/+/, "")}`,
+      headers,
+      body: opts.body,
+      acceptStatuses: opts.acceptStatuses,
+    });
+  }
+
+  async write<T>(path: string, token: string | undefined, body: unknown): Promise<VaultSecret<T>> {
+    return (await this.call<VaultSecret<T>>("POST", path, { token, body })).body;
+  }
+
+  async read<T>(path: string, token: string | undefined): Promise<VaultSecret<T>> {
+    return (await this.call<VaultSecret<T>>("GET", path, { token })).body;
+  }
+
+  /** `POST auth/<mount>/login` with the Kubernetes service-account JWT. */
+  async kubernetesLogin(mount: string, role: string, jwt: string): Promise<VaultAuth> {
+    const res = await this.call<VaultSecret<unknown>>("POST", `auth/${trimSlashes(mount)}/login`, {
+      body: { role, jwt },
+    });
+    const auth = res.body?.auth;
+    if (!auth || typeof auth.client_token !== "string" || auth.client_token.length === 0) {
+      throw new Error(`vault login at auth/${trimSlashes(mount)}/login returned no auth.client_token`);
+    }
+    return auth;
+  }
+
+  async renewSelf(token: string, incrementSeconds?: number): Promise<VaultAuth> {
+    const body = incrementSeconds ? { increment: `${incrementSeconds}s` } : {};
+    const res = await this.call<VaultSecret<unknown>>("POST", "auth/token/renew-self", { token, body });
+    if (!res.body?.auth) throw new Error("vault renew-self returned no auth block");
+    return res.body.auth;
+  }
+
+  async health(): Promise<{ status: number; initialized: boolean; sealed: boolean; version: string }> {
+    const res = await this.call<{ initialized: boolean; sealed: boolean; version: string }>("GET", "sys/health", {
+      acceptStatuses: [429, 472, 473, 501, 503],
+    });
+    return { status: res.status, ...res.body };
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+}
+
+export function trimSlashes(s: string): string {
+  return s.replace(/^\/+|\/+$/g, "");
+}

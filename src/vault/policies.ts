@@ -1,0 +1,19 @@
+// Least-privilege Vault policies, rendered from the paths in use. vault-policies/*.hcl hold the default renderings
+// for operators who apply policies by hand; a unit test keeps them identical to what this module produces.
+
+/** The istiod agent: `update` on its sign-intermediate path and nothing else (login and token self-renewal are
+ * granted by Vault's built-in `default` policy). */
+export function istiodAgentPolicy(signPath = "pki/root/sign-intermediate"): string {
+  return [
+    "# istiod-vault-agent: have the PKI engine sign the agent's intermediate CA (the key stays in the agent).",
+    "# Nothing broader: no issue/*, no sys/*, no reads of other mounts. Token lookup/renew come from `default`.",
+    `path "${stripSlashes(signPath)}" {`,
+    '  capabilities = ["update"]',
+    "}",
+    "",
+  ].join("\n");
+}
+
+function stripSlashes(p: string): string {
+  return p.replace(/^\/+|\/+$/g, "").replace(/^v1\//, "");
+}

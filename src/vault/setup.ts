@@ -1,0 +1,173 @@
+// Configures a Vault (or OpenBao) for the agent, idempotently: PKI mounts with a root (and an intermediate mount for
+// the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy. Shared by the tests'
+// environment and the `setup-vault` command. Returns a line per change; a second run returns none.
+import { HttpStatusError } from "../net/http-json.js";
+import { istiodAgentPolicy } from "./policies.js";
+import { trimSlashes, type VaultClient } from "./client.js";
+
+export interface VaultSetupOptions {
+  rootMount: string;
+  rootCommonName: string;
+  /** Optional second mount holding an intermediate signed by the root mount. */
+  intermediateMount?: string | undefined;
+  intermediateCommonName?: string | undefined;
+  kubernetes: {
+    mount: string;
+    host: string;
+    caPem: string;
+    /** JWT Vault presents to TokenReview; without it Vault uses each login's own JWT (needs system:auth-delegator). */
+    reviewerJwt?: string | undefined;
+  };
+  role: {
+    name: string;
+    serviceAccounts: string[];
+    namespaces: string[];
+    audience: string;
+    tokenTtlSeconds: number;
+    tokenMaxTtlSeconds: number;
+  };
+  policyName: string;
+  /** The sign-intermediate path the agent's policy allows, e.g. pki/root/sign-intermediate. */
+  signPath: string;
+}
+
+export const DEFAULT_SETUP: Omit<VaultSetupOptions, "kubernetes"> = {
+  rootMount: "pki",
+  rootCommonName: "istiod-vault-agent root CA",
+  intermediateMount: undefined,
+  role: {
+    name: "istiod-agent",
+    serviceAccounts: ["istiod"],
+    namespaces: ["istio-system"],
+    audience: "vault",
+    tokenTtlSeconds: 3600,
+    tokenMaxTtlSeconds: 86400,
+  },
+  policyName: "istiod-agent",
+  signPath: "pki/root/sign-intermediate",
+};
+
+export async function setupVault(vault: VaultClient, token: string, opts: VaultSetupOptions): Promise<string[]> {
+  const changes: string[] = [];
+  const mounts = (await vault.read<Record<string, { type: string }>>("sys/mounts", token)).data;
+
+  await ensurePkiMount(vault, token, mounts, opts.rootMount, changes);
+  if (!(await hasIssuer(vault, token, opts.rootMount))) {
+    await vault.write(`${opts.rootMount}/root/generate/internal`, token, {
+      common_name: opts.rootCommonName,
+      ttl: "87600h",
+      key_type: "ec",
+      key_bits: 256,
+    });
+    changes.push(`generated a root CA in ${opts.rootMount}/ ("${opts.rootCommonName}", 10 years)`);
+  }
+
+  if (opts.intermediateMount) {
+    const mount = opts.intermediateMount;
+    await ensurePkiMount(vault, token, mounts, mount, changes);
+    if (!(await hasIssuer(vault, token, mount))) {
+      const csr = await vault.write<{ csr: string }>(`${mount}/intermediate/generate/internal`, token, {
+        common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`,
+        key_type: "ec",
+        key_bits: 256,
+      });
+      const signed = await vault.write<{ certificate: string; issuing_ca: string }>(
+        `${opts.rootMount}/root/sign-intermediate`,
+        token,
+        { csr: csr.data.csr, common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`, ttl: "43800h", max_path_length: 1, format: "pem" },
+      );
+      // Import the certificate together with its root so the mount's issuer carries the full chain.
+      await vault.write(`${mount}/intermediate/set-signed`, token, { certificate: `${signed.data.certificate}\n${signed.data.issuing_ca}` });
+      changes.push(`created an intermediate CA in ${mount}/ signed by ${opts.rootMount}/`);
+    }
+  }
+
+  const auths = (await vault.read<Record<string, { type: string }>>("sys/auth", token)).data;
+  const k8sMount = trimSlashes(opts.kubernetes.mount);
+  if (!auths[`${k8sMount}/`]) {
+    await vault.write(`sys/auth/${k8sMount}`, token, { type: "kubernetes" });
+    changes.push(`enabled kubernetes auth at auth/${k8sMount}/`);
+  }
+  const wantConfig = {
+    kubernetes_host: opts.kubernetes.host,
+    kubernetes_ca_cert: opts.kubernetes.caPem,
+    disable_local_ca_jwt: true,
+    ...(opts.kubernetes.reviewerJwt ? { token_reviewer_jwt: opts.kubernetes.reviewerJwt } : {}),
+  };
+  const haveConfig = await readOrUndefined<{ kubernetes_host?: string; kubernetes_ca_cert?: string; token_reviewer_jwt_set?: boolean }>(
+    vault,
+    token,
+    `auth/${k8sMount}/config`,
+  );
+  if (
+    !haveConfig ||
+    haveConfig.kubernetes_host !== wantConfig.kubernetes_host ||
+    (haveConfig.kubernetes_ca_cert ?? "").trim() !== wantConfig.kubernetes_ca_cert.trim() ||
+    (opts.kubernetes.reviewerJwt !== undefined && !haveConfig.token_reviewer_jwt_set)
+  ) {
+    await vault.write(`auth/${k8sMount}/config`, token, wantConfig);
+    changes.push(`configured auth/${k8sMount}/config for ${opts.kubernetes.host}`);
+  }
+
+  const policy = istiodAgentPolicy(opts.signPath);
+  const havePolicy = await readOrUndefined<{ policy?: string; rules?: string }>(vault, token, `sys/policy/${opts.policyName}`);
+  if ((havePolicy?.policy ?? havePolicy?.rules) !== policy) {
+    await vault.write(`sys/policy/${opts.policyName}`, token, { policy });
+    changes.push(`wrote policy ${opts.policyName} (update on ${opts.signPath} only)`);
+  }
+
+  const wantRole = {
+    bound_service_account_names: opts.role.serviceAccounts,
+    bound_service_account_namespaces: opts.role.namespaces,
+    audience: opts.role.audience,
+    token_policies: [opts.policyName],
+    token_ttl: opts.role.tokenTtlSeconds,
+    token_max_ttl: opts.role.tokenMaxTtlSeconds,
+  };
+  const haveRole = await readOrUndefined<Record<string, unknown>>(vault, token, `auth/${k8sMount}/role/${opts.role.name}`);
+  if (!haveRole || !roleMatches(haveRole, wantRole)) {
+    await vault.write(`auth/${k8sMount}/role/${opts.role.name}`, token, wantRole);
+    changes.push(
+      `wrote role ${opts.role.name}: ${opts.role.namespaces.join(",")}/${opts.role.serviceAccounts.join(",")}, audience ${opts.role.audience}, policy ${opts.policyName}`,
+    );
+  }
+  return changes;
+}
+
+async function ensurePkiMount(
+  vault: VaultClient,
+  token: string,
+  mounts: Record<string, { type: string }>,
+  mount: string,
+  changes: string[],
+): Promise<void> {
+  const existing = mounts[`${mount}/`];
+  if (existing && existing.type !== "pki") {
+    throw new Error(`mount ${mount}/ exists with type ${existing.type}; expected a pki mount`);
+  }
+  if (!existing) {
+    await vault.write(`sys/mounts/${mount}`, token, { type: "pki", config: { max_lease_ttl: "87600h" } });
+    changes.push(`mounted pki at ${mount}/ (max TTL 10 years)`);
+  }
+}
+
+async function hasIssuer(vault: VaultClient, token: string, mount: string): Promise<boolean> {
+  const res = await vault.call<{ data?: { keys?: string[] } }>("GET", `${mount}/issuers?list=true`, {
+    token,
+    acceptStatuses: [404],
+  });
+  return res.status === 200 && (res.body?.data?.keys?.length ?? 0) > 0;
+}
+
+async function readOrUndefined<T>(vault: VaultClient, token: string, path: string): Promise<T | undefined> {
+  try {
+    return (await vault.read<T>(path, token)).data;
+  } catch (err) {
+    if (err instanceof HttpStatusError && err.status === 404) return undefined;
+    throw err;
+  }
+}
+
+function roleMatches(have: Record<string, unknown>, want: Record<string, unknown>): boolean {
+  return Object.entries(want).every(([k, v]) => JSON.stringify(have[k]) === JSON.stringify(v));
+}

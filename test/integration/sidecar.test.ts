@@ -1,0 +1,171 @@
+// The CA sidecar end to end against real OpenBao and kube-apiserver: init and sidecar as separate processes, the
+// socket API, rotation, token revocation, Vault outages, and what must never leak.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, statSync, lstatSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { getBundle, rotate, signCertificate, startAgent, watchBundles, type AgentRun } from "../env/agent-process.js";
+import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
+import { waitUntil } from "../env/process.js";
+
+const SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep";
+
+describe("CA sidecar against real OpenBao + kube-apiserver", () => {
+  let t: AgentTestEnv;
+  let vaultRootPem: string;
+  const runs: AgentRun[] = [];
+
+  before(async () => {
+    t = await startAgentTestEnv();
+    vaultRootPem = (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
+  });
+  after(async () => {
+    for (const r of runs) await r.stop();
+    for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
+    await t?.env.stop();
+  });
+
+  const track = (r: AgentRun) => (runs.push(r), r);
+
+  it("init writes the four cacerts files and exits 0; openssl verifies ca-cert.pem against root-cert.pem", async () => {
+    const run = track(await startAgent(t.env, "init"));
+    assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
+    const file = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
+    for (const n of ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]) {
+      assert.ok(lstatSync(join(run.cacertsDir, n)).isSymbolicLink(), `${n} is a link into ..data`);
+      assert.equal(statSync(join(run.cacertsDir, n)).mode & 0o777, 0o640, `${n} is 0640`);
+    }
+    assert.match(opensslVerify(file("ca-cert.pem"), file("root-cert.pem")), /OK/);
+    assert.equal(file("root-cert.pem").trim(), vaultRootPem.trim(), "root-cert.pem is Vault's root");
+    assert.ok(file("cert-chain.pem").startsWith(file("ca-cert.pem").trim().slice(0, 64)));
+  });
+
+  it("sidecar serves a bundle over a 0660 socket that verifies to the Vault root, and signs leaves", async () => {
+    const run = track(await startAgent(t.env, "sidecar"));
+    assert.equal(statSync(run.socketPath).mode & 0o777, 0o660);
+    const b = await getBundle(run.client);
+    assert.equal(b.generation, 1);
+    assert.equal(b.privateKeyPem, "", "key export is off by default");
+    assert.deepEqual(b.rootCertPem.map((p) => p.trim()), [vaultRootPem.trim()]);
+    assert.match(opensslVerify(b.signingCertPem, b.rootCertPem.join("")), /OK/);
+
+    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 3600);
+    assert.equal(chain.length, 3, "leaf, intermediate, root");
+    assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]!), /OK/);
+    assert.equal(chain[1], b.signingCertPem);
+
+    // Refusals carry the right status and say which rule failed.
+    await assert.rejects(signCertificate(run.client, await workloadCsr("spiffe://evil.example/ns/a/sa/b")), (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+      assert.match(e.details, /trust domain/);
+      return true;
+    });
+    await assert.rejects(signCertificate(run.client, await workloadCsr(SPIFFE, { ca: true })), (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+      assert.match(e.details, /ca_requested/);
+      return true;
+    });
+    await assert.rejects(signCertificate(run.client, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+      return true;
+    });
+    await run.stop();
+  });
+
+  it("with a short TTL, WatchSigningBundle delivers rotations, each with a new key", async () => {
+    const run = track(await startAgent(t.env, "sidecar", ["--ttl=12s", "--grace-ratio=0.5"]));
+    const bundles = await watchBundles(run.client, 3, 60_000);
+    const gens = bundles.map((b) => b.generation);
+    assert.deepEqual(gens, [gens[0]!, gens[0]! + 1, gens[0]! + 2]);
+    const keys = new Set(bundles.map((b) => publicKeyId(b.signingCertPem)));
+    assert.equal(keys.size, 3, "every rotation makes a new key");
+    // Short-lived by design: verify each at the middle of its own validity.
+    for (const b of bundles) {
+      assert.match(opensslVerify(b.signingCertPem, vaultRootPem, "", (b.notBeforeUnix + b.notAfterUnix) / 2), /OK/);
+    }
+    await run.stop();
+  });
+
+  it("after its Vault token is revoked, the agent logs in again and the next rotation succeeds", async () => {
+    const run = track(await startAgent(t.env, "sidecar"));
+    const before = await getBundle(run.client);
+    await t.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", t.env.vault.rootToken, {});
+    const after = await rotate(run.client);
+    assert.equal(after.generation, before.generation + 1);
+    assert.notEqual(publicKeyId(after.signingCertPem), publicKeyId(before.signingCertPem));
+    assert.match(run.log(), /Vault answered 403; logging in again/);
+    await run.stop();
+  });
+
+  it("while OpenBao hangs (SIGSTOP) across a renewal point, signing keeps working; it renews after SIGCONT", async () => {
+    const run = track(await startAgent(t.env, "sidecar", ["--ttl=16s", "--grace-ratio=0.5"]));
+    const first = await getBundle(run.client);
+    t.env.vault.process.signal("SIGSTOP");
+    try {
+      // The renewal point (~8 s in) passes while Vault is frozen: the current intermediate keeps signing.
+      await new Promise((r) => setTimeout(r, 10_000));
+      const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 60);
+      assert.equal(chain[1], first.signingCertPem, "signed by the intermediate held before the outage");
+      assert.equal((await getBundle(run.client)).generation, first.generation);
+    } finally {
+      t.env.vault.process.signal("SIGCONT");
+    }
+    // Max backoff is 2 s and HTTP timeouts 15 s: a new bundle must follow well within 30 s.
+    await waitUntil("renewal after SIGCONT", async () => (await getBundle(run.client)).generation > first.generation, { timeoutMs: 30_000 });
+    await run.stop();
+  });
+
+  it("logs of the runs contain no token, JWT or private key, and no file outside cacerts holds key material", async () => {
+    const secrets = [t.env.vault.rootToken];
+    for (const r of runs) {
+      secrets.push(readFileSync(r.tokenPath, "utf8").trim());
+      const log = r.log();
+      assert.ok(log.length > 0, "the agent logged something");
+      for (const s of secrets) assert.ok(!log.includes(s), `${r.logPath} contains a secret`);
+      assert.doesNotMatch(log, /eyJ[\w-]{10,}\.[\w-]{10,}\./, "no JWT");
+      assert.doesNotMatch(log, /\b(hvs|s)\.[A-Za-z0-9]{20,}/, "no Vault token");
+      assert.doesNotMatch(log, /PRIVATE KEY/, "no private key");
+    }
+    // Key material: every ca-key.pem the agent wrote; none of their bodies may appear outside a cacerts directory.
+    const keyBodies = runs
+      .map((r) => {
+        try {
+          return readFileSync(join(r.cacertsDir, "ca-key.pem"), "utf8").replace(/-----[^-]+-----|\s/g, "").slice(0, 60);
+        } catch {
+          return "";
+        }
+      })
+      .filter(Boolean);
+    assert.ok(keyBodies.length >= 1, "at least one run wrote a key to cacerts");
+    const offenders: string[] = [];
+    const scan = (dir: string, depth: number) => {
+      if (depth > 6) return;
+      let entries;
+      try {
+        entries = readdirSync(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (!p.includes(`${"/"}cacerts`) && e.name !== "node_modules") scan(p, depth + 1);
+        } else if (e.isFile()) {
+          try {
+            const st = statSync(p);
+            if (st.size > 4 * 1024 * 1024) continue;
+            const text = readFileSync(p, "latin1").replace(/\s/g, "");
+            if (keyBodies.some((k) => text.includes(k))) offenders.push(p);
+          } catch {
+            /* unreadable or vanished */
+          }
+        }
+      }
+    };
+    scan(tmpdir(), 0);
+    assert.deepEqual(offenders, [], "key material found outside cacerts directories");
+  });
+});

@@ -1,0 +1,102 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig } from "../../src/config/config.js";
+import { loadConfig, parseFlags } from "../../src/config/load.js";
+import { istiodAgentPolicy } from "../../src/vault/policies.js";
+import { repoRoot } from "../env/harness.js";
+
+const env = { VAULT_ADDR: "https://vault.example:8200" };
+
+void describe("config", () => {
+  void it("defaults with a Vault address are valid and fit a standard istiod install", () => {
+    const c = loadConfig({}, env);
+    assert.equal(c.vault.address, "https://vault.example:8200");
+    assert.equal(c.intermediate.caPath, "pki/root/sign-intermediate");
+    assert.equal(c.intermediate.keyAlgorithm, "ECDSA_P256");
+    assert.equal(c.cacerts.group, 1337);
+    assert.equal(c.vault.insecureSkipVerify, false);
+    assert.deepEqual(validateConfig(DEFAULT_CONFIG, { needVault: false }), []);
+  });
+
+  void it("reports every problem at once, with the field and what is expected", () => {
+    assert.throws(
+      () => loadConfig(parseFlags(["--ttl=soon", "--key-algorithm=DSA", "--trust-domain=Bad Domain", "--socket=rel/path"]), {}),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const text = err.problems.join("\n");
+        assert.match(text, /--ttl: "soon" is invalid; expected a duration/);
+        assert.match(text, /vault.address: missing/);
+        assert.match(text, /keyAlgorithm: "DSA" is not supported; expected one of ECDSA_P256/);
+        assert.match(text, /trustDomain: "Bad Domain"/);
+        assert.match(text, /socketPath: "rel\/path" must be an absolute path/);
+        assert.equal(err.problems.length, 5);
+        return true;
+      },
+    );
+  });
+
+  void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {
+    assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "false" }).vault.insecureSkipVerify, false);
+    assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "true" }).vault.insecureSkipVerify, true);
+    assert.throws(() => loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "no" }), /VAULT_SKIP_VERIFY: "no" must be true or false/);
+  });
+
+  void it("reads a RootTrustPolicy file; flags override it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "iva-config-"));
+    const file = join(dir, "rtp.yaml");
+    writeFileSync(
+      file,
+      [
+        "apiVersion: istiod-vault-agent.io/v1alpha1",
+        "kind: RootTrustPolicy",
+        "metadata: {name: istiod}",
+        "spec:",
+        "  config:",
+        "    agentCa:",
+        "      vault:",
+        "        server: https://vault.vault:8200",
+        "        caPath: pki_int/root/sign-intermediate",
+        "        kubernetesAuth: {mountPath: /v1/auth/k8s, role: agent}",
+        "    intermediateCertOptions: {ttl: 48h, keyAlgorithm: RSA_3072, orgName: Acme, secretRotationGracePeriodRatio: 0.25}",
+      ].join("\n"),
+    );
+    const c = loadConfig(parseFlags([`--config=${file}`, "--ttl=72h"]), {});
+    assert.equal(c.vault.address, "https://vault.vault:8200");
+    assert.equal(c.intermediate.caPath, "pki_int/root/sign-intermediate");
+    assert.equal(c.auth.mountPath, "k8s");
+    assert.equal(c.auth.role, "agent");
+    assert.equal(c.intermediate.ttlSeconds, 72 * 3600);
+    assert.equal(c.intermediate.keyAlgorithm, "RSA_3072");
+    assert.equal(c.intermediate.rotationGraceRatio, 0.25);
+    writeFileSync(file, "apiVersion: admin.gloo.solo.io/v2\nkind: RootTrustPolicy\nspec: {}\n");
+    assert.throws(() => loadConfig(parseFlags([`--config=${file}`]), env), /expected istiod-vault-agent.io\/v1alpha1\/RootTrustPolicy/);
+    writeFileSync(file, "spec: [unclosed");
+    assert.throws(() => loadConfig(parseFlags([`--config=${file}`]), env), /cannot read or parse it/);
+  });
+
+  void it("unknown flags are refused", () => {
+    assert.throws(() => parseFlags(["--vault-adr=x"]), /flags: .*vault-adr/);
+  });
+
+  void it("parses durations the way Vault writes them", () => {
+    assert.equal(parseDuration("720h"), 720 * 3600);
+    assert.equal(parseDuration("2h30m"), 9000);
+    assert.equal(parseDuration("90d"), 90 * 86400);
+    assert.equal(parseDuration("45"), 45);
+    assert.equal(parseDuration("200ms"), 0.2);
+    assert.ok(Number.isNaN(parseDuration("1x")));
+    assert.ok(Number.isNaN(parseDuration("")));
+  });
+
+  void it("vault-policies/istiod-agent.hcl is exactly what setup-vault writes by default", () => {
+    assert.equal(readFileSync(join(repoRoot(), "vault-policies/istiod-agent.hcl"), "utf8"), istiodAgentPolicy());
+    const rules = istiodAgentPolicy("pki/root/sign-intermediate")
+      .split("\n")
+      .filter((l) => !l.startsWith("#"))
+      .join("\n");
+    assert.equal(rules, 'path "pki/root/sign-intermediate" {\n  capabilities = ["update"]\n}\n');
+  });
+});
