@@ -54,7 +54,9 @@ export class Agent {
   ) {
     this.metrics = new AgentMetrics();
     if (config.vault.insecureSkipVerify) {
-      log.warn("TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault");
+      log.warn(
+        "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault",
+      );
     }
     this.vault = new VaultClient({
       address: config.vault.address,
@@ -62,7 +64,14 @@ export class Agent {
       tls: { caPem: config.vault.caPem, insecureSkipVerify: config.vault.insecureSkipVerify },
     });
     this.auth = new KubernetesAuth(this.vault, config.auth, log, this.metrics, clock);
-    this.authority = new IntermediateAuthority(authorityOptions(config), this.vault, this.auth, log, this.metrics, clock);
+    this.authority = new IntermediateAuthority(
+      authorityOptions(config),
+      this.vault,
+      this.auth,
+      log,
+      this.metrics,
+      clock,
+    );
     this.sink = config.cacerts.dir
       ? new CacertsSink({ dir: config.cacerts.dir, group: config.cacerts.group, multiRoot: config.cacerts.multiRoot })
       : undefined;
@@ -78,7 +87,10 @@ export class Agent {
       this.log.info({ dir: this.sink.dir, generation: b.generation }, "wrote cacerts for istiod");
     } catch (err) {
       this.metrics.sinkWrites.inc({ outcome: "failure" });
-      this.log.error({ dir: this.sink.dir, err: (err as Error).message }, "could not write cacerts; istiod keeps the previous files");
+      this.log.error(
+        { dir: this.sink.dir, err: (err as Error).message },
+        "could not write cacerts; istiod keeps the previous files",
+      );
       throw err;
     }
   }
@@ -99,7 +111,11 @@ export class Agent {
       this.log.info({ address: `${addr.address}:${addr.port}` }, "health and metrics listening");
     }
     this.grpc = new AgentGrpcServer(
-      { socketPath: this.config.serve.socketPath, keyExport: this.config.serve.keyExport, leafPolicy: leafPolicy(this.config) },
+      {
+        socketPath: this.config.serve.socketPath,
+        keyExport: this.config.serve.keyExport,
+        leafPolicy: leafPolicy(this.config),
+      },
       this.authority,
       this.log,
       this.metrics,

@@ -85,7 +85,12 @@ async function runSidecar(flags: ReturnType<typeof parseFlags>): Promise<number>
     agent.authority.rotate("signal").catch(() => undefined);
   });
   log.info(
-    { vault: config.vault.address, caPath: config.intermediate.caPath, socket: config.serve.socketPath, cacerts: config.cacerts.dir ?? null },
+    {
+      vault: config.vault.address,
+      caPath: config.intermediate.caPath,
+      socket: config.serve.socketPath,
+      cacerts: config.cacerts.dir ?? null,
+    },
     "starting sidecar",
   );
   try {
@@ -113,7 +118,10 @@ async function runInit(flags: ReturnType<typeof parseFlags>): Promise<number> {
   try {
     const bundle = await agent.authority.start(abort.signal);
     await agent.writeCacerts(bundle);
-    log.info({ dir: config.cacerts.dir, serial: bundle.serialHex, notAfter: bundle.notAfter.toISOString() }, "init: cacerts ready for istiod");
+    log.info(
+      { dir: config.cacerts.dir, serial: bundle.serialHex, notAfter: bundle.notAfter.toISOString() },
+      "init: cacerts ready for istiod",
+    );
     return 0;
   } finally {
     await agent.stop();
@@ -122,10 +130,15 @@ async function runInit(flags: ReturnType<typeof parseFlags>): Promise<number> {
 
 async function runStatus(flags: ReturnType<typeof parseFlags>): Promise<number> {
   const config = loadConfig(flags, process.env, { needVault: false });
-  const client = new CertificateAuthorityAgentClient(`unix://${config.serve.socketPath}`, grpc.credentials.createInsecure());
+  const client = new CertificateAuthorityAgentClient(
+    `unix://${config.serve.socketPath}`,
+    grpc.credentials.createInsecure(),
+  );
   try {
     const bundle = await new Promise<SigningBundle>((resolve, reject) =>
-      client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) => (err ? reject(err) : resolve(res))),
+      client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) =>
+        err ? reject(err) : resolve(res),
+      ),
     );
     console.log(describeBundle(bundle, config.serve.socketPath));
     return 0;

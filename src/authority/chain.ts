@@ -58,7 +58,8 @@ export async function validateSignAnswer(
     seen.add(k);
     return true;
   });
-  if (dedup.length === 0) throw new InvalidIssuerAnswerError("no issuer certificates (data.ca_chain and data.issuing_ca are empty)");
+  if (dedup.length === 0)
+    throw new InvalidIssuerAnswerError("no issuer certificates (data.ca_chain and data.issuing_ca are empty)");
 
   const ours = hexOf(await subtle.exportKey("spki", publicKey));
   if (hexOf(cert.publicKey.rawData) !== ours) {
@@ -66,7 +67,8 @@ export async function validateSignAnswer(
   }
   if (opts.expectCa) {
     const bc = cert.getExtension(x509.BasicConstraintsExtension);
-    if (!bc?.ca) throw new InvalidIssuerAnswerError("the certificate is not a CA (basicConstraints CA:TRUE is missing)");
+    if (!bc?.ca)
+      throw new InvalidIssuerAnswerError("the certificate is not a CA (basicConstraints CA:TRUE is missing)");
     const ku = cert.getExtension(x509.KeyUsagesExtension);
     if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
       throw new InvalidIssuerAnswerError("the certificate's keyUsage does not allow keyCertSign");
@@ -76,7 +78,9 @@ export async function validateSignAnswer(
     throw new InvalidIssuerAnswerError(`the certificate expired at ${cert.notAfter.toISOString()}`);
   }
   if (cert.notBefore.getTime() > now.getTime() + 5 * 60_000) {
-    throw new InvalidIssuerAnswerError(`the certificate is not valid before ${cert.notBefore.toISOString()} (clock skew?)`);
+    throw new InvalidIssuerAnswerError(
+      `the certificate is not valid before ${cert.notBefore.toISOString()} (clock skew?)`,
+    );
   }
 
   const chain = [cert, ...dedup];
@@ -85,7 +89,9 @@ export async function validateSignAnswer(
     const parent = chain[i + 1]!;
     const ok = await child.verify({ publicKey: parent, signatureOnly: true });
     if (!ok) {
-      throw new InvalidIssuerAnswerError(`chain element ${i} (${child.subject}) is not signed by element ${i + 1} (${parent.subject})`);
+      throw new InvalidIssuerAnswerError(
+        `chain element ${i} (${child.subject}) is not signed by element ${i + 1} (${parent.subject})`,
+      );
     }
   }
   const root = chain[chain.length - 1]!;

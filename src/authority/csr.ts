@@ -20,7 +20,10 @@ export async function createIntermediateCsr(
     signingAlgorithm: signingAlgorithmFor(algorithm),
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
     ],
   });
   return csr.toString("pem") + "\n";
@@ -29,7 +32,8 @@ export async function createIntermediateCsr(
 /** The full WebCrypto signing algorithm (with hash) for certificates made with a key of this kind. */
 export function signingAlgorithmFor(algorithm: KeyAlgorithmName): { name: string; hash: string } {
   const { sign, generate } = algorithmParams(algorithm);
-  const hash = "hash" in sign && typeof sign.hash === "string" ? sign.hash : (generate as { hash?: string }).hash ?? "SHA-256";
+  const hash =
+    "hash" in sign && typeof sign.hash === "string" ? sign.hash : ((generate as { hash?: string }).hash ?? "SHA-256");
   return { name: sign.name, hash };
 }
 

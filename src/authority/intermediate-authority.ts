@@ -4,7 +4,7 @@
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import type { Logger } from "pino";
 import { subtle } from "../crypto/x509.js";
-import { algorithmParams, exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../crypto/keys.js";
+import { algorithmParams, exportPrivateKeyPem, generateKeyPair, type KeyAlgorithmName } from "../crypto/keys.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { Backoff, type BackoffOptions } from "../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
@@ -84,7 +84,10 @@ export class IntermediateAuthority {
       } catch (err) {
         if (this.stopped || signal?.aborted) throw err;
         const delay = this.backoff.next();
-        this.log.warn({ err: (err as Error).message, retryInMs: delay }, "could not obtain the first intermediate; retrying");
+        this.log.warn(
+          { err: (err as Error).message, retryInMs: delay },
+          "could not obtain the first intermediate; retrying",
+        );
         await new Promise<void>((resolve, reject) => {
           const t = this.clock.after(delay, resolve);
           signal?.addEventListener("abort", () => (t.cancel(), reject(signal.reason as Error)), { once: true });
@@ -146,7 +149,13 @@ export class IntermediateAuthority {
       if (!this.stopped && trigger !== "start") this.scheduleRetry();
       const cur = this.current();
       this.log.error(
-        { trigger, err: message, servingGeneration: cur?.generation, servingNotAfter: cur?.notAfter.toISOString(), durationMs: this.clock.now() - started },
+        {
+          trigger,
+          err: message,
+          servingGeneration: cur?.generation,
+          servingNotAfter: cur?.notAfter.toISOString(),
+          durationMs: this.clock.now() - started,
+        },
         cur ? "could not renew the intermediate; still serving the current one" : "could not obtain an intermediate",
       );
       throw err;
@@ -155,7 +164,9 @@ export class IntermediateAuthority {
 
   private async obtain(): Promise<SigningBundle> {
     const o = this.opts;
-    const { privateKey, publicKey, algorithm, csr } = o.csrPath ? await this.vaultGeneratedKey() : await this.localKey();
+    const { privateKey, publicKey, algorithm, csr } = o.csrPath
+      ? await this.vaultGeneratedKey()
+      : await this.localKey();
     const answer = await this.auth.withToken((token) =>
       this.metrics.timeVault("sign_intermediate", () =>
         this.vault.write<PkiSignAnswer>(o.caPath, token, {
@@ -169,8 +180,11 @@ export class IntermediateAuthority {
         }),
       ),
     );
-    const chain = await validateSignAnswer(answer?.data ?? {}, publicKey, new Date(this.clock.now()), { expectCa: true });
-    if ((answer.warnings ?? []).length) this.log.warn({ warnings: answer.warnings }, "Vault warned while signing the intermediate");
+    const chain = await validateSignAnswer(answer?.data ?? {}, publicKey, new Date(this.clock.now()), {
+      expectCa: true,
+    });
+    if ((answer.warnings ?? []).length)
+      this.log.warn({ warnings: answer.warnings }, "Vault warned while signing the intermediate");
     return {
       signingCert: chain.cert,
       signingCertPem: chain.certPem,
@@ -190,7 +204,10 @@ export class IntermediateAuthority {
   private async localKey() {
     const o = this.opts;
     const keys = await generateKeyPair(o.keyAlgorithm, o.keyExport);
-    const csr = await createIntermediateCsr(keys, o.keyAlgorithm, { commonName: o.commonName, organization: o.organization });
+    const csr = await createIntermediateCsr(keys, o.keyAlgorithm, {
+      commonName: o.commonName,
+      organization: o.organization,
+    });
     return { privateKey: keys.privateKey, publicKey: keys.publicKey, algorithm: o.keyAlgorithm, csr };
   }
 
@@ -199,25 +216,29 @@ export class IntermediateAuthority {
     const o = this.opts;
     const isRsa = o.keyAlgorithm.startsWith("RSA");
     const res = await this.auth.withToken((token) =>
-      this.metrics.timeVault("generate_exported", () =>
-        this.vault.write<{ csr?: string; private_key?: string }>(o.csrPath!, token, {
-          common_name: o.commonName,
-          key_type: isRsa ? "rsa" : "ec",
-          key_bits: isRsa ? Number(o.keyAlgorithm.slice(4)) : o.keyAlgorithm === "ECDSA_P384" ? 384 : 256,
-          private_key_format: "pkcs8",
-          ...(o.organization ? { organization: o.organization } : {}),
-        }) as Promise<VaultSecret<{ csr?: string; private_key?: string }>>,
+      this.metrics.timeVault(
+        "generate_exported",
+        () =>
+          this.vault.write<{ csr?: string; private_key?: string }>(o.csrPath!, token, {
+            common_name: o.commonName,
+            key_type: isRsa ? "rsa" : "ec",
+            key_bits: isRsa ? Number(o.keyAlgorithm.slice(4)) : o.keyAlgorithm === "ECDSA_P384" ? 384 : 256,
+            private_key_format: "pkcs8",
+            ...(o.organization ? { organization: o.organization } : {}),
+          }) as Promise<VaultSecret<{ csr?: string; private_key?: string }>>,
       ),
     );
     const { csr, private_key: keyPem } = res.data ?? {};
     if (typeof csr !== "string" || typeof keyPem !== "string") {
-      throw new Error(`Vault ${o.csrPath} returned no csr/private_key; expected an exported key (path .../generate/exported)`);
+      throw new Error(
+        `Vault ${o.csrPath} returned no csr/private_key; expected an exported key (path .../generate/exported)`,
+      );
     }
     const der = createPrivateKey(keyPem).export({ type: "pkcs8", format: "der" });
     const params = algorithmParams(o.keyAlgorithm).generate;
-    const privateKey = (await subtle.importKey("pkcs8", der, params, o.keyExport, ["sign"])) as CryptoKey;
+    const privateKey = await subtle.importKey("pkcs8", der, params, o.keyExport, ["sign"]);
     const spki = publicKeyDer(keyPem);
-    const publicKey = (await subtle.importKey("spki", spki, params, true, ["verify"])) as CryptoKey;
+    const publicKey = await subtle.importKey("spki", spki, params, true, ["verify"]);
     return { privateKey, publicKey, algorithm: o.keyAlgorithm, csr };
   }
 

@@ -79,7 +79,9 @@ export const DEFAULT_CONFIG: Config = {
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
-    super(`invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`);
+    super(
+      `invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`,
+    );
     this.name = "ConfigError";
   }
 }
@@ -88,11 +90,15 @@ export class ConfigError extends Error {
 export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
   const p: string[] = [];
   if (opts.needVault) {
-    if (!c.vault.address) p.push("vault.address: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)");
+    if (!c.vault.address)
+      p.push(
+        "vault.address: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)",
+      );
     else {
       try {
         const u = new URL(c.vault.address);
-        if (u.protocol !== "https:" && u.protocol !== "http:") p.push(`vault.address: "${c.vault.address}" must be an https:// URL`);
+        if (u.protocol !== "https:" && u.protocol !== "http:")
+          p.push(`vault.address: "${c.vault.address}" must be an https:// URL`);
       } catch {
         p.push(`vault.address: "${c.vault.address}" is not a URL; expected e.g. https://vault.vault:8200`);
       }
@@ -101,45 +107,73 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
       p.push("vault.caBundle: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks");
     }
     if (!c.auth.role) p.push("auth.role: missing; expected the Vault Kubernetes-auth role name, e.g. istiod-agent");
-    if (!c.auth.mountPath || /\s/.test(c.auth.mountPath)) p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);
+    if (!c.auth.mountPath || /\s/.test(c.auth.mountPath))
+      p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);
     if (!c.auth.tokenPath) p.push("auth.tokenPath: missing; expected the path of the projected service-account token");
     if (!/^[\w\-./]+$/.test(c.intermediate.caPath) || !c.intermediate.caPath.includes("sign")) {
-      p.push(`intermediate.caPath: "${c.intermediate.caPath}" is not a PKI sign path; expected e.g. pki/root/sign-intermediate`);
+      p.push(
+        `intermediate.caPath: "${c.intermediate.caPath}" is not a PKI sign path; expected e.g. pki/root/sign-intermediate`,
+      );
     }
     if (c.intermediate.csrPath !== undefined && !/^[\w\-./]+\/generate\/exported$/.test(c.intermediate.csrPath)) {
-      p.push(`intermediate.csrPath: "${c.intermediate.csrPath}" must end in /generate/exported, e.g. pki_int/intermediate/generate/exported`);
+      p.push(
+        `intermediate.csrPath: "${c.intermediate.csrPath}" must end in /generate/exported, e.g. pki_int/intermediate/generate/exported`,
+      );
     }
   }
   const ttl = c.intermediate.ttlSeconds;
-  if (!Number.isFinite(ttl) || ttl < 10 || ttl > 20 * 365 * 24 * 3600) p.push(`intermediate.ttl: ${ttl}s is out of range; expected 10s to 20 years`);
+  if (!Number.isFinite(ttl) || ttl < 10 || ttl > 20 * 365 * 24 * 3600)
+    p.push(`intermediate.ttl: ${ttl}s is out of range; expected 10s to 20 years`);
   if (!c.intermediate.commonName) p.push("intermediate.commonName: missing");
   if (!KEY_ALGORITHMS.includes(c.intermediate.keyAlgorithm)) {
-    p.push(`intermediate.keyAlgorithm: "${String(c.intermediate.keyAlgorithm)}" is not supported; expected one of ${KEY_ALGORITHMS.join(", ")}`);
+    p.push(
+      `intermediate.keyAlgorithm: "${String(c.intermediate.keyAlgorithm)}" is not supported; expected one of ${KEY_ALGORITHMS.join(", ")}`,
+    );
   }
-  if (!Number.isInteger(c.intermediate.maxPathLength) || c.intermediate.maxPathLength < 0 || c.intermediate.maxPathLength > 10) {
+  if (
+    !Number.isInteger(c.intermediate.maxPathLength) ||
+    c.intermediate.maxPathLength < 0 ||
+    c.intermediate.maxPathLength > 10
+  ) {
     p.push(`intermediate.maxPathLength: ${c.intermediate.maxPathLength} must be an integer from 0 to 10`);
   }
   const g = c.intermediate.rotationGraceRatio;
-  if (!(g > 0.01 && g < 0.99)) p.push(`intermediate.secretRotationGracePeriodRatio: ${g} must be between 0.01 and 0.99`);
-  if (!(c.intermediate.jitterRatio >= 0 && c.intermediate.jitterRatio <= 0.2)) p.push(`intermediate.jitterRatio: ${c.intermediate.jitterRatio} must be between 0 and 0.2`);
+  if (!(g > 0.01 && g < 0.99))
+    p.push(`intermediate.secretRotationGracePeriodRatio: ${g} must be between 0.01 and 0.99`);
+  if (!(c.intermediate.jitterRatio >= 0 && c.intermediate.jitterRatio <= 0.2))
+    p.push(`intermediate.jitterRatio: ${c.intermediate.jitterRatio} must be between 0 and 0.2`);
   if (!/^[a-z0-9]([a-z0-9.\-_]*[a-z0-9])?$/.test(c.leaf.trustDomain)) {
-    p.push(`leaf.trustDomain: "${c.leaf.trustDomain}" is not a SPIFFE trust domain; expected lower-case letters, digits, '.', '-' or '_', e.g. cluster.local`);
+    p.push(
+      `leaf.trustDomain: "${c.leaf.trustDomain}" is not a SPIFFE trust domain; expected lower-case letters, digits, '.', '-' or '_', e.g. cluster.local`,
+    );
   }
   if (!(c.leaf.maxTtlSeconds >= 60)) p.push(`leaf.maxTtl: ${c.leaf.maxTtlSeconds}s must be at least 60s`);
   if (!(c.leaf.defaultTtlSeconds >= 60 && c.leaf.defaultTtlSeconds <= c.leaf.maxTtlSeconds)) {
-    p.push(`leaf.defaultTtl: ${c.leaf.defaultTtlSeconds}s must be between 60s and leaf.maxTtl (${c.leaf.maxTtlSeconds}s)`);
+    p.push(
+      `leaf.defaultTtl: ${c.leaf.defaultTtlSeconds}s must be between 60s and leaf.maxTtl (${c.leaf.maxTtlSeconds}s)`,
+    );
   }
   if (!c.serve.socketPath.startsWith("/")) p.push(`serve.socketPath: "${c.serve.socketPath}" must be an absolute path`);
   else if (Buffer.byteLength(c.serve.socketPath) > 100) {
-    p.push(`serve.socketPath: "${c.serve.socketPath}" is ${Buffer.byteLength(c.serve.socketPath)} bytes; Unix socket paths must stay under 100 bytes`);
+    p.push(
+      `serve.socketPath: "${c.serve.socketPath}" is ${Buffer.byteLength(c.serve.socketPath)} bytes; Unix socket paths must stay under 100 bytes`,
+    );
   }
-  if (c.serve.httpAddress && !/^[^\s:]*:\d{1,5}$/.test(c.serve.httpAddress) && !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)) {
+  if (
+    c.serve.httpAddress &&
+    !/^[^\s:]*:\d{1,5}$/.test(c.serve.httpAddress) &&
+    !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)
+  ) {
     p.push(`serve.httpAddress: "${c.serve.httpAddress}" must be host:port, e.g. 0.0.0.0:15300`);
   }
-  if (c.cacerts.dir !== undefined && !c.cacerts.dir.startsWith("/")) p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);
-  if (!Number.isInteger(c.cacerts.group) || c.cacerts.group < 0) p.push(`cacerts.group: ${c.cacerts.group} must be a numeric group id`);
-  if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs)) p.push("backoff: initial must be ≥ 10ms and ≤ max");
-  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
+  if (c.cacerts.dir !== undefined && !c.cacerts.dir.startsWith("/"))
+    p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);
+  if (!Number.isInteger(c.cacerts.group) || c.cacerts.group < 0)
+    p.push(`cacerts.group: ${c.cacerts.group} must be a numeric group id`);
+  if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
+    p.push("backoff: initial must be ≥ 10ms and ≤ max");
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel))
+    p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
   return p;
 }
 

@@ -16,7 +16,10 @@ export const AGENT_FLAGS = {
   "vault-skip-verify": ["DANGEROUS: do not verify Vault's TLS certificate (logged at every start)", "boolean"],
   "auth-mount": ["Kubernetes auth mount path (default kubernetes)", "string"],
   "auth-role": ["Kubernetes auth role (default istiod-agent)", "string"],
-  "token-path": ["service-account token file, re-read at every login (default /var/run/secrets/tokens/vault-token)", "string"],
+  "token-path": [
+    "service-account token file, re-read at every login (default /var/run/secrets/tokens/vault-token)",
+    "string",
+  ],
   "ca-path": ["Vault path that signs the intermediate CSR (default pki/root/sign-intermediate)", "string"],
   "csr-path": ["opt-in Gloo flow: Vault path that generates an exported key and CSR", "string"],
   ttl: ["intermediate TTL, e.g. 720h (default 30 days)", "string"],
@@ -44,12 +47,10 @@ export type FlagName = keyof typeof AGENT_FLAGS;
 export type FlagValues = Partial<Record<FlagName, string | boolean>>;
 
 export function parseFlags(argv: string[]): FlagValues {
-  const options = Object.fromEntries(
-    Object.entries(AGENT_FLAGS).map(([name, [, type]]) => [name, { type: type as "string" | "boolean" }]),
-  );
+  const options = Object.fromEntries(Object.entries(AGENT_FLAGS).map(([name, [, type]]) => [name, { type: type }]));
   try {
     const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
-    return values as FlagValues;
+    return values;
   } catch (err) {
     throw new ConfigError([`flags: ${(err as Error).message}`]);
   }
@@ -75,7 +76,9 @@ export function loadConfig(
     try {
       doc = parseYaml(readFileSync(policyFile, "utf8"));
     } catch (err) {
-      problems.push(`--config ${policyFile}: cannot read or parse it (${(err as Error).message.split("\n")[0]}); expected a RootTrustPolicy in YAML or JSON`);
+      problems.push(
+        `--config ${policyFile}: cannot read or parse it (${(err as Error).message.split("\n")[0]}); expected a RootTrustPolicy in YAML or JSON`,
+      );
     }
     if (doc !== undefined) problems.push(...applyRootTrustPolicy(c, doc));
   }
@@ -87,7 +90,8 @@ export function loadConfig(
   if (env.VAULT_SKIP_VERIFY !== undefined && env.VAULT_SKIP_VERIFY !== "") {
     // Strict parsing on purpose: node-vault treats *any* non-empty value, even "false", as "skip".
     if (["true", "1"].includes(env.VAULT_SKIP_VERIFY)) c.vault.insecureSkipVerify = true;
-    else if (!["false", "0"].includes(env.VAULT_SKIP_VERIFY)) problems.push(`VAULT_SKIP_VERIFY: "${env.VAULT_SKIP_VERIFY}" must be true or false`);
+    else if (!["false", "0"].includes(env.VAULT_SKIP_VERIFY))
+      problems.push(`VAULT_SKIP_VERIFY: "${env.VAULT_SKIP_VERIFY}" must be true or false`);
   }
   if (env.POD_NAME) c.pod.name = env.POD_NAME;
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
@@ -97,7 +101,8 @@ export function loadConfig(
     const raw = flags[name];
     if (raw === undefined || typeof raw === "boolean") return;
     const v = apply(raw);
-    if (v === undefined || (typeof v === "number" && !Number.isFinite(v))) problems.push(`--${name}: "${raw}" is invalid; expected ${expected}`);
+    if (v === undefined || (typeof v === "number" && !Number.isFinite(v)))
+      problems.push(`--${name}: "${raw}" is invalid; expected ${expected}`);
     else assign(v);
   };
   const text = (v: string) => v;
@@ -135,7 +140,9 @@ export function loadConfig(
     try {
       c.vault.caPem = readFileSync(c.vault.caFile, "utf8");
     } catch (err) {
-      problems.push(`vault CA file ${c.vault.caFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"}); expected a PEM bundle`);
+      problems.push(
+        `vault CA file ${c.vault.caFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"}); expected a PEM bundle`,
+      );
     }
   }
   // The cacerts files carry the key istiod signs with, so the key must be exportable whenever that sink is on.

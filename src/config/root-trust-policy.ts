@@ -12,7 +12,9 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
   const problems: string[] = [];
   if (!isObj(doc)) return ["RootTrustPolicy: expected a YAML/JSON object"];
   if (doc.apiVersion !== RTP_API_VERSION || doc.kind !== "RootTrustPolicy") {
-    return [`RootTrustPolicy: apiVersion/kind is ${String(doc.apiVersion)}/${String(doc.kind)}; expected ${RTP_API_VERSION}/RootTrustPolicy`];
+    return [
+      `RootTrustPolicy: apiVersion/kind is ${String(doc.apiVersion)}/${String(doc.kind)}; expected ${RTP_API_VERSION}/RootTrustPolicy`,
+    ];
   }
   const config = path(doc, "spec.config", problems);
   if (!config) return problems;
@@ -27,25 +29,65 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
     reader.string(vault, "csrPath", "spec.config.agentCa.vault.csrPath", (v) => (c.intermediate.csrPath = v));
     const ka = reader.obj(vault, "spec.config.agentCa.vault.kubernetesAuth", ["kubernetesAuth"]);
     if (ka) {
-      reader.string(ka, "mountPath", "spec.config.agentCa.vault.kubernetesAuth.mountPath", (v) => (c.auth.mountPath = v.replace(/^\/?v1\/auth\//, "")));
+      reader.string(
+        ka,
+        "mountPath",
+        "spec.config.agentCa.vault.kubernetesAuth.mountPath",
+        (v) => (c.auth.mountPath = v.replace(/^\/?v1\/auth\//, "")),
+      );
       reader.string(ka, "role", "spec.config.agentCa.vault.kubernetesAuth.role", (v) => (c.auth.role = v));
-      reader.string(ka, "serviceAccountTokenPath", "spec.config.agentCa.vault.kubernetesAuth.serviceAccountTokenPath", (v) => (c.auth.tokenPath = v));
+      reader.string(
+        ka,
+        "serviceAccountTokenPath",
+        "spec.config.agentCa.vault.kubernetesAuth.serviceAccountTokenPath",
+        (v) => (c.auth.tokenPath = v),
+      );
       reader.string(ka, "audience", "spec.config.agentCa.vault.kubernetesAuth.audience", () => undefined);
     }
   }
   const ico = reader.obj(config, "spec.config.intermediateCertOptions", ["intermediateCertOptions"]);
   if (ico) {
     reader.duration(ico, "ttl", "spec.config.intermediateCertOptions.ttl", (v) => (c.intermediate.ttlSeconds = v));
-    reader.string(ico, "keyAlgorithm", "spec.config.intermediateCertOptions.keyAlgorithm", (v) => (c.intermediate.keyAlgorithm = v as KeyAlgorithmName));
-    reader.string(ico, "orgName", "spec.config.intermediateCertOptions.orgName", (v) => (c.intermediate.organization = v));
-    reader.string(ico, "commonName", "spec.config.intermediateCertOptions.commonName", (v) => (c.intermediate.commonName = v));
-    reader.number(ico, "secretRotationGracePeriodRatio", "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio", (v) => (c.intermediate.rotationGraceRatio = v));
-    reader.number(ico, "maxPathLength", "spec.config.intermediateCertOptions.maxPathLength", (v) => (c.intermediate.maxPathLength = v));
+    reader.string(
+      ico,
+      "keyAlgorithm",
+      "spec.config.intermediateCertOptions.keyAlgorithm",
+      (v) => (c.intermediate.keyAlgorithm = v as KeyAlgorithmName),
+    );
+    reader.string(
+      ico,
+      "orgName",
+      "spec.config.intermediateCertOptions.orgName",
+      (v) => (c.intermediate.organization = v),
+    );
+    reader.string(
+      ico,
+      "commonName",
+      "spec.config.intermediateCertOptions.commonName",
+      (v) => (c.intermediate.commonName = v),
+    );
+    reader.number(
+      ico,
+      "secretRotationGracePeriodRatio",
+      "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio",
+      (v) => (c.intermediate.rotationGraceRatio = v),
+    );
+    reader.number(
+      ico,
+      "maxPathLength",
+      "spec.config.intermediateCertOptions.maxPathLength",
+      (v) => (c.intermediate.maxPathLength = v),
+    );
   }
   const leaf = reader.obj(config, "spec.config.workloadCertOptions", ["workloadCertOptions"]);
   if (leaf) {
     reader.string(leaf, "trustDomain", "spec.config.workloadCertOptions.trustDomain", (v) => (c.leaf.trustDomain = v));
-    reader.duration(leaf, "defaultTtl", "spec.config.workloadCertOptions.defaultTtl", (v) => (c.leaf.defaultTtlSeconds = v));
+    reader.duration(
+      leaf,
+      "defaultTtl",
+      "spec.config.workloadCertOptions.defaultTtl",
+      (v) => (c.leaf.defaultTtlSeconds = v),
+    );
     reader.duration(leaf, "maxTtl", "spec.config.workloadCertOptions.maxTtl", (v) => (c.leaf.maxTtlSeconds = v));
   }
   return problems;
@@ -85,7 +127,8 @@ class FieldReader {
     const v = o[key];
     if (v === undefined) return;
     const s = typeof v === "string" || typeof v === "number" ? parseDuration(v) : Number.NaN;
-    if (!Number.isFinite(s)) this.problems.push(`${where}: "${String(v)}" is not a duration; expected e.g. 720h or 30d`);
+    if (!Number.isFinite(s))
+      this.problems.push(`${where}: ${JSON.stringify(v)} is not a duration; expected e.g. 720h or 30d`);
     else assign(s);
   }
 }

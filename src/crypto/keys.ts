@@ -5,7 +5,13 @@ import { subtle } from "./x509.js";
 
 export type KeyAlgorithmName = "ECDSA_P256" | "ECDSA_P384" | "RSA_2048" | "RSA_3072" | "RSA_4096";
 
-export const KEY_ALGORITHMS: readonly KeyAlgorithmName[] = ["ECDSA_P256", "ECDSA_P384", "RSA_2048", "RSA_3072", "RSA_4096"];
+export const KEY_ALGORITHMS: readonly KeyAlgorithmName[] = [
+  "ECDSA_P256",
+  "ECDSA_P384",
+  "RSA_2048",
+  "RSA_3072",
+  "RSA_4096",
+];
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 export type CryptoKey = webcrypto.CryptoKey;
@@ -37,7 +43,7 @@ export function algorithmParams(name: KeyAlgorithmName): {
 
 export async function generateKeyPair(name: KeyAlgorithmName, extractable: boolean): Promise<CryptoKeyPair> {
   const { generate } = algorithmParams(name);
-  return (await subtle.generateKey(generate, extractable, ["sign", "verify"])) as CryptoKeyPair;
+  return await subtle.generateKey(generate, extractable, ["sign", "verify"]);
 }
 
 /** PKCS#8 PEM of an extractable private key (istiod accepts the PRIVATE KEY type for ca-key.pem). */

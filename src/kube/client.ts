@@ -24,7 +24,11 @@ export class KubeClient {
     if (!host) throw new Error("KUBERNETES_SERVICE_HOST is not set: not running in a pod (pass --kubeconfig)");
     const caPem = await readFile(`${dir}/ca.crt`, "utf8");
     const server = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
-    return new KubeClient({ server, tls: { caPem }, token: () => readFile(`${dir}/token`, "utf8").then((t) => t.trim()) });
+    return new KubeClient({
+      server,
+      tls: { caPem },
+      token: () => readFile(`${dir}/token`, "utf8").then((t) => t.trim()),
+    });
   }
 
   async request<T>(

@@ -27,7 +27,9 @@ export const REDACT_PATHS = [
   'headers["x-vault-token"]',
 ];
 
-export function createLogger(opts: { level?: string; name?: string; destination?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(
+  opts: { level?: string; name?: string; destination?: NodeJS.WritableStream } = {},
+): Logger {
   return pino(
     {
       name: opts.name ?? "istiod-vault-agent",

@@ -50,7 +50,9 @@ export class AgentGrpcServer {
     const previousUmask = process.umask(0o117);
     try {
       await new Promise<number>((resolve, reject) =>
-        server.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+        server.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+          err ? reject(err) : resolve(port),
+        ),
       );
     } finally {
       process.umask(previousUmask);
@@ -107,7 +109,12 @@ export class AgentGrpcServer {
             if (err instanceof LeafPolicyError || err instanceof CaValidityError) {
               this.metrics.leavesRefused.inc({ reason: err.rule });
               this.log.info({ rule: err.rule, reason: err.message }, "refused a leaf signing request");
-              const code = err.code === "PERMISSION_DENIED" ? grpc.status.PERMISSION_DENIED : err.code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INVALID_ARGUMENT;
+              const code =
+                err.code === "PERMISSION_DENIED"
+                  ? grpc.status.PERMISSION_DENIED
+                  : err.code === "UNAVAILABLE"
+                    ? grpc.status.UNAVAILABLE
+                    : grpc.status.INVALID_ARGUMENT;
               return callback({ code, details: err.message });
             }
             this.metrics.leavesRefused.inc({ reason: "internal" });
@@ -119,7 +126,9 @@ export class AgentGrpcServer {
         this.authority
           .rotate("rpc")
           .then((b) => callback(null, this.toMessage(b)))
-          .catch((err: unknown) => callback({ code: grpc.status.UNAVAILABLE, details: `rotation failed: ${(err as Error).message}` }));
+          .catch((err: unknown) =>
+            callback({ code: grpc.status.UNAVAILABLE, details: `rotation failed: ${(err as Error).message}` }),
+          );
       },
     };
   }
@@ -155,7 +164,9 @@ async function prepareSocketPath(path: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     await mkdir(dir, { recursive: true, mode: 0o770 }).catch((e: NodeJS.ErrnoException) => {
-      throw new Error(`socket directory ${dir} does not exist and cannot be created (${e.code}); mount a writable volume there (e.g. an emptyDir shared with istiod)`);
+      throw new Error(
+        `socket directory ${dir} does not exist and cannot be created (${e.code}); mount a writable volume there (e.g. an emptyDir shared with istiod)`,
+      );
     });
   }
   try {

@@ -82,6 +82,7 @@ export class KubernetesAuth {
       const code = (err as NodeJS.ErrnoException).code ?? "error";
       throw new Error(
         `cannot read the service-account token file ${this.opts.tokenPath} (${code}); expected a projected token with the Vault audience there`,
+        { cause: err },
       );
     }
     if (jwt.length === 0) {
@@ -141,7 +142,12 @@ export class KubernetesAuth {
       const auth = await this.metrics.timeVault("renew_self", () => this.vault.renewSelf(held.value));
       this.metrics.vaultTokenRenewals.inc({ outcome: "success" });
       // Vault caps the lease at the token's max TTL: once it stops growing, the next expiry forces a new login.
-      const next: HeldToken = { ...held, leaseSeconds: auth.lease_duration, renewable: auth.renewable, obtainedAt: this.clock.now() };
+      const next: HeldToken = {
+        ...held,
+        leaseSeconds: auth.lease_duration,
+        renewable: auth.renewable,
+        obtainedAt: this.clock.now(),
+      };
       if (this.held === held) {
         this.held = next;
         if (auth.lease_duration < 10) {

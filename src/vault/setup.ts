@@ -74,10 +74,18 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
       const signed = await vault.write<{ certificate: string; issuing_ca: string }>(
         `${opts.rootMount}/root/sign-intermediate`,
         token,
-        { csr: csr.data.csr, common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`, ttl: "43800h", max_path_length: 1, format: "pem" },
+        {
+          csr: csr.data.csr,
+          common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`,
+          ttl: "43800h",
+          max_path_length: 1,
+          format: "pem",
+        },
       );
       // Import the certificate together with its root so the mount's issuer carries the full chain.
-      await vault.write(`${mount}/intermediate/set-signed`, token, { certificate: `${signed.data.certificate}\n${signed.data.issuing_ca}` });
+      await vault.write(`${mount}/intermediate/set-signed`, token, {
+        certificate: `${signed.data.certificate}\n${signed.data.issuing_ca}`,
+      });
       changes.push(`created an intermediate CA in ${mount}/ signed by ${opts.rootMount}/`);
     }
   }
@@ -94,11 +102,11 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
     disable_local_ca_jwt: true,
     ...(opts.kubernetes.reviewerJwt ? { token_reviewer_jwt: opts.kubernetes.reviewerJwt } : {}),
   };
-  const haveConfig = await readOrUndefined<{ kubernetes_host?: string; kubernetes_ca_cert?: string; token_reviewer_jwt_set?: boolean }>(
-    vault,
-    token,
-    `auth/${k8sMount}/config`,
-  );
+  const haveConfig = await readOrUndefined<{
+    kubernetes_host?: string;
+    kubernetes_ca_cert?: string;
+    token_reviewer_jwt_set?: boolean;
+  }>(vault, token, `auth/${k8sMount}/config`);
   if (
     !haveConfig ||
     haveConfig.kubernetes_host !== wantConfig.kubernetes_host ||
@@ -110,7 +118,11 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
   }
 
   const policy = istiodAgentPolicy(opts.signPath);
-  const havePolicy = await readOrUndefined<{ policy?: string; rules?: string }>(vault, token, `sys/policy/${opts.policyName}`);
+  const havePolicy = await readOrUndefined<{ policy?: string; rules?: string }>(
+    vault,
+    token,
+    `sys/policy/${opts.policyName}`,
+  );
   if ((havePolicy?.policy ?? havePolicy?.rules) !== policy) {
     await vault.write(`sys/policy/${opts.policyName}`, token, { policy });
     changes.push(`wrote policy ${opts.policyName} (update on ${opts.signPath} only)`);
@@ -124,7 +136,11 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
     token_ttl: opts.role.tokenTtlSeconds,
     token_max_ttl: opts.role.tokenMaxTtlSeconds,
   };
-  const haveRole = await readOrUndefined<Record<string, unknown>>(vault, token, `auth/${k8sMount}/role/${opts.role.name}`);
+  const haveRole = await readOrUndefined<Record<string, unknown>>(
+    vault,
+    token,
+    `auth/${k8sMount}/role/${opts.role.name}`,
+  );
   if (!haveRole || !roleMatches(haveRole, wantRole)) {
     await vault.write(`auth/${k8sMount}/role/${opts.role.name}`, token, wantRole);
     changes.push(

@@ -31,7 +31,11 @@ export async function writeIstiodToken(env: TestEnv, path: string, audience = "v
   writeFileSync(path, await env.requestToken(ISTIO_NS, ISTIOD_SA, audience, 3600), { mode: 0o600 });
 }
 
-export function agentArgs(env: TestEnv, run: { socketPath: string; cacertsDir?: string; tokenPath: string }, extra: string[] = []): string[] {
+export function agentArgs(
+  env: TestEnv,
+  run: { socketPath: string; cacertsDir?: string; tokenPath: string },
+  extra: string[] = [],
+): string[] {
   const caFile = join(env.dir, "openbao-tls", "vault-ca.pem");
   return [
     `--vault-addr=${env.vault.url}`,
@@ -48,7 +52,12 @@ export function agentArgs(env: TestEnv, run: { socketPath: string; cacertsDir?: 
 }
 
 /** Starts `istiod-vault-agent <command>` against the env; for `sidecar`, waits until its socket answers. */
-export async function startAgent(env: TestEnv, command: "sidecar" | "init", extra: string[] = [], opts: { dir?: string } = {}): Promise<AgentRun> {
+export async function startAgent(
+  env: TestEnv,
+  command: "sidecar" | "init",
+  extra: string[] = [],
+  opts: { dir?: string } = {},
+): Promise<AgentRun> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "iva-agent-"));
   const socketPath = join(dir, "agent.sock");
   const cacertsDir = join(dir, "cacerts");
@@ -64,7 +73,10 @@ export async function startAgent(env: TestEnv, command: "sidecar" | "init", extr
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
   if (command === "sidecar") {
-    await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, { timeoutMs: 60_000, process: proc });
+    await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
+      timeoutMs: 60_000,
+      process: proc,
+    });
   }
   return {
     process: proc,
@@ -84,7 +96,9 @@ export async function startAgent(env: TestEnv, command: "sidecar" | "init", extr
 
 export function getBundle(client: CertificateAuthorityAgentClient, timeoutMs = 5_000): Promise<SigningBundle> {
   return new Promise((resolve, reject) =>
-    client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res))),
+    client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+      err ? reject(err) : resolve(res),
+    ),
   );
 }
 
@@ -95,20 +109,29 @@ export function signCertificate(
   timeoutMs = 5_000,
 ): Promise<string[]> {
   return new Promise((resolve, reject) =>
-    client.signCertificate({ csrPem, ttlSeconds }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-      err ? reject(err) : resolve(res.certChainPem),
+    client.signCertificate(
+      { csrPem, ttlSeconds },
+      new grpc.Metadata(),
+      { deadline: Date.now() + timeoutMs },
+      (err, res) => (err ? reject(err) : resolve(res.certChainPem)),
     ),
   );
 }
 
 export function rotate(client: CertificateAuthorityAgentClient, timeoutMs = 30_000): Promise<SigningBundle> {
   return new Promise((resolve, reject) =>
-    client.rotate({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res))),
+    client.rotate({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+      err ? reject(err) : resolve(res),
+    ),
   );
 }
 
 /** Collects bundles from WatchSigningBundle until `count` arrived or the timeout passes. */
-export function watchBundles(client: CertificateAuthorityAgentClient, count: number, timeoutMs: number): Promise<SigningBundle[]> {
+export function watchBundles(
+  client: CertificateAuthorityAgentClient,
+  count: number,
+  timeoutMs: number,
+): Promise<SigningBundle[]> {
   return new Promise((resolve, reject) => {
     const got: SigningBundle[] = [];
     const call = client.watchSigningBundle({});

@@ -7,7 +7,12 @@ import { x509 } from "../../src/crypto/x509.js";
 import { generateKeyPair } from "../../src/crypto/keys.js";
 
 /** `openssl verify -CAfile roots [-untrusted intermediates] cert`; returns openssl's output, throws if it fails. */
-export function opensslVerify(certPem: string, rootsPem: string, intermediatesPem = "", atUnixSeconds?: number): string {
+export function opensslVerify(
+  certPem: string,
+  rootsPem: string,
+  intermediatesPem = "",
+  atUnixSeconds?: number,
+): string {
   const dir = mkdtempSync(join(tmpdir(), "iva-verify-"));
   try {
     writeFileSync(join(dir, "roots.pem"), rootsPem);
@@ -18,7 +23,10 @@ export function opensslVerify(certPem: string, rootsPem: string, intermediatesPe
       writeFileSync(join(dir, "untrusted.pem"), intermediatesPem);
       args.push("-untrusted", join(dir, "untrusted.pem"));
     }
-    return execFileSync("openssl", [...args, join(dir, "cert.pem")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return execFileSync("openssl", [...args, join(dir, "cert.pem")], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -32,11 +40,17 @@ export function publicKeyId(certPem: string): string {
 /** A workload CSR with one SPIFFE URI SAN (and optional extras), from a fresh P-256 key. */
 export async function workloadCsr(uri: string, extra: { dns?: string[]; ca?: boolean } = {}): Promise<string> {
   const keys = await generateKeyPair("ECDSA_P256", false);
-  const san = [{ type: "url" as const, value: uri }, ...(extra.dns ?? []).map((value) => ({ type: "dns" as const, value }))];
+  const san = [
+    { type: "url" as const, value: uri },
+    ...(extra.dns ?? []).map((value) => ({ type: "dns" as const, value })),
+  ];
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     keys,
     signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-    extensions: [new x509.SubjectAlternativeNameExtension(san), ...(extra.ca ? [new x509.BasicConstraintsExtension(true, undefined, true)] : [])],
+    extensions: [
+      new x509.SubjectAlternativeNameExtension(san),
+      ...(extra.ca ? [new x509.BasicConstraintsExtension(true, undefined, true)] : []),
+    ],
   });
   return csr.toString("pem");
 }

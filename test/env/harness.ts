@@ -57,7 +57,8 @@ export async function freePort(): Promise<number> {
 /** Versions the servers report about themselves, for the CI log. */
 export function serverVersions(bins: Partial<Record<ServerName, string>>): Record<string, string> {
   const v: Record<string, string> = {};
-  const first = (bin: string, args: string[]) => execFileSync(bin, args, { encoding: "utf8" }).split("\n")[0]?.trim() ?? "";
+  const first = (bin: string, args: string[]) =>
+    execFileSync(bin, args, { encoding: "utf8" }).split("\n")[0]?.trim() ?? "";
   if (bins.etcd) v.etcd = first(bins.etcd, ["--version"]);
   if (bins["kube-apiserver"]) v["kube-apiserver"] = first(bins["kube-apiserver"], ["--version"]);
   if (bins.openbao) v.openbao = first(bins.openbao, ["version"]);
@@ -97,7 +98,9 @@ export class TestEnv {
   static async start(opts: TestEnvOptions = {}): Promise<TestEnv> {
     const env = new TestEnv(mkdtempSync(join(tmpdir(), "iva-env-")));
     try {
-      const bins = serverBinaries(opts.vault === false ? ["etcd", "kube-apiserver"] : ["etcd", "kube-apiserver", "openbao"]);
+      const bins = serverBinaries(
+        opts.vault === false ? ["etcd", "kube-apiserver"] : ["etcd", "kube-apiserver", "openbao"],
+      );
       const etcdUrl = await env.startEtcd(bins.etcd);
       await env.startApiserver(bins["kube-apiserver"], etcdUrl);
       if (opts.vault !== false) await env.startOpenBao(bins.openbao);
@@ -144,7 +147,11 @@ export class TestEnv {
     const pki = join(this.dir, "pki");
     mkdirSync(pki, { mode: 0o700 });
     const ca = await makeTestCa("iva-test-kube-ca");
-    const serving = await ca.issue({ commonName: "kube-apiserver", dnsNames: ["localhost", "kubernetes.default.svc"], ips: ["127.0.0.1"] });
+    const serving = await ca.issue({
+      commonName: "kube-apiserver",
+      dnsNames: ["localhost", "kubernetes.default.svc"],
+      ips: ["127.0.0.1"],
+    });
     const admin = await ca.issue({ commonName: "iva-admin", organization: "system:masters", client: true });
     const sa = await makeServiceAccountKeys();
     const files: Record<string, string> = {
@@ -175,14 +182,21 @@ export class TestEnv {
       "--allow-privileged=true",
       "--endpoint-reconciler-type=none",
     ]);
-    const adminClient = new KubeClient({ server: url, tls: { caPem: ca.certPem, certPem: admin.certPem, keyPem: admin.keyPem } });
+    const adminClient = new KubeClient({
+      server: url,
+      tls: { caPem: ca.certPem, certPem: admin.certPem, keyPem: admin.keyPem },
+    });
     await waitUntil(
       "kube-apiserver /readyz",
-      async () => (await adminClient.request<string>("GET", "/readyz", undefined, { acceptStatuses: [500], text: true })).status === 200,
+      async () =>
+        (await adminClient.request<string>("GET", "/readyz", undefined, { acceptStatuses: [500], text: true }))
+          .status === 200,
       { timeoutMs: 90_000, process: this.apiserverProcess, intervalMs: 500 },
     );
     const kubeconfigPath = join(this.dir, "kubeconfig");
-    writeFileSync(kubeconfigPath, JSON.stringify(kubeconfig(url, ca.certPem, admin.certPem, admin.keyPem), null, 2), { mode: 0o600 });
+    writeFileSync(kubeconfigPath, JSON.stringify(kubeconfig(url, ca.certPem, admin.certPem, admin.keyPem), null, 2), {
+      mode: 0o600,
+    });
     this.kube = { url, caPem: ca.certPem, admin: adminClient, kubeconfigPath };
   }
 
@@ -208,7 +222,10 @@ export class TestEnv {
     );
     const url = `https://127.0.0.1:${port}`;
     const caFile = join(certDir, "vault-ca.pem");
-    await waitUntil("OpenBao TLS certificate", async () => existsSync(caFile), { timeoutMs: 30_000, process: proc });
+    await waitUntil("OpenBao TLS certificate", () => Promise.resolve(existsSync(caFile)), {
+      timeoutMs: 30_000,
+      process: proc,
+    });
     const caPem = readFileSync(caFile, "utf8");
     const client = new VaultClient({ address: url, tls: { caPem } });
     await waitUntil("OpenBao /v1/sys/health", async () => (await client.health()).status === 200, {
@@ -221,7 +238,12 @@ export class TestEnv {
   // --- Kubernetes helpers -----------------------------------------------------------------------------------------
 
   async createNamespace(name: string): Promise<void> {
-    await this.kube.admin.request("POST", "/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name } }, { acceptStatuses: [409] });
+    await this.kube.admin.request(
+      "POST",
+      "/api/v1/namespaces",
+      { apiVersion: "v1", kind: "Namespace", metadata: { name } },
+      { acceptStatuses: [409] },
+    );
   }
 
   async createServiceAccount(namespace: string, name: string): Promise<void> {
@@ -238,7 +260,11 @@ export class TestEnv {
   async requestToken(namespace: string, serviceAccount: string, audience: string, ttlSeconds = 3600): Promise<string> {
     const res = await this.kube.admin.create<{ status?: { token?: string } }>(
       `/api/v1/namespaces/${namespace}/serviceaccounts/${serviceAccount}/token`,
-      { apiVersion: "authentication.k8s.io/v1", kind: "TokenRequest", spec: { audiences: [audience], expirationSeconds: ttlSeconds } },
+      {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenRequest",
+        spec: { audiences: [audience], expirationSeconds: ttlSeconds },
+      },
     );
     const token = res.status?.token;
     if (!token) throw new Error(`TokenRequest for ${namespace}/${serviceAccount} returned no token`);

@@ -13,11 +13,17 @@ export interface IssuedPem {
 }
 
 export interface TestCa extends IssuedPem {
-  issue(opts: { commonName: string; organization?: string; dnsNames?: string[]; ips?: string[]; client?: boolean }): Promise<IssuedPem>;
+  issue(opts: {
+    commonName: string;
+    organization?: string;
+    dnsNames?: string[];
+    ips?: string[];
+    client?: boolean;
+  }): Promise<IssuedPem>;
 }
 
 export async function makeTestCa(commonName: string): Promise<TestCa> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const keys = await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"]);
   const now = Date.now();
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
@@ -36,7 +42,7 @@ export async function makeTestCa(commonName: string): Promise<TestCa> {
     certPem: caCert.toString("pem") + "\n",
     keyPem: await exportPrivateKeyPem(keys.privateKey),
     async issue(o) {
-      const leafKeys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+      const leafKeys = await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"]);
       const san = [
         ...(o.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
         ...(o.ips ?? []).map((value) => ({ type: "ip" as const, value })),
@@ -54,7 +60,9 @@ export async function makeTestCa(commonName: string): Promise<TestCa> {
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-          new x509.ExtendedKeyUsageExtension([o.client ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
+          new x509.ExtendedKeyUsageExtension([
+            o.client ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth,
+          ]),
           ...(san.length ? [new x509.SubjectAlternativeNameExtension(san)] : []),
           await x509.AuthorityKeyIdentifierExtension.create(caCert),
         ],
@@ -66,11 +74,11 @@ export async function makeTestCa(commonName: string): Promise<TestCa> {
 
 /** An RSA key pair in PEM for kube-apiserver's service-account token signing. */
 export async function makeServiceAccountKeys(): Promise<{ privatePem: string; publicPem: string }> {
-  const keys = (await webcrypto.subtle.generateKey(
+  const keys = await webcrypto.subtle.generateKey(
     { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
     true,
     ["sign", "verify"],
-  )) as webcrypto.CryptoKeyPair;
+  );
   return {
     privatePem: await exportPrivateKeyPem(keys.privateKey),
     publicPem: toPem(await webcrypto.subtle.exportKey("spki", keys.publicKey), "PUBLIC KEY"),

@@ -66,7 +66,7 @@ export class ManagedProcess {
 
   /** The last lines of the log with anything token-like masked, for failure messages. */
   logTail(lines = 25): string {
-    let text = "";
+    let text: string;
     try {
       text = readFileSync(this.logPath, "utf8");
     } catch {
@@ -95,7 +95,9 @@ export async function waitUntil(
   let lastError = "";
   while (Date.now() < deadline) {
     if (opts.process && !opts.process.alive) {
-      throw new Error(`${what}: ${opts.process.name} exited (${opts.process.exitCode}) before it was ready.\n${opts.process.logTail()}`);
+      throw new Error(
+        `${what}: ${opts.process.name} exited (${opts.process.exitCode}) before it was ready.\n${opts.process.logTail()}`,
+      );
     }
     try {
       if (await check()) return;

@@ -49,29 +49,41 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     const b = await getBundle(run.client);
     assert.equal(b.generation, 1);
     assert.equal(b.privateKeyPem, "", "key export is off by default");
-    assert.deepEqual(b.rootCertPem.map((p) => p.trim()), [vaultRootPem.trim()]);
+    assert.deepEqual(
+      b.rootCertPem.map((p) => p.trim()),
+      [vaultRootPem.trim()],
+    );
     assert.match(opensslVerify(b.signingCertPem, b.rootCertPem.join("")), /OK/);
 
     const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 3600);
     assert.equal(chain.length, 3, "leaf, intermediate, root");
-    assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]!), /OK/);
+    assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]), /OK/);
     assert.equal(chain[1], b.signingCertPem);
 
     // Refusals carry the right status and say which rule failed.
-    await assert.rejects(signCertificate(run.client, await workloadCsr("spiffe://evil.example/ns/a/sa/b")), (e: grpc.ServiceError) => {
-      assert.equal(e.code, grpc.status.PERMISSION_DENIED);
-      assert.match(e.details, /trust domain/);
-      return true;
-    });
-    await assert.rejects(signCertificate(run.client, await workloadCsr(SPIFFE, { ca: true })), (e: grpc.ServiceError) => {
-      assert.equal(e.code, grpc.status.PERMISSION_DENIED);
-      assert.match(e.details, /ca_requested/);
-      return true;
-    });
-    await assert.rejects(signCertificate(run.client, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), (e: grpc.ServiceError) => {
-      assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
-      return true;
-    });
+    await assert.rejects(
+      signCertificate(run.client, await workloadCsr("spiffe://evil.example/ns/a/sa/b")),
+      (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+        assert.match(e.details, /trust domain/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      signCertificate(run.client, await workloadCsr(SPIFFE, { ca: true })),
+      (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.PERMISSION_DENIED);
+        assert.match(e.details, /ca_requested/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      signCertificate(run.client, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+      (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+        return true;
+      },
+    );
     await run.stop();
   });
 
@@ -114,11 +126,13 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       t.env.vault.process.signal("SIGCONT");
     }
     // Max backoff is 2 s and HTTP timeouts 15 s: a new bundle must follow well within 30 s.
-    await waitUntil("renewal after SIGCONT", async () => (await getBundle(run.client)).generation > first.generation, { timeoutMs: 30_000 });
+    await waitUntil("renewal after SIGCONT", async () => (await getBundle(run.client)).generation > first.generation, {
+      timeoutMs: 30_000,
+    });
     await run.stop();
   });
 
-  it("logs of the runs contain no token, JWT or private key, and no file outside cacerts holds key material", async () => {
+  it("logs of the runs contain no token, JWT or private key, and no file outside cacerts holds key material", () => {
     const secrets = [t.env.vault.rootToken];
     for (const r of runs) {
       secrets.push(readFileSync(r.tokenPath, "utf8").trim());
@@ -133,7 +147,9 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     const keyBodies = runs
       .map((r) => {
         try {
-          return readFileSync(join(r.cacertsDir, "ca-key.pem"), "utf8").replace(/-----[^-]+-----|\s/g, "").slice(0, 60);
+          return readFileSync(join(r.cacertsDir, "ca-key.pem"), "utf8")
+            .replace(/-----[^-]+-----|\s/g, "")
+            .slice(0, 60);
         } catch {
           return "";
         }

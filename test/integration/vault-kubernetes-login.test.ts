@@ -47,23 +47,39 @@ describe("Vault Kubernetes auth and PKI against real OpenBao + kube-apiserver", 
       // The agent's policy names one sign path; widen it for pki_int in this case only, through the same setup code.
       if (signer === "pki_int") {
         const { setupVault } = await import("../../src/vault/setup.js");
-        await setupVault(t.env.vault.client, t.env.vault.rootToken, { ...t.setup, signPath: "pki_int/root/sign-intermediate", policyName: "istiod-agent-int" , role: { ...t.setup.role, name: "istiod-agent-int" } });
+        await setupVault(t.env.vault.client, t.env.vault.rootToken, {
+          ...t.setup,
+          signPath: "pki_int/root/sign-intermediate",
+          policyName: "istiod-agent-int",
+          role: { ...t.setup.role, name: "istiod-agent-int" },
+        });
       }
       const jwt = await t.env.requestToken(ISTIO_NS, ISTIOD_SA, "vault", 600);
-      const auth = await t.env.vault.client.kubernetesLogin("kubernetes", signer === "pki" ? "istiod-agent" : "istiod-agent-int", jwt);
+      const auth = await t.env.vault.client.kubernetesLogin(
+        "kubernetes",
+        signer === "pki" ? "istiod-agent" : "istiod-agent-int",
+        jwt,
+      );
       assert.equal(auth.metadata?.service_account_name, ISTIOD_SA);
       assert.equal(auth.metadata?.service_account_namespace, ISTIO_NS);
       assert.ok(auth.policies.includes(signer === "pki" ? "istiod-agent" : "istiod-agent-int"));
 
       const keys = await generateKeyPair("ECDSA_P256", false);
-      const csr = await createIntermediateCsr(keys, "ECDSA_P256", { commonName: "istiod intermediate", organization: "test" });
-      const answer = await t.env.vault.client.write<PkiSignAnswer>(`${signer}/root/sign-intermediate`, auth.client_token, {
-        csr,
-        common_name: "istiod intermediate",
-        ttl: "24h",
-        max_path_length: 0,
-        format: "pem",
+      const csr = await createIntermediateCsr(keys, "ECDSA_P256", {
+        commonName: "istiod intermediate",
+        organization: "test",
       });
+      const answer = await t.env.vault.client.write<PkiSignAnswer>(
+        `${signer}/root/sign-intermediate`,
+        auth.client_token,
+        {
+          csr,
+          common_name: "istiod intermediate",
+          ttl: "24h",
+          max_path_length: 0,
+          format: "pem",
+        },
+      );
       const chain = await validateSignAnswer(answer.data, keys.publicKey, new Date(), { expectCa: true });
       assert.equal(chain.chainPem.length, signer === "pki" ? 2 : 3);
       const bc = chain.cert.getExtension(x509.BasicConstraintsExtension);
@@ -108,7 +124,11 @@ describe("Vault Kubernetes auth and PKI against real OpenBao + kube-apiserver", 
     await expectStatus(v.write("pki/issue/any", token, { common_name: "x" }), 403, "pki/issue");
     await expectStatus(v.write("pki_int/root/sign-intermediate", token, { csr: "x" }), 403, "other mount's sign path");
     await expectStatus(v.read("sys/mounts", token), 403, "sys/mounts");
-    await expectStatus(v.write("sys/policy/evil", token, { policy: 'path "*" { capabilities = ["sudo"] }' }), 403, "sys/policy");
+    await expectStatus(
+      v.write("sys/policy/evil", token, { policy: 'path "*" { capabilities = ["sudo"] }' }),
+      403,
+      "sys/policy",
+    );
     await expectStatus(v.write("pki/root/generate/internal", token, { common_name: "x" }), 403, "root generation");
     // The default policy still lets the agent look itself up and renew.
     const self = await v.read<{ policies: string[] }>("auth/token/lookup-self", token);

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import {
+  chmod,
   chown,
   lstat,
   mkdir,
@@ -19,6 +20,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
+import { execFileSync } from "node:child_process";
 import {
   CacertsDirError,
   CacertsRootChangeError,
@@ -296,15 +298,36 @@ void test("a path that is a file is refused", async (t) => {
   await assert.rejects(new CacertsSink({ dir: file }).write(makeSet("a")), /is not a directory/);
 });
 
-void test("a read-only directory is refused", { skip: isRoot && "root bypasses directory permissions" }, async (t) => {
+void test("a read-only directory is refused", async (t) => {
   const dir = path.join(await tempDir(t), "read-only");
-  await mkdir(dir, { mode: 0o500 });
-  await assert.rejects(new CacertsSink({ dir }).write(makeSet("a")), (err: unknown) => {
-    assert.ok(err instanceof CacertsDirError);
-    assert.ok(err.message.includes(dir));
-    assert.match(err.message, /not writable/);
-    return true;
-  });
+  await mkdir(dir, { mode: 0o555 });
+  if (!isRoot) {
+    await assert.rejects(new CacertsSink({ dir }).write(makeSet("a")), (err: unknown) => {
+      assert.ok(err instanceof CacertsDirError);
+      assert.ok(err.message.includes(dir));
+      assert.match(err.message, /not writable/);
+      return true;
+    });
+    return;
+  }
+  // Root bypasses directory permissions, so check as an unprivileged user (as istiod's pod would run the agent).
+  await chmod(path.dirname(dir), 0o755);
+  const sinkModule = new URL("../../src/sinks/cacerts.js", import.meta.url).href;
+  const files = JSON.stringify(makeSet("a"));
+  const script = `import(${JSON.stringify(sinkModule)}).then(async ({ CacertsSink }) => {
+    try { await new CacertsSink({ dir: ${JSON.stringify(dir)} }).write(${files}); console.log("WROTE"); }
+    catch (e) { console.log(e.name + ": " + e.message); }
+  });`;
+  const out = execFileSync(
+    "setpriv",
+    ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--input-type=module", "-e", script],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.match(out, /^CacertsDirError: /);
+  assert.ok(out.includes(dir), out);
+  assert.match(out, /not writable/);
 });
 
 void test("leftovers of a crashed writer are removed on the first write; unrelated files stay", async (t) => {

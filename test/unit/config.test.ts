@@ -23,7 +23,11 @@ void describe("config", () => {
 
   void it("reports every problem at once, with the field and what is expected", () => {
     assert.throws(
-      () => loadConfig(parseFlags(["--ttl=soon", "--key-algorithm=DSA", "--trust-domain=Bad Domain", "--socket=rel/path"]), {}),
+      () =>
+        loadConfig(
+          parseFlags(["--ttl=soon", "--key-algorithm=DSA", "--trust-domain=Bad Domain", "--socket=rel/path"]),
+          {},
+        ),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         const text = err.problems.join("\n");
@@ -41,7 +45,10 @@ void describe("config", () => {
   void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "false" }).vault.insecureSkipVerify, false);
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "true" }).vault.insecureSkipVerify, true);
-    assert.throws(() => loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "no" }), /VAULT_SKIP_VERIFY: "no" must be true or false/);
+    assert.throws(
+      () => loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "no" }),
+      /VAULT_SKIP_VERIFY: "no" must be true or false/,
+    );
   });
 
   void it("reads a RootTrustPolicy file; flags override it", () => {
@@ -72,7 +79,10 @@ void describe("config", () => {
     assert.equal(c.intermediate.keyAlgorithm, "RSA_3072");
     assert.equal(c.intermediate.rotationGraceRatio, 0.25);
     writeFileSync(file, "apiVersion: admin.gloo.solo.io/v2\nkind: RootTrustPolicy\nspec: {}\n");
-    assert.throws(() => loadConfig(parseFlags([`--config=${file}`]), env), /expected istiod-vault-agent.io\/v1alpha1\/RootTrustPolicy/);
+    assert.throws(
+      () => loadConfig(parseFlags([`--config=${file}`]), env),
+      /expected istiod-vault-agent.io\/v1alpha1\/RootTrustPolicy/,
+    );
     writeFileSync(file, "spec: [unclosed");
     assert.throws(() => loadConfig(parseFlags([`--config=${file}`]), env), /cannot read or parse it/);
   });
