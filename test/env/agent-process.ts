@@ -36,10 +36,9 @@ export function agentArgs(
   run: { socketPath: string; cacertsDir?: string; tokenPath: string },
   extra: string[] = [],
 ): string[] {
-  const caFile = join(env.dir, "openbao-tls", "vault-ca.pem");
   return [
     `--vault-addr=${env.vault.url}`,
-    `--vault-cacert=${caFile}`,
+    `--vault-cacert=${env.vault.caFile}`,
     `--token-path=${run.tokenPath}`,
     `--socket=${run.socketPath}`,
     "--http-addr=",

@@ -79,11 +79,16 @@ export interface VaultEnv {
   /** A client with no token: pass the root token (or any other) per call. */
   client: VaultClient;
   process: ManagedProcess;
+  /** PEM file of the CA that signs OpenBao's TLS certificate. */
+  caFile: string;
 }
 
 export interface TestEnvOptions {
-  /** Start OpenBao too (default true). */
-  vault?: boolean;
+  /**
+   * OpenBao mode: "dev" (default; in-memory, root token chosen by the harness), "persistent" (file storage, initialised
+   * and unsealed by the harness, so it can be stopped and started again with its PKI intact), or false for none.
+   */
+  vault?: "dev" | "persistent" | false;
 }
 
 export class TestEnv {
@@ -103,7 +108,8 @@ export class TestEnv {
       );
       const etcdUrl = await env.startEtcd(bins.etcd);
       await env.startApiserver(bins["kube-apiserver"], etcdUrl);
-      if (opts.vault !== false) await env.startOpenBao(bins.openbao);
+      if (opts.vault === "persistent") await env.startPersistentOpenBao(bins.openbao);
+      else if (opts.vault !== false) await env.startOpenBao(bins.openbao);
     } catch (err) {
       await env.stop();
       throw err;
@@ -232,7 +238,82 @@ export class TestEnv {
       timeoutMs: 30_000,
       process: proc,
     });
-    this.vault = { url, caPem, rootToken, client, process: proc };
+    this.vault = { url, caPem, rootToken, client, process: proc, caFile };
+  }
+
+  private persistent: { bin: string; configPath: string; unsealKey: string } | undefined;
+
+  /** OpenBao with file storage and a real TLS listener, initialised with one unseal key. */
+  private async startPersistentOpenBao(bin: string): Promise<void> {
+    const port = await freePort();
+    const certDir = join(this.dir, "openbao-tls");
+    mkdirSync(certDir, { mode: 0o700 });
+    const ca = await makeTestCa("iva-test-openbao-ca");
+    const serving = await ca.issue({ commonName: "openbao", dnsNames: ["localhost"], ips: ["127.0.0.1"] });
+    const caFile = join(certDir, "vault-ca.pem");
+    writeFileSync(caFile, ca.certPem);
+    writeFileSync(join(certDir, "tls.crt"), serving.certPem, { mode: 0o600 });
+    writeFileSync(join(certDir, "tls.key"), serving.keyPem, { mode: 0o600 });
+    const configPath = join(this.dir, "openbao.hcl");
+    writeFileSync(
+      configPath,
+      [
+        `storage "file" { path = "${join(this.dir, "openbao-data")}" }`,
+        `listener "tcp" {`,
+        `  address = "127.0.0.1:${port}"`,
+        `  tls_cert_file = "${join(certDir, "tls.crt")}"`,
+        `  tls_key_file = "${join(certDir, "tls.key")}"`,
+        `}`,
+        `api_addr = "https://127.0.0.1:${port}"`,
+        `disable_mlock = true`,
+        `log_level = "warn"`,
+      ].join("\n"),
+    );
+    const url = `https://127.0.0.1:${port}`;
+    const client = new VaultClient({ address: url, tls: { caPem: ca.certPem } });
+    const proc = this.spawnPersistentOpenBao(bin, configPath);
+    await waitUntil("OpenBao listener", async () => (await client.health()).status === 501, {
+      timeoutMs: 30_000,
+      process: proc,
+    });
+    const init = await client.call<{ keys_base64: string[]; root_token: string }>("PUT", "sys/init", {
+      body: { secret_shares: 1, secret_threshold: 1 },
+    });
+    const unsealKey = init.body.keys_base64[0]!;
+    this.persistent = { bin, configPath, unsealKey };
+    this.vault = { url, caPem: ca.certPem, rootToken: init.body.root_token, client, process: proc, caFile };
+    await this.unsealOpenBao();
+  }
+
+  private spawnPersistentOpenBao(bin: string, configPath: string): ManagedProcess {
+    return this.spawn("openbao", bin, ["server", `-config=${configPath}`], { HOME: this.dir });
+  }
+
+  private async unsealOpenBao(): Promise<void> {
+    const p = this.persistent!;
+    await this.vault.client.call("PUT", "sys/unseal", { body: { key: p.unsealKey } });
+    await waitUntil("OpenBao unsealed and active", async () => (await this.vault.client.health()).status === 200, {
+      timeoutMs: 30_000,
+      process: this.vault.process,
+    });
+  }
+
+  /** Stops the persistent OpenBao server completely (its data stays on disk). */
+  async stopVault(): Promise<void> {
+    if (!this.persistent) throw new Error("stopVault needs TestEnv.start({ vault: 'persistent' })");
+    await this.vault.process.stop();
+  }
+
+  /** Starts the persistent OpenBao server again on the same address and unseals it. */
+  async startVaultAgain(): Promise<void> {
+    const p = this.persistent;
+    if (!p) throw new Error("startVaultAgain needs TestEnv.start({ vault: 'persistent' })");
+    this.vault.process = this.spawnPersistentOpenBao(p.bin, p.configPath);
+    await waitUntil("OpenBao listener after restart", async () => (await this.vault.client.health()).status === 503, {
+      timeoutMs: 30_000,
+      process: this.vault.process,
+    });
+    await this.unsealOpenBao();
   }
 
   // --- Kubernetes helpers -----------------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+// OpenBao fully stopped across a renewal point and started again from its file storage: the agent keeps signing with
+// the intermediate it holds, then renews on its own once Vault is back.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { getBundle, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
+import { opensslVerify, workloadCsr } from "../env/crypto-check.js";
+import { waitUntil } from "../env/process.js";
+
+describe("OpenBao with persistent storage stopped and started again", () => {
+  let t: AgentTestEnv;
+  let run: AgentRun | undefined;
+
+  before(async () => {
+    t = await startAgentTestEnv({}, { vault: "persistent" });
+  });
+  after(async () => {
+    await run?.stop();
+    if (run) rmSync(run.dir, { recursive: true, force: true });
+    await t?.env.stop();
+  });
+
+  it("signing continues during the outage and the agent renews within its max backoff after the restart", async () => {
+    run = await startAgent(t.env, "sidecar", ["--ttl=20s", "--grace-ratio=0.5"]);
+    const first = await getBundle(run.client);
+    const rootBefore = first.rootCertPem.join("");
+    await t.env.stopVault();
+    try {
+      // The renewal point (~10 s) passes while OpenBao is down.
+      await new Promise((r) => setTimeout(r, 12_000));
+      const chain = await signCertificate(run.client, await workloadCsr("spiffe://cluster.local/ns/a/sa/b"), 60);
+      assert.equal(chain[1], first.signingCertPem, "the held intermediate keeps signing");
+      assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]!), /OK/);
+      assert.match(run.log(), /could not renew the intermediate; still serving the current one/);
+    } finally {
+      await t.env.startVaultAgain();
+    }
+    const restartedAt = Date.now();
+    // Max backoff is 2 s: the next attempt after the restart must succeed within a few seconds.
+    await waitUntil(
+      "renewal after OpenBao restart",
+      async () => (await getBundle(run!.client)).generation > first.generation,
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    const renewed = await getBundle(run.client);
+    assert.equal(renewed.rootCertPem.join(""), rootBefore, "the root survived the restart (file storage)");
+    assert.ok(Date.now() - restartedAt < 20_000);
+  });
+});
