@@ -245,13 +245,13 @@ export class IntermediateAuthority {
   private scheduleRenewal(bundle: SigningBundle): void {
     this.timer?.cancel();
     if (this.stopped) return;
-    // Vault backdates notBefore (not_before_duration, 30 s by default): measure the lifetime from when we got the
-    // certificate, or a short TTL would put the renewal point in the past and rotate in a tight loop.
-    const start = Math.max(bundle.notBefore.getTime(), this.clock.now());
-    const life = bundle.notAfter.getTime() - start;
-    const jitter = (this.random() * 2 - 1) * this.opts.jitterRatio;
-    const renewAt = start + life * (1 - this.opts.rotationGraceRatio + jitter);
-    const delay = Math.max(MIN_RENEWAL_DELAY_MS, renewAt - this.clock.now());
+    const delay = renewalDelayMs(
+      bundle.notBefore,
+      bundle.notAfter,
+      this.clock.now(),
+      this.opts.rotationGraceRatio,
+      (this.random() * 2 - 1) * this.opts.jitterRatio,
+    );
     this.log.debug({ renewInMs: delay }, "scheduled intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("schedule").catch(() => undefined));
   }
@@ -265,6 +265,24 @@ export class IntermediateAuthority {
 }
 
 /** The SPKI DER of the public half of a PEM private key. */
+/**
+ * How long to wait before renewing: until `graceRatio` of the lifetime remains, shifted by `jitter` (a signed fraction
+ * of the lifetime). Vault backdates notBefore (not_before_duration, 30 s by default), so the lifetime is measured from
+ * `now` when that is later; otherwise a short TTL would put the renewal point in the past and rotate in a tight loop.
+ */
+export function renewalDelayMs(
+  notBefore: Date,
+  notAfter: Date,
+  now: number,
+  graceRatio: number,
+  jitter: number,
+): number {
+  const start = Math.max(notBefore.getTime(), now);
+  const life = notAfter.getTime() - start;
+  const renewAt = start + life * (1 - graceRatio + jitter);
+  return Math.max(MIN_RENEWAL_DELAY_MS, Math.round(renewAt - now));
+}
+
 function publicKeyDer(privateKeyPem: string): Buffer {
   return createPublicKey(createPrivateKey(privateKeyPem)).export({ type: "spki", format: "der" });
 }

@@ -1,0 +1,54 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { renewalDelayMs } from "../../src/authority/intermediate-authority.js";
+import { Backoff } from "../../src/util/backoff.js";
+
+const H = 3600_000;
+
+describe("renewal schedule", () => {
+  it("renews when the grace fraction of the lifetime remains", () => {
+    const now = Date.UTC(2026, 0, 1);
+    const delay = renewalDelayMs(new Date(now), new Date(now + 30 * H), now, 1 / 3, 0);
+    assert.equal(Math.round(delay), 20 * H);
+  });
+
+  it("applies jitter as a fraction of the lifetime, both ways", () => {
+    const now = 0;
+    const early = renewalDelayMs(new Date(0), new Date(100 * H), now, 0.5, -0.05);
+    const late = renewalDelayMs(new Date(0), new Date(100 * H), now, 0.5, 0.05);
+    assert.equal(early, 45 * H);
+    assert.equal(late, 55 * H);
+  });
+
+  it("measures a backdated certificate from now, so short TTLs never rotate in a tight loop", () => {
+    const now = 1_000_000;
+    // Vault backdates notBefore by 30 s: a 20 s TTL looks like a 50 s certificate that is 60% used.
+    const delay = renewalDelayMs(new Date(now - 30_000), new Date(now + 20_000), now, 0.5, 0);
+    assert.equal(delay, 10_000);
+  });
+
+  it("never schedules sooner than one second, even for an almost expired certificate", () => {
+    assert.equal(renewalDelayMs(new Date(0), new Date(500), 400, 0.5, 0), 1_000);
+  });
+});
+
+describe("backoff", () => {
+  it("doubles up to the cap, between half and all of the ceiling", () => {
+    const low = new Backoff({ initialMs: 1_000, maxMs: 300_000 }, () => 0);
+    const high = new Backoff({ initialMs: 1_000, maxMs: 300_000 }, () => 1);
+    const lows = Array.from({ length: 12 }, () => low.next());
+    const highs = Array.from({ length: 12 }, () => high.next());
+    assert.deepEqual(highs.slice(0, 5), [1_000, 2_000, 4_000, 8_000, 16_000]);
+    assert.deepEqual(lows.slice(0, 3), [500, 1_000, 2_000]);
+    assert.equal(highs.at(-1), 300_000);
+    assert.equal(lows.at(-1), 150_000);
+  });
+
+  it("reset starts over", () => {
+    const b = new Backoff({ initialMs: 100, maxMs: 1_000 }, () => 1);
+    b.next();
+    b.next();
+    b.reset();
+    assert.equal(b.next(), 100);
+  });
+});
