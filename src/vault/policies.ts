@@ -3,15 +3,23 @@
 
 /** The istiod agent: `update` on its sign-intermediate path and nothing else (login and token self-renewal are
  * granted by Vault's built-in `default` policy). */
-export function istiodAgentPolicy(signPath = "pki/root/sign-intermediate"): string {
-  return [
+export function istiodAgentPolicy(signPath = "pki/root/sign-intermediate", csrPath?: string): string {
+  const lines = [
     "# istiod-vault-agent: have the PKI engine sign the agent's intermediate CA (the key stays in the agent).",
     "# Nothing broader: no issue/*, no sys/*, no reads of other mounts. Token lookup/renew come from `default`.",
     `path "${stripSlashes(signPath)}" {`,
     '  capabilities = ["update"]',
     "}",
-    "",
-  ].join("\n");
+  ];
+  if (csrPath) {
+    lines.push(
+      "# Opt-in Gloo flow: Vault generates the intermediate key and returns it once (held only in the agent's memory).",
+      `path "${stripSlashes(csrPath)}" {`,
+      '  capabilities = ["update"]',
+      "}",
+    );
+  }
+  return lines.join("\n") + "\n";
 }
 
 function stripSlashes(p: string): string {

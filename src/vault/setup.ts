@@ -29,6 +29,8 @@ export interface VaultSetupOptions {
   policyName: string;
   /** The sign-intermediate path the agent's policy allows, e.g. pki/root/sign-intermediate. */
   signPath: string;
+  /** Opt-in Gloo flow: the generate/exported path the policy also allows. */
+  csrPath?: string | undefined;
 }
 
 export const DEFAULT_SETUP: Omit<VaultSetupOptions, "kubernetes"> = {
@@ -117,7 +119,7 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
     changes.push(`configured auth/${k8sMount}/config for ${opts.kubernetes.host}`);
   }
 
-  const policy = istiodAgentPolicy(opts.signPath);
+  const policy = istiodAgentPolicy(opts.signPath, opts.csrPath);
   const havePolicy = await readOrUndefined<{ policy?: string; rules?: string }>(
     vault,
     token,

@@ -7,7 +7,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
-import { getBundle, rotate, signCertificate, startAgent, watchBundles, type AgentRun } from "../env/agent-process.js";
+import {
+  getBundle,
+  nodeBinary,
+  rotate,
+  signCertificate,
+  startAgent,
+  watchBundles,
+  type AgentRun,
+} from "../env/agent-process.js";
+import { freePort, repoRoot } from "../env/harness.js";
+import { setupVault } from "../../src/vault/setup.js";
+import { execFileSync } from "node:child_process";
 import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
 import { waitUntil } from "../env/process.js";
 
@@ -84,6 +95,61 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
         return true;
       },
     );
+    await run.stop();
+  });
+
+  it("/readyz, /metrics, SIGHUP rotation and the status command", async () => {
+    const port = await freePort();
+    const run = track(await startAgent(t.env, "sidecar", [`--http-addr=127.0.0.1:${port}`]));
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    assert.equal(ready.status, 200);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /iva_intermediate_not_after_seconds \d+/);
+    assert.match(metrics, /iva_vault_logins_total\{outcome="success"\} 1/);
+    assert.match(metrics, /iva_intermediate_rotations_total\{outcome="success",trigger="start"\} 1/);
+
+    const before = await getBundle(run.client);
+    run.process.signal("SIGHUP");
+    await waitUntil(
+      "rotation after SIGHUP",
+      async () => (await getBundle(run.client)).generation === before.generation + 1,
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    const after = await getBundle(run.client);
+    assert.notEqual(publicKeyId(after.signingCertPem), publicKeyId(before.signingCertPem));
+
+    const status = execFileSync(
+      nodeBinary(),
+      [join(repoRoot(), "dist/src/main.js"), "status", `--socket=${run.socketPath}`],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.match(status, new RegExp(`generation: ${after.generation}`));
+    assert.match(status, new RegExp(`serial:\\s+${after.serialHex}`));
+    assert.match(status, /\[1\] CN=istiod-vault-agent root CA/);
+    await run.stop();
+  });
+
+  it("the opt-in Gloo flow: Vault generates the key at csrPath, the root mount signs it, the key is held in memory", async () => {
+    await setupVault(t.env.vault.client, t.env.vault.rootToken, {
+      ...t.setup,
+      role: { ...t.setup.role, name: "istiod-agent-gloo" },
+      policyName: "istiod-agent-gloo",
+      csrPath: "pki_int/intermediate/generate/exported",
+    });
+    const run = track(
+      await startAgent(t.env, "sidecar", [
+        "--auth-role=istiod-agent-gloo",
+        "--csr-path=pki_int/intermediate/generate/exported",
+      ]),
+    );
+    const b = await getBundle(run.client);
+    assert.match(opensslVerify(b.signingCertPem, vaultRootPem), /OK/);
+    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 600);
+    assert.match(opensslVerify(chain[0]!, chain.at(-1)!, chain.slice(1, -1).join("")), /OK/);
     await run.stop();
   });
 

@@ -6,6 +6,7 @@ import { once } from "node:events";
 import {
   chmod,
   chown,
+  copyFile,
   lstat,
   mkdir,
   mkdtemp,
@@ -21,6 +22,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { execFileSync } from "node:child_process";
+import { pathToFileURL } from "node:url";
 import {
   CacertsDirError,
   CacertsRootChangeError,
@@ -312,7 +314,11 @@ void test("a read-only directory is refused", async (t) => {
   }
   // Root bypasses directory permissions, so check as an unprivileged user (as istiod's pod would run the agent).
   await chmod(path.dirname(dir), 0o755);
-  const sinkModule = new URL("../../src/sinks/cacerts.js", import.meta.url).href;
+  // The checkout may not be readable by that user: give it a copy of the (dependency-free) compiled sink module.
+  const sinkCopy = path.join(path.dirname(dir), "cacerts-sink.mjs");
+  await copyFile(new URL("../../src/sinks/cacerts.js", import.meta.url), sinkCopy);
+  await chmod(sinkCopy, 0o644);
+  const sinkModule = pathToFileURL(sinkCopy).href;
   const files = JSON.stringify(makeSet("a"));
   const script = `import(${JSON.stringify(sinkModule)}).then(async ({ CacertsSink }) => {
     try { await new CacertsSink({ dir: ${JSON.stringify(dir)} }).write(${files}); console.log("WROTE"); }
