@@ -12,6 +12,10 @@ import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "./signing/leaf-policy.js
 import { systemClock, type Clock } from "./util/clock.js";
 import { VaultClient } from "./vault/client.js";
 import { KubernetesAuth } from "./vault/kubernetes-auth.js";
+import { KubeClient } from "./kube/client.js";
+import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
+import { TokenReviewer } from "./kube/token-review.js";
+import { IstioCaServer } from "./serve/istio-ca.js";
 
 export function authorityOptions(c: Config): IntermediateAuthorityOptions {
   return {
@@ -44,6 +48,8 @@ export class Agent {
   readonly sink: CacertsSink | undefined;
   private grpc: AgentGrpcServer | undefined;
   private http: HealthHttpServer | undefined;
+  private istioCa: IstioCaServer | undefined;
+  private kube: KubeClient | undefined;
   private unsubscribeSink: (() => void) | undefined;
   private sinkQueue: Promise<void> = Promise.resolve();
 
@@ -122,6 +128,24 @@ export class Agent {
     );
     await this.grpc.start();
     await this.authority.start(signal);
+    if (this.config.istioCa.address) {
+      this.kube = this.config.kube.kubeconfig
+        ? kubeClientFromKubeconfig(this.config.kube.kubeconfig)
+        : await KubeClient.inCluster();
+      const reviewer = new TokenReviewer(this.kube, this.config.istioCa.audience, this.config.leaf.trustDomain);
+      this.istioCa = new IstioCaServer(
+        {
+          address: this.config.istioCa.address,
+          servingNames: this.config.istioCa.servingNames,
+          leafPolicy: leafPolicy(this.config),
+        },
+        this.authority,
+        reviewer,
+        this.log,
+        this.metrics,
+      );
+      await this.istioCa.start();
+    }
     if (this.sink) {
       this.unsubscribeSink = this.authority.subscribe((b) => {
         this.sinkQueue = this.sinkQueue.then(() => this.writeCacerts(b)).catch(() => undefined);
@@ -134,6 +158,8 @@ export class Agent {
     this.auth.stop();
     this.unsubscribeSink?.();
     await this.sinkQueue;
+    await this.istioCa?.stop();
+    await this.kube?.close();
     await this.grpc?.stop();
     await this.http?.stop();
     await this.vault.close();

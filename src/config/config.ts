@@ -50,6 +50,18 @@ export interface Config {
     group: number;
     multiRoot: boolean;
   };
+  /** The drop-in Istio CA listener (IstioCertificateService over TLS); off unless an address is set. */
+  istioCa: {
+    address: string | undefined;
+    /** DNS names / IPs in its serving certificate. */
+    servingNames: string[];
+    /** Audience callers' tokens must carry (TokenReview). */
+    audience: string;
+  };
+  kube: {
+    /** Kubeconfig for running outside a pod; in a pod the service account is used. */
+    kubeconfig: string | undefined;
+  };
   backoff: { initialMs: number; maxMs: number };
   logLevel: string;
   pod: { name: string | undefined; namespace: string | undefined };
@@ -72,6 +84,8 @@ export const DEFAULT_CONFIG: Config = {
   leaf: { trustDomain: "cluster.local", defaultTtlSeconds: 24 * 3600, maxTtlSeconds: 90 * 24 * 3600 },
   serve: { socketPath: "/var/run/istiod-vault-agent/agent.sock", httpAddress: "0.0.0.0:15300", keyExport: false },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },
+  istioCa: { address: undefined, servingNames: ["istiod-vault-agent.istio-system.svc"], audience: "istio-ca" },
+  kube: { kubeconfig: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
   pod: { name: undefined, namespace: undefined },
@@ -170,6 +184,11 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
     p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);
   if (!Number.isInteger(c.cacerts.group) || c.cacerts.group < 0)
     p.push(`cacerts.group: ${c.cacerts.group} must be a numeric group id`);
+  if (c.istioCa.address !== undefined && !/^[^\s]*:\d{1,5}$/.test(c.istioCa.address)) {
+    p.push(`istioCa.address: "${c.istioCa.address}" must be host:port, e.g. 0.0.0.0:15012`);
+  }
+  if (c.istioCa.address !== undefined && c.istioCa.servingNames.length === 0)
+    p.push("istioCa.servingNames: at least one DNS name is needed");
   if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
     p.push("backoff: initial must be ≥ 10ms and ≤ max");
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel))

@@ -37,6 +37,10 @@ export const AGENT_FLAGS = {
   "cacerts-dir": ["write istiod's plugged-in CA files here (e.g. /etc/cacerts)", "string"],
   "cacerts-group": ["numeric group for the cacerts files (default 1337, istiod's)", "string"],
   "multi-root": ["allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)", "boolean"],
+  "istio-ca-addr": ["serve istio.v1.auth.IstioCertificateService with TLS here (host:port); off by default", "string"],
+  "istio-ca-names": ["comma-separated DNS names/IPs for that listener's certificate", "string"],
+  "istio-ca-audience": ["audience callers' tokens must carry (default istio-ca)", "string"],
+  kubeconfig: ["kubeconfig for running outside a pod (TokenReview for the Istio CA listener)", "string"],
   "backoff-initial": ["first retry delay (default 1s)", "string"],
   "backoff-max": ["longest retry delay (default 5m)", "string"],
   "log-level": ["error, warn, info (default) or debug", "string"],
@@ -132,10 +136,27 @@ export function loadConfig(
   set("cacerts-dir", text, (v) => (c.cacerts.dir = v), "a directory");
   set("cacerts-group", num, (v) => (c.cacerts.group = v), "a numeric group id");
   if (flags["multi-root"] === true) c.cacerts.multiRoot = true;
+  set("istio-ca-addr", text, (v) => (c.istioCa.address = v), "host:port");
+  set(
+    "istio-ca-names",
+    (v) =>
+      v
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    (v) => (c.istioCa.servingNames = v),
+    "names",
+  );
+  set("istio-ca-audience", text, (v) => (c.istioCa.audience = v), "an audience");
+  set("kubeconfig", text, (v) => (c.kube.kubeconfig = v), "a file path");
   set("backoff-initial", seconds, (v) => (c.backoff.initialMs = v * 1000), "a duration such as 1s");
   set("backoff-max", seconds, (v) => (c.backoff.maxMs = v * 1000), "a duration such as 5m");
   set("log-level", text, (v) => (c.logLevel = v), "a log level");
 
+  // A lower max TTL alone lowers the default with it, rather than being an error the operator did not cause.
+  if (flags["leaf-default-ttl"] === undefined && c.leaf.defaultTtlSeconds > c.leaf.maxTtlSeconds) {
+    c.leaf.defaultTtlSeconds = c.leaf.maxTtlSeconds;
+  }
   if (c.vault.caFile && c.vault.caPem === undefined) {
     try {
       c.vault.caPem = readFileSync(c.vault.caFile, "utf8");

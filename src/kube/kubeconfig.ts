@@ -1,0 +1,51 @@
+// Out-of-cluster access from a kubeconfig file (current context; inline or file-referenced certificate data, or a
+// bearer token). In a pod the agent uses KubeClient.inCluster() instead.
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { KubeClient } from "./client.js";
+
+interface NamedEntry<T> {
+  name: string;
+  [key: string]: unknown;
+  value?: T;
+}
+
+export function kubeClientFromKubeconfig(path: string): KubeClient {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseYaml(readFileSync(path, "utf8")) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`kubeconfig ${path}: cannot read or parse it (${(err as Error).message.split("\n")[0]})`, {
+      cause: err,
+    });
+  }
+  const base = dirname(path);
+  const contextName = doc["current-context"];
+  const context = find<{ cluster: string; user: string }>(doc.contexts, contextName, "context", path);
+  const cluster = find<Record<string, string>>(doc.clusters, context.cluster, "cluster", path);
+  const user = find<Record<string, string>>(doc.users, context.user, "user", path);
+  const data = (obj: Record<string, string>, key: string): string | undefined => {
+    if (obj[`${key}-data`]) return Buffer.from(obj[`${key}-data`]!, "base64").toString("utf8");
+    if (obj[key]) return readFileSync(resolve(base, obj[key]), "utf8");
+    return undefined;
+  };
+  if (!cluster.server) throw new Error(`kubeconfig ${path}: cluster ${context.cluster} has no server`);
+  return new KubeClient({
+    server: cluster.server,
+    tls: {
+      caPem: data(cluster, "certificate-authority"),
+      certPem: data(user, "client-certificate"),
+      keyPem: data(user, "client-key"),
+    },
+    token: user.token,
+  });
+}
+
+function find<T>(list: unknown, name: unknown, what: string, path: string): T {
+  const entries = Array.isArray(list) ? (list as NamedEntry<T>[]) : [];
+  const hit = entries.find((e) => e.name === name);
+  const value = hit?.[what] as T | undefined;
+  if (!value) throw new Error(`kubeconfig ${path}: no ${what} named "${String(name)}"`);
+  return value;
+}

@@ -1,0 +1,223 @@
+// The agent as a drop-in Istio CA: a TLS gRPC listener serving istio.v1.auth.IstioCertificateService, so
+// istio-proxies (CA_ADDR / global.caAddress) get leaves signed by the in-memory intermediate and the key never
+// leaves the agent. Callers authenticate like istiod's: `authorization: Bearer <JWT>` checked by TokenReview.
+import { webcrypto } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type {
+  CaCertificateUpdateListener,
+  CertificateProvider,
+  IdentityCertificateUpdateListener,
+} from "@grpc/grpc-js/build/src/certificate-provider.js";
+import { IstioCertificateServiceService, type IstioCertificateServiceServer } from "../gen/istio/v1/auth/ca.js";
+import type { SigningBundle } from "../authority/bundle.js";
+import type { IntermediateAuthority } from "../authority/intermediate-authority.js";
+import { signingAlgorithmFor } from "../authority/csr.js";
+import { exportPrivateKeyPem } from "../crypto/keys.js";
+import { x509 } from "../crypto/x509.js";
+import { AuthenticationError, type TokenReviewer } from "../kube/token-review.js";
+import type { AgentMetrics } from "../observability/metrics.js";
+import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/leaf-policy.js";
+import { signLeaf } from "../signing/leaf-signer.js";
+import { systemClock, type Clock, type Timer } from "../util/clock.js";
+import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
+
+export interface IstioCaOptions {
+  /** host:port of the TLS listener. */
+  address: string;
+  /** DNS names (and IPs) in the serving certificate, e.g. istiod-vault-agent.istio-system.svc. */
+  servingNames: string[];
+  leafPolicy: LeafPolicy;
+}
+
+/** Longest life of the serving certificate; it is re-issued at 2/3 of that and on every rotation. */
+const SERVING_CERT_TTL_MS = 24 * 3600_000;
+
+export class IstioCaServer {
+  private server: grpc.Server | undefined;
+  private readonly identity = new InMemoryCertificateProvider();
+  private unsubscribe: (() => void) | undefined;
+  private renewTimer: Timer | undefined;
+  port = 0;
+
+  constructor(
+    private readonly opts: IstioCaOptions,
+    private readonly authority: IntermediateAuthority,
+    private readonly reviewer: TokenReviewer,
+    private readonly log: Logger,
+    private readonly metrics: AgentMetrics,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /** Starts serving; call after the authority holds its first bundle (the serving certificate comes from it). */
+  async start(): Promise<number> {
+    const first = this.authority.current();
+    if (!first) throw new Error("the Istio CA listener needs an intermediate first");
+    await this.issueServingCert(first);
+    this.unsubscribe = this.authority.subscribe((b) => {
+      if (b !== first)
+        void this.issueServingCert(b).catch((err: unknown) =>
+          this.log.error({ err: (err as Error).message }, "could not re-issue the Istio CA serving certificate"),
+        );
+    });
+    const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES });
+    server.addService(IstioCertificateServiceService, this.handlers());
+    // The same provider is passed in both positions: grpc-js's argument order for this experimental call is not stable.
+    const creds = grpc.experimental.createCertificateProviderServerCredentials(this.identity, this.identity, false);
+    this.port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(this.opts.address, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    this.server = server;
+    this.log.info(
+      { address: this.opts.address, port: this.port, names: this.opts.servingNames },
+      "Istio CA (CreateCertificate) listening with TLS",
+    );
+    return this.port;
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    this.renewTimer?.cancel();
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => (server.forceShutdown(), resolve()), 2_000);
+      server.tryShutdown(() => (clearTimeout(t), resolve()));
+    });
+  }
+
+  private handlers(): IstioCertificateServiceServer {
+    return {
+      createCertificate: (call, callback) => {
+        const fail = (code: grpc.status, details: string, reason: string) => {
+          this.metrics.leavesRefused.inc({ reason });
+          this.log.info({ reason, details, peer: call.getPeer() }, "refused a CreateCertificate request");
+          callback({ code, details });
+        };
+        const auth = call.metadata.get("authorization")[0];
+        const m = typeof auth === "string" ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
+        if (!m)
+          return fail(
+            grpc.status.UNAUTHENTICATED,
+            "missing 'authorization: Bearer <service-account token>' metadata",
+            "no_token",
+          );
+        const bundle = this.authority.current();
+        if (!bundle) return fail(grpc.status.UNAVAILABLE, "no valid intermediate is held yet", "no_intermediate");
+        this.reviewer
+          .review(m[1]!)
+          .then((who) =>
+            signLeaf(
+              bundle,
+              call.request.csr ?? "",
+              Math.max(0, Number(call.request.validityDuration ?? 0)),
+              this.opts.leafPolicy,
+              new Date(this.clock.now()),
+              {
+                requiredIdentity: who.spiffeId,
+              },
+            ),
+          )
+          .then((leaf) => {
+            this.metrics.leavesSigned.inc();
+            callback(null, { certChain: leaf.chainPem });
+          })
+          .catch((err: unknown) => {
+            if (err instanceof AuthenticationError)
+              return fail(grpc.status.UNAUTHENTICATED, err.message, "unauthenticated");
+            if (err instanceof LeafPolicyError) {
+              return fail(
+                err.code === "PERMISSION_DENIED" ? grpc.status.PERMISSION_DENIED : grpc.status.INVALID_ARGUMENT,
+                err.message,
+                err.rule,
+              );
+            }
+            if (err instanceof CaValidityError) return fail(grpc.status.UNAVAILABLE, err.message, err.rule);
+            this.log.error({ err: (err as Error).message }, "CreateCertificate failed");
+            fail(grpc.status.INTERNAL, "certificate signing failed (see the agent's log)", "internal");
+          });
+      },
+    };
+  }
+
+  /** A fresh serving key and certificate from the current intermediate; pushed to the listener without a restart. */
+  private async issueServingCert(bundle: SigningBundle): Promise<void> {
+    const keys = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+    const now = this.clock.now();
+    const notAfter = Math.min(now + SERVING_CERT_TTL_MS, bundle.notAfter.getTime());
+    const ips = this.opts.servingNames.filter((n) => /^[\d.]+$|:/.test(n));
+    const dns = this.opts.servingNames.filter((n) => !ips.includes(n));
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
+        .toString("hex")
+        .replace(/^[89a-f]/, "7"),
+      subject: "",
+      issuer: bundle.signingCert.subject,
+      notBefore: new Date(Math.max(now - 60_000, bundle.notBefore.getTime())),
+      notAfter: new Date(notAfter),
+      publicKey: keys.publicKey,
+      signingKey: bundle.privateKey,
+      signingAlgorithm: signingAlgorithmFor(bundle.keyAlgorithm),
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension(
+          [
+            ...dns.map((value) => ({ type: "dns" as const, value })),
+            ...ips.map((value) => ({ type: "ip" as const, value })),
+          ],
+          true,
+        ),
+        await x509.AuthorityKeyIdentifierExtension.create(bundle.signingCert),
+      ],
+    });
+    const chain = [cert.toString("pem"), ...bundle.chainPem.slice(0, -1)].join("\n");
+    this.identity.update(
+      Buffer.from(chain),
+      Buffer.from(await exportPrivateKeyPem(keys.privateKey)),
+      Buffer.from(bundle.rootsPem.join("")),
+    );
+    this.renewTimer?.cancel();
+    this.renewTimer = this.clock.after(((notAfter - now) * 2) / 3, () => {
+      const cur = this.authority.current();
+      if (cur) void this.issueServingCert(cur).catch(() => undefined);
+    });
+    this.log.info(
+      { notAfter: new Date(notAfter).toISOString(), generation: bundle.generation },
+      "issued the Istio CA serving certificate",
+    );
+  }
+}
+
+/** Feeds the serving certificate (and the roots) to grpc-js from memory; updates apply to new connections. */
+class InMemoryCertificateProvider implements CertificateProvider {
+  private identity: { certificate: Buffer; privateKey: Buffer } | null = null;
+  private ca: { caCertificate: Buffer } | null = null;
+  private readonly identityListeners = new Set<IdentityCertificateUpdateListener>();
+  private readonly caListeners = new Set<CaCertificateUpdateListener>();
+
+  update(certificate: Buffer, privateKey: Buffer, caCertificate: Buffer): void {
+    this.identity = { certificate, privateKey };
+    this.ca = { caCertificate };
+    for (const l of this.identityListeners) l(this.identity);
+    for (const l of this.caListeners) l(this.ca);
+  }
+
+  addCaCertificateListener(listener: CaCertificateUpdateListener): void {
+    this.caListeners.add(listener);
+    // Deliver asynchronously: grpc-js registers its own watcher only after adding this listener.
+    setImmediate(() => this.ca && this.caListeners.has(listener) && listener(this.ca));
+  }
+  removeCaCertificateListener(listener: CaCertificateUpdateListener): void {
+    this.caListeners.delete(listener);
+  }
+  addIdentityCertificateListener(listener: IdentityCertificateUpdateListener): void {
+    this.identityListeners.add(listener);
+    setImmediate(() => this.identity && this.identityListeners.has(listener) && listener(this.identity));
+  }
+  removeIdentityCertificateListener(listener: IdentityCertificateUpdateListener): void {
+    this.identityListeners.delete(listener);
+  }
+}
