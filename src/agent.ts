@@ -42,8 +42,10 @@ export function cacertsFiles(b: SigningBundle): CacertsFiles {
 
 export class Agent {
   readonly metrics: AgentMetrics;
-  readonly vault: VaultClient;
-  readonly auth: KubernetesAuth;
+  vault: VaultClient;
+  auth: KubernetesAuth;
+  /** Shared by reference with the servers, so a reconfiguration applies to the next request. */
+  readonly leafPolicy: LeafPolicy;
   readonly authority: IntermediateAuthority;
   readonly sink: CacertsSink | undefined;
   private grpc: AgentGrpcServer | undefined;
@@ -54,22 +56,13 @@ export class Agent {
   private sinkQueue: Promise<void> = Promise.resolve();
 
   constructor(
-    readonly config: Config,
+    public config: Config,
     readonly log: Logger,
-    clock: Clock = systemClock,
+    private readonly clock: Clock = systemClock,
   ) {
     this.metrics = new AgentMetrics();
-    if (config.vault.insecureSkipVerify) {
-      log.warn(
-        "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault",
-      );
-    }
-    this.vault = new VaultClient({
-      address: config.vault.address,
-      namespace: config.vault.namespace,
-      tls: { caPem: config.vault.caPem, insecureSkipVerify: config.vault.insecureSkipVerify },
-    });
-    this.auth = new KubernetesAuth(this.vault, config.auth, log, this.metrics, clock);
+    this.leafPolicy = leafPolicy(config);
+    ({ vault: this.vault, auth: this.auth } = this.vaultBackend(config));
     this.authority = new IntermediateAuthority(
       authorityOptions(config),
       this.vault,
@@ -81,6 +74,60 @@ export class Agent {
     this.sink = config.cacerts.dir
       ? new CacertsSink({ dir: config.cacerts.dir, group: config.cacerts.group, multiRoot: config.cacerts.multiRoot })
       : undefined;
+  }
+
+  private vaultBackend(config: Config): { vault: VaultClient; auth: KubernetesAuth } {
+    if (config.vault.insecureSkipVerify) {
+      this.log.warn(
+        "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault",
+      );
+    }
+    const vault = new VaultClient({
+      address: config.vault.address,
+      namespace: config.vault.namespace,
+      tls: { caPem: config.vault.caPem, insecureSkipVerify: config.vault.insecureSkipVerify },
+    });
+    return { vault, auth: new KubernetesAuth(vault, config.auth, this.log, this.metrics, this.clock) };
+  }
+
+  /**
+   * Applies a new configuration to the running agent (live RootTrustPolicy reload). Vault or intermediate changes
+   * make a new intermediate at once; leaf-policy changes apply to the next request. Listener addresses, the socket
+   * and the cacerts directory need a restart and are reported as such. Returns what changed.
+   */
+  async reconfigure(next: Config): Promise<string[]> {
+    const prev = this.config;
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    const changes: string[] = [];
+    if (!same(prev.vault, next.vault) || !same(prev.auth, next.auth)) {
+      const old = { vault: this.vault, auth: this.auth };
+      ({ vault: this.vault, auth: this.auth } = this.vaultBackend(next));
+      this.authority.setBackend(this.vault, this.auth);
+      old.auth.stop();
+      void old.vault.close().catch(() => undefined);
+      changes.push("vault");
+    }
+    if (!same(authorityOptions(prev), authorityOptions(next))) {
+      this.authority.reconfigure(authorityOptions(next));
+      changes.push("intermediate");
+    }
+    if (!same(prev.leaf, next.leaf)) {
+      Object.assign(this.leafPolicy, leafPolicy(next));
+      changes.push("leaf policy");
+    }
+    for (const [what, a, b] of [
+      ["serve", prev.serve, next.serve],
+      ["cacerts", prev.cacerts, next.cacerts],
+      ["istioCa", prev.istioCa, next.istioCa],
+    ] as const) {
+      if (!same(a, b))
+        this.log.warn({ setting: what }, "this setting changed but needs a restart of the agent to take effect");
+    }
+    this.config = next;
+    if (changes.includes("vault") || changes.includes("intermediate")) {
+      await this.authority.rotate("config");
+    }
+    return changes;
   }
 
   /** Writes a bundle to the cacerts directory; failures are logged and counted, the last good files stay. */
@@ -120,7 +167,7 @@ export class Agent {
       {
         socketPath: this.config.serve.socketPath,
         keyExport: this.config.serve.keyExport,
-        leafPolicy: leafPolicy(this.config),
+        leafPolicy: this.leafPolicy,
       },
       this.authority,
       this.log,
@@ -137,7 +184,7 @@ export class Agent {
         {
           address: this.config.istioCa.address,
           servingNames: this.config.istioCa.servingNames,
-          leafPolicy: leafPolicy(this.config),
+          leafPolicy: this.leafPolicy,
         },
         this.authority,
         reviewer,

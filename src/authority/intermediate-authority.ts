@@ -48,8 +48,8 @@ export class IntermediateAuthority {
 
   constructor(
     private opts: IntermediateAuthorityOptions,
-    private readonly vault: VaultClient,
-    private readonly auth: KubernetesAuth,
+    private vault: VaultClient,
+    private auth: KubernetesAuth,
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     private readonly clock: Clock = systemClock,
@@ -105,6 +105,12 @@ export class IntermediateAuthority {
   /** Applies new options (e.g. from a changed RootTrustPolicy); the next rotation uses them. */
   reconfigure(opts: IntermediateAuthorityOptions): void {
     this.opts = opts;
+  }
+
+  /** Switches to another Vault (address, TLS, namespace or auth changed); the next rotation uses it. */
+  setBackend(vault: VaultClient, auth: KubernetesAuth): void {
+    this.vault = vault;
+    this.auth = auth;
   }
 
   stop(): void {

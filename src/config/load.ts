@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig, type Config } from "./config.js";
-import { applyRootTrustPolicy } from "./root-trust-policy.js";
+import { applyPolicyDocument } from "./root-trust-policy.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
 
 /** Flag name → [description, kind]. One table drives parsing and --help. */
@@ -40,6 +40,8 @@ export const AGENT_FLAGS = {
   "istio-ca-addr": ["serve istio.v1.auth.IstioCertificateService with TLS here (host:port); off by default", "string"],
   "istio-ca-names": ["comma-separated DNS names/IPs for that listener's certificate", "string"],
   "istio-ca-audience": ["audience callers' tokens must carry (default istio-ca)", "string"],
+  "policy-name": ["RootTrustPolicy to read and watch through the apiserver (live reload; status and events)", "string"],
+  "policy-namespace": ["namespace of that RootTrustPolicy (default: POD_NAMESPACE, else istio-system)", "string"],
   kubeconfig: ["kubeconfig for running outside a pod (TokenReview for the Istio CA listener)", "string"],
   "backoff-initial": ["first retry delay (default 1s)", "string"],
   "backoff-max": ["longest retry delay (default 5m)", "string"],
@@ -69,13 +71,15 @@ export function flagHelp(): string {
 export function loadConfig(
   flags: FlagValues,
   env: NodeJS.ProcessEnv = process.env,
-  opts: { needVault: boolean } = { needVault: true },
+  opts: { needVault: boolean; policyDoc?: unknown } = { needVault: true },
 ): Config {
   const problems: string[] = [];
   const c: Config = structuredClone(DEFAULT_CONFIG);
 
   const policyFile = str(flags.config);
-  if (policyFile) {
+  if (opts.policyDoc !== undefined) {
+    problems.push(...applyPolicyDocument(c, opts.policyDoc));
+  } else if (policyFile) {
     let doc: unknown;
     try {
       doc = parseYaml(readFileSync(policyFile, "utf8"));
@@ -84,7 +88,7 @@ export function loadConfig(
         `--config ${policyFile}: cannot read or parse it (${(err as Error).message.split("\n")[0]}); expected a RootTrustPolicy in YAML or JSON`,
       );
     }
-    if (doc !== undefined) problems.push(...applyRootTrustPolicy(c, doc));
+    if (doc !== undefined) problems.push(...applyPolicyDocument(c, doc));
   }
 
   // Environment (the names Vault's own CLI uses, and the pod's downward API).
@@ -154,7 +158,8 @@ export function loadConfig(
   set("log-level", text, (v) => (c.logLevel = v), "a log level");
 
   // A lower max TTL alone lowers the default with it, rather than being an error the operator did not cause.
-  if (flags["leaf-default-ttl"] === undefined && c.leaf.defaultTtlSeconds > c.leaf.maxTtlSeconds) {
+  const defaultTtlUntouched = c.leaf.defaultTtlSeconds === DEFAULT_CONFIG.leaf.defaultTtlSeconds;
+  if (defaultTtlUntouched && c.leaf.defaultTtlSeconds > c.leaf.maxTtlSeconds) {
     c.leaf.defaultTtlSeconds = c.leaf.maxTtlSeconds;
   }
   if (c.vault.caFile && c.vault.caPem === undefined) {

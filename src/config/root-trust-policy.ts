@@ -3,7 +3,92 @@
 import { parseDuration, type Config } from "./config.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
 
-export const RTP_API_VERSION = "istiod-vault-agent.io/v1alpha1";
+export const RTP_GROUP = "istiod-vault-agent.io";
+export const RTP_API_VERSION = `${RTP_GROUP}/v1alpha1`;
+export const GLOO_RTP_API_VERSION = "admin.gloo.solo.io/v2";
+
+/** Applies either our RootTrustPolicy or a Gloo Mesh admin.gloo.solo.io/v2 one (translated) to `c`. */
+export function applyPolicyDocument(c: Config, doc: unknown): string[] {
+  if (isObj(doc) && doc.apiVersion === GLOO_RTP_API_VERSION && doc.kind === "RootTrustPolicy") {
+    const { translated, problems } = translateGlooRootTrustPolicy(doc);
+    return problems.length ? problems : applyRootTrustPolicy(c, translated);
+  }
+  return applyRootTrustPolicy(c, doc);
+}
+
+/**
+ * Gloo Mesh's RootTrustPolicy → ours. Supported: spec.config.agentCa.vault {caPath, csrPath, server, caBundle,
+ * namespace, kubernetesAuth {path, role, mountedSaPath}} and intermediateCertOptions {ttlDays, rsaKeySizeBytes,
+ * orgName, secretRotationGracePeriodRatio}. Everything else is reported, never silently ignored.
+ */
+export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; problems: string[] } {
+  const problems: string[] = [];
+  const spec = isObj(doc.spec) ? doc.spec : {};
+  const config = isObj(spec.config) ? spec.config : {};
+  for (const key of Object.keys(spec)) {
+    if (key !== "config")
+      problems.push(`Gloo spec.${key}: not supported; this agent is configured per istiod Deployment (spec.applyTo)`);
+  }
+  const unsupported: Record<string, string> = {
+    mgmtServerCa: "the root stays in Vault; use agentCa.vault",
+    autoRestartPods: "not needed: istiod reloads the cacerts directory without restarts",
+  };
+  for (const key of Object.keys(config)) {
+    if (unsupported[key]) problems.push(`Gloo spec.config.${key}: not supported (${unsupported[key]})`);
+    else if (key !== "agentCa" && key !== "intermediateCertOptions")
+      problems.push(`Gloo spec.config.${key}: not supported`);
+  }
+  const agentCa = isObj(config.agentCa) ? config.agentCa : {};
+  const vault = isObj(agentCa.vault) ? agentCa.vault : undefined;
+  if (!vault) problems.push("Gloo spec.config.agentCa.vault: missing; only the Vault agent CA is supported");
+  const out: Obj = {};
+  if (vault) {
+    for (const key of Object.keys(vault)) {
+      if (!["caPath", "csrPath", "server", "caBundle", "namespace", "kubernetesAuth"].includes(key)) {
+        const why = key === "tokenSecretRef" ? " (static tokens are not supported; use kubernetesAuth)" : "";
+        problems.push(`Gloo spec.config.agentCa.vault.${key}: not supported${why}`);
+      }
+    }
+    const { kubernetesAuth, ...rest } = vault;
+    const v: Obj = { ...rest };
+    if (isObj(kubernetesAuth)) {
+      const ka: Obj = {};
+      for (const key of Object.keys(kubernetesAuth)) {
+        if (key === "path")
+          ka.mountPath = String(kubernetesAuth.path)
+            .replace(/^\/?v1\/auth\//, "")
+            .replace(/\/+$/, "");
+        else if (key === "role") ka.role = kubernetesAuth.role;
+        else if (key === "mountedSaPath")
+          ka.serviceAccountTokenPath = `${String(kubernetesAuth.mountedSaPath).replace(/\/+$/, "")}/token`;
+        else
+          problems.push(
+            `Gloo spec.config.agentCa.vault.kubernetesAuth.${key}: not supported (the agent uses its own projected token)`,
+          );
+      }
+      v.kubernetesAuth = ka;
+    }
+    out.agentCa = { vault: v };
+  }
+  const ico = isObj(config.intermediateCertOptions) ? config.intermediateCertOptions : undefined;
+  if (ico) {
+    const o: Obj = {};
+    for (const [key, value] of Object.entries(ico)) {
+      if (key === "ttlDays") o.ttl = `${Number(value)}d`;
+      else if (key === "rsaKeySizeBytes") {
+        // Gloo names it bytes, but its values (2048, 4096) are bits.
+        if ([2048, 3072, 4096].includes(Number(value))) o.keyAlgorithm = `RSA_${Number(value)}`;
+        else
+          problems.push(
+            `Gloo spec.config.intermediateCertOptions.rsaKeySizeBytes: ${JSON.stringify(value)}; expected 2048, 3072 or 4096`,
+          );
+      } else if (key === "orgName" || key === "secretRotationGracePeriodRatio") o[key] = value;
+      else problems.push(`Gloo spec.config.intermediateCertOptions.${key}: not supported`);
+    }
+    out.intermediateCertOptions = o;
+  }
+  return { translated: { apiVersion: RTP_API_VERSION, kind: "RootTrustPolicy", spec: { config: out } }, problems };
+}
 
 type Obj = Record<string, unknown>;
 

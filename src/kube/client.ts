@@ -51,6 +51,18 @@ export class KubeClient {
     });
   }
 
+  /** Streams watch events ({type, object}) of `path` (which must carry ?watch=1) until the server or `signal` ends it. */
+  async watch(
+    path: string,
+    onEvent: (event: { type: string; object: unknown }) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    const token = typeof this.opts.token === "function" ? await this.opts.token() : this.opts.token;
+    if (token) headers.authorization = `Bearer ${token}`;
+    await this.http.streamLines(path, headers, (v) => onEvent(v as { type: string; object: unknown }), signal);
+  }
+
   async get<T>(path: string): Promise<T> {
     return (await this.request<T>("GET", path)).body;
   }

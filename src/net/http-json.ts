@@ -143,6 +143,51 @@ export class HttpJsonClient {
     return { status: res.statusCode, body: parsed as T };
   }
 
+  /**
+   * A long-lived GET whose body is newline-delimited JSON (Kubernetes watch). Calls onLine for each parsed line and
+   * resolves when the server ends the stream or `signal` aborts. No body timeout: watches are idle for long periods.
+   */
+  async streamLines(
+    path: string,
+    headers: Record<string, string>,
+    onLine: (value: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let res;
+    try {
+      res = await request(new URL(path, this.baseUrl), {
+        method: "GET",
+        headers,
+        dispatcher: this.dispatcher,
+        signal,
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new HttpTransportError(this.service, "GET", path.split("?")[0]!, e.code ?? "UNKNOWN", e.message);
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => "");
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw new HttpStatusError(this.service, "GET", path.split("?")[0]!, res.statusCode, serverMessages(parsed));
+    }
+    let buffered = "";
+    for await (const chunk of res.body) {
+      buffered += (chunk as Buffer).toString("utf8");
+      let nl: number;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl).trim();
+        buffered = buffered.slice(nl + 1);
+        if (line) onLine(JSON.parse(line));
+      }
+    }
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { KubeClient } from "../../src/kube/client.js";
 import { VaultClient } from "../../src/vault/client.js";
 import { ManagedProcess, waitUntil } from "./process.js";
+import { parse as parseYaml } from "yaml";
 import { makeServiceAccountKeys, makeTestCa } from "./pki.js";
 
 export type ServerName = "etcd" | "kube-apiserver" | "openbao" | "istiod";
@@ -350,6 +351,24 @@ export class TestEnv {
     const token = res.status?.token;
     if (!token) throw new Error(`TokenRequest for ${namespace}/${serviceAccount} returned no token`);
     return token;
+  }
+
+  /** Creates the CRD in `file` (YAML) and waits until the apiserver serves it. */
+  async installCrd(file: string): Promise<void> {
+    const crd = parseYaml(readFileSync(file, "utf8")) as { metadata: { name: string } };
+    await this.kube.admin.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd, {
+      acceptStatuses: [409],
+    });
+    await waitUntil(
+      `CRD ${crd.metadata.name} established`,
+      async () => {
+        const got = await this.kube.admin.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
+          `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
+        );
+        return (got.status?.conditions ?? []).some((c) => c.type === "Established" && c.status === "True");
+      },
+      { timeoutMs: 30_000 },
+    );
   }
 
   /** Binds a ClusterRole (e.g. system:auth-delegator) to a service account. */

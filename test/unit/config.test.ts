@@ -78,7 +78,7 @@ void describe("config", () => {
     assert.equal(c.intermediate.ttlSeconds, 72 * 3600);
     assert.equal(c.intermediate.keyAlgorithm, "RSA_3072");
     assert.equal(c.intermediate.rotationGraceRatio, 0.25);
-    writeFileSync(file, "apiVersion: admin.gloo.solo.io/v2\nkind: RootTrustPolicy\nspec: {}\n");
+    writeFileSync(file, "apiVersion: v1\nkind: ConfigMap\ndata: {}\n");
     assert.throws(
       () => loadConfig(parseFlags([`--config=${file}`]), env),
       /expected istiod-vault-agent.io\/v1alpha1\/RootTrustPolicy/,
@@ -108,5 +108,78 @@ void describe("config", () => {
       .filter((l) => !l.startsWith("#"))
       .join("\n");
     assert.equal(rules, 'path "pki/root/sign-intermediate" {\n  capabilities = ["update"]\n}\n');
+  });
+});
+
+describe("Gloo Mesh RootTrustPolicy translation", () => {
+  const gloo = (config: Record<string, unknown>, extraSpec: Record<string, unknown> = {}) => ({
+    apiVersion: "admin.gloo.solo.io/v2",
+    kind: "RootTrustPolicy",
+    metadata: { name: "root-trust", namespace: "gloo-mesh" },
+    spec: { config, ...extraSpec },
+  });
+
+  it("translates the supported Vault fields", () => {
+    const c = loadConfig(
+      { "vault-addr": "https://vault.example:8200" },
+      {},
+      {
+        needVault: true,
+        policyDoc: gloo({
+          agentCa: {
+            vault: {
+              caPath: "pki/root/sign-intermediate",
+              csrPath: "pki_int/intermediate/generate/exported",
+              server: "https://vault.vault:8200",
+              kubernetesAuth: {
+                path: "/v1/auth/kube-cluster1",
+                role: "gloo-mesh-istiod",
+                mountedSaPath: "/var/run/secrets/kubernetes.io/serviceaccount",
+              },
+            },
+          },
+          intermediateCertOptions: {
+            ttlDays: 365,
+            rsaKeySizeBytes: 4096,
+            orgName: "Solo",
+            secretRotationGracePeriodRatio: 0.1,
+          },
+        }),
+      },
+    );
+    assert.equal(c.vault.address, "https://vault.example:8200", "the flag still wins over the policy");
+    assert.equal(c.intermediate.csrPath, "pki_int/intermediate/generate/exported");
+    assert.equal(c.auth.mountPath, "kube-cluster1");
+    assert.equal(c.auth.role, "gloo-mesh-istiod");
+    assert.equal(c.auth.tokenPath, "/var/run/secrets/kubernetes.io/serviceaccount/token");
+    assert.equal(c.intermediate.ttlSeconds, 365 * 86400);
+    assert.equal(c.intermediate.keyAlgorithm, "RSA_4096");
+    assert.equal(c.intermediate.rotationGraceRatio, 0.1);
+  });
+
+  it("names every field it does not support", () => {
+    assert.throws(
+      () =>
+        loadConfig({}, env, {
+          needVault: true,
+          policyDoc: gloo(
+            {
+              mgmtServerCa: { generated: {} },
+              autoRestartPods: true,
+              agentCa: { vault: { server: "https://v:8200", tokenSecretRef: { name: "t" } } },
+            },
+            { applyToMeshes: [{ name: "m" }] },
+          ),
+        }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const text = err.problems.join("\n");
+        assert.match(text, /spec.applyToMeshes: not supported/);
+        assert.match(text, /spec.config.mgmtServerCa: not supported \(the root stays in Vault/);
+        assert.match(text, /spec.config.autoRestartPods: not supported/);
+        assert.match(text, /agentCa.vault.tokenSecretRef: not supported \(static tokens/);
+        return true;
+      },
+    );
   });
 });
