@@ -3,7 +3,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { Agent } from "./agent.js";
 import { ConfigError } from "./config/config.js";
-import { flagHelp, loadConfig, parseFlags } from "./config/load.js";
+import { AGENT_FLAGS, flagHelp, loadConfig, parseFlags, type FlagValues } from "./config/load.js";
+import { SETUP_FLAGS, parseSetupFlags, runDoctorCommand, runSetupVault } from "./vault/setup-command.js";
 import { x509 } from "./crypto/x509.js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
 import { createLogger } from "./observability/logger.js";
@@ -15,6 +16,10 @@ const COMMANDS: Record<string, string> = {
   sidecar: "run beside istiod: obtain the intermediate, serve it on the socket and in cacerts, renew it (long-running)",
   init: "obtain an intermediate, write the cacerts files istiod needs at start, and exit 0 (init container)",
   status: "connect to a running agent's socket and print its chain, expiry and generation",
+  "setup-vault":
+    "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
+  doctor:
+    "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
 };
 
 function usage(): string {
@@ -38,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`unknown command "${command}"\n\n${usage()}`);
     return 2;
   }
+  if (command === "setup-vault" || command === "doctor") return runVaultCommand(command, rest);
   let flags;
   try {
     flags = parseFlags(rest);
@@ -172,6 +178,34 @@ async function applyPolicy(
     };
   } catch (err) {
     return { ok: true, message: `applied, but the new intermediate failed for now: ${(err as Error).message}` };
+  }
+}
+
+async function runVaultCommand(command: "setup-vault" | "doctor", argv: string[]): Promise<number> {
+  try {
+    const agentOptions = Object.fromEntries(Object.entries(AGENT_FLAGS).map(([n, [, type]]) => [n, { type }]));
+    const flags = command === "setup-vault" ? parseSetupFlags(argv, agentOptions) : parseFlags(argv);
+    if (flags.help) {
+      const extra =
+        command === "setup-vault"
+          ? `\n${Object.entries(SETUP_FLAGS)
+              .map(([n, [d]]) => `  --${n} VALUE\n      ${d}`)
+              .join("\n")}`
+          : "";
+      console.log(
+        `usage: istiod-vault-agent ${command} [flags]\n\n${COMMANDS[command]}\n\nflags:\n${flagHelp()}${extra}`,
+      );
+      return 0;
+    }
+    const config = loadConfig(flags as FlagValues);
+    return command === "setup-vault"
+      ? await runSetupVault(config, flags, console.log)
+      : await runDoctorCommand(config, console.log);
+  } catch (err) {
+    console.error(
+      err instanceof ConfigError ? err.message : `istiod-vault-agent ${command}: ${(err as Error).message}`,
+    );
+    return err instanceof ConfigError ? 2 : 1;
   }
 }
 

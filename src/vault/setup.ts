@@ -29,6 +29,8 @@ export interface VaultSetupOptions {
   policyName: string;
   /** The sign-intermediate path the agent's policy allows, e.g. pki/root/sign-intermediate. */
   signPath: string;
+  /** PEM bundle (certificate + key) of an existing root to import instead of generating one. */
+  importCaBundlePem?: string | undefined;
   /** Opt-in Gloo flow: the generate/exported path the policy also allows. */
   csrPath?: string | undefined;
 }
@@ -54,7 +56,10 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
   const mounts = (await vault.read<Record<string, { type: string }>>("sys/mounts", token)).data;
 
   await ensurePkiMount(vault, token, mounts, opts.rootMount, changes);
-  if (!(await hasIssuer(vault, token, opts.rootMount))) {
+  if (!(await hasIssuer(vault, token, opts.rootMount)) && opts.importCaBundlePem) {
+    await vault.write(`${opts.rootMount}/config/ca`, token, { pem_bundle: opts.importCaBundlePem });
+    changes.push(`imported the given root CA into ${opts.rootMount}/`);
+  } else if (!(await hasIssuer(vault, token, opts.rootMount))) {
     await vault.write(`${opts.rootMount}/root/generate/internal`, token, {
       common_name: opts.rootCommonName,
       ttl: "87600h",

@@ -1,0 +1,114 @@
+// setup-vault on an empty OpenBao, then the agent works against it; doctor passes on that setup and flags an
+// over-broad policy and an untrusted TLS certificate, each with a fix.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestEnv, repoRoot } from "../env/harness.js";
+import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
+import { nodeBinary, startAgent, writeIstiodToken } from "../env/agent-process.js";
+import { opensslVerify } from "../env/crypto-check.js";
+
+describe("setup-vault and doctor against an empty OpenBao", () => {
+  let env: TestEnv;
+  let dir: string;
+
+  before(async () => {
+    env = await TestEnv.start();
+    dir = mkdtempSync(join(tmpdir(), "iva-setup-"));
+    await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
+    await env.createServiceAccount("vault-system", "vault-token-reviewer");
+    await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
+    writeFileSync(join(dir, "kube-ca.crt"), env.kube.caPem);
+    writeFileSync(
+      join(dir, "reviewer.jwt"),
+      await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600),
+    );
+    await writeIstiodToken(env, join(dir, "vault-token"));
+  });
+  after(async () => {
+    await env?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const cli = (args: string[], opts: { withToken?: boolean } = {}) => {
+    const res = spawnSync(nodeBinary(), [join(repoRoot(), "dist/src/main.js"), ...args], {
+      encoding: "utf8",
+      env: { ...process.env, ...(opts.withToken ? { VAULT_TOKEN: env.vault.rootToken } : {}) },
+    });
+    const output = `${res.stdout}${res.stderr}`;
+    assert.ok(!output.includes(env.vault.rootToken), "the admin token is never printed");
+    return { code: res.status, output };
+  };
+  const vaultFlags = () => [`--vault-addr=${env.vault.url}`, `--vault-cacert=${env.vault.caFile}`];
+  const agentFlags = () => [...vaultFlags(), `--token-path=${join(dir, "vault-token")}`];
+
+  it("setup-vault configures an empty OpenBao and a second run changes nothing", () => {
+    const setupArgs = [
+      "setup-vault",
+      ...vaultFlags(),
+      `--kubernetes-host=${env.kube.url}`,
+      `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
+      `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
+    ];
+    const first = cli(setupArgs, { withToken: true });
+    assert.equal(first.code, 0, first.output);
+    assert.match(first.output, /mounted pki at pki\//);
+    assert.match(first.output, /wrote role istiod-agent: istio-system\/istiod, audience vault/);
+    const second = cli(setupArgs, { withToken: true });
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /nothing changed/);
+    const noToken = cli(setupArgs);
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.output, /VAULT_TOKEN: missing/);
+  });
+
+  it("the agent's init works against that setup", async () => {
+    const run = await startAgent(env, "init", [], { dir: mkdtempSync(join(tmpdir(), "iva-agent-")) });
+    try {
+      assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
+      const f = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
+      assert.match(opensslVerify(f("ca-cert.pem"), f("root-cert.pem")), /OK/);
+    } finally {
+      rmSync(run.dir, { recursive: true, force: true });
+    }
+  });
+
+  it("doctor passes on the least-privilege setup", () => {
+    const res = cli(["doctor", ...agentFlags()]);
+    assert.equal(res.code, 0, res.output);
+    assert.match(res.output, /ok {3}policy is least-privilege/);
+    assert.match(res.output, /ok {3}dry-run intermediate/);
+    assert.match(res.output, /all checks passed/);
+  });
+
+  it("doctor flags an over-broad policy and says how to fix it", async () => {
+    const v = env.vault.client;
+    const root = env.vault.rootToken;
+    await v.write("sys/policy/too-broad", root, {
+      policy: 'path "pki/*" { capabilities = ["create", "update", "read"] }',
+    });
+    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", root)).data;
+    await v.write("auth/kubernetes/role/istiod-agent", root, {
+      ...role,
+      token_policies: ["istiod-agent", "too-broad"],
+    });
+    try {
+      const res = cli(["doctor", ...agentFlags()]);
+      assert.equal(res.code, 1, res.output);
+      assert.match(res.output, /FAIL policy is least-privilege: the token can also use: pki\/issue\/doctor-probe/);
+      assert.match(res.output, /fix: narrow the role's policies/);
+    } finally {
+      await v.write("auth/kubernetes/role/istiod-agent", root, { ...role, token_policies: ["istiod-agent"] });
+    }
+  });
+
+  it("doctor explains an untrusted Vault certificate", () => {
+    const res = cli(["doctor", `--vault-addr=${env.vault.url}`, `--token-path=${join(dir, "vault-token")}`]);
+    assert.equal(res.code, 1, res.output);
+    assert.match(res.output, /FAIL vault reachable/);
+    assert.match(res.output, /fix: Vault's TLS certificate is not trusted: pass its CA with --vault-cacert/);
+  });
+});
