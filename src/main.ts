@@ -197,7 +197,7 @@ async function runVaultCommand(command: "setup-vault" | "doctor", argv: string[]
       );
       return 0;
     }
-    const config = loadConfig(flags as FlagValues);
+    const config = loadConfig(flags);
     return command === "setup-vault"
       ? await runSetupVault(config, flags, console.log)
       : await runDoctorCommand(config, console.log);
