@@ -3,7 +3,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { Agent } from "./agent.js";
 import { ConfigError } from "./config/config.js";
-import { AGENT_FLAGS, flagHelp, loadConfig, parseFlags, type FlagValues } from "./config/load.js";
+import { AGENT_FLAGS, flagHelp, loadConfig, parseFlags } from "./config/load.js";
 import { SETUP_FLAGS, parseSetupFlags, runDoctorCommand, runSetupVault } from "./vault/setup-command.js";
 import { x509 } from "./crypto/x509.js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
