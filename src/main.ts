@@ -8,6 +8,7 @@ import { SETUP_FLAGS, parseSetupFlags, runDoctorCommand, runSetupVault } from ".
 import { x509 } from "./crypto/x509.js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
 import { createLogger } from "./observability/logger.js";
+import { injectMain } from "./inject/inject.js";
 import { KubeClient } from "./kube/client.js";
 import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "./kube/policy-controller.js";
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, string> = {
     "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
   doctor:
     "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
+  inject: "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
 };
 
 function usage(): string {
@@ -27,7 +29,7 @@ function usage(): string {
     "usage: istiod-vault-agent <command> [flags]",
     "",
     "commands:",
-    ...Object.entries(COMMANDS).map(([n, d]) => `  ${n.padEnd(8)} ${d}`),
+    ...Object.entries(COMMANDS).map(([n, d]) => `  ${n.padEnd(12)} ${d}`),
     "",
     "Run 'istiod-vault-agent <command> --help' for the flags of a command.",
   ].join("\n");
@@ -44,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (command === "setup-vault" || command === "doctor") return runVaultCommand(command, rest);
+  if (command === "inject") return injectMain(rest);
   let flags;
   try {
     flags = parseFlags(rest);

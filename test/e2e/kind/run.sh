@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# End-to-end on a real cluster, run by hand by operators who have Docker and kind (it cannot run on the project's
+# CI machines, which have no container engine). Creates a kind cluster, a Vault dev server, configures it with
+# setup-vault, installs istiod with the agent injected, deploys a sample workload and checks its certificate chain.
+# Needs: docker, kind, kubectl, helm, istioctl, and the agent image built from ../../../Dockerfile.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+cluster=${CLUSTER:-iva-e2e}
+image=${IMAGE:-istiod-vault-agent:0.1.0}
+istio_version=${ISTIO_VERSION:-1.30.3}
+
+kind create cluster --name "$cluster"
+trap '[ "${KEEP:-}" = 1 ] || kind delete cluster --name "$cluster"' EXIT
+docker build -t "$image" .
+kind load docker-image "$image" --name "$cluster"
+
+# Vault dev server in the cluster (root token "root"; a dev server is for this test only).
+kubectl create namespace vault
+kubectl -n vault run vault --image=hashicorp/vault:1.17 --port=8200 \
+  --env=VAULT_DEV_ROOT_TOKEN_ID=root --env=VAULT_DEV_LISTEN_ADDRESS=0.0.0.0:8200
+kubectl -n vault expose pod vault --port=8200
+kubectl -n vault wait --for=condition=Ready pod/vault --timeout=120s
+
+# setup-vault runs inside the cluster so Vault can reach the apiserver it is told about.
+kubectl create namespace istio-system
+kubectl -n istio-system create serviceaccount istiod
+kubectl -n vault run setup-vault --rm -i --restart=Never --image="$image" --env=VAULT_TOKEN=root \
+  -- setup-vault --vault-addr=http://vault.vault:8200 --kubernetes-host=https://kubernetes.default.svc
+
+kubectl apply -k manifests/base
+helm repo add istio https://istio-release.storage.googleapis.com/charts >/dev/null
+helm install istio-base istio/base -n istio-system --version "$istio_version" --wait
+helm install istiod istio/istiod -n istio-system --version "$istio_version" \
+  -f manifests/helm/istiod-values.yaml --post-renderer manifests/helm/post-render.sh --wait
+kubectl -n istio-system set env deployment/istiod -c istiod-vault-agent VAULT_ADDR=http://vault.vault:8200
+
+kubectl create namespace sample
+kubectl label namespace sample istio-injection=enabled
+kubectl -n sample create deployment sleep --image=curlimages/curl -- sleep infinity
+kubectl -n sample rollout status deployment/sleep --timeout=180s
+
+pod=$(kubectl -n sample get pod -l app=sleep -o jsonpath='{.items[0].metadata.name}')
+istioctl proxy-config secret "$pod" -n sample -o json |
+  jq -r '.dynamicActiveSecrets[] | select(.name=="default") | .secret.tlsCertificate.certificateChain.inlineBytes' |
+  base64 -d >/tmp/iva-workload-chain.pem
+kubectl -n vault exec vault -- vault read -field=certificate pki/cert/ca >/tmp/iva-vault-root.pem
+openssl verify -CAfile /tmp/iva-vault-root.pem -untrusted /tmp/iva-workload-chain.pem /tmp/iva-workload-chain.pem
+echo "workload certificate chains to the Vault root"

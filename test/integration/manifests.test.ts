@@ -1,0 +1,137 @@
+// The shipped manifests against the real apiserver (kubectl apply --dry-run=server), the kustomize overlay and the
+// Helm post-renderer, the scripts (shellcheck) and what the Dockerfile ships (the built CLI runs on its own).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseAllDocuments } from "yaml";
+import { TestEnv, repoRoot } from "../env/harness.js";
+import { nodeBinary } from "../env/agent-process.js";
+
+const root = repoRoot();
+const m = (p: string) => join(root, "manifests", p);
+
+describe("manifests, scripts and Dockerfile", () => {
+  let env: TestEnv;
+  const kubectl = (args: string[], input?: string) =>
+    spawnSync("kubectl", [`--kubeconfig=${env.kube.kubeconfigPath}`, ...args], { encoding: "utf8", input });
+
+  before(async () => {
+    env = await TestEnv.start({ vault: false });
+    await env.createNamespace("istio-system");
+  });
+  after(async () => env?.stop());
+
+  it("the CRD, RBAC and example policy are accepted by the apiserver", async () => {
+    const crd = kubectl(["apply", "--dry-run=server", "-f", m("crd/roottrustpolicies.yaml")]);
+    assert.equal(crd.status, 0, crd.stderr);
+    await env.installCrd(m("crd/roottrustpolicies.yaml"));
+    for (const f of ["base/rbac.yaml", "base/istio-ca-tokenreview.yaml", "examples/root-trust-policy.yaml"]) {
+      const res = kubectl(["apply", "--dry-run=server", "-f", m(f)]);
+      assert.equal(res.status, 0, `${f}: ${res.stderr}`);
+      assert.match(res.stdout, /\(server dry run\)/);
+    }
+  });
+
+  it("a bad RootTrustPolicy is rejected by the schema with a readable message", () => {
+    const bad = readFileSync(m("examples/root-trust-policy.yaml"), "utf8")
+      .replace("keyAlgorithm: ECDSA_P256", "keyAlgorithm: DSA")
+      .replace("server: https://vault.vault.svc:8200", "server: vault.vault.svc");
+    const res = kubectl(["apply", "--dry-run=server", "-f", "-"], bad);
+    assert.notEqual(res.status, 0);
+    assert.match(res.stderr, /spec.config.intermediateCertOptions.keyAlgorithm: Unsupported value: "DSA"/);
+    assert.match(res.stderr, /spec.config.agentCa.vault.server: Invalid value: "vault.vault.svc"/);
+  });
+
+  it("the kustomize base and the istiod overlay build, and the apiserver accepts the overlay", () => {
+    const base = execFileSync("kubectl", ["kustomize", m("base")], { encoding: "utf8" });
+    assert.deepEqual(
+      parseAllDocuments(base)
+        .map((d) => (d.toJSON() as { kind: string }).kind)
+        .sort(),
+      ["CustomResourceDefinition", "Role", "RoleBinding"],
+    );
+    const overlay = execFileSync("kubectl", ["kustomize", m("overlays/istiod")], { encoding: "utf8" });
+    const dep = parseAllDocuments(overlay)[0]!.toJSON() as {
+      spec: {
+        template: {
+          spec: {
+            initContainers: { name: string }[];
+            containers: { name: string }[];
+            volumes: Record<string, unknown>[];
+          };
+        };
+      };
+    };
+    const pod = dep.spec.template.spec;
+    assert.deepEqual(
+      pod.initContainers.map((c) => c.name),
+      ["istiod-vault-agent-init"],
+    );
+    assert.deepEqual(
+      pod.containers.map((c) => c.name),
+      ["discovery", "istiod-vault-agent"],
+    );
+    const cacerts = pod.volumes.find((v) => v.name === "cacerts")!;
+    assert.deepEqual(cacerts.emptyDir, { medium: "Memory" });
+    assert.equal(cacerts.secret, undefined, "the cacerts Secret is replaced, not merged");
+    const res = kubectl(["apply", "--dry-run=server", "-f", "-"], overlay);
+    assert.equal(res.status, 0, res.stderr);
+  });
+
+  it("the Helm post-renderer adds the agent to a rendered istiod", () => {
+    const rendered = readFileSync(m("overlays/istiod/istiod.yaml"), "utf8");
+    const out = execFileSync("bash", [m("helm/post-render.sh")], { input: rendered, encoding: "utf8" });
+    assert.match(out, /name: istiod-vault-agent-init/);
+    assert.match(out, /medium: Memory/);
+  });
+
+  it("shell scripts pass shellcheck", () => {
+    const scripts = [".ci/run", "test/env/build.sh", "manifests/helm/post-render.sh", "test/e2e/kind/run.sh"].map((p) =>
+      join(root, p),
+    );
+    const res = spawnSync("shellcheck", scripts, { encoding: "utf8" });
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+  });
+
+  it("the Dockerfile ships only what the CLI needs, runs as a numeric non-root user, and the shipped CLI runs", () => {
+    const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
+    assert.match(dockerfile, /^FROM node:24[^\n]* AS build$/m);
+    assert.match(dockerfile, /^USER \d+:\d+$/m, "numeric non-root user");
+    assert.match(dockerfile, /npm prune --omit=dev/);
+    assert.match(dockerfile, /^ENTRYPOINT \["node", "\/app\/dist\/src\/main.js"\]$/m);
+    assert.doesNotMatch(dockerfile, /^ADD /m);
+    assert.match(dockerfile, /COPY --from=build \/src\/dist\/src \.\/dist\/src/);
+    // The runtime image has dist/src and production dependencies only: nothing there may import tests or dev tools.
+    const deps = Object.keys(
+      (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { dependencies: Record<string, string> })
+        .dependencies,
+    );
+    const files = execFileSync("find", [join(root, "dist/src"), "-name", "*.js"], { encoding: "utf8" })
+      .trim()
+      .split("\n");
+    for (const f of files) {
+      const text = readFileSync(f, "utf8");
+      for (const [, spec] of text.matchAll(/from "([^"]+)"/g)) {
+        if (spec!.startsWith(".")) assert.ok(!spec!.includes("/test/"), `${f} imports ${spec}`);
+        else if (!spec!.startsWith("node:")) {
+          const pkg = spec!.startsWith("@") ? spec!.split("/").slice(0, 2).join("/") : spec!.split("/")[0]!;
+          assert.ok(deps.includes(pkg), `${f} imports ${pkg}, which is not a production dependency`);
+        }
+      }
+    }
+    for (const cmd of [
+      "--help",
+      "sidecar --help",
+      "init --help",
+      "status --help",
+      "setup-vault --help",
+      "doctor --help",
+    ]) {
+      const res = spawnSync(nodeBinary(), [join(root, "dist/src/main.js"), ...cmd.split(" ")], { encoding: "utf8" });
+      assert.equal(res.status, 0, `${cmd}: ${res.stderr}`);
+      assert.match(res.stdout, /usage: istiod-vault-agent/);
+    }
+  });
+});
