@@ -5,7 +5,7 @@
 # outside the repo under $IVA_CACHE_DIR (default ~/.cache/istiod-vault-agent), keyed by a hash of the wrapper's
 # go.mod, go.sum, build settings and the Go version, so a warm machine skips the build entirely.
 #
-# Usage: test/env/build.sh [name ...]      (default: etcd kube-apiserver openbao)
+# Usage: test/env/build.sh [name ...]      (default: etcd kube-apiserver openbao istiod)
 # Prints, for each server, the path of its binary on stdout as NAME=PATH; progress goes to stderr.
 set -euo pipefail
 
@@ -33,7 +33,10 @@ settings() {
       pkg=github.com/openbao/openbao; bin=bao; tags=""; cgo=0
       ldflags="-X github.com/openbao/openbao/version.fullVersion=2.4.0" ;;
     istiod)
-      pkg=istio.io/istio/pilot/cmd/pilot-discovery; bin=pilot-discovery; tags="vtprotobuf,disable_pgv"; cgo=0; ldflags="" ;;
+      pkg=istio.io/istio/pilot/cmd/pilot-discovery; bin=pilot-discovery; tags="vtprotobuf,disable_pgv"; cgo=0
+      local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
+      ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
+      ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, openbao or istiod)" >&2; return 1 ;;
   esac
 }
@@ -62,5 +65,5 @@ build_one() {
 }
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(etcd kube-apiserver openbao)
+[ ${#names[@]} -gt 0 ] || names=(etcd kube-apiserver openbao istiod)
 for n in "${names[@]}"; do build_one "$n"; done

@@ -63,6 +63,8 @@ export function serverVersions(bins: Partial<Record<ServerName, string>>): Recor
   if (bins.etcd) v.etcd = first(bins.etcd, ["--version"]);
   if (bins["kube-apiserver"]) v["kube-apiserver"] = first(bins["kube-apiserver"], ["--version"]);
   if (bins.openbao) v.openbao = first(bins.openbao, ["version"]);
+  if (bins.istiod)
+    v.istiod = (execFileSync(bins.istiod, ["version"], { encoding: "utf8" }).match(/Version:"([^"]+)"/) ?? [])[1] ?? "";
   return v;
 }
 

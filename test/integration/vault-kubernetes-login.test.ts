@@ -18,7 +18,9 @@ describe("Vault Kubernetes auth and PKI against real OpenBao + kube-apiserver", 
   let t: AgentTestEnv;
 
   before(async () => {
-    console.log(`# servers: ${JSON.stringify(serverVersions(serverBinaries(["etcd", "kube-apiserver", "openbao"])))}`);
+    console.log(
+      `# servers: ${JSON.stringify(serverVersions(serverBinaries(["etcd", "kube-apiserver", "openbao", "istiod"])))}`,
+    );
     t = await startAgentTestEnv();
   });
   after(async () => t?.env.stop());
