@@ -23,6 +23,7 @@ export function authorityOptions(c: Config): IntermediateAuthorityOptions {
     // istiod reads the key from the cacerts files, so the sink needs it exportable.
     keyExport: c.serve.keyExport || c.cacerts.dir !== undefined,
     backoff: c.backoff,
+    extraRootsPem: c.trustAnchors.pem,
   };
 }
 

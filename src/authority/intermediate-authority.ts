@@ -27,6 +27,8 @@ export interface IntermediateAuthorityOptions {
   /** Keep the key exportable and its PEM in the bundle (needed for istiod's cacerts files). */
   keyExport: boolean;
   backoff: BackoffOptions;
+  /** Roots served beside the one that signed the intermediate (multi-root rotation). */
+  extraRootsPem: readonly string[];
 }
 
 /** Never renew sooner than this after a successful rotation, whatever the certificate's dates say. */
@@ -195,7 +197,7 @@ export class IntermediateAuthority {
       signingCert: chain.cert,
       signingCertPem: chain.certPem,
       chainPem: chain.chainPem,
-      rootsPem: [chain.rootPem],
+      rootsPem: uniqueCertificates([chain.rootPem, ...o.extraRootsPem]),
       privateKey,
       keyAlgorithm: algorithm,
       privateKeyPem: o.keyExport ? await exportPrivateKeyPem(privateKey) : undefined,
@@ -268,6 +270,17 @@ export class IntermediateAuthority {
     this.log.info({ retryInMs: delay, attempt: this.backoff.attempts }, "will retry the intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("retry").catch(() => undefined));
   }
+}
+
+/** PEM certificates with duplicates (same DER, whatever the formatting) removed, first occurrence kept. */
+function uniqueCertificates(pems: readonly string[]): string[] {
+  const seen = new Set<string>();
+  return pems.filter((p) => {
+    const key = p.replace(/-----[^-]+-----|\s/g, "");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** The SPKI DER of the public half of a PEM private key. */

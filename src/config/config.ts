@@ -44,6 +44,11 @@ export interface Config {
     /** Expose the private key over the socket (GetSigningBundle). Off by default. */
     keyExport: boolean;
   };
+  /**
+   * Extra trust anchors served beside the signing root (root-cert.pem, GetSigningBundle roots): the other root
+   * during a Vault root rotation. Needs cacerts.multiRoot (istiod's ISTIO_MULTIROOT_MESH=true) for the cacerts sink.
+   */
+  trustAnchors: { file: string | undefined; pem: string[] };
   cacerts: {
     /** Directory istiod reads (its in-memory /etc/cacerts); empty disables the sink. */
     dir: string | undefined;
@@ -83,6 +88,7 @@ export const DEFAULT_CONFIG: Config = {
   },
   leaf: { trustDomain: "cluster.local", defaultTtlSeconds: 24 * 3600, maxTtlSeconds: 90 * 24 * 3600 },
   serve: { socketPath: "/var/run/istiod-vault-agent/agent.sock", httpAddress: "0.0.0.0:15300", keyExport: false },
+  trustAnchors: { file: undefined, pem: [] },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },
   istioCa: { address: undefined, servingNames: ["istiod-vault-agent.istio-system.svc"], audience: "istio-ca" },
   kube: { kubeconfig: undefined },
@@ -179,6 +185,11 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
     !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)
   ) {
     p.push(`serve.httpAddress: "${c.serve.httpAddress}" must be host:port, e.g. 0.0.0.0:15300`);
+  }
+  if (c.trustAnchors.pem.length > 0 && c.cacerts.dir !== undefined && !c.cacerts.multiRoot) {
+    p.push(
+      "trustAnchors: extra roots change istiod's root-cert.pem, which istiod accepts only in multi-root mode; add --multi-root (and run istiod with ISTIO_MULTIROOT_MESH=true)",
+    );
   }
   if (c.cacerts.dir !== undefined && !c.cacerts.dir.startsWith("/"))
     p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);

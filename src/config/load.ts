@@ -36,6 +36,7 @@ export const AGENT_FLAGS = {
   "key-export": ["include the private key in GetSigningBundle answers", "boolean"],
   "cacerts-dir": ["write istiod's plugged-in CA files here (e.g. /etc/cacerts)", "string"],
   "cacerts-group": ["numeric group for the cacerts files (default 1337, istiod's)", "string"],
+  "trust-anchors-file": ["PEM file of extra roots to serve beside the signing root (Vault root rotation)", "string"],
   "multi-root": ["allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)", "boolean"],
   "istio-ca-addr": ["serve istio.v1.auth.IstioCertificateService with TLS here (host:port); off by default", "string"],
   "istio-ca-names": ["comma-separated DNS names/IPs for that listener's certificate", "string"],
@@ -140,6 +141,7 @@ export function loadConfig(
   set("cacerts-dir", text, (v) => (c.cacerts.dir = v), "a directory");
   set("cacerts-group", num, (v) => (c.cacerts.group = v), "a numeric group id");
   if (flags["multi-root"] === true) c.cacerts.multiRoot = true;
+  set("trust-anchors-file", text, (v) => (c.trustAnchors.file = v), "a file path");
   set("istio-ca-addr", text, (v) => (c.istioCa.address = v), "host:port");
   set(
     "istio-ca-names",
@@ -161,6 +163,19 @@ export function loadConfig(
   const defaultTtlUntouched = c.leaf.defaultTtlSeconds === DEFAULT_CONFIG.leaf.defaultTtlSeconds;
   if (defaultTtlUntouched && c.leaf.defaultTtlSeconds > c.leaf.maxTtlSeconds) {
     c.leaf.defaultTtlSeconds = c.leaf.maxTtlSeconds;
+  }
+  if (c.trustAnchors.file) {
+    try {
+      const pem = readFileSync(c.trustAnchors.file, "utf8");
+      c.trustAnchors.pem =
+        pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((b) => `${b}\n`) ?? [];
+      if (c.trustAnchors.pem.length === 0)
+        problems.push(`--trust-anchors-file ${c.trustAnchors.file}: holds no PEM certificate`);
+    } catch (err) {
+      problems.push(
+        `--trust-anchors-file ${c.trustAnchors.file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+      );
+    }
   }
   if (c.vault.caFile && c.vault.caPem === undefined) {
     try {

@@ -27,7 +27,7 @@ export function setupOptions(
   flags: Record<string, string | boolean | undefined>,
 ): { opts: VaultSetupOptions; problems: string[] } {
   const problems: string[] = [];
-  const str = (k: string) => (typeof flags[k] === "string" ? (flags[k]) : undefined);
+  const str = (k: string) => (typeof flags[k] === "string" ? flags[k] : undefined);
   const read = (k: string, what: string) => {
     const f = str(k);
     if (!f) return undefined;
