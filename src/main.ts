@@ -9,6 +9,7 @@ import { x509 } from "./crypto/x509.js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
 import { createLogger } from "./observability/logger.js";
 import { injectMain } from "./inject/inject.js";
+import { runRelay } from "./relay/command.js";
 import { KubeClient } from "./kube/client.js";
 import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "./kube/policy-controller.js";
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, string> = {
     "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
   doctor:
     "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
+  relay: "relay companion mode: keep the Gloo relay mTLS Secrets issued from Vault and rotated (--role server|agent)",
   inject: "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
 };
 
@@ -47,6 +49,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === "setup-vault" || command === "doctor") return runVaultCommand(command, rest);
   if (command === "inject") return injectMain(rest);
+  if (command === "relay") return runRelay(rest);
   let flags;
   try {
     flags = parseFlags(rest);

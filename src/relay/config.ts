@@ -1,0 +1,368 @@
+// The relay command's configuration: Gloo-style relay mTLS certificates and the shared identity token, issued from
+// Vault into Kubernetes Secrets. One flag table drives parsing and --help; every problem is reported at once, each
+// naming the flag and what is expected.
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { ConfigError, parseDuration } from "../config/config.js";
+import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+
+export type RelayRole = "server" | "agent";
+
+export interface RelaySecretNames {
+  root: string;
+  server: string;
+  client: string;
+  signing: string;
+  token: string;
+}
+
+export interface RelayConfig {
+  role: RelayRole;
+  /** The workload cluster's name (agent role): the client certificate's DNS SAN. */
+  cluster: string | undefined;
+  namespace: string;
+  vault: { address: string; caFile: string | undefined; caPem: string | undefined; namespace: string | undefined };
+  auth: { mountPath: string; role: string; tokenPath: string };
+  pkiMount: string;
+  serverRole: string;
+  clientRole: string;
+  /** Server role: also keep relay-tls-signing-secret, an intermediate CA signed by <pki>/root/sign-intermediate. */
+  signingIntermediate: boolean;
+  signingCommonName: string;
+  serverDns: string[];
+  /** KV v2 data path of the identity token, e.g. secret/data/relay/identity-token. */
+  kvPath: string;
+  ttlSeconds: number;
+  signingTtlSeconds: number;
+  /** Renew when this fraction of a certificate's lifetime remains. */
+  graceRatio: number;
+  /** ± jitter on the renewal point, as a fraction of the lifetime. */
+  jitterRatio: number;
+  keyAlgorithm: KeyAlgorithmName;
+  secrets: RelaySecretNames;
+  /** Take over Secrets of the same name that lack the managed-by label. */
+  adopt: boolean;
+  kubeconfig: string | undefined;
+  /** host:port for /healthz, /readyz and /metrics; empty disables. */
+  httpAddress: string;
+  /** Reconcile every Secret once and exit (init containers, tests). */
+  once: boolean;
+  /** How often every Secret is re-checked (and the identity token re-read from Vault) between renewals. */
+  resyncSeconds: number;
+  backoff: { initialMs: number; maxMs: number };
+  logLevel: string;
+}
+
+export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
+  cluster: undefined,
+  namespace: "gloo-mesh",
+  vault: { address: "", caFile: undefined, caPem: undefined, namespace: undefined },
+  auth: { mountPath: "kubernetes", role: "relay", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  pkiMount: "pki",
+  serverRole: "relay-server",
+  clientRole: "relay-client",
+  signingIntermediate: false,
+  signingCommonName: "relay-tls-signing-ca",
+  serverDns: ["gloo-mesh-mgmt-server.gloo-mesh"],
+  kvPath: "secret/data/relay/identity-token",
+  ttlSeconds: 720 * 3600,
+  signingTtlSeconds: 720 * 3600,
+  graceRatio: 1 / 3,
+  jitterRatio: 0.05,
+  keyAlgorithm: "ECDSA_P256",
+  secrets: {
+    root: "relay-root-tls-secret",
+    server: "relay-server-tls-secret",
+    client: "relay-client-tls-secret",
+    signing: "relay-tls-signing-secret",
+    token: "relay-identity-token-secret",
+  },
+  adopt: false,
+  kubeconfig: undefined,
+  httpAddress: "0.0.0.0:15300",
+  once: false,
+  resyncSeconds: 300,
+  backoff: { initialMs: 1_000, maxMs: 300_000 },
+  logLevel: "info",
+};
+
+/** Flag name → [description, kind]. */
+export const RELAY_FLAGS = {
+  role: ["server (management cluster) or agent (workload cluster); required", "string"],
+  cluster: ["agent role: the workload cluster's name, used as the client certificate's DNS SAN; required", "string"],
+  namespace: ["namespace of the relay Secrets (default gloo-mesh)", "string"],
+  "vault-addr": ["Vault address, e.g. https://vault.vault:8200 (env VAULT_ADDR)", "string"],
+  "vault-cacert": ["PEM file of CAs that sign Vault's TLS certificate (env VAULT_CACERT)", "string"],
+  "vault-namespace": ["Vault namespace (env VAULT_NAMESPACE)", "string"],
+  "auth-mount": ["Kubernetes auth mount path (default kubernetes)", "string"],
+  "auth-role": ["Kubernetes auth role (default relay)", "string"],
+  "token-path": [
+    "service-account token file, re-read at every login (default /var/run/secrets/tokens/vault-token)",
+    "string",
+  ],
+  "pki-mount": ["Vault PKI mount that signs the relay certificates (default pki)", "string"],
+  "server-role": ["Vault PKI role for the server certificate: <pki>/sign/<role> (default relay-server)", "string"],
+  "client-role": ["Vault PKI role for agent client certificates: <pki>/sign/<role> (default relay-client)", "string"],
+  "signing-intermediate": [
+    "server role: also keep relay-tls-signing-secret, an intermediate CA from <pki>/root/sign-intermediate",
+    "boolean",
+  ],
+  "signing-ttl": ["lifetime of the signing intermediate (default: --ttl)", "string"],
+  "server-dns": ["server role: comma-separated DNS SANs (default gloo-mesh-mgmt-server.gloo-mesh)", "string"],
+  "kv-path": ["Vault KV v2 data path of the identity token (default secret/data/relay/identity-token)", "string"],
+  ttl: ["certificate lifetime, e.g. 720h (default 720h)", "string"],
+  "grace-ratio": ["renew when this fraction of a certificate's lifetime remains (default 0.333)", "string"],
+  "key-algorithm": [`key algorithm: ${KEY_ALGORITHMS.join(", ")} (default ECDSA_P256)`, "string"],
+  "root-secret": ["name of the root CA Secret (default relay-root-tls-secret)", "string"],
+  "server-secret": ["name of the server certificate Secret (default relay-server-tls-secret)", "string"],
+  "client-secret": ["name of the client certificate Secret (default relay-client-tls-secret)", "string"],
+  "signing-secret": ["name of the signing intermediate Secret (default relay-tls-signing-secret)", "string"],
+  "token-secret": ["name of the identity token Secret (default relay-identity-token-secret)", "string"],
+  adopt: ["take over existing Secrets of those names that lack the managed-by label", "boolean"],
+  kubeconfig: ["kubeconfig for running outside a pod (in a pod the service account is used)", "string"],
+  "http-addr": ["host:port for /healthz, /readyz, /metrics (default 0.0.0.0:15300; empty disables)", "string"],
+  once: ["reconcile every Secret once and exit (0 when all are in place)", "boolean"],
+  resync: ["re-check every Secret and re-read the identity token this often (default 5m)", "string"],
+  "backoff-initial": ["first retry delay after a failure (default 1s)", "string"],
+  "backoff-max": ["longest retry delay (default 5m)", "string"],
+  "log-level": ["error, warn, info (default) or debug", "string"],
+  "print-policy": ["print the least-privilege Vault policy for these flags and exit", "boolean"],
+  help: ["show this help", "boolean"],
+} as const;
+
+type RelayFlagName = keyof typeof RELAY_FLAGS;
+type RelayFlagValues = Partial<Record<RelayFlagName, string | boolean>>;
+
+export type ParsedRelayArgs =
+  | { kind: "help" }
+  /** --print-policy: `roles` are the roles the policy must serve (both when --role is not given). */
+  | { kind: "print-policy"; config: RelayConfig; roles: RelayRole[] }
+  | { kind: "run"; config: RelayConfig };
+
+export function relayHelp(): string {
+  return [
+    "usage: istiod-vault-agent relay --role server|agent [flags]",
+    "",
+    "Issues and rotates the Gloo relay mTLS certificates from Vault into Kubernetes Secrets. Keys are generated in this",
+    "process and Vault signs CSRs (<pki>/sign/<role>), so Vault never sees a relay private key. Secrets it writes carry",
+    "the label app.kubernetes.io/managed-by=istiod-vault-agent; others are never overwritten unless --adopt is given.",
+    "Kubernetes RBAC needed: get, create and update on secrets in the namespace.",
+    "",
+    "flags:",
+    ...Object.entries(RELAY_FLAGS).map(
+      ([name, [desc, type]]) => `  --${name}${type === "string" ? " VALUE" : ""}\n      ${desc}`,
+    ),
+  ].join("\n");
+}
+
+/** Parses and validates the relay flags (with VAULT_ADDR / VAULT_CACERT / VAULT_NAMESPACE from `env`). */
+export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedRelayArgs {
+  let flags: RelayFlagValues;
+  try {
+    const options = Object.fromEntries(Object.entries(RELAY_FLAGS).map(([name, [, type]]) => [name, { type }]));
+    flags = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new ConfigError([`flags: ${(err as Error).message}; run with --help for the list of flags`]);
+  }
+  if (flags.help === true) return { kind: "help" };
+  const printPolicy = flags["print-policy"] === true;
+
+  const problems: string[] = [];
+  const str = (name: RelayFlagName): string | undefined => {
+    const v = flags[name];
+    return typeof v === "string" ? v : undefined;
+  };
+  const role = str("role");
+  if (role !== "server" && role !== "agent" && !(printPolicy && role === undefined)) {
+    problems.push(
+      role === undefined
+        ? "--role: missing; expected server (management cluster) or agent (workload cluster)"
+        : `--role: "${role}" is invalid; expected server or agent`,
+    );
+  }
+  const c: RelayConfig = { ...structuredClone(DEFAULT_RELAY_CONFIG), role: role === "agent" ? "agent" : "server" };
+
+  if (env.VAULT_ADDR) c.vault.address = env.VAULT_ADDR;
+  if (env.VAULT_CACERT) c.vault.caFile = env.VAULT_CACERT;
+  if (env.VAULT_NAMESPACE) c.vault.namespace = env.VAULT_NAMESPACE;
+
+  const text = (name: RelayFlagName, assign: (v: string) => void) => {
+    const v = str(name);
+    if (v !== undefined) assign(v.trim());
+  };
+  const duration = (name: RelayFlagName, assign: (seconds: number) => void, min: number, max: number) => {
+    const v = str(name);
+    if (v === undefined) return;
+    const s = parseDuration(v);
+    if (!Number.isFinite(s) || s < min || s > max) {
+      problems.push(
+        `--${name}: "${v}" is invalid; expected a duration from ${formatSeconds(min)} to ${formatSeconds(max)}, e.g. 720h or 20s`,
+      );
+    } else assign(s);
+  };
+
+  text("cluster", (v) => (c.cluster = v));
+  text("namespace", (v) => (c.namespace = v));
+  text("vault-addr", (v) => (c.vault.address = v));
+  text("vault-cacert", (v) => (c.vault.caFile = v));
+  text("vault-namespace", (v) => (c.vault.namespace = v || undefined));
+  text("auth-mount", (v) => (c.auth.mountPath = v.replace(/^\/+|\/+$/g, "").replace(/^(v1\/)?auth\//, "")));
+  text("auth-role", (v) => (c.auth.role = v));
+  text("token-path", (v) => (c.auth.tokenPath = v));
+  text("pki-mount", (v) => (c.pkiMount = v.replace(/^\/+|\/+$/g, "")));
+  text("server-role", (v) => (c.serverRole = v));
+  text("client-role", (v) => (c.clientRole = v));
+  if (flags["signing-intermediate"] === true) c.signingIntermediate = true;
+  text(
+    "server-dns",
+    (v) =>
+      (c.serverDns = v
+        .split(",")
+        .map((x) => x.trim().toLowerCase())
+        .filter(Boolean)),
+  );
+  text("kv-path", (v) => (c.kvPath = v.replace(/^\/+|\/+$/g, "").replace(/^v1\//, "")));
+  duration("ttl", (s) => (c.ttlSeconds = s), 10, 20 * 365 * 86400);
+  c.signingTtlSeconds = c.ttlSeconds;
+  duration("signing-ttl", (s) => (c.signingTtlSeconds = s), 10, 20 * 365 * 86400);
+  duration("resync", (s) => (c.resyncSeconds = s), 1, 7 * 86400);
+  duration("backoff-initial", (s) => (c.backoff.initialMs = s * 1000), 0.01, 3600);
+  duration("backoff-max", (s) => (c.backoff.maxMs = s * 1000), 0.01, 86400);
+  const grace = str("grace-ratio");
+  if (grace !== undefined) {
+    const g = /^\d*\.?\d+$/.test(grace.trim()) ? Number(grace) : Number.NaN;
+    if (!(g > 0.01 && g < 0.99))
+      problems.push(`--grace-ratio: "${grace}" is invalid; expected a number between 0.01 and 0.99, e.g. 0.333`);
+    else c.graceRatio = g;
+  }
+  const alg = str("key-algorithm");
+  if (alg !== undefined) {
+    const upper = alg.trim().toUpperCase() as KeyAlgorithmName;
+    if (!KEY_ALGORITHMS.includes(upper))
+      problems.push(`--key-algorithm: "${alg}" is not supported; expected one of ${KEY_ALGORITHMS.join(", ")}`);
+    else c.keyAlgorithm = upper;
+  }
+  text("root-secret", (v) => (c.secrets.root = v));
+  text("server-secret", (v) => (c.secrets.server = v));
+  text("client-secret", (v) => (c.secrets.client = v));
+  text("signing-secret", (v) => (c.secrets.signing = v));
+  text("token-secret", (v) => (c.secrets.token = v));
+  if (flags.adopt === true) c.adopt = true;
+  text("kubeconfig", (v) => (c.kubeconfig = v || undefined));
+  const http = str("http-addr");
+  if (http !== undefined) c.httpAddress = http.trim();
+  if (flags.once === true) c.once = true;
+  text("log-level", (v) => (c.logLevel = v));
+
+  if (!printPolicy) problems.push(...validateRuntime(c, flags));
+  problems.push(...validateShape(c, flags));
+  if (problems.length) throw new ConfigError(problems);
+  if (printPolicy) {
+    const roles: RelayRole[] = role === "server" || role === "agent" ? [role] : ["server", "agent"];
+    return { kind: "print-policy", config: c, roles };
+  }
+  return { kind: "run", config: c };
+}
+
+/** What a run needs beyond the policy's inputs: Vault address and CA, the cluster name, files. */
+function validateRuntime(c: RelayConfig, flags: RelayFlagValues): string[] {
+  const p: string[] = [];
+  if (!c.vault.address) {
+    p.push("--vault-addr: missing; expected the Vault URL, e.g. https://vault.vault:8200 (or env VAULT_ADDR)");
+  } else {
+    let url: URL | undefined;
+    try {
+      url = new URL(c.vault.address);
+    } catch {
+      p.push(`--vault-addr: "${c.vault.address}" is not a URL; expected e.g. https://vault.vault:8200`);
+    }
+    if (url && url.protocol !== "https:" && url.protocol !== "http:")
+      p.push(`--vault-addr: "${c.vault.address}" must be an https:// URL`);
+  }
+  if (c.vault.caFile) {
+    try {
+      c.vault.caPem = readFileSync(c.vault.caFile, "utf8");
+      if (!c.vault.caPem.includes("BEGIN CERTIFICATE"))
+        p.push(`--vault-cacert: ${c.vault.caFile} holds no PEM certificate; expected a PEM bundle of CA certificates`);
+    } catch (err) {
+      p.push(
+        `--vault-cacert: cannot read ${c.vault.caFile} (${(err as NodeJS.ErrnoException).code ?? "error"}); expected a PEM bundle`,
+      );
+    }
+  }
+  if (!c.auth.tokenPath) p.push("--token-path: empty; expected the projected service-account token file");
+  if (flags.role === "agent" && !c.cluster)
+    p.push(
+      "--cluster: missing; expected the workload cluster's name with --role agent, e.g. cluster1 (the client certificate's DNS SAN)",
+    );
+  return p;
+}
+
+/** Checks that every name and path has a usable shape. */
+function validateShape(c: RelayConfig, flags: RelayFlagValues): string[] {
+  const p: string[] = [];
+  const dns1123Label = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+  const dnsSubdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+  const vaultName = /^[\w\-.]+$/;
+  if (c.cluster !== undefined) {
+    if (flags.role === "server")
+      p.push("--cluster: only used with --role agent; expected no --cluster with --role server");
+    else if (!dnsSubdomain.test(c.cluster) || c.cluster.length > 253)
+      p.push(
+        `--cluster: "${c.cluster}" is invalid; expected a DNS name such as cluster1 (lower-case, digits, '-', '.')`,
+      );
+  }
+  if (!dns1123Label.test(c.namespace) || c.namespace.length > 63)
+    p.push(`--namespace: "${c.namespace}" is invalid; expected a Kubernetes namespace name such as gloo-mesh`);
+  for (const [key, name] of Object.entries(c.secrets) as [string, string][]) {
+    if (!dnsSubdomain.test(name) || name.length > 253)
+      p.push(`--${key}-secret: "${name}" is invalid; expected a Kubernetes Secret name (lower-case DNS subdomain)`);
+  }
+  const names = Object.values(c.secrets);
+  if (new Set(names).size !== names.length)
+    p.push(`secret names: ${names.join(", ")} must all differ; expected one distinct name per Secret`);
+  if (!c.auth.mountPath || !/^[\w\-./]+$/.test(c.auth.mountPath))
+    p.push(`--auth-mount: "${c.auth.mountPath}" is invalid; expected a mount path such as kubernetes`);
+  if (!c.auth.role || !vaultName.test(c.auth.role))
+    p.push(`--auth-role: "${c.auth.role}" is invalid; expected a Kubernetes-auth role name such as relay`);
+  if (!c.pkiMount || !/^[\w\-./]+$/.test(c.pkiMount))
+    p.push(`--pki-mount: "${c.pkiMount}" is invalid; expected a PKI mount path such as pki`);
+  if (!vaultName.test(c.serverRole))
+    p.push(`--server-role: "${c.serverRole}" is invalid; expected a Vault PKI role name such as relay-server`);
+  if (!vaultName.test(c.clientRole))
+    p.push(`--client-role: "${c.clientRole}" is invalid; expected a Vault PKI role name such as relay-client`);
+  if (!/^[\w\-.]+\/data\/[\w\-./]*[\w\-.]$/.test(c.kvPath))
+    p.push(
+      `--kv-path: "${c.kvPath}" is not a KV v2 data path; expected <mount>/data/<key>, e.g. secret/data/relay/identity-token`,
+    );
+  if (c.role === "server") {
+    if (c.serverDns.length === 0)
+      p.push("--server-dns: empty; expected at least one DNS name, e.g. gloo-mesh-mgmt-server.gloo-mesh");
+    for (const d of c.serverDns) {
+      if (!/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(d) || d.length > 253)
+        p.push(`--server-dns: "${d}" is not a DNS name; expected e.g. gloo-mesh-mgmt-server.gloo-mesh`);
+    }
+  } else {
+    if (flags["signing-intermediate"] === true)
+      p.push(
+        "--signing-intermediate: only used with --role server; expected it only on the management cluster's relay",
+      );
+    if (flags["server-dns"] !== undefined)
+      p.push("--server-dns: only used with --role server; expected the client certificate's name in --cluster instead");
+  }
+  if (c.httpAddress && !/^[^\s:]*:\d{1,5}$/.test(c.httpAddress) && !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.httpAddress)) {
+    p.push(`--http-addr: "${c.httpAddress}" is invalid; expected host:port such as 0.0.0.0:15300, or empty to disable`);
+  }
+  if (c.backoff.maxMs < c.backoff.initialMs)
+    p.push(`--backoff-max: ${c.backoff.maxMs}ms is below --backoff-initial; expected max ≥ initial`);
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel))
+    p.push(`--log-level: "${c.logLevel}" is invalid; expected one of error, warn, info, debug`);
+  return p;
+}
+
+function formatSeconds(s: number): string {
+  if (s >= 365 * 86400) return `${Math.round(s / (365 * 86400))} years`;
+  if (s >= 86400) return `${Math.round(s / 86400)}d`;
+  if (s >= 1) return `${s}s`;
+  return `${Math.round(s * 1000)}ms`;
+}

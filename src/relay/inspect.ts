@@ -1,0 +1,149 @@
+// Checks whether a TLS Secret the relay manages still holds a usable certificate and key: the pair matches, the
+// certificate is current, has the expected names, kind and key algorithm, and chains to the trusted root. Used at
+// start (an existing Secret is kept rather than rotated needlessly) and at every resync. Reasons never quote key
+// material.
+import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { x509 } from "../crypto/x509.js";
+import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { renewalDelayMs } from "../authority/intermediate-authority.js";
+
+export interface TlsExpectation {
+  /** A leaf (end-entity) certificate, or a CA (the signing intermediate). */
+  kind: "leaf" | "ca";
+  /** For leaves: exactly these DNS SANs (order does not matter). */
+  dnsNames?: readonly string[];
+  keyAlgorithm: KeyAlgorithmName;
+}
+
+export type TlsInspection =
+  | {
+      ok: true;
+      cert: x509.X509Certificate;
+      serialHex: string;
+      notBefore: Date;
+      notAfter: Date;
+      rootPem: string;
+    }
+  | { ok: false; reason: string };
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+export function splitPemCertificates(pem: string): string[] {
+  return (pem.match(PEM_CERT) ?? []).map((b) => b + "\n");
+}
+
+/**
+ * Inspects the decoded data of a TLS Secret (`tls.crt` = certificate then its intermediates, `tls.key`, `ca.crt` =
+ * the root). With `trustedRootPem`, `ca.crt` must be that root.
+ */
+export async function inspectTlsSecret(
+  data: Record<string, string>,
+  expect: TlsExpectation,
+  trustedRootPem: string | undefined,
+  now: Date,
+): Promise<TlsInspection> {
+  const fail = (reason: string): TlsInspection => ({ ok: false, reason });
+  const crt = data["tls.crt"];
+  const key = data["tls.key"];
+  const ca = data["ca.crt"];
+  if (!crt || !key || !ca) {
+    const missing = ["tls.crt", "tls.key", "ca.crt"].filter((k) => !data[k]);
+    return fail(`missing ${missing.join(", ")}`);
+  }
+  let chain: x509.X509Certificate[];
+  let roots: x509.X509Certificate[];
+  try {
+    chain = splitPemCertificates(crt).map((p) => new x509.X509Certificate(p));
+    roots = splitPemCertificates(ca).map((p) => new x509.X509Certificate(p));
+  } catch {
+    return fail("tls.crt or ca.crt is not a parseable PEM certificate");
+  }
+  const cert = chain[0];
+  const root = roots[0];
+  if (!cert) return fail("tls.crt holds no certificate");
+  if (!root) return fail("ca.crt holds no certificate");
+
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch {
+    return fail("tls.key is not a parseable private key");
+  }
+  const spki = createPublicKey(privateKey).export({ type: "spki", format: "der" });
+  if (!Buffer.from(cert.publicKey.rawData).equals(spki)) return fail("tls.key does not match tls.crt");
+  const alg = keyAlgorithmOf(privateKey);
+  if (alg !== expect.keyAlgorithm) return fail(`the key is ${alg ?? "of another kind"}, not ${expect.keyAlgorithm}`);
+
+  if (cert.notAfter.getTime() <= now.getTime())
+    return fail(`the certificate expired at ${cert.notAfter.toISOString()}`);
+  if (cert.notBefore.getTime() > now.getTime() + 5 * 60_000)
+    return fail(`the certificate is not valid before ${cert.notBefore.toISOString()}`);
+
+  const isCa = cert.getExtension(x509.BasicConstraintsExtension)?.ca === true;
+  if (expect.kind === "ca" && !isCa) return fail("the certificate is not a CA");
+  if (expect.kind === "leaf" && isCa) return fail("the certificate is a CA, expected a leaf");
+  if (expect.dnsNames) {
+    const have = dnsNamesOf(cert).sort();
+    const want = [...expect.dnsNames].map((d) => d.toLowerCase()).sort();
+    if (have.join(",") !== want.join(","))
+      return fail(`the certificate's DNS names (${have.join(", ") || "none"}) are not ${want.join(", ")}`);
+  }
+
+  const full = [...chain, root];
+  for (let i = 0; i < full.length - 1; i++) {
+    const ok = await full[i]!.verify({ publicKey: full[i + 1]!, signatureOnly: true }).catch(() => false);
+    if (!ok)
+      return fail(`chain element ${i} (${full[i]!.subject}) is not signed by the next (${full[i + 1]!.subject})`);
+  }
+  if (!(await root.isSelfSigned())) return fail("ca.crt is not a self-signed root");
+  if (trustedRootPem !== undefined) {
+    const trusted = splitPemCertificates(trustedRootPem)[0];
+    if (!trusted || !Buffer.from(new x509.X509Certificate(trusted).rawData).equals(Buffer.from(root.rawData)))
+      return fail("ca.crt is not Vault's current root");
+  }
+  return {
+    ok: true,
+    cert,
+    serialHex: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    rootPem: root.toString("pem") + "\n",
+  };
+}
+
+export function dnsNamesOf(cert: x509.X509Certificate): string[] {
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  return (san?.names.items ?? []).filter((n) => n.type === "dns").map((n) => n.value.toLowerCase());
+}
+
+export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
+  const d = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === "ec") {
+    if (d?.namedCurve === "prime256v1") return "ECDSA_P256";
+    if (d?.namedCurve === "secp384r1") return "ECDSA_P384";
+    return undefined;
+  }
+  if (key.asymmetricKeyType === "rsa") {
+    const bits = d?.modulusLength;
+    if (bits === 2048 || bits === 3072 || bits === 4096) return `RSA_${bits}`;
+  }
+  return undefined;
+}
+
+/**
+ * When to renew a certificate whose lifetime is measured from `start` (its issuance; Vault backdates notBefore, so
+ * the relay records the issue time): when `graceRatio` of that lifetime remains, shifted by `jitter`.
+ */
+export function renewAtMs(start: Date, notAfter: Date, graceRatio: number, jitter: number): number {
+  return start.getTime() + renewalDelayMs(start, notAfter, start.getTime(), graceRatio, jitter);
+}
+
+/**
+ * The issue time to measure a kept certificate's lifetime from: the recorded `issuedAt` (annotation) clamped into
+ * [notBefore, now], or notBefore when none was recorded.
+ */
+export function effectiveStart(notBefore: Date, issuedAt: string | undefined, now: number): Date {
+  const t = issuedAt ? Date.parse(issuedAt) : Number.NaN;
+  if (!Number.isFinite(t)) return notBefore;
+  return new Date(Math.min(Math.max(t, notBefore.getTime()), now));
+}

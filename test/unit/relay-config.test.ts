@@ -1,0 +1,170 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ConfigError } from "../../src/config/config.js";
+import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
+import { relayPolicy } from "../../src/relay/policy.js";
+import { repoRoot } from "../env/harness.js";
+
+const env = { VAULT_ADDR: "https://vault.example:8200" };
+
+function run(argv: string[], e: NodeJS.ProcessEnv = env): RelayConfig {
+  const parsed = parseRelayArgs(argv, e);
+  assert.equal(parsed.kind, "run");
+  return (parsed as { config: RelayConfig }).config;
+}
+
+function problems(argv: string[], e: NodeJS.ProcessEnv = env): string[] {
+  try {
+    parseRelayArgs(argv, e);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+void describe("relay config", () => {
+  void it("server defaults fit a standard Gloo install", () => {
+    const c = run(["--role=server"]);
+    assert.equal(c.role, "server");
+    assert.equal(c.namespace, "gloo-mesh");
+    assert.deepEqual(c.serverDns, ["gloo-mesh-mgmt-server.gloo-mesh"]);
+    assert.deepEqual(c.secrets, {
+      root: "relay-root-tls-secret",
+      server: "relay-server-tls-secret",
+      client: "relay-client-tls-secret",
+      signing: "relay-tls-signing-secret",
+      token: "relay-identity-token-secret",
+    });
+    assert.equal(c.pkiMount, "pki");
+    assert.equal(c.kvPath, "secret/data/relay/identity-token");
+    assert.equal(c.signingIntermediate, false);
+    assert.equal(c.keyAlgorithm, "ECDSA_P256");
+    assert.equal(c.ttlSeconds, 720 * 3600);
+    assert.equal(c.adopt, false);
+    assert.equal(c.once, false);
+    assert.equal(c.vault.address, "https://vault.example:8200");
+  });
+
+  void it("reads every flag", () => {
+    const c = run([
+      "--role=agent",
+      "--cluster=cluster-1",
+      "--namespace=relay",
+      "--vault-addr=https://other:8200",
+      "--vault-namespace=team",
+      "--auth-mount=/k8s/",
+      "--auth-role=relay-agent",
+      "--token-path=/t",
+      "--pki-mount=pki_int",
+      "--client-role=agents",
+      "--kv-path=/v1/kv/data/relay/token",
+      "--ttl=20s",
+      "--grace-ratio=0.5",
+      "--key-algorithm=rsa_2048",
+      "--client-secret=my-client",
+      "--adopt",
+      "--kubeconfig=/kc",
+      "--http-addr=",
+      "--once",
+      "--resync=30s",
+    ]);
+    assert.equal(c.role, "agent");
+    assert.equal(c.cluster, "cluster-1");
+    assert.equal(c.namespace, "relay");
+    assert.equal(c.vault.address, "https://other:8200");
+    assert.equal(c.vault.namespace, "team");
+    assert.deepEqual(c.auth, { mountPath: "k8s", role: "relay-agent", tokenPath: "/t" });
+    assert.equal(c.pkiMount, "pki_int");
+    assert.equal(c.clientRole, "agents");
+    assert.equal(c.kvPath, "kv/data/relay/token");
+    assert.equal(c.ttlSeconds, 20);
+    assert.equal(c.graceRatio, 0.5);
+    assert.equal(c.keyAlgorithm, "RSA_2048");
+    assert.equal(c.secrets.client, "my-client");
+    assert.equal(c.adopt, true);
+    assert.equal(c.kubeconfig, "/kc");
+    assert.equal(c.httpAddress, "");
+    assert.equal(c.once, true);
+    assert.equal(c.resyncSeconds, 30);
+  });
+
+  void it("reports every problem at once, each with the flag and what is expected", () => {
+    const p = problems(
+      [
+        "--role=agent",
+        "--ttl=soon",
+        "--grace-ratio=1.5",
+        "--key-algorithm=DSA",
+        "--kv-path=secret/relay/token",
+        "--namespace=Gloo_Mesh",
+        "--signing-intermediate",
+        "--http-addr=nope",
+      ],
+      {},
+    );
+    const text = p.join("\n");
+    for (const flag of [
+      "--vault-addr",
+      "--cluster",
+      "--ttl",
+      "--grace-ratio",
+      "--key-algorithm",
+      "--kv-path",
+      "--namespace",
+      "--signing-intermediate",
+      "--http-addr",
+    ]) {
+      assert.match(text, new RegExp(`^${flag}: .*expected`, "m"), `${flag} is reported with what is expected`);
+    }
+  });
+
+  void it("needs a role, and a cluster name for the agent", () => {
+    assert.match(problems([]).join("\n"), /--role: missing; expected server .* or agent/);
+    assert.match(problems(["--role=agent"]).join("\n"), /--cluster: missing/);
+    assert.match(problems(["--role=agent", "--cluster=Not A Name"]).join("\n"), /--cluster: "Not A Name" is invalid/);
+    assert.match(problems(["--role=server", "--cluster=c1"]).join("\n"), /--cluster: only used with --role agent/);
+    assert.match(problems(["--role=server", "--server-dns=ok.example,bad_name"]).join("\n"), /"bad_name"/);
+    assert.match(problems(["--role=server", "--bogus"]).join("\n"), /flags: .*bogus/);
+  });
+
+  void it("rejects two Secrets with the same name", () => {
+    assert.match(problems(["--role=server", "--server-secret=relay-root-tls-secret"]).join("\n"), /must all differ/);
+  });
+
+  void it("--help and --print-policy need no Vault address", () => {
+    assert.deepEqual(parseRelayArgs(["--help"], {}), { kind: "help" });
+    const both = parseRelayArgs(["--print-policy"], {});
+    assert.equal(both.kind, "print-policy");
+    assert.deepEqual((both as { roles: string[] }).roles, ["server", "agent"]);
+    const agent = parseRelayArgs(["--print-policy", "--role=agent"], {});
+    assert.deepEqual((agent as { roles: string[] }).roles, ["agent"]);
+  });
+});
+
+void describe("relay policy", () => {
+  void it("vault-policies/relay.hcl is the default rendering", () => {
+    assert.equal(readFileSync(join(repoRoot(), "vault-policies/relay.hcl"), "utf8"), relayPolicy());
+  });
+
+  void it("grants update on the two sign paths and read+create on the token path, nothing else", () => {
+    const p = relayPolicy();
+    const paths = [...p.matchAll(/^path "([^"]+)" \{\n {2}capabilities = \[([^\]]*)\]\n\}/gm)].map((m) => [m[1], m[2]]);
+    assert.deepEqual(paths, [
+      ["pki/sign/relay-server", '"update"'],
+      ["pki/sign/relay-client", '"update"'],
+      ["secret/data/relay/identity-token", '"read", "create"'],
+    ]);
+    assert.match(p, /^# {3}path "pki\/root\/sign-intermediate"/m, "the optional grant is documented, commented out");
+  });
+
+  void it("adds sign-intermediate only for the signing intermediate, and narrows to one role", () => {
+    const withSigning = relayPolicy({ signingIntermediate: true, pkiMount: "/relay_pki/" });
+    assert.match(withSigning, /^path "relay_pki\/root\/sign-intermediate" \{\n {2}capabilities = \["update"\]/m);
+    const agentOnly = relayPolicy({ roles: ["agent"], signingIntermediate: true, clientRole: "agents" });
+    assert.match(agentOnly, /^path "pki\/sign\/agents"/m);
+    assert.doesNotMatch(agentOnly, /relay-server|sign-intermediate/);
+  });
+});
