@@ -151,6 +151,8 @@ export class Agent {
 
   /** Long-running mode: obtain the first bundle, then serve and renew until stop(). */
   async run(signal?: AbortSignal): Promise<void> {
+    // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
+    await this.sink?.preflight();
     if (this.config.serve.httpAddress) {
       this.http = new HealthHttpServer({
         address: this.config.serve.httpAddress,

@@ -226,6 +226,7 @@ async function runInit(flags: ReturnType<typeof parseFlags>): Promise<number> {
   const abort = new AbortController();
   process.once("SIGTERM", () => abort.abort(new Error("stopped by SIGTERM")));
   try {
+    await agent.sink?.preflight();
     const bundle = await agent.authority.start(abort.signal);
     await agent.writeCacerts(bundle);
     log.info(

@@ -109,6 +109,11 @@ export class CacertsSink {
     return this.lastWarnings;
   }
 
+  /** Fails with a CacertsDirError naming the path and the permission needed unless the directory is usable. */
+  async preflight(): Promise<void> {
+    await assertWritableDir(this.dir);
+  }
+
   /** Atomically publishes a new set of the four files. Concurrent calls run one after the other. */
   write(files: CacertsFiles): Promise<void> {
     const run = this.queue.then(() => this.writeNow(files));

@@ -292,6 +292,12 @@ export class TestEnv {
     return this.spawn("openbao", bin, ["server", `-config=${configPath}`], { HOME: this.dir });
   }
 
+  /** Unseals the persistent OpenBao (after a test sealed it). */
+  async unsealVault(): Promise<void> {
+    if (!this.persistent) throw new Error("unsealVault needs TestEnv.start({ vault: 'persistent' })");
+    await this.unsealOpenBao();
+  }
+
   private async unsealOpenBao(): Promise<void> {
     const p = this.persistent!;
     await this.vault.client.call("PUT", "sys/unseal", { body: { key: p.unsealKey } });

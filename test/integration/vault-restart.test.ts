@@ -49,4 +49,23 @@ describe("OpenBao with persistent storage stopped and started again", () => {
     assert.equal(renewed.rootCertPem.join(""), rootBefore, "the root survived the restart (file storage)");
     assert.ok(Date.now() - restartedAt < 20_000);
   });
+
+  it("OpenBao sealed (503): renewal fails and the held intermediate keeps signing; unsealed, it renews", async () => {
+    const held = await getBundle(run!.client);
+    await t.env.vault.client.call("PUT", "sys/seal", { token: t.env.vault.rootToken });
+    try {
+      assert.equal((await t.env.vault.client.health()).status, 503);
+      await new Promise((r) => setTimeout(r, 12_000)); // past the next renewal point
+      const chain = await signCertificate(run!.client, await workloadCsr("spiffe://cluster.local/ns/a/sa/b"), 60);
+      const now = await getBundle(run!.client);
+      assert.equal(now.generation, held.generation, "nothing new while sealed");
+      assert.equal(chain[1], held.signingCertPem);
+      assert.match(run!.log(), /HTTP 503/);
+    } finally {
+      await t.env.unsealVault();
+    }
+    await waitUntil("renewal after unseal", async () => (await getBundle(run!.client)).generation > held.generation, {
+      timeoutMs: 20_000,
+    });
+  });
 });

@@ -1,0 +1,280 @@
+// Fault injection against the real servers. What every case checks: no wrong certificate is ever served, signing
+// keeps working while a valid intermediate is held, and the agent recovers on its own once the fault is gone.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import * as grpc from "@grpc/grpc-js";
+import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
+import {
+  agentArgs,
+  getBundle,
+  nodeBinary,
+  rotate,
+  signCertificate,
+  startAgent,
+  type AgentRun,
+} from "../env/agent-process.js";
+import { publicKeyId, workloadCsr } from "../env/crypto-check.js";
+import { startCorruptingProxy, type CorruptingProxy } from "../env/corrupting-proxy.js";
+import { repoRoot } from "../env/harness.js";
+import { waitUntil } from "../env/process.js";
+
+const SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep";
+
+describe("fault injection", () => {
+  let t: AgentTestEnv;
+  const runs: AgentRun[] = [];
+  const track = (r: AgentRun) => (runs.push(r), r);
+
+  before(async () => {
+    t = await startAgentTestEnv();
+  });
+  after(async () => {
+    for (const r of runs) await r.stop();
+    for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
+    await t?.env.stop();
+  });
+
+  const revokeAgentTokens = () =>
+    t.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", t.env.vault.rootToken, {});
+  const rotateFails = async (run: AgentRun, pattern: RegExp) => {
+    const before = await getBundle(run.client);
+    await assert.rejects(rotate(run.client), (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.UNAVAILABLE);
+      assert.match(e.details, pattern);
+      return true;
+    });
+    const now = await getBundle(run.client);
+    assert.equal(now.generation, before.generation, "the last good bundle keeps serving");
+    assert.equal(now.signingCertPem, before.signingCertPem);
+    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 300);
+    assert.equal(chain[1], before.signingCertPem, "signing continues with the held intermediate");
+  };
+
+  it("bad Vault answers (malformed JSON, a certificate for another key, HTTP 500) are refused; the old bundle serves", async () => {
+    const proxy: CorruptingProxy = await startCorruptingProxy(t.env.vault.url, t.env.vault.caPem);
+    try {
+      const dir = mkdtempSync(join(tmpdir(), "iva-agent-"));
+      writeFileSync(join(dir, "proxy-ca.pem"), proxy.caPem);
+      const run = track(
+        await startAgent(
+          t.env,
+          "sidecar",
+          [`--vault-addr=${proxy.url}`, `--vault-cacert=${join(dir, "proxy-ca.pem")}`],
+          { dir },
+        ),
+      );
+      proxy.mode = "malformed-json";
+      await rotateFails(run, /not JSON/);
+      proxy.mode = "wrong-key-certificate";
+      await rotateFails(run, /refused: the certificate's public key is not the key this agent generated/);
+      proxy.mode = "http-500";
+      await rotateFails(run, /HTTP 500: injected failure/);
+      assert.equal(proxy.corrupted, 3);
+      proxy.mode = "pass";
+      const renewed = await rotate(run.client);
+      assert.ok(renewed.generation > 1);
+      await run.stop();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("the service-account token file removed, then replaced by another identity's token: clear errors, recovery", async () => {
+    const run = track(await startAgent(t.env, "sidecar"));
+    const saved = readFileSync(run.tokenPath, "utf8");
+    await revokeAgentTokens();
+    rmSync(run.tokenPath);
+    await rotateFails(run, new RegExp(`cannot read the service-account token file ${run.tokenPath} \\(ENOENT\\)`));
+    // Re-read at every login: a token for a service account the role does not bind is refused by Vault.
+    await t.env.createServiceAccount(ISTIO_NS, "intruder");
+    writeFileSync(run.tokenPath, await t.env.requestToken(ISTIO_NS, "intruder", "vault", 600));
+    await rotateFails(run, /auth\/kubernetes\/login answered HTTP 403/);
+    writeFileSync(run.tokenPath, saved);
+    assert.ok((await rotate(run.client)).generation > 1);
+    await run.stop();
+  });
+
+  it("the Kubernetes auth role deleted, then recreated", async () => {
+    const run = track(await startAgent(t.env, "sidecar"));
+    const v = t.env.vault.client;
+    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken))
+      .data;
+    await v.call("DELETE", "auth/kubernetes/role/istiod-agent", { token: t.env.vault.rootToken });
+    await revokeAgentTokens();
+    try {
+      await rotateFails(run, /auth\/kubernetes\/login answered HTTP (400|403)/);
+    } finally {
+      await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, role);
+    }
+    assert.ok((await rotate(run.client)).generation > 1);
+    await run.stop();
+  });
+
+  it("tokens that reach their max TTL are replaced by a new login; rotations continue", async () => {
+    const v = t.env.vault.client;
+    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken))
+      .data;
+    await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, {
+      ...role,
+      token_ttl: 3,
+      token_max_ttl: 6,
+    });
+    try {
+      const run = track(await startAgent(t.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.5"]));
+      const first = (await getBundle(run.client)).generation;
+      await waitUntil(
+        "several rotations across token expiries",
+        async () => (await getBundle(run.client)).generation >= first + 3,
+        {
+          timeoutMs: 40_000,
+        },
+      );
+      const logins = run
+        .log()
+        .split("\n")
+        .filter((l) => l.includes("logged in to Vault with Kubernetes auth")).length;
+      assert.ok(logins >= 2, `the agent logged in again after the max TTL (${logins} logins)`);
+      await run.stop();
+    } finally {
+      await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, role);
+    }
+  });
+
+  it("kube-apiserver down: signing and rotation with a held Vault token continue", async () => {
+    const run = track(await startAgent(t.env, "sidecar"));
+    t.env.apiserverProcess.signal("SIGSTOP");
+    try {
+      const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 300);
+      assert.equal(chain.length, 3);
+      const renewed = await rotate(run.client);
+      assert.equal(renewed.generation, 2, "Vault signs with the held token; only a new login needs the apiserver");
+    } finally {
+      t.env.apiserverProcess.signal("SIGCONT");
+    }
+    await run.stop();
+  });
+
+  it("SIGKILL during rotations, then restart: new key every start, the cacerts directory is never half-written", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iva-agent-"));
+    const cacerts = join(dir, "cacerts");
+    mkdirSync(cacerts);
+    const violations: string[] = [];
+    let samples = 0;
+    let sampling = true;
+    // istiod-style check of whatever is published: four files, key matches cert, cert is a CA signed by the root.
+    const sampler = (async () => {
+      while (sampling) {
+        try {
+          if (existsSync(join(cacerts, "..data"))) {
+            const target = readlinkSync(join(cacerts, "..data"));
+            const read = (n: string) => readFileSync(join(cacerts, target, n), "utf8");
+            const [cert, key, chain, root] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"].map(
+              read,
+            ) as [string, string, string, string];
+            const x = new X509Certificate(cert);
+            const r = new X509Certificate(root);
+            if (!x.ca) violations.push(`${target}: not a CA`);
+            if (!x.checkPrivateKey(createPrivateKey(key))) violations.push(`${target}: key does not match`);
+            if (!x.verify(r.publicKey)) violations.push(`${target}: not signed by root`);
+            if (!chain.startsWith(cert.trim().slice(0, 60)))
+              violations.push(`${target}: chain does not start with the cert`);
+            samples++;
+          }
+        } catch (err) {
+          // A directory removed between readlink and read is the previous set being cleaned up: not a violation.
+          if ((err as NodeJS.ErrnoException).code !== "ENOENT") violations.push(`read: ${(err as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const keys = new Set<string>();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const run = track(await startAgent(t.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.8"], { dir }));
+        keys.add(publicKeyId((await getBundle(run.client)).signingCertPem));
+        await new Promise((r) => setTimeout(r, 2_500 + Math.random() * 2_000));
+        run.process.signal("SIGKILL");
+        await run.process.waitExit();
+        run.client.close();
+      }
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    assert.deepEqual(violations, []);
+    assert.ok(samples > 100, `sampled the directory ${samples} times`);
+    assert.equal(keys.size, 3, "every start made a new key");
+  });
+
+  it("startup errors name the path and the permission needed, before any Vault call", () => {
+    const dir = mkdtempSync(join(tmpdir(), "iva-startup-"));
+    chmodSync(dir, 0o755);
+    const token = join(dir, "token");
+    writeFileSync(token, "not-a-real-token", { mode: 0o644 });
+    const base = (extra: string[]) => [
+      ...agentArgs(t.env, { socketPath: join(dir, "s", "agent.sock"), tokenPath: token }).filter(
+        (a) => !a.startsWith("--vault-cacert="),
+      ),
+      ...extra,
+    ];
+    const agent = (args: string[], asNobody = false) => {
+      const cmd = [nodeBinary(), join(repoRoot(), "dist/src/main.js"), ...args];
+      const res = asNobody
+        ? spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", ...cmd], {
+            encoding: "utf8",
+            timeout: 20_000,
+          })
+        : spawnSync(cmd[0]!, cmd.slice(1), { encoding: "utf8", timeout: 20_000 });
+      return { code: res.status, out: `${res.stdout}${res.stderr}` };
+    };
+    try {
+      writeFileSync(join(dir, "a-file"), "x");
+      const notDir = agent(["init", ...base([`--cacerts-dir=${join(dir, "a-file")}`])]);
+      assert.equal(notDir.code, 1);
+      assert.match(notDir.out, new RegExp(`cacerts path ${join(dir, "a-file")} is not a directory`));
+      assert.doesNotMatch(notDir.out, /logged in to Vault/);
+
+      mkdirSync(join(dir, "root-owned"), { mode: 0o755 });
+      const readOnly = agent(["init", ...base([`--cacerts-dir=${join(dir, "root-owned")}`])], true);
+      assert.equal(readOnly.code, 1, readOnly.out);
+      assert.match(
+        readOnly.out,
+        new RegExp(
+          `cacerts directory ${join(dir, "root-owned")} is not writable .*needs write and search \\(w\\+x\\) permission`,
+        ),
+      );
+
+      const socketUnderFile = agent([
+        "sidecar",
+        ...base([`--socket=${join(dir, "a-file", "agent.sock")}`, "--http-addr="]),
+      ]);
+      assert.equal(socketUnderFile.code, 1, socketUnderFile.out);
+      assert.match(socketUnderFile.out, new RegExp(`socket directory ${join(dir, "a-file")}`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("nothing secret reached the agents' logs", () => {
+    for (const r of runs) {
+      const log = r.log();
+      assert.doesNotMatch(log, /eyJ[\w-]{10,}\.[\w-]{10,}\./, "no JWT");
+      assert.doesNotMatch(log, /PRIVATE KEY/);
+      assert.ok(!log.includes(t.env.vault.rootToken));
+    }
+  });
+});
