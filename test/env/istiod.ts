@@ -1,6 +1,9 @@
 // Upstream istiod (pilot-discovery, built from istio.io/istio by build.sh) run out of cluster against the test
 // apiserver, every listener on a free 127.0.0.1 port, reading its plugged-in CA from `rootCaDir`.
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
+import { workloadCsr } from "./crypto-check.js";
 import { ManagedProcess, waitUntil } from "./process.js";
 import { freePort, serverBinaries, type TestEnv } from "./harness.js";
 
@@ -58,4 +61,35 @@ export async function startIstiod(
     { timeoutMs: 120_000, process: proc, intervalMs: 500 },
   );
   return { process: proc, secureGrpcPort: securePort, httpPort, logPath };
+}
+
+/** A CreateCertificate client for istiod's TLS port, trusting `rootsPem`, addressed as istiod's service name. */
+export function istiodCaClient(istiod: IstiodRun, rootsPem: string): IstioCertificateServiceClient {
+  return new IstioCertificateServiceClient(
+    `127.0.0.1:${istiod.secureGrpcPort}`,
+    grpc.credentials.createSsl(Buffer.from(rootsPem)),
+    { "grpc.ssl_target_name_override": "istiod.istio-system.svc" },
+  );
+}
+
+/** What a workload's istio-proxy does: a fresh key, a CSR for its SPIFFE ID, and its token (audience istio-ca). */
+export async function requestWorkloadCertificate(
+  env: TestEnv,
+  client: IstioCertificateServiceClient,
+  workload: { namespace: string; serviceAccount: string; validitySeconds?: number },
+): Promise<string[]> {
+  const md = new grpc.Metadata();
+  md.set(
+    "authorization",
+    `Bearer ${await env.requestToken(workload.namespace, workload.serviceAccount, "istio-ca", 600)}`,
+  );
+  const csr = await workloadCsr(`spiffe://cluster.local/ns/${workload.namespace}/sa/${workload.serviceAccount}`);
+  return new Promise<string[]>((resolve, reject) =>
+    client.createCertificate(
+      { csr, validityDuration: workload.validitySeconds ?? 600 },
+      md,
+      { deadline: Date.now() + 10_000 },
+      (err, res) => (err ? reject(err) : resolve(res.certChain)),
+    ),
+  );
 }

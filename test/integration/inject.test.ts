@@ -4,6 +4,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { TestEnv } from "../env/harness.js";
+import { istiodDeployment } from "../env/istiod-deployment.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { kubeClientFromKubeconfig } from "../../src/kube/kubeconfig.js";
 import { INJECTED_ANNOTATION, runInject, type InjectOptions } from "../../src/inject/inject.js";
@@ -38,86 +39,6 @@ interface StoredDeployment {
 }
 
 /** An istiod Deployment as the istio-discovery Helm chart renders it (revision "" → name istiod, rev default). */
-function istiodDeployment(name = "istiod", revision = "default"): unknown {
-  const labels = { app: "istiod", "istio.io/rev": revision, istio: revision === "default" ? "pilot" : "istiod" };
-  return {
-    apiVersion: "apps/v1",
-    kind: "Deployment",
-    metadata: { name, namespace: NS, labels: { ...labels, release: "istiod" } },
-    spec: {
-      strategy: { rollingUpdate: { maxSurge: "100%", maxUnavailable: "25%" } },
-      selector: { matchLabels: labels },
-      template: {
-        metadata: {
-          labels: { ...labels, "sidecar.istio.io/inject": "false" },
-          annotations: { "prometheus.io/port": "15014", "prometheus.io/scrape": "true" },
-        },
-        spec: {
-          serviceAccountName: name,
-          securityContext: { fsGroup: 1337 },
-          containers: [
-            {
-              name: "discovery",
-              image: "docker.io/istio/pilot:1.24.0",
-              args: ["discovery", "--monitoringAddr=:15014", "--domain", "cluster.local"],
-              ports: [
-                { containerPort: 8080, protocol: "TCP" },
-                { containerPort: 15010, protocol: "TCP" },
-                { containerPort: 15017, protocol: "TCP" },
-              ],
-              readinessProbe: {
-                httpGet: { path: "/ready", port: 8080 },
-                initialDelaySeconds: 1,
-                periodSeconds: 3,
-                timeoutSeconds: 5,
-              },
-              env: [
-                { name: "REVISION", value: revision },
-                { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
-                { name: "KUBECONFIG", value: "/var/run/secrets/remote/config" },
-              ],
-              resources: { requests: { cpu: "500m", memory: "2048Mi" } },
-              securityContext: {
-                allowPrivilegeEscalation: false,
-                readOnlyRootFilesystem: true,
-                runAsUser: 1337,
-                runAsGroup: 1337,
-                runAsNonRoot: true,
-                capabilities: { drop: ["ALL"] },
-              },
-              volumeMounts: [
-                { name: "istio-token", mountPath: "/var/run/secrets/tokens", readOnly: true },
-                { name: "local-certs", mountPath: "/var/run/secrets/istio-dns" },
-                { name: "cacerts", mountPath: "/etc/cacerts", readOnly: true },
-                { name: "istio-kubeconfig", mountPath: "/var/run/secrets/remote", readOnly: true },
-                { name: "istio-csr-dns-cert", mountPath: "/var/run/secrets/istiod/tls", readOnly: true },
-                { name: "istio-csr-ca-configmap", mountPath: "/var/run/secrets/istiod/ca", readOnly: true },
-              ],
-            },
-          ],
-          volumes: [
-            { name: "local-certs", emptyDir: { medium: "Memory" } },
-            {
-              name: "istio-token",
-              projected: {
-                sources: [
-                  { serviceAccountToken: { audience: "istio-ca", expirationSeconds: 43200, path: "istio-token" } },
-                ],
-              },
-            },
-            { name: "cacerts", secret: { secretName: "cacerts", optional: true } },
-            { name: "istio-kubeconfig", secret: { secretName: "istio-kubeconfig", optional: true } },
-            { name: "istio-csr-dns-cert", secret: { secretName: "istiod-tls", optional: true } },
-            {
-              name: "istio-csr-ca-configmap",
-              configMap: { name: "istio-ca-root-cert", defaultMode: 420, optional: true },
-            },
-          ],
-        },
-      },
-    },
-  };
-}
 
 const OPTS: InjectOptions = {
   namespace: NS,
@@ -305,7 +226,7 @@ void describe("inject (real kube-apiserver)", () => {
 
   void it("--revision selects every istiod of that revision and skips other Deployments with the label", async () => {
     const canary = await kube.create<StoredDeployment>(DEPLOYMENTS, istiodDeployment("istiod-canary", "canary"));
-    const gateway = istiodDeployment("istio-ingressgateway-canary", "canary") as StoredDeployment;
+    const gateway = istiodDeployment("istio-ingressgateway-canary", "canary") as unknown as StoredDeployment;
     gateway.spec.template.spec.containers[0]!.name = "istio-proxy";
     await kube.create(DEPLOYMENTS, gateway);
     lines = [];

@@ -6,13 +6,12 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
 import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
-import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
-import { startIstiod, type IstiodRun } from "../env/istiod.js";
+import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
+import { istiodCaClient, requestWorkloadCertificate, startIstiod, type IstiodRun } from "../env/istiod.js";
 import { waitUntil } from "../env/process.js";
 
 const WORKLOAD = "spiffe://cluster.local/ns/default/sa/sleep";
@@ -35,14 +34,7 @@ describe("upstream istiod signs with the Vault-derived intermediate", () => {
     assert.equal(await init.process.waitExit(), 0, init.log().slice(-2000));
     istiod = await startIstiod(t.env, join(dir, "cacerts"));
     sidecar = await startAgent(t.env, "sidecar", ["--ttl=40s", "--grace-ratio=0.5"], { dir });
-    client = new IstioCertificateServiceClient(
-      `127.0.0.1:${istiod.secureGrpcPort}`,
-      grpc.credentials.createSsl(Buffer.from(cacerts("root-cert.pem"))),
-      {
-        "grpc.ssl_target_name_override": "istiod.istio-system.svc",
-        "grpc.default_authority": "istiod.istio-system.svc",
-      },
-    );
+    client = istiodCaClient(istiod, cacerts("root-cert.pem"));
   });
   after(async () => {
     client?.close();
@@ -52,17 +44,8 @@ describe("upstream istiod signs with the Vault-derived intermediate", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const createCertificate = async () => {
-    const token = await t.env.requestToken("default", "sleep", "istio-ca", 600);
-    const md = new grpc.Metadata();
-    md.set("authorization", `Bearer ${token}`);
-    const csr = await workloadCsr(WORKLOAD);
-    return new Promise<string[]>((resolve, reject) =>
-      client.createCertificate({ csr, validityDuration: 600 }, md, { deadline: Date.now() + 10_000 }, (err, res) =>
-        err ? reject(err) : resolve(res.certChain),
-      ),
-    );
-  };
+  const createCertificate = () =>
+    requestWorkloadCertificate(t.env, client, { namespace: "default", serviceAccount: "sleep" });
 
   /** Polls istiod until it signs with the intermediate the agent serves now (istiod reloads ~100 ms after a write). */
   const leafFromCurrentIntermediate = async () => {

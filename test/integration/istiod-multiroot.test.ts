@@ -7,17 +7,15 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
 import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { istiodAgentPolicy } from "../../src/vault/policies.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
-import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
-import { startIstiod, type IstiodRun } from "../env/istiod.js";
+import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
+import { istiodCaClient, requestWorkloadCertificate, startIstiod, type IstiodRun } from "../env/istiod.js";
 import { waitUntil } from "../env/process.js";
 
-const WORKLOAD = "spiffe://cluster.local/ns/default/sa/sleep";
 
 describe("Vault root rotation with istiod in multi-root mode", () => {
   let t: AgentTestEnv;
@@ -59,13 +57,7 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
     const init = await startAgent(t.env, "init", ["--multi-root"], { dir });
     assert.equal(await init.process.waitExit(), 0, init.log().slice(-2000));
     istiod = await startIstiod(t.env, join(dir, "cacerts"), { ISTIO_MULTIROOT_MESH: "true" });
-    client = new IstioCertificateServiceClient(
-      `127.0.0.1:${istiod.secureGrpcPort}`,
-      grpc.credentials.createSsl(Buffer.from(`${oldRoot}\n${newRoot}\n`)),
-      {
-        "grpc.ssl_target_name_override": "istiod.istio-system.svc",
-      },
-    );
+    client = istiodCaClient(istiod, `${oldRoot}\n${newRoot}\n`);
   });
   after(async () => {
     client?.close();
@@ -75,16 +67,8 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const createCertificate = async () => {
-    const md = new grpc.Metadata();
-    md.set("authorization", `Bearer ${await t.env.requestToken("default", "sleep", "istio-ca", 600)}`);
-    const csr = await workloadCsr(WORKLOAD);
-    return new Promise<string[]>((resolve, reject) =>
-      client.createCertificate({ csr, validityDuration: 3600 }, md, { deadline: Date.now() + 10_000 }, (err, res) =>
-        err ? reject(err) : resolve(res.certChain),
-      ),
-    );
-  };
+  const createCertificate = () =>
+    requestWorkloadCertificate(t.env, client, { namespace: "default", serviceAccount: "sleep", validitySeconds: 3600 });
 
   /** Restarts the sidecar with `args` (a new intermediate at every start) and waits until istiod signs with it. */
   const phase = async (args: string[]) => {
