@@ -1,18 +1,13 @@
 #!/usr/bin/env node
-// CLI entry: istiod-vault-agent <sidecar | init | status> [flags]
-import * as grpc from "@grpc/grpc-js";
-import { Agent } from "./agent.js";
+// CLI entry: istiod-vault-agent <command> [flags]; each command lives in src/commands/ or its own module.
 import { ConfigError } from "./config/config.js";
 import { AGENT_FLAGS, flagHelp, loadConfig, parseFlags } from "./config/load.js";
-import { SETUP_FLAGS, parseSetupFlags, runDoctorCommand, runSetupVault } from "./vault/setup-command.js";
-import { x509 } from "./crypto/x509.js";
-import { CertificateAuthorityAgentClient, type SigningBundle } from "./gen/istiodvaultagent/v1/agent.js";
-import { createLogger } from "./observability/logger.js";
+import { runInit } from "./commands/init.js";
+import { runSidecar } from "./commands/sidecar.js";
+import { runStatus } from "./commands/status.js";
 import { injectMain } from "./inject/inject.js";
 import { runRelay } from "./relay/command.js";
-import { KubeClient } from "./kube/client.js";
-import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
-import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "./kube/policy-controller.js";
+import { SETUP_FLAGS, parseSetupFlags, runDoctorCommand, runSetupVault } from "./vault/setup-command.js";
 
 const COMMANDS: Record<string, string> = {
   sidecar: "run beside istiod: obtain the intermediate, serve it on the socket and in cacerts, renew it (long-running)",
@@ -81,112 +76,6 @@ export async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
-async function runSidecar(flags: ReturnType<typeof parseFlags>): Promise<number> {
-  const log = createLogger({ level: typeof flags["log-level"] === "string" ? flags["log-level"] : "info" });
-  const policy = await openPolicy(flags);
-  const config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial });
-  const agent = new Agent(config, log);
-  const abort = new AbortController();
-  let stopping = false;
-  const stop = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal: sig }, "stopping");
-    abort.abort(new Error(`stopped by ${sig}`));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => {
-    log.info("SIGHUP: rotating the intermediate now");
-    agent.authority.rotate("signal").catch(() => undefined);
-  });
-  log.info(
-    {
-      vault: config.vault.address,
-      caPath: config.intermediate.caPath,
-      socket: config.serve.socketPath,
-      cacerts: config.cacerts.dir ?? null,
-      policy: policy ? `${policy.ref.namespace}/${policy.ref.name}` : null,
-    },
-    "starting sidecar",
-  );
-  try {
-    await agent.run(abort.signal);
-    if (policy) {
-      const controller = new RootTrustPolicyController(
-        policy.kube,
-        policy.ref,
-        (doc) => applyPolicy(agent, flags, doc),
-        () => {
-          const b = agent.authority.current();
-          return {
-            ready: b !== undefined,
-            intermediateSerial: b?.serialHex,
-            intermediateNotAfter: b?.notAfter.toISOString(),
-            generation: b?.generation,
-            lastError: agent.authority.lastError,
-          };
-        },
-        log,
-      );
-      controller.markApplied(policy.initial);
-      agent.authority.subscribe(() => void controller.writeStatus());
-      void controller.run(abort.signal);
-    }
-    await new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve(), { once: true }));
-    return 0;
-  } catch (err) {
-    if (abort.signal.aborted) return 0;
-    throw err;
-  } finally {
-    await agent.stop();
-    await policy?.kube.close();
-  }
-}
-
-/** With --policy-name: the apiserver client and the policy as it is now (the agent starts from it). */
-async function openPolicy(flags: ReturnType<typeof parseFlags>) {
-  const name = typeof flags["policy-name"] === "string" ? flags["policy-name"] : undefined;
-  if (!name) return undefined;
-  const namespace =
-    (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
-    process.env.POD_NAMESPACE ??
-    "istio-system";
-  const kube =
-    typeof flags.kubeconfig === "string" ? kubeClientFromKubeconfig(flags.kubeconfig) : await KubeClient.inCluster();
-  const ref = { namespace, name };
-  const reader = new RootTrustPolicyController(
-    kube,
-    ref,
-    () => Promise.resolve({ ok: true, message: "" }),
-    () => ({ ready: false }),
-    createLogger({ level: "silent" }),
-  );
-  return { kube, ref, initial: await reader.fetch() };
-}
-
-async function applyPolicy(
-  agent: Agent,
-  flags: ReturnType<typeof parseFlags>,
-  doc: PolicyObject,
-): Promise<ApplyResult> {
-  let next;
-  try {
-    next = loadConfig(flags, process.env, { needVault: true, policyDoc: doc });
-  } catch (err) {
-    return { ok: false, problems: err instanceof ConfigError ? err.problems : [(err as Error).message] };
-  }
-  try {
-    const changed = await agent.reconfigure(next);
-    return {
-      ok: true,
-      message: changed.length ? `applied; changed: ${changed.join(", ")}` : "applied; nothing to change",
-    };
-  } catch (err) {
-    return { ok: true, message: `applied, but the new intermediate failed for now: ${(err as Error).message}` };
-  }
-}
-
 async function runVaultCommand(command: "setup-vault" | "doctor", argv: string[]): Promise<number> {
   try {
     const agentOptions = Object.fromEntries(Object.entries(AGENT_FLAGS).map(([n, [, type]]) => [n, { type }]));
@@ -213,73 +102,6 @@ async function runVaultCommand(command: "setup-vault" | "doctor", argv: string[]
     );
     return err instanceof ConfigError ? 2 : 1;
   }
-}
-
-async function runInit(flags: ReturnType<typeof parseFlags>): Promise<number> {
-  const config = loadConfig(flags);
-  if (!config.cacerts.dir) {
-    console.error("init: --cacerts-dir is required (istiod's /etc/cacerts volume)");
-    return 2;
-  }
-  const log = createLogger({ level: config.logLevel });
-  const agent = new Agent(config, log);
-  const abort = new AbortController();
-  process.once("SIGTERM", () => abort.abort(new Error("stopped by SIGTERM")));
-  try {
-    await agent.sink?.preflight();
-    const bundle = await agent.authority.start(abort.signal);
-    await agent.writeCacerts(bundle);
-    log.info(
-      { dir: config.cacerts.dir, serial: bundle.serialHex, notAfter: bundle.notAfter.toISOString() },
-      "init: cacerts ready for istiod",
-    );
-    return 0;
-  } finally {
-    await agent.stop();
-  }
-}
-
-async function runStatus(flags: ReturnType<typeof parseFlags>): Promise<number> {
-  const config = loadConfig(flags, process.env, { needVault: false });
-  const client = new CertificateAuthorityAgentClient(
-    `unix://${config.serve.socketPath}`,
-    grpc.credentials.createInsecure(),
-  );
-  try {
-    const bundle = await new Promise<SigningBundle>((resolve, reject) =>
-      client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) =>
-        err ? reject(err) : resolve(res),
-      ),
-    );
-    console.log(describeBundle(bundle, config.serve.socketPath));
-    return 0;
-  } catch (err) {
-    console.error(`status: cannot read the bundle from ${config.serve.socketPath}: ${(err as Error).message}`);
-    return 1;
-  } finally {
-    client.close();
-  }
-}
-
-export function describeBundle(b: SigningBundle, socketPath: string): string {
-  const lines = [`socket:     ${socketPath}`, `generation: ${b.generation}`, `serial:     ${b.serialHex}`];
-  lines.push(`not before: ${new Date(b.notBeforeUnix * 1000).toISOString()}`);
-  const left = b.notAfterUnix - Date.now() / 1000;
-  lines.push(`not after:  ${new Date(b.notAfterUnix * 1000).toISOString()} (${formatSeconds(left)} left)`);
-  lines.push("chain:");
-  b.certChainPem.forEach((pem, i) => {
-    const c = new x509.X509Certificate(pem);
-    lines.push(`  [${i}] ${c.subject}  (issuer: ${c.issuer}; expires ${c.notAfter.toISOString()})`);
-  });
-  return lines.join("\n");
-}
-
-function formatSeconds(s: number): string {
-  if (s <= 0) return "expired";
-  const d = Math.floor(s / 86400);
-  const h = Math.floor((s % 86400) / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return d ? `${d}d${h}h` : h ? `${h}h${m}m` : `${m}m${Math.floor(s % 60)}s`;
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/main.js")) {

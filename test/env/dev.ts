@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { startAgentTestEnv } from "./fixtures.js";
 import { getBundle, startAgent } from "./agent-process.js";
 import { serverBinaries, serverVersions } from "./harness.js";
-import { describeBundle } from "../../src/main.js";
+import { describeBundle } from "../../src/commands/status.js";
 
 async function main(): Promise<void> {
   const exitAfter = process.argv.includes("--exit");
