@@ -14,6 +14,7 @@ import { RelayMetrics } from "./metrics.js";
 import { relayPolicy } from "./policy.js";
 import { Relay, scrub } from "./relay.js";
 import { SecretStore } from "./secrets.js";
+import { runBootstrapAgent, startIssuer, type RunningIssuer } from "./bootstrap/command.js";
 import { RelayVault } from "./vault.js";
 
 export async function runRelay(argv: string[]): Promise<number> {
@@ -38,7 +39,8 @@ export async function runRelay(argv: string[]): Promise<number> {
         pkiMount: c.pkiMount,
         serverRole: c.serverRole,
         clientRole: c.clientRole,
-        signingIntermediate: c.signingIntermediate,
+        // The issuer's in-memory signing intermediate needs <pki>/root/sign-intermediate as well.
+        signingIntermediate: c.signingIntermediate || c.issuer.enabled,
         kvPath: c.kvPath,
         roles: parsed.roles,
       }),
@@ -49,6 +51,8 @@ export async function runRelay(argv: string[]): Promise<number> {
 }
 
 async function runWithConfig(cfg: RelayConfig): Promise<number> {
+  // Bootstrap mode: the certificate comes from the management relay's issuer; no Vault client is ever created.
+  if (cfg.bootstrap.address) return runBootstrapAgent(cfg);
   const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", role: cfg.role });
   let kube: KubeClient;
   try {
@@ -71,7 +75,9 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
   const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount, kvPath: cfg.kvPath });
   const relay = new Relay(cfg, { vault: relayVault, secrets, metrics, log });
+  let issuer: RunningIssuer | undefined;
   const closeAll = async () => {
+    await issuer?.stop();
     relay.stop();
     auth.stop();
     await vault.close().catch(() => undefined);
@@ -112,7 +118,11 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
   }
 
   const http = cfg.httpAddress
-    ? new HealthHttpServer({ address: cfg.httpAddress, ready: () => relay.ready(), registry: agentMetrics.registry })
+    ? new HealthHttpServer({
+        address: cfg.httpAddress,
+        ready: () => relay.ready() && (issuer?.ready() ?? true),
+        registry: agentMetrics.registry,
+      })
     : undefined;
   // The relay's timers are unref'd; this keeps the process alive until a signal arrives.
   const keepAlive = setInterval(() => undefined, 1 << 30);
@@ -133,6 +143,7 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
       log.info({ address: `${addr.address}:${addr.port}` }, "serving /healthz, /readyz and /metrics");
     }
     await relay.start();
+    if (cfg.issuer.enabled) issuer = startIssuer(cfg, { vault, auth, secrets, agentMetrics, log });
     const signal = await stopped;
     log.info({ signal }, "stopping relay");
     return 0;

@@ -51,7 +51,46 @@ export interface RelayConfig {
   resyncSeconds: number;
   backoff: { initialMs: number; maxMs: number };
   logLevel: string;
+  /** Server role: also run the certificate issuer that workload-cluster agents bootstrap and renew from. */
+  issuer: RelayIssuerConfig;
+  /** Agent role: obtain the client certificate from an issuer (no Vault in the workload cluster). */
+  bootstrap: RelayBootstrapConfig;
 }
+
+export interface RelayIssuerConfig {
+  enabled: boolean;
+  /** host:port of the issuer's TLS gRPC listener. */
+  address: string;
+  /** How long the previous identity token stays valid after the token in Vault KV changes. */
+  tokenOverlapSeconds: number;
+  /** Lifetime of the client certificates the issuer signs (capped by its signing intermediate's remaining life). */
+  clientTtlSeconds: number;
+  /** Token bucket per identity token (Bootstrap) or per cluster (Renew): refill rate and burst. */
+  ratePerSecond: number;
+  burst: number;
+}
+
+export interface RelayBootstrapConfig {
+  /** host:port of the issuer; set means bootstrap mode. */
+  address: string | undefined;
+  /** The name the issuer's certificate must carry (TLS server name). */
+  serverName: string;
+}
+
+/** Flags that configure Vault access: refused in --bootstrap mode, where the agent never talks to Vault. */
+export const VAULT_FLAGS = [
+  "vault-addr",
+  "vault-cacert",
+  "vault-namespace",
+  "auth-mount",
+  "auth-role",
+  "token-path",
+  "pki-mount",
+  "server-role",
+  "client-role",
+  "kv-path",
+  "signing-ttl",
+] as const;
 
 export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   cluster: undefined,
@@ -84,6 +123,15 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   resyncSeconds: 300,
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
+  issuer: {
+    enabled: false,
+    address: "0.0.0.0:9910",
+    tokenOverlapSeconds: 24 * 3600,
+    clientTtlSeconds: 720 * 3600,
+    ratePerSecond: 5,
+    burst: 20,
+  },
+  bootstrap: { address: undefined, serverName: "gloo-mesh-mgmt-server.gloo-mesh" },
 };
 
 /** Flag name → [description, kind]. */
@@ -126,6 +174,28 @@ export const RELAY_FLAGS = {
   "backoff-initial": ["first retry delay after a failure (default 1s)", "string"],
   "backoff-max": ["longest retry delay (default 5m)", "string"],
   "log-level": ["error, warn, info (default) or debug", "string"],
+  issuer: [
+    "server role: also serve the certificate issuer (TLS gRPC, relay server certificate) that agents started with " +
+      "--bootstrap use instead of Vault; it signs with an in-memory intermediate from <pki>/root/sign-intermediate",
+    "boolean",
+  ],
+  "issuer-addr": ["server role with --issuer: host:port of the issuer (default 0.0.0.0:9910)", "string"],
+  "token-overlap": [
+    "server role with --issuer: how long the previous identity token is still accepted after it changes in Vault KV (default 24h)",
+    "string",
+  ],
+  "client-ttl": ["server role with --issuer: lifetime of the client certificates it signs (default: --ttl)", "string"],
+  "issuer-rate": ["server role with --issuer: requests per second per identity token or cluster (default 5)", "string"],
+  "issuer-burst": ["server role with --issuer: burst per identity token or cluster (default 20)", "string"],
+  bootstrap: [
+    "agent role: host:port of the management relay's issuer; the client certificate comes from there (identity " +
+      "token once, then mTLS renewals), so no Vault flags are used or accepted",
+    "string",
+  ],
+  "issuer-server-name": [
+    "agent role with --bootstrap: the name the issuer's certificate must carry (default gloo-mesh-mgmt-server.gloo-mesh)",
+    "string",
+  ],
   "print-policy": ["print the least-privilege Vault policy for these flags and exit", "boolean"],
   help: ["show this help", "boolean"],
 } as const;
@@ -182,9 +252,13 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   }
   const c: RelayConfig = { ...structuredClone(DEFAULT_RELAY_CONFIG), role: role === "agent" ? "agent" : "server" };
 
-  if (env.VAULT_ADDR) c.vault.address = env.VAULT_ADDR;
-  if (env.VAULT_CACERT) c.vault.caFile = env.VAULT_CACERT;
-  if (env.VAULT_NAMESPACE) c.vault.namespace = env.VAULT_NAMESPACE;
+  // --bootstrap mode never talks to Vault, so Vault's environment variables are not read there.
+  const bootstrapMode = str("bootstrap") !== undefined;
+  if (!bootstrapMode) {
+    if (env.VAULT_ADDR) c.vault.address = env.VAULT_ADDR;
+    if (env.VAULT_CACERT) c.vault.caFile = env.VAULT_CACERT;
+    if (env.VAULT_NAMESPACE) c.vault.namespace = env.VAULT_NAMESPACE;
+  }
 
   const text = (name: RelayFlagName, assign: (v: string) => void) => {
     const v = str(name);
@@ -253,8 +327,13 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (http !== undefined) c.httpAddress = http.trim();
   if (flags.once === true) c.once = true;
   text("log-level", (v) => (c.logLevel = v));
+  problems.push(...parseBootstrapFlags(c, flags, str, duration));
 
-  if (!printPolicy) problems.push(...validateRuntime(c, flags));
+  if (!printPolicy && !bootstrapMode) problems.push(...validateRuntime(c, flags));
+  if (!printPolicy && bootstrapMode && flags.role === "agent" && !c.cluster)
+    problems.push(
+      "--cluster: missing; expected the workload cluster's name with --role agent, e.g. cluster1 (the client certificate's DNS SAN)",
+    );
   problems.push(...validateShape(c, flags));
   if (problems.length) throw new ConfigError(problems);
   if (printPolicy) {
@@ -357,6 +436,86 @@ function validateShape(c: RelayConfig, flags: RelayFlagValues): string[] {
     p.push(`--backoff-max: ${c.backoff.maxMs}ms is below --backoff-initial; expected max ≥ initial`);
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel))
     p.push(`--log-level: "${c.logLevel}" is invalid; expected one of error, warn, info, debug`);
+  return p;
+}
+
+/** The issuer (server) and bootstrap (agent) flags, and what each mode refuses. */
+function parseBootstrapFlags(
+  c: RelayConfig,
+  flags: RelayFlagValues,
+  str: (name: RelayFlagName) => string | undefined,
+  duration: (name: RelayFlagName, assign: (seconds: number) => void, min: number, max: number) => void,
+): string[] {
+  const p: string[] = [];
+  const given = (name: RelayFlagName) => flags[name] !== undefined;
+  const issuerFlags: RelayFlagName[] = ["issuer-addr", "token-overlap", "client-ttl", "issuer-rate", "issuer-burst"];
+  const hostPort = (v: string) => /^[^\s:]*:\d{1,5}$/.test(v) || /^\[[0-9a-f:]+\]:\d{1,5}$/i.test(v);
+
+  if (flags.issuer === true) c.issuer.enabled = true;
+  c.issuer.clientTtlSeconds = c.ttlSeconds;
+  const addr = str("issuer-addr")?.trim();
+  if (addr !== undefined) {
+    if (!hostPort(addr)) p.push(`--issuer-addr: "${addr}" is invalid; expected host:port such as 0.0.0.0:9910`);
+    else c.issuer.address = addr;
+  }
+  duration("token-overlap", (s) => (c.issuer.tokenOverlapSeconds = s), 0, 365 * 86400);
+  duration("client-ttl", (s) => (c.issuer.clientTtlSeconds = s), 10, 20 * 365 * 86400);
+  const positive = (name: RelayFlagName, assign: (n: number) => void, max: number) => {
+    const v = str(name);
+    if (v === undefined) return;
+    const n = /^\d*\.?\d+$/.test(v.trim()) ? Number(v) : Number.NaN;
+    if (!(n > 0 && n <= max)) p.push(`--${name}: "${v}" is invalid; expected a number above 0 and at most ${max}`);
+    else assign(n);
+  };
+  positive("issuer-rate", (n) => (c.issuer.ratePerSecond = n), 10_000);
+  positive("issuer-burst", (n) => (c.issuer.burst = Math.max(1, Math.floor(n))), 100_000);
+
+  const boot = str("bootstrap")?.trim();
+  if (boot !== undefined) {
+    if (!hostPort(boot))
+      p.push(`--bootstrap: "${boot}" is invalid; expected the issuer's host:port, e.g. mgmt.example.com:9910`);
+    else c.bootstrap.address = boot;
+  }
+  const serverName = str("issuer-server-name")?.trim().toLowerCase();
+  if (serverName !== undefined) {
+    if (
+      !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(serverName) ||
+      serverName.length > 253
+    )
+      p.push(`--issuer-server-name: "${serverName}" is not a DNS name; expected e.g. gloo-mesh-mgmt-server.gloo-mesh`);
+    else c.bootstrap.serverName = serverName;
+  }
+
+  const role = flags.role;
+  if (role === "server" || role === undefined) {
+    if (boot !== undefined)
+      p.push("--bootstrap: only used with --role agent; the server role issues, it does not bootstrap");
+    if (given("issuer-server-name"))
+      p.push("--issuer-server-name: only used with --role agent --bootstrap; expected it on workload-cluster agents");
+    if (!c.issuer.enabled) {
+      for (const name of issuerFlags)
+        if (given(name)) p.push(`--${name}: only used with --issuer; add --issuer or drop --${name}`);
+    } else if (flags.once === true) {
+      p.push("--once: the issuer is a long-running service; expected --issuer without --once");
+    }
+  } else {
+    if (c.issuer.enabled) p.push("--issuer: only used with --role server; agents use --bootstrap=HOST:PORT instead");
+    for (const name of issuerFlags)
+      if (given(name)) p.push(`--${name}: only used with --role server --issuer; expected it on the management relay`);
+    if (boot === undefined) {
+      if (given("issuer-server-name"))
+        p.push("--issuer-server-name: only used with --bootstrap; add --bootstrap=HOST:PORT or drop it");
+    } else {
+      for (const name of VAULT_FLAGS) {
+        if (given(name))
+          p.push(
+            `--${name}: not accepted with --bootstrap; in bootstrap mode the agent never talks to Vault (its ` +
+              "certificate comes from the issuer), so no Vault address, credentials or paths may be given",
+          );
+      }
+      if (given("ttl")) p.push("--ttl: not accepted with --bootstrap; the issuer decides the certificate lifetime");
+    }
+  }
   return p;
 }
 

@@ -1,0 +1,734 @@
+// Relay bootstrap mode end to end against real OpenBao and kube-apiserver: `relay --role server --issuer` (management
+// cluster, Vault) and `relay --role agent --bootstrap` (workload cluster, no Vault) as separate processes. An agent
+// with only the root and identity-token Secrets obtains a client certificate that completes a relay mTLS handshake;
+// it then renews over mTLS without the token; the issuer refuses bad requests with precise reasons; the identity token
+// rotates with an overlap window. Logs never hold tokens, JWTs or keys.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as tls from "node:tls";
+import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
+import { nodeBinary } from "../env/agent-process.js";
+import { ManagedProcess, waitUntil } from "../env/process.js";
+import { opensslVerify } from "../env/crypto-check.js";
+import { x509 } from "../../src/crypto/x509.js";
+import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
+import { RelayCertificateIssuerClient, type Issued } from "../../src/gen/relay/v1/issuer.js";
+import { relayPolicy } from "../../src/relay/policy.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type KubeSecret } from "../../src/relay/secrets.js";
+
+const MGMT_NS = "gloo-mesh";
+const RELAY_SA = "relay-agent";
+const SERVER_DNS = "gloo-mesh-mgmt-server.gloo-mesh";
+const KV_PATH = "secret/data/relay/identity-token";
+const EKU_CLIENT = "1.3.6.1.5.5.7.3.2";
+const CLIENT_TTL_S = 20;
+const TOKEN_OVERLAP_S = 15;
+
+interface Run {
+  name: string;
+  process: ManagedProcess;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+interface TlsPair {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+interface AuditLine {
+  audit: string;
+  method: "bootstrap" | "renew";
+  cluster: string;
+  serial: string;
+  notAfter: string;
+  acceptedToken?: string;
+  time: string;
+}
+
+/** The test's environment minus anything that could point a process at Vault. */
+function envWithoutVault(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VAULT_|BAO_|KUBECONFIG$)/.test(k)));
+}
+
+describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao + kube-apiserver", () => {
+  let t: AgentTestEnv;
+  let env: TestEnv;
+  let dir: string;
+  let tokenPath: string;
+  let issuerRun: Run;
+  let issuerPort: number;
+  let issuerHttpPort: number;
+  let agentA: Run;
+  let firstClientPair: TlsPair;
+  let rootPem: string;
+  let tokenV1: string;
+  let tokenV2: string;
+  const runs: Run[] = [];
+
+  const b64 = (s: string) => Buffer.from(s).toString("base64");
+  const secretPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/secrets/${name}`;
+
+  async function getSecret(ns: string, name: string): Promise<KubeSecret | undefined> {
+    const res = await env.kube.admin.request<KubeSecret>("GET", secretPath(ns, name), undefined, {
+      acceptStatuses: [404],
+    });
+    return res.status === 404 ? undefined : res.body;
+  }
+
+  async function secretData(ns: string, name: string): Promise<Record<string, string>> {
+    const s = await getSecret(ns, name);
+    assert.ok(s, `Secret ${ns}/${name} exists`);
+    return Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+  }
+
+  async function tlsPair(ns: string, name: string): Promise<TlsPair> {
+    const d = await secretData(ns, name);
+    assert.ok(d["tls.crt"] && d["tls.key"] && d["ca.crt"], `${ns}/${name} has tls.crt, tls.key and ca.crt`);
+    return { cert: d["tls.crt"], key: d["tls.key"], ca: d["ca.crt"] };
+  }
+
+  function start(name: string, args: string[], procEnv: NodeJS.ProcessEnv): Run {
+    const logPath = join(dir, `${name}.log`);
+    const fullArgs = [join(repoRoot(), "dist/src/main.js"), "relay", ...args];
+    const proc = new ManagedProcess(name, nodeBinary(), fullArgs, logPath, procEnv);
+    const run: Run = {
+      name,
+      process: proc,
+      args: fullArgs,
+      env: procEnv,
+      log: () => (existsSync(logPath) ? readFileSync(logPath, "utf8") : ""),
+      stop: () => proc.stop(),
+    };
+    runs.push(run);
+    return run;
+  }
+
+  /** A workload cluster's relay agent in bootstrap mode: kubeconfig and issuer address only, no Vault anything. */
+  function startAgent(ns: string, cluster: string, extra: string[] = []): Run {
+    return start(
+      `agent-${cluster}`,
+      [
+        "--role=agent",
+        `--bootstrap=127.0.0.1:${issuerPort}`,
+        `--cluster=${cluster}`,
+        `--namespace=${ns}`,
+        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        "--grace-ratio=0.5",
+        "--resync=5s",
+        "--backoff-initial=200ms",
+        "--backoff-max=2s",
+        "--http-addr=",
+        "--log-level=debug",
+        ...extra,
+      ],
+      envWithoutVault(),
+    );
+  }
+
+  /** What an operator does before registering a workload cluster: copy the root CA and the identity token. */
+  async function prepareWorkloadNamespace(ns: string, token: string): Promise<void> {
+    await env.createNamespace(ns);
+    for (const [name, data] of [
+      ["relay-root-tls-secret", { "ca.crt": b64(rootPem) }],
+      ["relay-identity-token-secret", { token: b64(token) }],
+    ] as const) {
+      await env.kube.admin.create(`/api/v1/namespaces/${ns}/secrets`, {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name, namespace: ns },
+        type: "Opaque",
+        data,
+      });
+    }
+  }
+
+  function audits(): AuditLine[] {
+    return issuerRun
+      .log()
+      .split("\n")
+      .filter((l) => l.includes('"audit":"relay_certificate_issued"'))
+      .map((l) => JSON.parse(l) as AuditLine);
+  }
+
+  async function kvToken(): Promise<string> {
+    return (await env.vault.client.read<{ data: { token: string } }>(KV_PATH, env.vault.rootToken)).data.data.token;
+  }
+
+  /** A direct gRPC client of the issuer: server verified with the root, optional client certificate. */
+  function issuerClient(client?: { cert: string; key: string }): RelayCertificateIssuerClient {
+    const creds = client
+      ? grpc.credentials.createSsl(Buffer.from(rootPem), Buffer.from(client.key), Buffer.from(client.cert))
+      : grpc.credentials.createSsl(Buffer.from(rootPem));
+    return new RelayCertificateIssuerClient(`127.0.0.1:${issuerPort}`, creds, {
+      "grpc.ssl_target_name_override": SERVER_DNS,
+      "grpc.default_authority": SERVER_DNS,
+    });
+  }
+
+  type Outcome = { ok: true; issued: Issued } | { ok: false; code: grpc.status; details: string };
+
+  function bootstrapCall(req: { csrPem: string; identityToken: string; clusterName: string }): Promise<Outcome> {
+    const c = issuerClient();
+    return new Promise((resolve) =>
+      c.bootstrap(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
+        c.close();
+        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
+      }),
+    );
+  }
+
+  function renewCall(csrPem: string, client?: { cert: string; key: string }): Promise<Outcome> {
+    const c = issuerClient(client);
+    return new Promise((resolve) =>
+      c.renew({ csrPem }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
+        c.close();
+        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
+      }),
+    );
+  }
+
+  function assertRefused(o: Outcome, code: grpc.status, reason: string, what: string): void {
+    assert.equal(o.ok, false, `${what}: expected a refusal`);
+    if (o.ok) return;
+    assert.equal(grpc.status[o.code], grpc.status[code], `${what}: status (${o.details})`);
+    assert.ok(o.details.startsWith(`${reason}: `), `${what}: reason ${reason}, got "${o.details}"`);
+  }
+
+  /** A CSR from a fresh key with the given SANs / CA request; returns the CSR and the key. */
+  async function csr(opts: {
+    cn?: string;
+    dns?: string[];
+    uri?: string[];
+    ca?: boolean;
+  }): Promise<{ pem: string; keyPem: string }> {
+    const keys = await generateKeyPair("ECDSA_P256", true);
+    const names = [
+      ...(opts.dns ?? []).map((value) => ({ type: "dns" as const, value })),
+      ...(opts.uri ?? []).map((value) => ({ type: "url" as const, value })),
+    ];
+    const req = await x509.Pkcs10CertificateRequestGenerator.create({
+      ...(opts.cn ? { name: `CN=${opts.cn}` } : {}),
+      keys,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [
+        ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
+        ...(opts.ca ? [new x509.BasicConstraintsExtension(true, undefined, true)] : []),
+      ],
+    });
+    return { pem: req.toString("pem"), keyPem: await exportPrivateKeyPem(keys.privateKey) };
+  }
+
+  /** Bootstraps a certificate for `cluster` directly; returns it as a client pair (tls.crt without the root). */
+  async function directBootstrap(cluster: string, token: string): Promise<TlsPair & { issued: Issued }> {
+    const c = await csr({ cn: cluster, dns: [cluster] });
+    const o = await bootstrapCall({ csrPem: c.pem, identityToken: token, clusterName: cluster });
+    assert.ok(o.ok, `bootstrap of ${cluster}: ${o.ok ? "" : o.details}`);
+    const chain = o.issued.certChainPem;
+    return { cert: chain.slice(0, -1).join(""), key: c.keyPem, ca: chain.at(-1)!, issued: o.issued };
+  }
+
+  function dnsSans(certPem: string): string[] {
+    return (new X509Certificate(certPem).subjectAltName ?? "")
+      .split(", ")
+      .filter((s) => s.startsWith("DNS:"))
+      .map((s) => s.slice(4));
+  }
+
+  function pemCount(pem: string): number {
+    return (pem.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
+  }
+
+  /** A TLS server like the relay's: the server Secret, client certificates required and verified against ca.crt. */
+  async function relayHandshake(server: TlsPair, client: TlsPair): Promise<void> {
+    const accepted: { authorized: boolean; san: string | undefined }[] = [];
+    const srv = tls.createServer(
+      { cert: server.cert, key: server.key, ca: server.ca, requestCert: true, rejectUnauthorized: true },
+      (socket) => {
+        accepted.push({ authorized: socket.authorized, san: socket.getPeerCertificate().subjectaltname });
+        socket.end("hello from the relay server\n");
+      },
+    );
+    await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (srv.address() as AddressInfo).port;
+      const res = await new Promise<{ authorized: boolean; data: string; error?: string; san?: string }>((resolve) => {
+        let data = "";
+        let authorized = false;
+        let san: string | undefined;
+        const s = tls.connect({ host: "127.0.0.1", port, servername: SERVER_DNS, ...client });
+        s.setEncoding("utf8");
+        s.on("secureConnect", () => {
+          authorized = s.authorized;
+          san = s.getPeerCertificate().subjectaltname;
+        });
+        s.on("data", (chunk: string) => (data += chunk));
+        s.on("error", (err: Error) => resolve({ authorized, data, error: err.message }));
+        s.on("close", () => resolve({ authorized, data, ...(san ? { san } : {}) }));
+        s.setTimeout(10_000, () => s.destroy(new Error("timed out")));
+      });
+      assert.equal(res.error, undefined, `handshake error: ${res.error}`);
+      assert.ok(res.authorized, "the agent verified the relay server certificate against its ca.crt");
+      assert.equal(res.san, `DNS:${SERVER_DNS}`);
+      assert.equal(res.data, "hello from the relay server\n");
+      assert.equal(accepted.length, 1);
+      assert.ok(accepted[0]!.authorized, "the relay server verified the agent's client certificate against ca.crt");
+      assert.equal(accepted[0]!.san, `DNS:${dnsSans(client.cert)[0]}`);
+    } finally {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    }
+  }
+
+  function assertNoSecretsInLogs(extra: string[]): void {
+    const jwt = readFileSync(tokenPath, "utf8").trim();
+    for (const r of runs) {
+      const log = r.log();
+      assert.ok(!log.includes(jwt), `${r.name}: the service-account JWT is not in the log`);
+      assert.doesNotMatch(log, /eyJ[\w-]{10,}\.[\w-]{10,}\./, `${r.name}: no JWT-shaped string in the log`);
+      assert.doesNotMatch(log, /PRIVATE KEY/, `${r.name}: no private key in the log`);
+      assert.ok(!log.includes(env.vault.rootToken), `${r.name}: no Vault root token in the log`);
+      for (const s of extra) assert.ok(!log.includes(s), `${r.name}: no identity token in the log`);
+    }
+  }
+
+  before(async () => {
+    t = await startAgentTestEnv();
+    env = t.env;
+    dir = mkdtempSync(join(tmpdir(), "iva-relay-boot-"));
+    const root = env.vault.rootToken;
+    const v = env.vault.client;
+    // The relay server's own certificate still comes from Vault (management cluster).
+    await v.write("pki/roles/relay-server", root, {
+      key_type: "any",
+      key_usage: ["DigitalSignature", "KeyEncipherment"],
+      ext_key_usage: ["ServerAuth"],
+      max_ttl: "72h",
+      ttl: "24h",
+      allowed_domains: [SERVER_DNS],
+      allow_bare_domains: true,
+      allow_subdomains: false,
+      enforce_hostnames: true,
+      allow_ip_sans: false,
+      allow_localhost: false,
+      server_flag: false,
+      client_flag: false,
+      no_store: true,
+    });
+    const mounts = (await v.read<Record<string, unknown>>("sys/mounts", root)).data;
+    if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
+    await v.write("sys/policy/relay", root, { policy: relayPolicy({ signingIntermediate: true, roles: ["server"] }) });
+    await env.createServiceAccount(MGMT_NS, RELAY_SA);
+    await v.write("auth/kubernetes/role/relay", root, {
+      bound_service_account_names: [RELAY_SA],
+      bound_service_account_namespaces: [MGMT_NS],
+      audience: "vault",
+      token_policies: ["relay"],
+      token_ttl: 3600,
+      token_max_ttl: 86400,
+    });
+    tokenPath = join(dir, "vault-token");
+    writeFileSync(tokenPath, await env.requestToken(MGMT_NS, RELAY_SA, "vault", 3600), { mode: 0o600 });
+
+    issuerPort = await freePort();
+    issuerHttpPort = await freePort();
+    issuerRun = start(
+      "issuer",
+      [
+        "--role=server",
+        "--issuer",
+        `--issuer-addr=127.0.0.1:${issuerPort}`,
+        `--namespace=${MGMT_NS}`,
+        `--vault-addr=${env.vault.url}`,
+        `--vault-cacert=${env.vault.caFile}`,
+        `--token-path=${tokenPath}`,
+        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        // Short lives: the server certificate rotates every ~15 s, the signing intermediate every ~30 s.
+        "--ttl=30s",
+        "--signing-ttl=60s",
+        `--client-ttl=${CLIENT_TTL_S}s`,
+        "--grace-ratio=0.5",
+        "--resync=2s",
+        `--token-overlap=${TOKEN_OVERLAP_S}s`,
+        "--issuer-rate=2",
+        "--issuer-burst=10",
+        `--http-addr=127.0.0.1:${issuerHttpPort}`,
+        "--backoff-initial=200ms",
+        "--backoff-max=2s",
+        "--log-level=debug",
+      ],
+      envWithoutVault(),
+    );
+    await waitUntil(
+      "issuer ready",
+      async () => (await fetch(`http://127.0.0.1:${issuerHttpPort}/readyz`)).status === 200,
+      { timeoutMs: 60_000, process: issuerRun.process },
+    );
+    rootPem = (await secretData(MGMT_NS, "relay-root-tls-secret"))["ca.crt"]!;
+    tokenV1 = (await secretData(MGMT_NS, "relay-identity-token-secret")).token!;
+    assert.equal(tokenV1, await kvToken());
+  });
+
+  after(async () => {
+    for (const r of runs) await r.stop();
+    await t?.env.stop();
+    if (dir && !process.env.IVA_KEEP_ENV) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("bootstrap mode refuses Vault flags at start, naming them", async () => {
+    const run = start(
+      "agent-with-vault-flags",
+      [
+        "--role=agent",
+        `--bootstrap=127.0.0.1:${issuerPort}`,
+        "--cluster=cluster-x",
+        `--vault-addr=${env.vault.url}`,
+        "--auth-role=relay",
+      ],
+      envWithoutVault(),
+    );
+    assert.equal(await run.process.waitExit(), 2);
+    assert.match(run.log(), /--vault-addr: not accepted with --bootstrap/);
+    assert.match(run.log(), /--auth-role: not accepted with --bootstrap/);
+  });
+
+  it("an agent with only the root and token Secrets obtains a client certificate; the relay mTLS handshake works", async () => {
+    await prepareWorkloadNamespace("wl-a", tokenV1);
+    agentA = startAgent("wl-a", "cluster-a");
+    await waitUntil(
+      "relay-client-tls-secret in wl-a",
+      async () => (await getSecret("wl-a", "relay-client-tls-secret")) !== undefined,
+      {
+        timeoutMs: 30_000,
+        process: agentA.process,
+      },
+    );
+    const secret = await getSecret("wl-a", "relay-client-tls-secret");
+    assert.equal(secret?.type, "kubernetes.io/tls");
+    assert.equal(secret?.metadata.labels?.[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+    const client = await tlsPair("wl-a", "relay-client-tls-secret");
+    firstClientPair = client;
+    const cert = new X509Certificate(client.cert);
+    assert.ok(cert.checkPrivateKey(createPrivateKey(client.key)), "tls.key matches tls.crt");
+    assert.deepEqual(dnsSans(client.cert), ["cluster-a"]);
+    assert.equal(cert.subjectAltName, "DNS:cluster-a", "no SAN but the cluster name");
+    assert.deepEqual(cert.keyUsage, [EKU_CLIENT]);
+    assert.equal(cert.ca, false);
+    assert.equal(client.ca.trim(), rootPem.trim(), "ca.crt is the relay root");
+    assert.equal(pemCount(client.cert), 2, "tls.crt = the certificate and the issuer's signing intermediate");
+    const intermediate = new X509Certificate(client.cert.slice(client.cert.indexOf("-----BEGIN", 10)));
+    assert.equal(intermediate.ca, true);
+    assert.match(intermediate.subject, /relay-issuer-signing-ca/);
+    assert.ok(
+      Date.parse(cert.validTo) - Date.now() <= CLIENT_TTL_S * 1000 + 1000,
+      "the lifetime is capped by --client-ttl",
+    );
+    assert.match(opensslVerify(client.cert, client.ca, client.cert), /OK/);
+
+    await relayHandshake(await tlsPair(MGMT_NS, "relay-server-tls-secret"), client);
+
+    // The agent process knows nothing about Vault: not in its arguments, not in its environment.
+    const cmdline = readFileSync(`/proc/${agentA.process.pid}/cmdline`, "utf8").split("\0");
+    const environ = readFileSync(`/proc/${agentA.process.pid}/environ`, "utf8").split("\0");
+    for (const s of [...cmdline, ...environ]) {
+      assert.doesNotMatch(s, /^(--)?(vault|VAULT_|BAO_)/i, `agent arg/env ${s.split("=")[0]}`);
+      assert.ok(!s.includes(env.vault.url), "no Vault address in the agent's args/env");
+      assert.ok(!s.includes(env.vault.rootToken), "no Vault token in the agent's args/env");
+      assert.ok(!s.includes(tokenPath), "no Vault credential file in the agent's args/env");
+    }
+    assert.ok(!agentA.args.some((a) => /vault|token-path|auth-/i.test(a)));
+    assert.match(agentA.log(), /bootstrapped a relay client certificate with the identity token/);
+  });
+
+  it("renews over mTLS again and again without the identity token (one bootstrap, several renewals)", async () => {
+    // Remove the token from the workload cluster: renewals must not need it.
+    await env.kube.admin.request("DELETE", secretPath("wl-a", "relay-identity-token-secret"));
+    const serials = new Set<string>();
+    await waitUntil(
+      "two mTLS renewals for cluster-a",
+      async () => {
+        const pair = await tlsPair("wl-a", "relay-client-tls-secret");
+        const cert = new X509Certificate(pair.cert);
+        assert.ok(cert.checkPrivateKey(createPrivateKey(pair.key)), "the Secret always holds a matching pair");
+        assert.ok(Date.parse(cert.validTo) > Date.now(), "the Secret never holds an expired certificate");
+        serials.add(cert.serialNumber);
+        return audits().filter((a) => a.cluster === "cluster-a" && a.method === "renew").length >= 2;
+      },
+      { timeoutMs: 45_000, process: agentA.process, intervalMs: 500 },
+    );
+    const forA = audits().filter((a) => a.cluster === "cluster-a");
+    assert.equal(forA.filter((a) => a.method === "bootstrap").length, 1, "exactly one bootstrap for cluster-a");
+    assert.ok(forA.filter((a) => a.method === "renew").length >= 2, "at least two renewals for cluster-a");
+    assert.ok(serials.size >= 2, "the Secret's certificate changed");
+    const current = new X509Certificate((await tlsPair("wl-a", "relay-client-tls-secret")).cert);
+    assert.ok(
+      forA.some((a) => a.serial === current.serialNumber.toLowerCase()),
+      "the Secret holds a certificate from the audit log",
+    );
+    assert.match(agentA.log(), /renewed the relay client certificate over mTLS/);
+    assert.doesNotMatch(agentA.log(), /relay-identity-token-secret is missing/, "the agent never looked for the token");
+    await relayHandshake(
+      await tlsPair(MGMT_NS, "relay-server-tls-secret"),
+      await tlsPair("wl-a", "relay-client-tls-secret"),
+    );
+  });
+
+  it("refuses bad Bootstrap and Renew requests, each with the rule that failed", async () => {
+    const ok = await csr({ cn: "cluster-t", dns: ["cluster-t"] });
+
+    assertRefused(
+      await bootstrapCall({ csrPem: ok.pem, identityToken: "not-the-token", clusterName: "cluster-t" }),
+      grpc.status.UNAUTHENTICATED,
+      "token_invalid",
+      "wrong token",
+    );
+    assertRefused(
+      await bootstrapCall({ csrPem: ok.pem, identityToken: "", clusterName: "cluster-t" }),
+      grpc.status.UNAUTHENTICATED,
+      "token_missing",
+      "no token",
+    );
+    const other = await csr({ cn: "cluster-t", dns: ["cluster-other"] });
+    assertRefused(
+      await bootstrapCall({ csrPem: other.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
+      grpc.status.PERMISSION_DENIED,
+      "csr_other_cluster",
+      "CSR naming another cluster",
+    );
+    const ca = await csr({ cn: "cluster-t", dns: ["cluster-t"], ca: true });
+    assertRefused(
+      await bootstrapCall({ csrPem: ca.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
+      grpc.status.PERMISSION_DENIED,
+      "ca_requested",
+      "CA CSR",
+    );
+    const uri = await csr({ dns: ["cluster-t"], uri: ["spiffe://cluster.local/ns/x/sa/y"] });
+    assertRefused(
+      await bootstrapCall({ csrPem: uri.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
+      grpc.status.PERMISSION_DENIED,
+      "csr_extra_san",
+      "CSR with a URI SAN",
+    );
+    assertRefused(
+      await bootstrapCall({ csrPem: "not a csr", identityToken: tokenV1, clusterName: "cluster-t" }),
+      grpc.status.INVALID_ARGUMENT,
+      "csr_malformed",
+      "malformed CSR",
+    );
+    // Flip a bit in the signature (the last bytes of the DER).
+    const der = Buffer.from(ok.pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    der[der.length - 2] = der[der.length - 2]! ^ 0x01;
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64").replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE REQUEST-----\n`;
+    assertRefused(
+      await bootstrapCall({ csrPem: tampered, identityToken: tokenV1, clusterName: "cluster-t" }),
+      grpc.status.INVALID_ARGUMENT,
+      "csr_signature",
+      "CSR whose signature does not verify",
+    );
+
+    // Renew: the caller's certificate decides who it is.
+    assertRefused(await renewCall(ok.pem), grpc.status.UNAUTHENTICATED, "no_client_certificate", "Renew without mTLS");
+
+    const foreignKeys = await generateKeyPair("ECDSA_P256", true);
+    const now = Date.now();
+    const foreignCa = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: "01",
+      name: "CN=foreign relay CA",
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3600_000),
+      keys: foreignKeys,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    });
+    const leafKeys = await generateKeyPair("ECDSA_P256", true);
+    const foreignLeaf = await x509.X509CertificateGenerator.create({
+      serialNumber: "02",
+      subject: "CN=cluster-a",
+      issuer: foreignCa.subject,
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 3600_000),
+      publicKey: leafKeys.publicKey,
+      signingKey: foreignKeys.privateKey,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster-a" }]),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      ],
+    });
+    const renewA = await csr({ cn: "cluster-a", dns: ["cluster-a"] });
+    assertRefused(
+      await renewCall(renewA.pem, {
+        cert: foreignLeaf.toString("pem"),
+        key: await exportPrivateKeyPem(leafKeys.privateKey),
+      }),
+      grpc.status.UNAUTHENTICATED,
+      "client_cert_untrusted",
+      "Renew with a certificate from a foreign CA",
+    );
+
+    // The agent's first certificate, once expired, cannot renew (even though it was ours).
+    const expiry = Date.parse(new X509Certificate(firstClientPair.cert).validTo);
+    if (Date.now() < expiry + 1_000) await new Promise((r) => setTimeout(r, expiry + 1_000 - Date.now()));
+    const expired = await renewCall(renewA.pem, firstClientPair);
+    assertRefused(expired, grpc.status.UNAUTHENTICATED, "client_cert_expired", "Renew with an expired certificate");
+    assert.match(expired.ok ? "" : expired.details, /expired at .*bootstrap again with the identity token/);
+
+    // The relay server certificate chains to the root but is no client certificate.
+    const server = await tlsPair(MGMT_NS, "relay-server-tls-secret");
+    assertRefused(
+      await renewCall(renewA.pem, server),
+      grpc.status.PERMISSION_DENIED,
+      "client_cert_not_relay_client",
+      "Renew with the server certificate",
+    );
+
+    // A valid certificate for cluster-t renews for cluster-t only.
+    const tPair = await directBootstrap("cluster-t", tokenV1);
+    assertRefused(
+      await renewCall(renewA.pem, tPair),
+      grpc.status.PERMISSION_DENIED,
+      "csr_other_cluster",
+      "Renew whose CSR names another cluster",
+    );
+    const renewT = await csr({ cn: "cluster-t", dns: ["cluster-t"] });
+    const renewed = await renewCall(renewT.pem, tPair);
+    assert.ok(renewed.ok, renewed.ok ? "" : renewed.details);
+    assert.deepEqual(
+      dnsSans(renewed.issued.certChainPem[0]!),
+      ["cluster-t"],
+      "the new certificate names the same cluster",
+    );
+
+    const metrics = await (await fetch(`http://127.0.0.1:${issuerHttpPort}/metrics`)).text();
+    for (const [method, reason] of [
+      ["bootstrap", "token_invalid"],
+      ["bootstrap", "csr_other_cluster"],
+      ["bootstrap", "ca_requested"],
+      ["renew", "no_client_certificate"],
+      ["renew", "client_cert_untrusted"],
+      ["renew", "client_cert_expired"],
+    ])
+      assert.match(metrics, new RegExp(`iva_relay_issuer_refused_total\\{method="${method}",reason="${reason}"\\} 1`));
+    assert.match(metrics, /iva_relay_issuer_issued_total\{method="renew"\} \d+/);
+    // Refusals are logged with their reason; the wrong token never is.
+    assert.match(issuerRun.log(), /"reason":"client_cert_expired"/);
+    assert.ok(!issuerRun.log().includes("not-the-token"));
+  });
+
+  it("token rotation: the old token keeps working for the overlap, agents with certificates are unaffected", async () => {
+    const renewsBefore = audits().filter((a) => a.cluster === "cluster-a" && a.method === "renew").length;
+    tokenV2 = randomBytes(32).toString("base64url");
+    await env.vault.client.write(KV_PATH, env.vault.rootToken, { data: { token: tokenV2 } });
+    await waitUntil(
+      "issuer sees the new token",
+      () => Promise.resolve(/identity token changed in Vault KV/.test(issuerRun.log())),
+      {
+        timeoutMs: 15_000,
+        process: issuerRun.process,
+      },
+    );
+    const rotatedAt = Date.now();
+
+    // A new cluster bootstraps with the new token.
+    await prepareWorkloadNamespace("wl-b", tokenV2);
+    const agentB = startAgent("wl-b", "cluster-b");
+    await waitUntil(
+      "relay-client-tls-secret in wl-b",
+      async () => (await getSecret("wl-b", "relay-client-tls-secret")) !== undefined,
+      {
+        timeoutMs: 30_000,
+        process: agentB.process,
+      },
+    );
+    assert.deepEqual(dnsSans((await tlsPair("wl-b", "relay-client-tls-secret")).cert), ["cluster-b"]);
+    await relayHandshake(
+      await tlsPair(MGMT_NS, "relay-server-tls-secret"),
+      await tlsPair("wl-b", "relay-client-tls-secret"),
+    );
+    await agentB.stop();
+
+    // The old token still works within the overlap.
+    await directBootstrap("cluster-old-token", tokenV1);
+    const viaOld = audits().find((a) => a.cluster === "cluster-old-token");
+    assert.equal(viaOld?.acceptedToken, "previous");
+
+    // The existing agent keeps renewing with mTLS, never bootstrapping again.
+    await waitUntil(
+      "cluster-a renews after the token rotation",
+      () =>
+        Promise.resolve(
+          audits().filter((a) => a.cluster === "cluster-a" && a.method === "renew").length > renewsBefore,
+        ),
+      { timeoutMs: 20_000, process: agentA.process },
+    );
+
+    // After the overlap the old token is refused; the new one works.
+    const wait = rotatedAt + TOKEN_OVERLAP_S * 1000 + 1_000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const late = await csr({ cn: "cluster-late", dns: ["cluster-late"] });
+    assertRefused(
+      await bootstrapCall({ csrPem: late.pem, identityToken: tokenV1, clusterName: "cluster-late" }),
+      grpc.status.UNAUTHENTICATED,
+      "token_invalid",
+      "old token after the overlap",
+    );
+    await directBootstrap("cluster-late", tokenV2);
+    const forA = audits().filter((a) => a.cluster === "cluster-a");
+    assert.equal(forA.filter((a) => a.method === "bootstrap").length, 1, "cluster-a never bootstrapped again");
+    assert.ok(agentA.process.alive, "agent A is still running");
+    assert.ok(
+      Date.parse(new X509Certificate((await tlsPair("wl-a", "relay-client-tls-secret")).cert).validTo) > Date.now(),
+    );
+  });
+
+  it("rotates its own serving certificate without a restart; rate-limits per token", async () => {
+    // The issuer presents the relay server certificate currently in the Secret (it rotated several times by now).
+    assert.match(issuerRun.log(), /the relay server certificate rotated/);
+    await waitUntil(
+      "issuer presents the current relay server certificate",
+      async () => {
+        const want = new X509Certificate((await tlsPair(MGMT_NS, "relay-server-tls-secret")).cert).serialNumber;
+        const got = await new Promise<string>((resolve, reject) => {
+          const s = tls.connect(
+            { host: "127.0.0.1", port: issuerPort, servername: SERVER_DNS, ca: rootPem, ALPNProtocols: ["h2"] },
+            () => {
+              resolve(s.getPeerCertificate().serialNumber);
+              s.destroy();
+            },
+          );
+          s.on("error", reject);
+        });
+        return got === want;
+      },
+      { timeoutMs: 10_000, process: issuerRun.process },
+    );
+
+    // Burst 10, 2/s: a flood of wrong tokens exhausts the shared bucket of wrong tokens.
+    const c = await csr({ cn: "cluster-flood", dns: ["cluster-flood"] });
+    const results = await Promise.all(
+      Array.from({ length: 25 }, () =>
+        bootstrapCall({ csrPem: c.pem, identityToken: "guess", clusterName: "cluster-flood" }),
+      ),
+    );
+    const limited = results.filter((r) => !r.ok && r.code === grpc.status.RESOURCE_EXHAUSTED);
+    assert.ok(limited.length >= 10, `${limited.length} of 25 were rate limited`);
+    assert.ok(!limited[0]!.ok && limited[0]!.details.startsWith("rate_limited: "));
+    // A valid token has its own bucket and still works.
+    await directBootstrap("cluster-after-flood", tokenV2);
+
+    await agentA.stop();
+    await issuerRun.stop();
+    assert.equal(agentA.process.exitCode, 0, "the agent stops cleanly on SIGTERM");
+    assert.equal(issuerRun.process.exitCode, 0, "the issuer stops cleanly on SIGTERM");
+    assertNoSecretsInLogs([tokenV1, tokenV2]);
+  });
+});

@@ -1,0 +1,447 @@
+// Bootstrap mode pieces without servers: flags, the CSR policy, the token set with its overlap window, the rate limiter,
+// the Renew caller's certificate checks and the agent's check of what the issuer returned.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { webcrypto } from "node:crypto";
+import { ConfigError } from "../../src/config/config.js";
+import type { SigningBundle } from "../../src/authority/bundle.js";
+import { generateKeyPair } from "../../src/crypto/keys.js";
+import { x509 } from "../../src/crypto/x509.js";
+import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
+import { InvalidIssuedError, validateIssued } from "../../src/relay/bootstrap/agent.js";
+import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
+import { checkClusterCsr, checkClusterName } from "../../src/relay/bootstrap/csr-policy.js";
+import { IdentityTokenSet } from "../../src/relay/bootstrap/identity-tokens.js";
+import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
+import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
+import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
+
+const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
+
+function problems(argv: string[], env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseRelayArgs(argv, env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+function run(argv: string[], env: NodeJS.ProcessEnv = {}): RelayConfig {
+  const parsed = parseRelayArgs(argv, env);
+  assert.equal(parsed.kind, "run");
+  return (parsed as { config: RelayConfig }).config;
+}
+
+async function refusal(p: Promise<unknown>, code: string, reason: string): Promise<IssuerRefusal> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof IssuerRefusal, `expected an IssuerRefusal, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    assert.equal(err.reason, reason, err.message);
+    return err;
+  }
+  assert.fail(`expected a refusal (${reason})`);
+}
+
+async function makeCsr(opts: { cn?: string; dns?: string[]; uri?: string[]; ip?: string[]; ca?: boolean }) {
+  const keys = await generateKeyPair("ECDSA_P256", false);
+  const names = [
+    ...(opts.dns ?? []).map((value) => ({ type: "dns" as const, value })),
+    ...(opts.uri ?? []).map((value) => ({ type: "url" as const, value })),
+    ...(opts.ip ?? []).map((value) => ({ type: "ip" as const, value })),
+  ];
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    ...(opts.cn ? { name: `CN=${opts.cn}` } : {}),
+    keys,
+    signingAlgorithm: SIGN,
+    extensions: [
+      ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
+      ...(opts.ca ? [new x509.BasicConstraintsExtension(true, undefined, true)] : []),
+    ],
+  });
+  return { pem: csr.toString("pem"), keys };
+}
+
+interface TestCa {
+  cert: x509.X509Certificate;
+  keys: webcrypto.CryptoKeyPair;
+}
+
+async function makeRoot(name: string): Promise<TestCa> {
+  const keys = await generateKeyPair("ECDSA_P256", true);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: `CN=${name}`,
+    notBefore: new Date(now - 3600_000),
+    notAfter: new Date(now + 24 * 3600_000),
+    keys,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    ],
+  });
+  return { cert, keys };
+}
+
+async function makeIntermediate(root: TestCa, name: string): Promise<TestCa> {
+  const keys = await generateKeyPair("ECDSA_P256", true);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: "02",
+    subject: `CN=${name}`,
+    issuer: root.cert.subject,
+    notBefore: new Date(now - 3600_000),
+    notAfter: new Date(now + 12 * 3600_000),
+    publicKey: keys.publicKey,
+    signingKey: root.keys.privateKey,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { cert, keys };
+}
+
+function bundleOf(root: TestCa, inter: TestCa): SigningBundle {
+  const pem = (c: x509.X509Certificate) => c.toString("pem") + "\n";
+  return {
+    signingCert: inter.cert,
+    signingCertPem: pem(inter.cert),
+    chainPem: [pem(inter.cert), pem(root.cert)],
+    rootsPem: [pem(root.cert)],
+    privateKey: inter.keys.privateKey,
+    keyAlgorithm: "ECDSA_P256",
+    privateKeyPem: undefined,
+    notBefore: inter.cert.notBefore,
+    notAfter: inter.cert.notAfter,
+    serialHex: inter.cert.serialNumber,
+    generation: 1,
+  };
+}
+
+async function leafFor(
+  issuer: TestCa,
+  opts: { dns?: string[]; eku?: string[]; ca?: boolean; notAfter?: Date; notBefore?: Date },
+): Promise<{ der: Buffer; keys: webcrypto.CryptoKeyPair }> {
+  const keys = await generateKeyPair("ECDSA_P256", true);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: "0a",
+    subject: "CN=leaf",
+    issuer: issuer.cert.subject,
+    notBefore: opts.notBefore ?? new Date(now - 600_000),
+    notAfter: opts.notAfter ?? new Date(now + 600_000),
+    publicKey: keys.publicKey,
+    signingKey: issuer.keys.privateKey,
+    signingAlgorithm: SIGN,
+    extensions: [
+      new x509.BasicConstraintsExtension(opts.ca ?? false, undefined, true),
+      new x509.ExtendedKeyUsageExtension(opts.eku ?? [x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension((opts.dns ?? ["cluster1"]).map((value) => ({ type: "dns", value }))),
+    ],
+  });
+  return { der: Buffer.from(cert.rawData), keys };
+}
+
+void describe("relay bootstrap config", () => {
+  const vaultEnv = { VAULT_ADDR: "https://vault.example:8200" };
+
+  void it("agent --bootstrap needs no Vault and ignores VAULT_* in the environment", () => {
+    const c = run(["--role=agent", "--bootstrap=mgmt.example.com:9910", "--cluster=cluster1"], vaultEnv);
+    assert.equal(c.bootstrap.address, "mgmt.example.com:9910");
+    assert.equal(c.bootstrap.serverName, "gloo-mesh-mgmt-server.gloo-mesh");
+    assert.equal(c.vault.address, "", "VAULT_ADDR is not read in bootstrap mode");
+    const named = run([
+      "--role=agent",
+      "--bootstrap=10.0.0.1:9910",
+      "--cluster=c",
+      "--issuer-server-name=relay.example",
+    ]);
+    assert.equal(named.bootstrap.serverName, "relay.example");
+  });
+
+  void it("agent --bootstrap refuses every Vault flag, naming it", () => {
+    const p = problems([
+      "--role=agent",
+      "--bootstrap=mgmt:9910",
+      "--cluster=cluster1",
+      "--vault-addr=https://vault:8200",
+      "--token-path=/t",
+      "--auth-role=relay",
+      "--pki-mount=pki",
+      "--kv-path=secret/data/x",
+      "--ttl=1h",
+    ]);
+    for (const flag of ["--vault-addr", "--token-path", "--auth-role", "--pki-mount", "--kv-path"])
+      assert.ok(
+        p.some((m) => m.startsWith(`${flag}: not accepted with --bootstrap`)),
+        `${flag} refused: ${p.join("\n")}`,
+      );
+    assert.ok(p.some((m) => m.startsWith("--ttl: not accepted with --bootstrap")));
+  });
+
+  void it("agent --bootstrap still needs --cluster and a host:port", () => {
+    assert.ok(problems(["--role=agent", "--bootstrap=mgmt:9910"]).some((m) => m.startsWith("--cluster: missing")));
+    assert.ok(
+      problems(["--role=agent", "--bootstrap=https://mgmt", "--cluster=c"]).some((m) => m.startsWith("--bootstrap:")),
+    );
+  });
+
+  void it("server --issuer flags", () => {
+    const c = run(
+      [
+        "--role=server",
+        "--issuer",
+        "--issuer-addr=127.0.0.1:9999",
+        "--token-overlap=2h",
+        "--client-ttl=48h",
+        "--issuer-rate=1.5",
+        "--issuer-burst=3",
+      ],
+      vaultEnv,
+    );
+    assert.deepEqual(c.issuer, {
+      enabled: true,
+      address: "127.0.0.1:9999",
+      tokenOverlapSeconds: 7200,
+      clientTtlSeconds: 48 * 3600,
+      ratePerSecond: 1.5,
+      burst: 3,
+    });
+    const d = run(["--role=server", "--issuer", "--ttl=10h"], vaultEnv);
+    assert.equal(d.issuer.tokenOverlapSeconds, 24 * 3600, "24h overlap by default");
+    assert.equal(d.issuer.clientTtlSeconds, 10 * 3600, "client TTL defaults to --ttl");
+  });
+
+  void it("issuer flags are refused without --issuer, on agents, and with --once", () => {
+    assert.ok(
+      problems(["--role=server", "--token-overlap=1h"], vaultEnv).some((m) =>
+        m.startsWith("--token-overlap: only used with --issuer"),
+      ),
+    );
+    assert.ok(problems(["--role=agent", "--cluster=c", "--issuer"], vaultEnv).some((m) => m.startsWith("--issuer:")));
+    assert.ok(problems(["--role=server", "--issuer", "--once"], vaultEnv).some((m) => m.startsWith("--once:")));
+    assert.ok(
+      problems(["--role=server", "--bootstrap=a:1"], vaultEnv).some((m) => m.startsWith("--bootstrap: only used")),
+    );
+  });
+});
+
+void describe("relay bootstrap CSR policy", () => {
+  void it("accepts one DNS SAN equal to the cluster (CN optional, same name)", async () => {
+    await checkClusterCsr((await makeCsr({ cn: "cluster1", dns: ["cluster1"] })).pem, "cluster1");
+    await checkClusterCsr((await makeCsr({ dns: ["cluster1"] })).pem, "cluster1");
+  });
+
+  void it("refuses other clusters, extra SANs, CAs, and malformed or forged CSRs", async () => {
+    await refusal(
+      checkClusterCsr((await makeCsr({ dns: ["cluster2"] })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    await refusal(
+      checkClusterCsr((await makeCsr({ dns: ["cluster1", "cluster2"] })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    await refusal(
+      checkClusterCsr((await makeCsr({ cn: "cluster2", dns: ["cluster1"] })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    for (const extra of [{ uri: ["spiffe://x/y"] }, { ip: ["10.0.0.1"] }])
+      await refusal(
+        checkClusterCsr((await makeCsr({ dns: ["cluster1"], ...extra })).pem, "cluster1"),
+        "PERMISSION_DENIED",
+        "csr_extra_san",
+      );
+    await refusal(
+      checkClusterCsr((await makeCsr({ dns: ["cluster1"], ca: true })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "ca_requested",
+    );
+    await refusal(checkClusterCsr((await makeCsr({})).pem, "cluster1"), "INVALID_ARGUMENT", "csr_no_cluster_name");
+    await refusal(checkClusterCsr("garbage", "cluster1"), "INVALID_ARGUMENT", "csr_malformed");
+    await refusal(checkClusterCsr("", "cluster1"), "INVALID_ARGUMENT", "csr_malformed");
+    await refusal(checkClusterCsr("x".repeat(9000), "cluster1"), "INVALID_ARGUMENT", "csr_too_large");
+    // Another CSR's signature under this CSR's key and names.
+    const a = await makeCsr({ dns: ["cluster1"] });
+    const derA = Buffer.from(a.pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    derA[derA.length - 3] = derA[derA.length - 3]! ^ 0xff;
+    const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${derA.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`;
+    await refusal(checkClusterCsr(forged, "cluster1"), "INVALID_ARGUMENT", "csr_signature");
+    // Trailing bytes after the DER SEQUENCE.
+    const trailing = Buffer.concat([Buffer.from(a.pem.replace(/-----[^-]+-----|\s/g, ""), "base64"), Buffer.from([0])]);
+    await refusal(
+      checkClusterCsr(
+        `-----BEGIN CERTIFICATE REQUEST-----\n${trailing.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`,
+        "cluster1",
+      ),
+      "INVALID_ARGUMENT",
+      "csr_malformed",
+    );
+  });
+
+  void it("cluster names must be DNS names", async () => {
+    assert.equal(checkClusterName("cluster-1.east"), "cluster-1.east");
+    for (const bad of ["", "Cluster", "a_b", "-a", "x".repeat(254), 5])
+      await refusal(
+        Promise.resolve().then(() => checkClusterName(bad)),
+        "INVALID_ARGUMENT",
+        typeof bad === "string" && bad !== "" ? "cluster_name_invalid" : "cluster_name_missing",
+      );
+  });
+});
+
+void describe("identity token set", () => {
+  void it("accepts the current token, and the previous one only for the overlap after the change is seen", async () => {
+    let now = 1_000_000;
+    const set = new IdentityTokenSet(60_000, () => now);
+    assert.equal(set.match("a"), undefined, "nothing before a token is loaded");
+    assert.equal(await set.update({ version: 1, token: "a", createdAt: 0 }, () => assert.fail()), "loaded");
+    assert.equal(set.match("a"), "current");
+    assert.equal(set.match("b"), undefined);
+    assert.equal(await set.update({ version: 1, token: "a", createdAt: 0 }, () => assert.fail()), "unchanged");
+    now += 10_000;
+    assert.equal(await set.update({ version: 2, token: "b", createdAt: 0 }, () => assert.fail()), "rotated");
+    assert.equal(set.match("b"), "current");
+    assert.equal(set.match("a"), "previous");
+    assert.equal(set.previousValidUntil, now + 60_000);
+    now += 60_001;
+    assert.equal(set.match("a"), undefined, "the previous token expires with the overlap");
+    assert.equal(set.match("b"), "current");
+  });
+
+  void it("after a restart, the previous KV version is accepted until created_time + overlap", async () => {
+    const now = 1_000_000;
+    const set = new IdentityTokenSet(60_000, () => now);
+    await set.update({ version: 3, token: "new", createdAt: now - 30_000 }, (v) =>
+      Promise.resolve(v === 2 ? "old" : undefined),
+    );
+    assert.equal(set.match("old"), "previous");
+    assert.equal(set.previousValidUntil, now + 30_000);
+    const late = new IdentityTokenSet(60_000, () => now);
+    await late.update({ version: 3, token: "new", createdAt: now - 61_000 }, () => assert.fail("not read"));
+    assert.equal(late.match("old"), undefined);
+  });
+});
+
+void describe("token bucket limiter", () => {
+  void it("allows a burst, then the refill rate, per key", () => {
+    let now = 0;
+    const l = new TokenBucketLimiter({ ratePerSecond: 2, burst: 3 }, () => now);
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => l.take("a")),
+      [true, true, true, false],
+    );
+    assert.equal(l.take("b"), true, "another key has its own bucket");
+    now += 500;
+    assert.equal(l.take("a"), true);
+    assert.equal(l.take("a"), false);
+  });
+
+  void it("stays bounded", () => {
+    const l = new TokenBucketLimiter({ ratePerSecond: 1, burst: 2, maxKeys: 100 }, () => 0);
+    for (let i = 0; i < 1000; i++) l.take(`k${i}`);
+    assert.ok(l.size <= 100);
+  });
+});
+
+void describe("Renew caller verification", () => {
+  const now = new Date();
+  const peer = (chain: Buffer[], authorized = true): PeerCertificateInfo => ({
+    authorized,
+    authorizationError: authorized ? undefined : "CERT_HAS_EXPIRED",
+    chainDer: chain,
+  });
+
+  void it("a relay client certificate names its cluster; each failure has its own reason", async () => {
+    const root = await makeRoot("relay root");
+    const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
+    const { X509Certificate } = await import("node:crypto");
+    const trust = {
+      roots: [new X509Certificate(Buffer.from(root.cert.rawData))],
+      intermediates: [new X509Certificate(Buffer.from(inter.cert.rawData))],
+    };
+    const interDer = Buffer.from(inter.cert.rawData);
+    const good = await leafFor(inter, {});
+    assert.equal(verifyClientCertificate(peer([good.der, interDer]), trust, now).cluster, "cluster1");
+    assert.equal(verifyClientCertificate(peer([good.der]), trust, now).cluster, "cluster1", "known intermediate");
+
+    const fail = (p: PeerCertificateInfo, code: string, reason: string) =>
+      refusal(
+        Promise.resolve().then(() => verifyClientCertificate(p, trust, now)),
+        code,
+        reason,
+      );
+    await fail(peer([]), "UNAUTHENTICATED", "no_client_certificate");
+    const foreign = await makeRoot("foreign");
+    await fail(peer([(await leafFor(foreign, {})).der]), "UNAUTHENTICATED", "client_cert_untrusted");
+    const expired = await leafFor(inter, {
+      notBefore: new Date(now.getTime() - 7200_000),
+      notAfter: new Date(now.getTime() - 1000),
+    });
+    const r = await fail(peer([expired.der, interDer], false), "UNAUTHENTICATED", "client_cert_expired");
+    assert.match(r.message, /bootstrap again with the identity token/);
+    await fail(
+      peer([(await leafFor(inter, { eku: [x509.ExtendedKeyUsage.serverAuth] })).der]),
+      "PERMISSION_DENIED",
+      "client_cert_not_relay_client",
+    );
+    await fail(
+      peer([(await leafFor(inter, { dns: ["a", "b"] })).der]),
+      "PERMISSION_DENIED",
+      "client_cert_not_relay_client",
+    );
+    await fail(peer([good.der, interDer], false), "UNAUTHENTICATED", "client_cert_untrusted");
+  });
+});
+
+void describe("issued client certificates", () => {
+  void it("are leaves for the cluster only, capped by the intermediate, and pass the agent's check", async () => {
+    const root = await makeRoot("relay root");
+    const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
+    const bundle = bundleOf(root, inter);
+    const keys = await generateKeyPair("ECDSA_P256", true);
+    const csr = await checkClusterCsr(
+      (
+        await x509.Pkcs10CertificateRequestGenerator.create({
+          name: "CN=cluster1",
+          keys,
+          signingAlgorithm: SIGN,
+          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }])],
+        })
+      ).toString("pem"),
+      "cluster1",
+    );
+    const now = new Date();
+    const signed = await signClientCertificate(bundle, csr.publicKey, "cluster1", 100 * 24 * 3600, now);
+    assert.ok(signed.notAfter.getTime() <= inter.cert.notAfter.getTime(), "capped by the intermediate");
+    const rootPem = root.cert.toString("pem") + "\n";
+    const issued = { certChainPem: signed.chainPem, notAfterUnix: Math.floor(signed.notAfter.getTime() / 1000) };
+    const checked = await validateIssued(issued, keys.publicKey, rootPem, "cluster1", now);
+    assert.equal(checked.serialHex, signed.serialHex);
+    const leaf = new x509.X509Certificate(signed.chainPem[0]!);
+    assert.equal(leaf.getExtension(x509.BasicConstraintsExtension)?.ca, false);
+    assert.deepEqual(
+      [...(leaf.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? [])],
+      [x509.ExtendedKeyUsage.clientAuth],
+    );
+
+    await assert.rejects(validateIssued(issued, keys.publicKey, rootPem, "cluster2", now), InvalidIssuedError);
+    const other = await generateKeyPair("ECDSA_P256", true);
+    await assert.rejects(validateIssued(issued, other.publicKey, rootPem, "cluster1", now), /not for the key/);
+    const foreign = await makeRoot("foreign");
+    await assert.rejects(
+      validateIssued(issued, keys.publicKey, foreign.cert.toString("pem"), "cluster1", now),
+      /not signed by the next/,
+    );
+  });
+});
