@@ -34,7 +34,7 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
     autoRestartPods: "not needed: istiod reloads the cacerts directory without restarts",
   };
   for (const key of Object.keys(config)) {
-    if (unsupported[key]) problems.push(`Gloo spec.config.${key}: not supported (${unsupported[key]})`);
+    if (Object.hasOwn(unsupported, key)) problems.push(`Gloo spec.config.${key}: not supported (${unsupported[key]})`);
     else if (key !== "agentCa" && key !== "intermediateCertOptions")
       problems.push(`Gloo spec.config.${key}: not supported`);
   }
@@ -55,12 +55,12 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
       const ka: Obj = {};
       for (const key of Object.keys(kubernetesAuth)) {
         if (key === "path")
-          ka.mountPath = String(kubernetesAuth.path)
+          ka.mountPath = text(kubernetesAuth.path)
             .replace(/^\/?v1\/auth\//, "")
             .replace(/\/+$/, "");
         else if (key === "role") ka.role = kubernetesAuth.role;
         else if (key === "mountedSaPath")
-          ka.serviceAccountTokenPath = `${String(kubernetesAuth.mountedSaPath).replace(/\/+$/, "")}/token`;
+          ka.serviceAccountTokenPath = `${text(kubernetesAuth.mountedSaPath).replace(/\/+$/, "")}/token`;
         else
           problems.push(
             `Gloo spec.config.agentCa.vault.kubernetesAuth.${key}: not supported (the agent uses its own projected token)`,
@@ -74,10 +74,10 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
   if (ico) {
     const o: Obj = {};
     for (const [key, value] of Object.entries(ico)) {
-      if (key === "ttlDays") o.ttl = `${Number(value)}d`;
+      if (key === "ttlDays") o.ttl = typeof value === "number" ? `${value}d` : `${text(value)}`;
       else if (key === "rsaKeySizeBytes") {
         // Gloo names it bytes, but its values (2048, 4096) are bits.
-        if ([2048, 3072, 4096].includes(Number(value))) o.keyAlgorithm = `RSA_${Number(value)}`;
+        if (typeof value === "number" && [2048, 3072, 4096].includes(value)) o.keyAlgorithm = `RSA_${value}`;
         else
           problems.push(
             `Gloo spec.config.intermediateCertOptions.rsaKeySizeBytes: ${JSON.stringify(value)}; expected 2048, 3072 or 4096`,
@@ -98,7 +98,7 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
   if (!isObj(doc)) return ["RootTrustPolicy: expected a YAML/JSON object"];
   if (doc.apiVersion !== RTP_API_VERSION || doc.kind !== "RootTrustPolicy") {
     return [
-      `RootTrustPolicy: apiVersion/kind is ${String(doc.apiVersion)}/${String(doc.kind)}; expected ${RTP_API_VERSION}/RootTrustPolicy`,
+      `RootTrustPolicy: apiVersion/kind is ${text(doc.apiVersion)}/${text(doc.kind)}; expected ${RTP_API_VERSION}/RootTrustPolicy`,
     ];
   }
   const config = path(doc, "spec.config", problems);
@@ -232,4 +232,14 @@ function path(doc: Obj, dotted: string, problems: string[]): Obj | undefined {
 
 function isObj(v: unknown): v is Obj {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A value from a document, for messages and string fields: strings as they are, anything else as JSON. */
+function text(v: unknown): string {
+  if (typeof v === "string") return v;
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
 }

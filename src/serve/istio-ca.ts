@@ -21,6 +21,7 @@ import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/le
 import { signLeaf } from "../signing/leaf-signer.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
+import { decodeError, withDecodeErrors } from "./grpc-decode.js";
 
 export interface IstioCaOptions {
   /** host:port of the TLS listener. */
@@ -61,7 +62,7 @@ export class IstioCaServer {
         );
     });
     const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE_BYTES });
-    server.addService(IstioCertificateServiceService, this.handlers());
+    server.addService(withDecodeErrors(IstioCertificateServiceService), this.handlers());
     // The same provider is passed in both positions: grpc-js's argument order for this experimental call is not stable.
     const creds = grpc.experimental.createCertificateProviderServerCredentials(this.identity, this.identity, false);
     this.port = await new Promise<number>((resolve, reject) =>
@@ -95,6 +96,8 @@ export class IstioCaServer {
           this.log.info({ reason, details, peer: call.getPeer() }, "refused a CreateCertificate request");
           callback({ code, details });
         };
+        const undecodable = decodeError(call.request);
+        if (undecodable) return fail(grpc.status.INVALID_ARGUMENT, undecodable, "undecodable");
         const auth = call.metadata.get("authorization")[0];
         const m = typeof auth === "string" ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
         if (!m)
