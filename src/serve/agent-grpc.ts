@@ -15,6 +15,8 @@ import type { AgentMetrics } from "../observability/metrics.js";
 import type { LeafPolicy } from "../signing/leaf-policy.js";
 import { CaValidityError, LeafPolicyError } from "../signing/leaf-policy.js";
 import { signLeaf } from "../signing/leaf-signer.js";
+import { SigningPool } from "../signing/worker-pool.js";
+import { decodeError, withDecodeErrors } from "./grpc-decode.js";
 
 /** Largest request accepted on the socket: a CSR is capped at 8 KiB, so 64 KiB leaves room and no more. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -23,10 +25,13 @@ export interface AgentGrpcOptions {
   socketPath: string;
   keyExport: boolean;
   leafPolicy: LeafPolicy;
+  /** Sign leaves on this many worker threads (0 or absent: on the main thread). */
+  signingWorkers?: number;
 }
 
 export class AgentGrpcServer {
   private server: grpc.Server | undefined;
+  private pool: SigningPool | undefined;
   private readonly streams = new Set<grpc.ServerWritableStream<unknown, SigningBundleMessage>>();
 
   constructor(
@@ -44,7 +49,7 @@ export class AgentGrpcServer {
       "grpc.max_send_message_length": 4 * 1024 * 1024,
       "grpc.max_concurrent_streams": 256,
     });
-    server.addService(CertificateAuthorityAgentService, this.handlers());
+    server.addService(withDecodeErrors(CertificateAuthorityAgentService), this.handlers());
     // The socket takes the process umask at creation: narrow it for the bind so there is no window where the
     // socket is wider than 0660, then set the mode explicitly.
     const previousUmask = process.umask(0o117);
@@ -58,6 +63,7 @@ export class AgentGrpcServer {
       process.umask(previousUmask);
     }
     await chmod(path, 0o660);
+    if (this.opts.signingWorkers) this.pool = new SigningPool(this.opts.signingWorkers);
     this.server = server;
     this.log.info({ socket: path, mode: "0660" }, "gRPC server listening on Unix socket");
   }
@@ -74,6 +80,8 @@ export class AgentGrpcServer {
       server.tryShutdown(() => (clearTimeout(t), resolve()));
     });
     await unlink(this.opts.socketPath).catch(() => undefined);
+    await this.pool?.close();
+    this.pool = undefined;
   }
 
   private handlers(): CertificateAuthorityAgentServer {
@@ -97,10 +105,19 @@ export class AgentGrpcServer {
         call.on("error", done);
       },
       signCertificate: (call, callback) => {
+        const undecodable = decodeError(call.request);
+        if (undecodable) {
+          this.metrics.leavesRefused.inc({ reason: "undecodable" });
+          return callback({ code: grpc.status.INVALID_ARGUMENT, details: undecodable });
+        }
         const b = this.authority.current();
         if (!b) return callback(unavailable(this.authority.lastError));
         const ttl = Number(call.request.ttlSeconds ?? 0);
-        signLeaf(b, call.request.csrPem ?? "", ttl, this.opts.leafPolicy, new Date())
+        const csrPem = call.request.csrPem ?? "";
+        (this.pool
+          ? this.pool.sign(b, csrPem, ttl, this.opts.leafPolicy, new Date())
+          : signLeaf(b, csrPem, ttl, this.opts.leafPolicy, new Date())
+        )
           .then((leaf) => {
             this.metrics.leavesSigned.inc();
             callback(null, { certChainPem: leaf.chainPem });

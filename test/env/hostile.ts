@@ -1105,7 +1105,7 @@ const CATEGORIES: Category[] = [
         ]);
       }
       const [note, make] = r.pick(variants);
-      return Promise.resolve({ expected: S.INTERNAL, note, raw: make() });
+      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note, raw: make() });
     },
   },
   {

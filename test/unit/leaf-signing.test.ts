@@ -1,10 +1,10 @@
 // Leaf signing against an in-test root and intermediate: the happy path (checked by @peculiar/x509 and by openssl)
 // and one test per policy rule, asserting the exact code and rule. describe/it return promises that node:test itself
 // tracks, hence `void` for no-floating-promises.
-import { describe, it, before } from "node:test";
+import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { generateKeyPairSync, type webcrypto } from "node:crypto";
+import { constants, generateKeyPairSync, sign as nodeSign, type KeyObject, type webcrypto } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,29 @@ import {
   type LeafPolicy,
 } from "../../src/signing/leaf-policy.js";
 import { signLeaf } from "../../src/signing/leaf-signer.js";
+import { parseCsrPem } from "../../src/signing/fast-csr.js";
+import { SigningPool } from "../../src/signing/worker-pool.js";
+import {
+  DerError,
+  DerReader,
+  MAX_OID_BYTES,
+  Tag,
+  bitString,
+  boolean as dBoolean,
+  contextConstructed,
+  contextPrimitive,
+  decodeOid,
+  explicit,
+  nullValue,
+  octetString,
+  oid,
+  sequence,
+  set,
+  smallInteger,
+  time,
+  tlv,
+  unsignedInteger,
+} from "../../src/signing/der.js";
 
 const OPENSSL = "/usr/bin/openssl";
 const IDENTITY = "spiffe://cluster.local/ns/default/sa/web";
@@ -39,10 +62,14 @@ interface TestCa {
   intermediatePem: string;
 }
 
-/** Self-signed root (P-256) and an intermediate (pathlen 0) whose non-extractable key goes into the bundle. */
+/**
+ * Self-signed root (P-256) and an intermediate (pathlen 0) whose non-extractable key goes into the bundle. The
+ * intermediate carries a subject key identifier unless `withSki` is false.
+ */
 async function makeCa(
   keyAlgorithm: KeyAlgorithmName,
   intermediateValidity: { notBefore: Date; notAfter: Date },
+  { withSki = true }: { withSki?: boolean } = {},
 ): Promise<TestCa> {
   const rootKeys = await generateKeyPair("ECDSA_P256", false);
   const root = await x509.X509CertificateGenerator.createSelfSigned({
@@ -68,7 +95,7 @@ async function makeCa(
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(intermediateKeys.publicKey),
+      ...(withSki ? [await x509.SubjectKeyIdentifierExtension.create(intermediateKeys.publicKey)] : []),
       await x509.AuthorityKeyIdentifierExtension.create(root.publicKey),
     ],
   });
@@ -369,7 +396,7 @@ void describe("checkCsr", () => {
     const checked = await checkCsr(await makeCsr({ keys }), policy);
     assert.deepEqual(checked.uriSans, [IDENTITY]);
     const spki = new Uint8Array(await subtle.exportKey("spki", keys.publicKey));
-    assert.deepEqual(new Uint8Array(checked.publicKey.rawData), spki);
+    assert.deepEqual(new Uint8Array(checked.spki), spki);
   });
 });
 
@@ -431,5 +458,694 @@ void describe("signLeaf with a short-lived intermediate", () => {
     assert.ok(signed.notAfter.getTime() <= ca.bundle.notAfter.getTime());
     assert.ok(ca.bundle.notAfter.getTime() - signed.notAfter.getTime() <= 2000);
     assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, signed.certPem), /: OK\s*$/);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------------------
+// The fast path (der.ts, fast-csr.ts, leaf-signer.ts) against the @peculiar/x509 construction it replaced, and the DER
+// reader against malformed and random input.
+
+/** The leaf as the @peculiar/x509 generator built it before the fast path: the oracle for byte-for-byte equivalence. */
+async function referenceLeaf(ca: TestCa, leaf: x509.X509Certificate, uriSans: string[]): Promise<Uint8Array> {
+  const intermediate = ca.bundle.signingCert;
+  const ski = intermediate.getExtension(x509.SubjectKeyIdentifierExtension);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: leaf.serialNumber,
+    issuer: intermediate.subjectName,
+    notBefore: leaf.notBefore,
+    notAfter: leaf.notAfter,
+    publicKey: leaf.publicKey,
+    signingKey: ca.bundle.privateKey,
+    signingAlgorithm: algorithmParams(ca.bundle.keyAlgorithm).sign,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension(
+        uriSans.map((uri) => ({ type: "url" as const, value: uri })),
+        true,
+      ),
+      ski
+        ? new x509.AuthorityKeyIdentifierExtension(ski.keyId)
+        : await x509.AuthorityKeyIdentifierExtension.create(intermediate.publicKey),
+      await x509.SubjectKeyIdentifierExtension.create(leaf.publicKey),
+    ],
+  });
+  return new Uint8Array(cert.rawData);
+}
+
+/** The DER of the n-th element (0-based) inside the top-level SEQUENCE of `der`. */
+function nthChild(der: Uint8Array, n: number): Uint8Array {
+  const top = new DerReader(der);
+  const children = top.children(top.expect(Tag.SEQUENCE, "top"), "top");
+  let el = children.next();
+  for (let i = 0; i < n; i++) el = children.next();
+  return children.raw(el);
+}
+
+/** The subject Name DER of a certificate (tbsCertificate's 6th field, after the explicit version). */
+function subjectDer(certDer: Uint8Array): Uint8Array {
+  return nthChild(nthChild(certDer, 0), 5);
+}
+
+const IDENTITIES = [IDENTITY, "spiffe://cluster.local/ns/default/sa/web-canary"];
+
+void describe("fast leaf path: equivalence with the @peculiar/x509 construction", () => {
+  for (const keyAlgorithm of ["ECDSA_P256", "ECDSA_P384", "RSA_2048"] as const) {
+    void it(`${keyAlgorithm} intermediate: same TBSCertificate bytes, same fields, verifies, openssl -x509_strict OK`, async () => {
+      const ca = await makeCa(keyAlgorithm, validFor(-HOUR, 30 * 24 * HOUR));
+      const now = new Date();
+      const csr = await makeCsr({ sans: IDENTITIES.map((value) => ({ type: "url" as const, value })) });
+      const signed = await signLeaf(ca.bundle, csr, 6 * HOUR, policy, now);
+      const leaf = new x509.X509Certificate(signed.certPem);
+      const intermediate = ca.bundle.signingCert;
+      const der = new Uint8Array(leaf.rawData);
+
+      // Byte for byte what the generator made, but for the signature (ECDSA signatures are randomised).
+      const reference = await referenceLeaf(ca, leaf, IDENTITIES);
+      assert.deepEqual(nthChild(der, 0), nthChild(reference, 0), "TBSCertificate differs from the reference");
+      assert.deepEqual(nthChild(der, 1), nthChild(reference, 1), "signatureAlgorithm differs from the reference");
+
+      // Field by field, as a consumer reads them.
+      assert.deepEqual(nthChild(nthChild(der, 0), 3), subjectDer(new Uint8Array(intermediate.rawData)), "issuer");
+      assert.equal(leaf.issuer, intermediate.subject);
+      assert.equal(leaf.subject, "");
+      assert.equal(leaf.notBefore.getTime(), Math.floor((now.getTime() - 60_000) / 1000) * 1000);
+      assert.equal(leaf.notAfter.getTime(), Math.floor(now.getTime() / 1000) * 1000 + 6 * HOUR * 1000);
+      assert.equal(leaf.notAfter.getTime(), signed.notAfter.getTime());
+      assert.equal(leaf.serialNumber.toLowerCase(), signed.serialHex);
+      assert.match(signed.serialHex, /^[4-7][0-9a-f]{31}$/);
+      const san = leaf.getExtension(x509.SubjectAlternativeNameExtension);
+      assert.equal(san?.critical, true);
+      assert.deepEqual(
+        san.names.toJSON(),
+        IDENTITIES.map((value) => ({ type: "url", value })),
+      );
+      const bc = leaf.getExtension(x509.BasicConstraintsExtension);
+      assert.equal(bc?.ca, false);
+      assert.equal(bc.critical, true);
+      const ku = leaf.getExtension(x509.KeyUsagesExtension);
+      assert.equal(ku?.critical, true);
+      assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment);
+      const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
+      assert.deepEqual([...(eku?.usages ?? [])], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
+      assert.equal(eku?.critical, false);
+      const aki = leaf.getExtension(x509.AuthorityKeyIdentifierExtension);
+      assert.equal(aki?.keyId, intermediate.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId);
+      const ski = leaf.getExtension(x509.SubjectKeyIdentifierExtension);
+      assert.equal(ski?.keyId, (await x509.SubjectKeyIdentifierExtension.create(leaf.publicKey)).keyId);
+      assert.deepEqual(
+        [...leaf.extensions].map((e) => e.type),
+        ["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.35", "2.5.29.14"],
+      );
+      assert.deepEqual(
+        signatureAlgorithm(leaf),
+        keyAlgorithm === "RSA_2048"
+          ? { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }
+          : { name: "ECDSA", hash: keyAlgorithm === "ECDSA_P256" ? "SHA-256" : "SHA-384" },
+      );
+      assert.ok(await leaf.verify({ publicKey: intermediate.publicKey, signatureOnly: true }));
+      assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, signed.certPem), /: OK\s*$/);
+      assert.deepEqual(signed.chainPem, [signed.certPem, ca.intermediatePem, ca.rootPem]);
+    });
+  }
+
+  void it("derives the AKI from the intermediate's key when it has no SKI, as before", async () => {
+    const ca = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR), { withSki: false });
+    assert.equal(ca.bundle.signingCert.getExtension(x509.SubjectKeyIdentifierExtension), null);
+    const signed = await signLeaf(ca.bundle, await makeCsr(), HOUR, policy, new Date());
+    const leaf = new x509.X509Certificate(signed.certPem);
+    const reference = await referenceLeaf(ca, leaf, [IDENTITY]);
+    assert.deepEqual(nthChild(new Uint8Array(leaf.rawData), 0), nthChild(reference, 0));
+    const expected = await x509.AuthorityKeyIdentifierExtension.create(ca.bundle.signingCert.publicKey);
+    assert.equal(leaf.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId, expected.keyId);
+  });
+
+  void it("copies the CSR's subjectPublicKeyInfo verbatim (RSA and P-384 workload keys)", async () => {
+    const ca = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR));
+    const p384 = await generateKeyPair("ECDSA_P384", true);
+    const cases = [
+      { keys: rsaKeys(3072), signingAlgorithm: algorithmParams("RSA_2048").sign },
+      { keys: p384, signingAlgorithm: { name: "ECDSA", hash: "SHA-384" } },
+    ];
+    for (const spec of cases) {
+      const csr = await makeCsr(spec);
+      const signed = await signLeaf(ca.bundle, csr, HOUR, policy, new Date());
+      const spkiInLeaf = nthChild(nthChild(pemToDer(signed.certPem), 0), 6);
+      assert.deepEqual(spkiInLeaf, nthChild(nthChild(pemToDer(csr), 0), 2));
+      assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, signed.certPem), /: OK\s*$/);
+    }
+  });
+
+  void it("caches per bundle: a new bundle (rotation) signs with its own key and issuer", async () => {
+    const a = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR));
+    const b = await makeCa("ECDSA_P384", validFor(-HOUR, 24 * HOUR));
+    const csr = await makeCsr();
+    for (const ca of [a, b, a, b]) {
+      const leaf = new x509.X509Certificate((await signLeaf(ca.bundle, csr, HOUR, policy, new Date())).certPem);
+      assert.equal(leaf.issuer, ca.bundle.signingCert.subject);
+      assert.ok(await leaf.verify({ publicKey: ca.bundle.signingCert.publicKey, signatureOnly: true }));
+    }
+  });
+});
+
+void describe("DER writer", () => {
+  const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
+
+  void it("encodes times per RFC 5280: UTCTime through 2049, GeneralizedTime from 2050", () => {
+    assert.equal(hex(time(new Date("2049-12-31T23:59:59.999Z"))), hex(Buffer.from("\x17\x0d491231235959Z", "latin1")));
+    assert.equal(hex(time(new Date("2050-01-01T00:00:00Z"))), hex(Buffer.from("\x18\x0f20500101000000Z", "latin1")));
+    assert.equal(hex(time(new Date("1950-01-01T00:00:00Z"))), hex(Buffer.from("\x17\x0d500101000000Z", "latin1")));
+    assert.equal(hex(time(new Date("1949-12-31T23:59:59Z"))), hex(Buffer.from("\x18\x0f19491231235959Z", "latin1")));
+    assert.equal(hex(time(new Date("2030-03-04T05:06:07Z"))), hex(Buffer.from("\x17\x0d300304050607Z", "latin1")));
+    assert.throws(() => time(new Date(Number.NaN)), DerError);
+  });
+
+  void it("encodes lengths, integers and OIDs minimally", () => {
+    assert.equal(hex(tlv(0x04, Buffer.alloc(0x7f))).slice(0, 4), "047f");
+    assert.equal(hex(tlv(0x04, Buffer.alloc(0x80))).slice(0, 6), "048180");
+    assert.equal(hex(tlv(0x04, Buffer.alloc(0x100))).slice(0, 8), "04820100");
+    assert.equal(hex(tlv(0x04, Buffer.alloc(70000))).slice(0, 10), "0483011170");
+    assert.equal(hex(unsignedInteger(Uint8Array.of(0x80))), "02020080");
+    assert.equal(hex(unsignedInteger(Uint8Array.of(0, 0, 0x7f))), "02017f");
+    assert.equal(hex(smallInteger(0)), "020100");
+    assert.equal(hex(smallInteger(65536)), "0203010000");
+    assert.equal(hex(oid("1.2.840.10045.4.3.2")), "06082a8648ce3d040302");
+    assert.equal(hex(oid("2.5.29.17")), "0603551d11");
+    assert.equal(hex(oid("2.999.3")), "0603883703");
+    assert.throws(() => oid("1.40"), DerError);
+    assert.throws(() => oid("3.1"), DerError);
+    assert.throws(() => oid("1.2.x"), DerError);
+    assert.equal(hex(bitString(Uint8Array.of(0xa0), 5)), "030205a0");
+    assert.throws(() => bitString(Uint8Array.of(), 1), DerError);
+  });
+
+  void it("reads back what it writes", () => {
+    const der = sequence(
+      smallInteger(300),
+      oid("1.2.840.113549.1.1.11"),
+      bitString(Uint8Array.of(1, 2, 3)),
+      explicit(3, octetString(Uint8Array.of(9))),
+    );
+    const top = new DerReader(der);
+    const r = top.children(top.expect(Tag.SEQUENCE, "seq"), "seq");
+    top.finish("top");
+    assert.equal(r.readSmallInteger("int"), 300);
+    assert.equal(r.readOid("oid"), "1.2.840.113549.1.1.11");
+    assert.deepEqual([...r.readBitString("bits").bytes], [1, 2, 3]);
+    const ctx = r.children(r.expect(0xa3, "ctx"), "ctx");
+    assert.deepEqual([...ctx.content(ctx.expect(Tag.OCTET_STRING, "os"))], [9]);
+    r.finish("seq");
+    assert.equal(decodeOid(oid("2.999.3").subarray(2)), "2.999.3");
+  });
+});
+
+/** Deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomBytes(next: () => number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) out[i] = Math.floor(next() * 256);
+  return out;
+}
+
+/** Walks every element the way a generic parser would (depth-limited); the reader must only ever throw DerError. */
+function walk(reader: DerReader, depth: number): void {
+  while (!reader.atEnd) {
+    const el = reader.next();
+    if (el.tag === Tag.OID) decodeOid(reader.content(el));
+    if (el.tag & 0x20 && depth < 64) walk(reader.children(el, "walk"), depth + 1);
+  }
+}
+
+function onlyDerErrors(input: Uint8Array): void {
+  try {
+    walk(new DerReader(input), 0);
+  } catch (err) {
+    if (!(err instanceof DerError)) throw err;
+  }
+}
+
+void describe("DER reader on malformed input", () => {
+  const readOne = (bytes: number[]): unknown => new DerReader(Uint8Array.from(bytes)).next();
+
+  void it("refuses truncated, indefinite, non-minimal and oversized lengths with DerError", () => {
+    const bad: number[][] = [
+      [],
+      [0x30],
+      [0x30, 0x01],
+      [0x30, 0x80, 0x00, 0x00],
+      [0x04, 0x81, 0x05, 1, 2, 3, 4, 5],
+      [0x04, 0x82, 0x00, 0x80, ...new Array<number>(0x80).fill(0)],
+      [0x04, 0x84, 0xff, 0xff, 0xff, 0xff],
+      [0x04, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+      [0x04, 0x83, 0x7f, 0xff, 0xff],
+      [0x04, 0x05, 1, 2],
+      [0x1f, 0x81, 0x00, 0x00],
+    ];
+    for (const bytes of bad) assert.throws(() => readOne(bytes), DerError, Buffer.from(bytes).toString("hex"));
+  });
+
+  void it("refuses long and malformed OIDs and non-minimal INTEGERs", () => {
+    assert.throws(() => decodeOid(Buffer.alloc(MAX_OID_BYTES + 1, 0x01)), DerError);
+    assert.throws(() => decodeOid(Uint8Array.of(0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)), DerError);
+    assert.throws(() => decodeOid(Uint8Array.of(0x2a, 0x86)), DerError);
+    assert.throws(() => decodeOid(Uint8Array.of(0x2a, 0x80, 0x01)), DerError);
+    assert.throws(() => decodeOid(Uint8Array.of()), DerError);
+    const int = (bytes: number[]): number => new DerReader(Uint8Array.from(bytes)).readSmallInteger("int");
+    assert.throws(() => int([0x02, 0x02, 0x00, 0x01]), DerError);
+    assert.throws(() => int([0x02, 0x02, 0xff, 0x80]), DerError);
+    assert.throws(() => int([0x02, 0x00]), DerError);
+    assert.throws(() => int([0x02, 0x01, 0x80]), DerError);
+  });
+
+  void it("handles deep nesting without recursion trouble", () => {
+    let nested: Buffer = Buffer.from([0x05, 0x00]);
+    for (let i = 0; i < 5000; i++) nested = sequence(nested);
+    onlyDerErrors(nested);
+    const unbalanced = Buffer.alloc(20000);
+    for (let i = 0; i < unbalanced.length; i += 2) [unbalanced[i], unbalanced[i + 1]] = [0x30, 0x80];
+    onlyDerErrors(unbalanced);
+  });
+
+  void it("throws only DerError on 5,000 random inputs (seeded)", () => {
+    const next = prng(0x5eed);
+    for (let i = 0; i < 5000; i++) {
+      const bytes = randomBytes(next, Math.floor(next() * 600));
+      // Half of them start like a SEQUENCE with a plausible length so the walk gets past the first header.
+      if (i % 2 === 0 && bytes.length > 4) [bytes[0], bytes[1], bytes[2], bytes[3]] = [0x30, 0x82, 0x00, 0x00];
+      if (i % 2 === 0 && bytes.length > 4) bytes.writeUInt16BE(bytes.length - 4, 2);
+      onlyDerErrors(bytes);
+    }
+  });
+});
+
+interface BuiltCsr {
+  pem: string;
+  info: Buffer;
+}
+
+/**
+ * A CSR assembled with the DER writer and signed with node:crypto, so tests can put anything into the signed part:
+ * extensions, other attributes, odd OIDs, RSA-PSS parameters.
+ */
+function buildCsr(
+  spec: {
+    extensions?: Buffer[];
+    attributes?: Buffer[];
+    subject?: Buffer;
+    key?: { privateKey: KeyObject; publicKey: KeyObject };
+    signatureAlgorithm?: Buffer;
+    sign?: (info: Buffer, key: KeyObject) => Buffer;
+  } = {},
+): BuiltCsr {
+  const { privateKey, publicKey } = spec.key ?? generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const extensions = spec.extensions ?? [
+    sequence(oid("2.5.29.17"), octetString(sequence(contextPrimitive(6, Buffer.from(IDENTITY))))),
+  ];
+  const attributes = spec.attributes ?? [sequence(oid("1.2.840.113549.1.9.14"), set(sequence(...extensions)))];
+  const info = sequence(
+    smallInteger(0),
+    spec.subject ?? sequence(),
+    publicKey.export({ type: "spki", format: "der" }),
+    contextConstructed(0, ...attributes),
+  );
+  const signature = spec.sign ? spec.sign(info, privateKey) : nodeSign("sha256", info, privateKey);
+  const der = sequence(info, spec.signatureAlgorithm ?? sequence(oid("1.2.840.10045.4.3.2")), bitString(signature));
+  return { pem: toPem(der, "CERTIFICATE REQUEST"), info };
+}
+
+const ext = (id: string, value: Buffer, critical = false): Buffer =>
+  critical ? sequence(oid(id), dBoolean(true), octetString(value)) : sequence(oid(id), octetString(value));
+const sanExt = (...names: Buffer[]): Buffer => ext("2.5.29.17", sequence(...names));
+const uriName = (uri: string): Buffer => contextPrimitive(6, Buffer.from(uri, "latin1"));
+
+void describe("fast CSR parser", () => {
+  const check = (pem: string, opts = {}): Promise<unknown> => checkCsr(pem, policy, opts);
+
+  void it("accepts a hand-built CSR that openssl also accepts", async () => {
+    const { pem } = buildCsr({
+      subject: sequence(set(sequence(oid("2.5.4.3"), tlv(0x0c, Buffer.from("web"))))),
+      attributes: [
+        sequence(oid("1.2.840.113549.1.9.7"), set(tlv(0x0c, Buffer.from("challenge")))),
+        sequence(
+          oid("1.2.840.113549.1.9.14"),
+          set(sequence(sanExt(uriName(IDENTITY)), ext("2.5.29.37", sequence(oid("1.3.6.1.5.5.7.3.2"))))),
+        ),
+      ],
+    });
+    const dir = mkdtempSync(join(tmpdir(), "fast-csr-"));
+    try {
+      writeFileSync(join(dir, "csr.pem"), pem);
+      execFileSync(OPENSSL, ["req", "-verify", "-noout", "-in", join(dir, "csr.pem")], { stdio: "pipe" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const checked = (await check(pem)) as { uriSans: string[] };
+    assert.deepEqual(checked.uriSans, [IDENTITY]);
+    const parsed = parseCsrPem(pem);
+    assert.deepEqual(parsed.extensionOids, ["2.5.29.17", "2.5.29.37"]);
+    assert.deepEqual(parsed.publicKey, { type: "EC", curve: "P-256" });
+    assert.deepEqual(parsed.signatureAlgorithm, { name: "ECDSA", hash: "SHA-256" });
+  });
+
+  void it("accepts a CSR without the attributes field", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const info = sequence(smallInteger(0), sequence(), publicKey.export({ type: "spki", format: "der" }));
+    const der = sequence(info, sequence(oid("1.2.840.10045.4.3.2")), bitString(nodeSign("sha256", info, privateKey)));
+    await assertRefused(check(toPem(der, "CERTIFICATE REQUEST")), "INVALID_ARGUMENT", "no_identity");
+  });
+
+  void it("verifies RSA-PSS signatures (as the @peculiar path did) and refuses mismatched MGF1 hashes", async () => {
+    const key = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const sha256 = sequence(oid("2.16.840.1.101.3.4.2.1"), nullValue());
+    const sha384 = sequence(oid("2.16.840.1.101.3.4.2.2"), nullValue());
+    const pssAlg = (mgfHash: Buffer): Buffer =>
+      sequence(
+        oid("1.2.840.113549.1.1.10"),
+        sequence(
+          explicit(0, sha256),
+          explicit(1, sequence(oid("1.2.840.113549.1.1.8"), mgfHash)),
+          explicit(2, smallInteger(32)),
+        ),
+      );
+    const pssSign = (info: Buffer, k: KeyObject): Buffer =>
+      nodeSign("sha256", info, { key: k, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    const good = buildCsr({ key: key, signatureAlgorithm: pssAlg(sha256), sign: pssSign });
+    assert.deepEqual(((await check(good.pem)) as { uriSans: string[] }).uriSans, [IDENTITY]);
+    const mismatched = buildCsr({ key: key, signatureAlgorithm: pssAlg(sha384), sign: pssSign });
+    await assertRefused(check(mismatched.pem), "INVALID_ARGUMENT", "csr_signature");
+    const defaultSha1 = buildCsr({
+      key,
+      signatureAlgorithm: sequence(oid("1.2.840.113549.1.1.10"), sequence()),
+      sign: pssSign,
+    });
+    await assertRefused(check(defaultSha1.pem), "INVALID_ARGUMENT", "csr_signature");
+  });
+
+  void it("refuses an ECDSA signature algorithm on an RSA key and SHA-1", async () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    await assertRefused(check(buildCsr({ key: rsa }).pem), "INVALID_ARGUMENT", "csr_signature");
+    const sha1 = buildCsr({
+      signatureAlgorithm: sequence(oid("1.2.840.10045.4.1")),
+      sign: (info, k) => nodeSign("sha1", info, k),
+    });
+    await assertRefused(check(sha1.pem), "INVALID_ARGUMENT", "csr_signature");
+  });
+
+  void it("names SAN types as before and refuses otherName, directoryName and registeredID SANs", async () => {
+    const upn = contextConstructed(0, oid("1.3.6.1.4.1.311.20.2.3"), explicit(0, tlv(0x0c, Buffer.from("a@b"))));
+    const other = contextConstructed(0, oid("1.2.3.4"), explicit(0, tlv(0x0c, Buffer.from("x"))));
+    const dn = contextConstructed(4, sequence(set(sequence(oid("2.5.4.3"), tlv(0x0c, Buffer.from("x"))))));
+    const cases: [Buffer, string][] = [
+      [upn, "upn"],
+      [other, "otherName"],
+      [dn, "dn"],
+      [contextPrimitive(8, oid("1.2.3").subarray(2)), "id"],
+      [contextPrimitive(7, Uint8Array.of(10, 0, 0, 1)), "ip"],
+    ];
+    for (const [name, type] of cases) {
+      const { pem } = buildCsr({ extensions: [sanExt(uriName(IDENTITY), name)] });
+      await assert.rejects(check(pem), {
+        message: `san_forbidden_type: CSR has a ${type} SAN; expected only URI SANs (SPIFFE IDs)`,
+      });
+    }
+  });
+
+  void it("refuses duplicate extensions and a second extensionRequest attribute as malformed", async () => {
+    const dup = buildCsr({ extensions: [sanExt(uriName(IDENTITY)), sanExt(uriName(IDENTITY))] });
+    await assert.rejects(check(dup.pem), {
+      message: /^csr_malformed: CSR requests extension 2\.5\.29\.17 more than once$/,
+    });
+    const extReq = sequence(oid("1.2.840.113549.1.9.14"), set(sequence(sanExt(uriName(IDENTITY)))));
+    await assertRefused(check(buildCsr({ attributes: [extReq, extReq] }).pem), "INVALID_ARGUMENT", "csr_malformed");
+  });
+
+  void it("refuses requested CA:true (also with pathLen) and keyCertSign/cRLSign, but not other usages", async () => {
+    const bc = (body: Buffer): Buffer => ext("2.5.29.19", body, true);
+    const ku = (byte: number, unused: number): Buffer => ext("2.5.29.15", bitString(Uint8Array.of(byte), unused), true);
+    const refused = [
+      bc(sequence(dBoolean(true))),
+      bc(sequence(dBoolean(true), smallInteger(0))),
+      ku(0x04, 2),
+      ku(0x02, 1),
+    ];
+    for (const e of refused) {
+      await assertRefused(
+        check(buildCsr({ extensions: [sanExt(uriName(IDENTITY)), e] }).pem),
+        "PERMISSION_DENIED",
+        "ca_requested",
+      );
+    }
+    for (const e of [bc(sequence()), bc(sequence(dBoolean(false))), ku(0xa0, 5), ku(0x88, 3)]) {
+      await check(buildCsr({ extensions: [sanExt(uriName(IDENTITY)), e] }).pem);
+    }
+  });
+
+  void it("refuses long and oversized OIDs anywhere in a correctly signed CSR as malformed", async () => {
+    const longOid = tlv(Tag.OID, Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(200, 0x81), Buffer.from([0x01])]));
+    const hugeArc = tlv(Tag.OID, Uint8Array.of(0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f));
+    for (const id of [longOid, hugeArc]) {
+      const inExtension = buildCsr({ extensions: [sanExt(uriName(IDENTITY)), sequence(id, octetString(sequence()))] });
+      await assertRefused(check(inExtension.pem), "INVALID_ARGUMENT", "csr_malformed");
+      const inSubject = buildCsr({ subject: sequence(set(sequence(id, tlv(0x0c, Buffer.from("x"))))) });
+      await assertRefused(check(inSubject.pem), "INVALID_ARGUMENT", "csr_malformed");
+      const inSignatureAlgorithm = buildCsr({ signatureAlgorithm: sequence(id) });
+      await assertRefused(check(inSignatureAlgorithm.pem), "INVALID_ARGUMENT", "csr_malformed");
+    }
+  });
+
+  void it("refuses deep nesting inside the signed part as malformed", async () => {
+    let deep: Buffer = sequence();
+    for (let i = 0; i < 1000; i++) deep = sequence(deep);
+    const { pem } = buildCsr({ extensions: [ext("2.5.29.17", deep)] });
+    assert.ok(pem.length < DEFAULT_MAX_CSR_BYTES);
+    await assertRefused(check(pem), "INVALID_ARGUMENT", "csr_malformed");
+    await assertRefused(check(toPem(deep, "CERTIFICATE REQUEST")), "INVALID_ARGUMENT", "csr_malformed");
+  });
+});
+
+void describe("fast CSR parser fuzz (every refusal is a LeafPolicyError)", () => {
+  let good: Buffer;
+  const asPem = (der: Uint8Array): string => toPem(der, "CERTIFICATE REQUEST");
+  const malformed = async (der: Uint8Array, label: string): Promise<void> => {
+    await assert.rejects(checkCsr(asPem(der), policy), (err: unknown) => {
+      assert.ok(err instanceof LeafPolicyError, `${label}: expected LeafPolicyError, got ${String(err)}`);
+      assert.equal(err.rule, "csr_malformed", `${label}: ${err.message}`);
+      return true;
+    });
+  };
+
+  before(async () => {
+    good = pemToDer(await makeCsr({ sans: [{ type: "url", value: IDENTITY }] }));
+    await checkCsr(asPem(good), policy);
+  });
+
+  void it("every truncation of a valid CSR", async () => {
+    for (let n = 1; n < good.length; n++) await malformed(good.subarray(0, n), `truncated to ${n}`);
+  });
+
+  void it("every element's length off by one either way, and huge or indefinite outer lengths", async () => {
+    const headers: { at: number; lengthByte: number }[] = [];
+    const collect = (reader: DerReader): void => {
+      while (!reader.atEnd) {
+        const el = reader.next();
+        headers.push({ at: el.headerStart, lengthByte: el.headerStart + 1 });
+        // Only constructed universal types: OCTET/BIT STRING contents are opaque to the structure.
+        if (el.tag === Tag.SEQUENCE || el.tag === Tag.SET || el.tag === 0xa0) collect(reader.children(el, "c"));
+      }
+    };
+    collect(new DerReader(good));
+    assert.ok(headers.length > 10);
+    for (const { at, lengthByte } of headers) {
+      const b = good[lengthByte]!;
+      // Short-form lengths only (long forms change width): +1 and -1 keep the byte a short form.
+      if (b >= 0x80) continue;
+      for (const delta of [1, -1]) {
+        if (b + delta < 0 || b + delta >= 0x80) continue;
+        const mutated = Buffer.from(good);
+        mutated[lengthByte] = b + delta;
+        await malformed(mutated, `element at ${at} length ${b}${delta > 0 ? "+1" : "-1"}`);
+      }
+    }
+    const body = good.subarray(good[1]! >= 0x80 ? 2 + (good[1]! & 0x7f) : 2);
+    for (const header of [
+      [0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+      [0x30, 0x80],
+      [0x30, 0x83, 0x10, 0x00, 0x00],
+    ]) {
+      await malformed(
+        Buffer.concat([Buffer.from(header), body]),
+        `outer header ${Buffer.from(header).toString("hex")}`,
+      );
+    }
+  });
+
+  void it("2,000 seeded random inputs, half of them inside a well-formed outer SEQUENCE", async () => {
+    const next = prng(20240601);
+    for (let i = 0; i < 2000; i++) {
+      const body = randomBytes(next, 1 + Math.floor(next() * 700));
+      await malformed(i % 2 === 0 ? body : sequence(body), `random input ${i}`);
+    }
+  });
+
+  void it("2,000 seeded random byte mutations of a valid CSR: always a LeafPolicyError", async () => {
+    const next = prng(77);
+    const rules = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const mutated = Buffer.from(good);
+      const flips = 1 + Math.floor(next() * 3);
+      for (let f = 0; f < flips; f++) mutated[Math.floor(next() * mutated.length)] = Math.floor(next() * 256);
+      try {
+        await checkCsr(asPem(mutated), policy);
+      } catch (err) {
+        assert.ok(err instanceof LeafPolicyError, `mutation ${i}: expected LeafPolicyError, got ${String(err)}`);
+        rules.add(err.rule);
+      }
+    }
+    assert.ok(rules.has("csr_malformed") && rules.has("csr_signature"), [...rules].join(","));
+  });
+});
+
+void describe("fast CSR parser agrees with @peculiar/x509", () => {
+  void it("on the key, SANs, basicConstraints and keyUsage of generated CSRs", async () => {
+    const cases: CsrSpec[] = [
+      {},
+      {
+        sans: [
+          { type: "url", value: IDENTITY },
+          { type: "dns", value: "web.default.svc" },
+        ],
+      },
+      {
+        sans: [
+          { type: "ip", value: "10.0.0.1" },
+          { type: "email", value: "a@example.com" },
+          { type: "url", value: IDENTITY },
+        ],
+      },
+      {
+        keys: rsaKeys(2048),
+        signingAlgorithm: algorithmParams("RSA_2048").sign,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 2, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.digitalSignature),
+        ],
+      },
+      { keys: await generateKeyPair("ECDSA_P384", true), signingAlgorithm: { name: "ECDSA", hash: "SHA-384" } },
+    ];
+    for (const spec of cases) {
+      const pem = await makeCsr(spec);
+      const fast = parseCsrPem(pem);
+      const slow = new x509.Pkcs10CertificateRequest(pem);
+      const alg = slow.publicKey.algorithm as { name: string; namedCurve?: string; modulusLength?: number };
+      assert.deepEqual(
+        fast.publicKey,
+        alg.name === "ECDSA" ? { type: "EC", curve: alg.namedCurve } : { type: "RSA", modulusBits: alg.modulusLength },
+      );
+      assert.deepEqual(new Uint8Array(fast.spki), new Uint8Array(slow.publicKey.rawData));
+      const slowNames = slow.extensions.flatMap((e) =>
+        e instanceof x509.SubjectAlternativeNameExtension ? e.names.items : [],
+      );
+      assert.deepEqual(
+        fast.subjectAltNames.map((n) => n.type),
+        [...slowNames].map((n) => n.type),
+      );
+      assert.deepEqual(
+        fast.subjectAltNames.filter((n) => n.type === "url").map((n) => n.value),
+        [...slowNames].filter((n) => n.type === "url").map((n) => n.value),
+      );
+      assert.equal(
+        fast.requestsCa,
+        slow.extensions.find((e) => e instanceof x509.BasicConstraintsExtension)?.ca ?? false,
+      );
+      assert.equal(fast.keyUsage, slow.extensions.find((e) => e instanceof x509.KeyUsagesExtension)?.usages ?? 0);
+      assert.deepEqual(
+        fast.extensionOids,
+        [...slow.extensions].map((e) => e.type),
+      );
+      assert.equal(fast.signatureAlgorithm.hash, (slow.signatureAlgorithm as { hash?: { name?: string } }).hash?.name);
+      assert.ok(await slow.verify());
+    }
+  });
+});
+
+void describe("SigningPool (leaf signing on worker threads)", () => {
+  let pool: SigningPool;
+  let ca: TestCa;
+
+  before(async () => {
+    pool = new SigningPool(2);
+    ca = await makeCa("ECDSA_P256", validFor(-HOUR, 30 * 24 * HOUR));
+  });
+  after(() => pool.close());
+
+  void it("signs the same leaves signLeaf does, on any worker, for every bundle it is given", async () => {
+    const other = await makeCa("RSA_2048", validFor(-HOUR, 30 * 24 * HOUR));
+    const csr = await makeCsr();
+    const now = new Date();
+    const leaves = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => pool.sign(i % 2 ? other.bundle : ca.bundle, csr, 2 * HOUR, policy, now)),
+    );
+    for (const [i, signed] of leaves.entries()) {
+      const issuer = i % 2 ? other : ca;
+      assert.deepEqual(signed.chainPem, [signed.certPem, issuer.intermediatePem, issuer.rootPem]);
+      const leaf = new x509.X509Certificate(signed.certPem);
+      assert.equal(leaf.serialNumber.toLowerCase(), signed.serialHex);
+      assert.equal(leaf.notAfter.getTime(), signed.notAfter.getTime());
+      assert.equal(signed.notAfter.getTime(), Math.floor(now.getTime() / 1000) * 1000 + 2 * HOUR * 1000);
+      const reference = await referenceLeaf(issuer, leaf, [IDENTITY]);
+      assert.deepEqual(nthChild(new Uint8Array(leaf.rawData), 0), nthChild(reference, 0));
+      assert.ok(await leaf.verify({ publicKey: issuer.bundle.signingCert.publicKey, signatureOnly: true }));
+    }
+    assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, leaves[0]!.certPem), /: OK\s*$/);
+    assert.equal(new Set(leaves.map((l) => l.serialHex)).size, leaves.length);
+  });
+
+  void it("refuses with the same error classes, codes, rules and messages as signLeaf", async () => {
+    const bad = [
+      await makeCsr({ sans: [{ type: "url", value: "spiffe://other/ns/a/sa/b" }] }),
+      await makeCsr({ sans: [] }),
+      "not a CSR",
+    ];
+    for (const csr of bad) {
+      const direct = await signLeaf(ca.bundle, csr, HOUR, policy, new Date()).then(
+        () => assert.fail("signLeaf accepted"),
+        (err: unknown) => err as LeafPolicyError,
+      );
+      await assert.rejects(pool.sign(ca.bundle, csr, HOUR, policy, new Date()), (err: unknown) => {
+        assert.ok(err instanceof LeafPolicyError);
+        assert.deepEqual([err.code, err.rule, err.message], [direct.code, direct.rule, direct.message]);
+        return true;
+      });
+    }
+    const opts = { requiredIdentity: "spiffe://cluster.local/ns/default/sa/other" };
+    await assertRefused(
+      pool.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date(), opts),
+      "PERMISSION_DENIED",
+      "identity_mismatch",
+    );
+    const expired = new Date(ca.bundle.notAfter.getTime() + 1000);
+    await assert.rejects(pool.sign(ca.bundle, await makeCsr(), HOUR, policy, expired), (err: unknown) => {
+      assert.ok(err instanceof CaValidityError);
+      assert.equal(err.rule, "ca_expired");
+      assert.match(err.message, /^ca_expired: intermediate expired at /);
+      return true;
+    });
+  });
+
+  void it("rejects requests after close", async () => {
+    const closing = new SigningPool(1);
+    await closing.close();
+    await assert.rejects(closing.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date()), /closed/);
   });
 });

@@ -1,0 +1,3 @@
+module istiod-vault-agent/bench/go-leaf
+
+go 1.26
