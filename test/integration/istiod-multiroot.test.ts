@@ -16,7 +16,6 @@ import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
 import { istiodCaClient, requestWorkloadCertificate, startIstiod, type IstiodRun } from "../env/istiod.js";
 import { waitUntil } from "../env/process.js";
 
-
 describe("Vault root rotation with istiod in multi-root mode", () => {
   let t: AgentTestEnv;
   let dir: string;
