@@ -14,7 +14,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { spawnSync } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
@@ -231,6 +231,15 @@ describe("fault injection", () => {
       ),
       ...extra,
     ];
+    // The unprivileged run needs to reach the checkout: a CI clone may sit under a 0700 temp dir.
+    const opened: [string, number][] = [];
+    for (let d = repoRoot(); d !== dirname(d); d = dirname(d)) {
+      const mode = statSync(d).mode & 0o777;
+      if ((mode & 0o001) === 0) {
+        opened.push([d, mode]);
+        chmodSync(d, mode | 0o001);
+      }
+    }
     const agent = (args: string[], asNobody = false) => {
       const cmd = [nodeBinary(), join(repoRoot(), "dist/src/main.js"), ...args];
       const res = asNobody
@@ -265,6 +274,7 @@ describe("fault injection", () => {
       assert.equal(socketUnderFile.code, 1, socketUnderFile.out);
       assert.match(socketUnderFile.out, new RegExp(`socket directory ${join(dir, "a-file")}`));
     } finally {
+      for (const [d, mode] of opened) chmodSync(d, mode);
       rmSync(dir, { recursive: true, force: true });
     }
   });
