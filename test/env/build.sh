@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real servers the tests run against (etcd, kube-apiserver, OpenBao, istiod) from their Go modules.
+# Builds the real servers the tests run against (etcd, kube-apiserver, the node components kubelet,
+# kube-controller-manager and kube-scheduler, OpenBao, istiod) from their Go modules.
 #
 # Each server has its own wrapper module in test/env/<name>/ (go.mod + go.sum pin every module). A binary is cached
 # outside the repo under $IVA_CACHE_DIR (default ~/.cache/istiod-vault-agent), keyed by a hash of the wrapper's
@@ -17,18 +18,17 @@ export GOTOOLCHAIN=local GOSUMDB=off GOFLAGS=-mod=readonly
 
 # Build settings per server: main package, binary name, build tags, CGO and extra ldflags.
 settings() {
+  wrapper=$1
   case "$1" in
     etcd)
       pkg=go.etcd.io/etcd/server/v3; bin=etcd; tags=""; cgo=0; ldflags="" ;;
     kube-apiserver)
-      pkg=k8s.io/kubernetes/cmd/kube-apiserver; bin=kube-apiserver; tags=""; cgo=0
-      local v; v=$(module_version "$1" k8s.io/kubernetes)
-      local major minor
-      major=$(echo "$v" | sed -E 's/^v([0-9]+)\..*/\1/'); minor=$(echo "$v" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')
-      ldflags="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major"
-      ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-      ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=$major"
-      ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor" ;;
+      pkg=k8s.io/kubernetes/cmd/kube-apiserver; bin=kube-apiserver; tags=""; cgo=0; kube_version_ldflags ;;
+    kubelet | kube-controller-manager | kube-scheduler)
+      # The node components come from the same k8s.io/kubernetes version as the apiserver, in their own wrapper so
+      # that the apiserver's go.mod (and its cache key) stays as small as it was. The Go build cache shares the
+      # packages they have in common.
+      wrapper=kube-node; pkg=k8s.io/kubernetes/cmd/$1; bin=$1; tags=""; cgo=0; kube_version_ldflags ;;
     openbao)
       pkg=github.com/openbao/openbao; bin=bao; tags=""; cgo=0
       ldflags="-X github.com/openbao/openbao/version.fullVersion=2.4.0" ;;
@@ -37,8 +37,19 @@ settings() {
       local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
       ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
       ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
-    *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, openbao or istiod)" >&2; return 1 ;;
+    *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
+         "kube-scheduler, openbao or istiod)" >&2; return 1 ;;
   esac
+}
+
+kube_version_ldflags() { # without these the Kubernetes binaries report v0.0.0 (and kubelet's version skew checks fail)
+  local v major minor
+  v=$(module_version "$wrapper" k8s.io/kubernetes)
+  major=$(echo "$v" | sed -E 's/^v([0-9]+)\..*/\1/'); minor=$(echo "$v" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')
+  ldflags="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major"
+  ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=$major"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 }
 
 module_version() { # wrapper, module -> the version the wrapper's go.mod requires
@@ -46,10 +57,10 @@ module_version() { # wrapper, module -> the version the wrapper's go.mod require
 }
 
 build_one() {
-  local name=$1 pkg bin tags cgo ldflags
+  local name=$1 wrapper pkg bin tags cgo ldflags
   settings "$name"
   local key
-  key=$( { cat "$here/$name/go.mod" "$here/$name/go.sum"; go version; echo "$pkg|$tags|$cgo|$ldflags"; } | sha256sum | cut -c1-16)
+  key=$( { cat "$here/$wrapper/go.mod" "$here/$wrapper/go.sum"; go version; echo "$pkg|$tags|$cgo|$ldflags"; } | sha256sum | cut -c1-16)
   local out="$cache_dir/bin/$name-$key/$bin"
   if [ -x "$out" ]; then
     echo "build.sh: $name cached ($out)" >&2
@@ -57,7 +68,7 @@ build_one() {
     echo "build.sh: building $name from $pkg (cold builds take minutes) ..." >&2
     local start=$SECONDS tmp="$out.tmp.$$"
     mkdir -p "$(dirname "$out")"
-    (cd "$here/$name" && CGO_ENABLED=$cgo go build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$tmp" "$pkg")
+    (cd "$here/$wrapper" && CGO_ENABLED=$cgo go build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$tmp" "$pkg")
     mv -f "$tmp" "$out"
     echo "build.sh: built $name in $((SECONDS - start)) s" >&2
   fi
