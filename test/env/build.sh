@@ -37,8 +37,12 @@ settings() {
       local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
       ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
       ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
+    helm)
+      # Renders Istio's own istiod chart (from the pinned istio.io/istio module) with the project's values.
+      pkg=helm.sh/helm/v3/cmd/helm; bin=helm; tags=""; cgo=0
+      ldflags="-X helm.sh/helm/v3/internal/version.version=$(module_version helm helm.sh/helm/v3)" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
-         "kube-scheduler, openbao or istiod)" >&2; return 1 ;;
+         "kube-scheduler, openbao, istiod or helm)" >&2; return 1 ;;
   esac
 }
 

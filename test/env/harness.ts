@@ -12,7 +12,8 @@ import { ManagedProcess, waitUntil } from "./process.js";
 import { parse as parseYaml } from "yaml";
 import { makeServiceAccountKeys, makeTestCa } from "./pki.js";
 
-export type ServerName = "etcd" | "kube-apiserver" | "openbao" | "istiod";
+export type ServerName =
+  "etcd" | "kube-apiserver" | "openbao" | "istiod" | "kubelet" | "kube-controller-manager" | "kube-scheduler" | "helm";
 
 /** The repository root, found from this file's location in src or in dist. */
 export function repoRoot(): string {
@@ -92,6 +93,12 @@ export interface TestEnvOptions {
    * and unsealed by the harness, so it can be stopped and started again with its PKI intact), or false for none.
    */
   vault?: "dev" | "persistent" | false;
+  /**
+   * Prepare the servers for pods on a real node (test/env/node.ts): the apiserver's and (persistent) OpenBao's
+   * certificates also name this address (the pod network's gateway, where the node forwards pods to them), and the apiserver runs the
+   * ServiceAccount admission plugin so pods get their service-account token volume.
+   */
+  podGatewayIp?: string;
 }
 
 export class TestEnv {
@@ -100,11 +107,16 @@ export class TestEnv {
   vault!: VaultEnv;
   etcdProcess!: ManagedProcess;
   apiserverProcess!: ManagedProcess;
+  /** The apiserver's PKI: ca.crt (also the client CA), serving cert, service-account keys. */
+  pkiDir!: string;
 
-  private constructor(readonly dir: string) {}
+  private constructor(
+    readonly dir: string,
+    private readonly opts: TestEnvOptions,
+  ) {}
 
   static async start(opts: TestEnvOptions = {}): Promise<TestEnv> {
-    const env = new TestEnv(mkdtempSync(join(tmpdir(), "iva-env-")));
+    const env = new TestEnv(mkdtempSync(join(tmpdir(), "iva-env-")), opts);
     try {
       const bins = serverBinaries(
         opts.vault === false ? ["etcd", "kube-apiserver"] : ["etcd", "kube-apiserver", "openbao"],
@@ -120,7 +132,7 @@ export class TestEnv {
     return env;
   }
 
-  private spawn(name: string, binary: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): ManagedProcess {
+  spawn(name: string, binary: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): ManagedProcess {
     const p = new ManagedProcess(name, binary, args, join(this.dir, `${name}.log`), { ...cleanEnv(), ...extraEnv });
     this.processes.push(p);
     return p;
@@ -154,12 +166,13 @@ export class TestEnv {
 
   private async startApiserver(bin: string, etcdUrl: string): Promise<void> {
     const pki = join(this.dir, "pki");
+    this.pkiDir = pki;
     mkdirSync(pki, { mode: 0o700 });
     const ca = await makeTestCa("iva-test-kube-ca");
     const serving = await ca.issue({
       commonName: "kube-apiserver",
       dnsNames: ["localhost", "kubernetes.default.svc"],
-      ips: ["127.0.0.1"],
+      ips: ["127.0.0.1", ...(this.opts.podGatewayIp ? [this.opts.podGatewayIp] : [])],
     });
     const admin = await ca.issue({ commonName: "iva-admin", organization: "system:masters", client: true });
     const sa = await makeServiceAccountKeys();
@@ -187,7 +200,9 @@ export class TestEnv {
       `--service-account-key-file=${join(pki, "sa.pub")}`,
       `--service-account-signing-key-file=${join(pki, "sa.key")}`,
       "--service-cluster-ip-range=10.0.0.0/24",
-      "--disable-admission-plugins=ServiceAccount",
+      // Without a controller-manager nothing creates the default service accounts this plugin insists on; a real
+      // node runs one (test/env/node.ts) and needs the plugin for pods' token volumes.
+      ...(this.opts.podGatewayIp ? [] : ["--disable-admission-plugins=ServiceAccount"]),
       "--allow-privileged=true",
       "--endpoint-reconciler-type=none",
     ]);
@@ -252,7 +267,11 @@ export class TestEnv {
     const certDir = join(this.dir, "openbao-tls");
     mkdirSync(certDir, { mode: 0o700 });
     const ca = await makeTestCa("iva-test-openbao-ca");
-    const serving = await ca.issue({ commonName: "openbao", dnsNames: ["localhost"], ips: ["127.0.0.1"] });
+    const serving = await ca.issue({
+      commonName: "openbao",
+      dnsNames: ["localhost"],
+      ips: ["127.0.0.1", ...(this.opts.podGatewayIp ? [this.opts.podGatewayIp] : [])],
+    });
     const caFile = join(certDir, "vault-ca.pem");
     writeFileSync(caFile, ca.certPem);
     writeFileSync(join(certDir, "tls.crt"), serving.certPem, { mode: 0o600 });
