@@ -1,6 +1,8 @@
 # istiod-vault-agent: multi-stage build, Node 24 runtime, production dependencies only, non-root numeric user.
 # Works with a read-only root filesystem: the agent writes only its socket directory and the cacerts volume.
-FROM node:24-bookworm-slim AS build
+# NODE_IMAGE: the public image by default; the real-node tests pass a locally built equivalent (no registry there).
+ARG NODE_IMAGE=node:24-bookworm-slim
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -10,7 +12,7 @@ COPY test ./test
 COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 
-FROM node:24-bookworm-slim
+FROM ${NODE_IMAGE}
 WORKDIR /app
 ENV NODE_ENV=production
 # A bounded heap keeps RSS well under the 256Mi limit the manifests set (V8 otherwise grows it lazily under load).
