@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# End-to-end on a real cluster, run by hand by operators who have Docker and kind (it cannot run on the project's
-# CI machines, which have no container engine). Creates a kind cluster, a Vault dev server, configures it with
-# setup-vault, installs istiod with the agent injected, deploys a sample workload and checks its certificate chain.
-# Needs: docker, kind, kubectl, helm, istioctl, and the agent image built from ../../../Dockerfile.
+# End-to-end on a kind cluster, run by hand by operators who have Docker and kind (the project's CI proves the same
+# install on a real kubelet instead: test/e2e/real-node.test.ts). It uses exactly the manifests that test proves: the
+# CRD and RBAC from manifests/, a RootTrustPolicy per istiod Deployment, and manifests/helm/istiod-values.yaml for
+# Istio's own istiod chart. Creates a kind cluster and a Vault dev server, configures Vault with setup-vault, installs
+# istiod with the agent as a native sidecar, deploys a sample workload and checks its certificate chain.
+# Needs: docker, kind, kubectl, helm, istioctl, jq, openssl. Set KEEP=1 to keep the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
 cluster=${CLUSTER:-iva-e2e}
 image=${IMAGE:-istiod-vault-agent:0.1.0}
 istio_version=${ISTIO_VERSION:-1.30.3}
+vault_addr=http://vault.vault:8200 # the dev server speaks plain HTTP; a real Vault is https:// with caBundle set
 
 kind create cluster --name "$cluster"
 trap '[ "${KEEP:-}" = 1 ] || kind delete cluster --name "$cluster"' EXIT
@@ -24,16 +27,23 @@ kubectl -n vault wait --for=condition=Ready pod/vault --timeout=120s
 
 # setup-vault runs inside the cluster so Vault can reach the apiserver it is told about.
 kubectl create namespace istio-system
-kubectl -n istio-system create serviceaccount istiod
 kubectl -n vault run setup-vault --rm -i --restart=Never --image="$image" --env=VAULT_TOKEN=root \
-  -- setup-vault --vault-addr=http://vault.vault:8200 --kubernetes-host=https://kubernetes.default.svc
+  -- setup-vault --vault-addr="$vault_addr" --kubernetes-host=https://kubernetes.default.svc
 
+# CRD, RBAC and the policy the agent reads (it is named after the istiod Deployment).
+kubectl apply -k manifests/crd
+kubectl wait --for=condition=Established crd/roottrustpolicies.istiod-vault-agent.io --timeout=60s
 kubectl apply -k manifests/base
+sed -e "s#server: https://vault.vault.svc:8200#server: $vault_addr#" \
+  -e 's#serviceAccountTokenPath: .*#serviceAccountTokenPath: /var/run/secrets/vault/vault-token#' \
+  manifests/examples/root-trust-policy.yaml | kubectl apply -f -
+
 helm repo add istio https://istio-release.storage.googleapis.com/charts >/dev/null
 helm install istio-base istio/base -n istio-system --version "$istio_version" --wait
-helm install istiod istio/istiod -n istio-system --version "$istio_version" \
-  -f manifests/helm/istiod-values.yaml --post-renderer manifests/helm/post-render.sh --wait
-kubectl -n istio-system set env deployment/istiod -c istiod-vault-agent VAULT_ADDR=http://vault.vault:8200
+# (--set on a list would replace the whole initContainers list, so the image is substituted in a copy instead)
+values=$(mktemp)
+sed "s#image: istiod-vault-agent:0.1.0#image: $image#" manifests/helm/istiod-values.yaml >"$values"
+helm install istiod istio/istiod -n istio-system --version "$istio_version" -f "$values" --wait
 
 kubectl create namespace sample
 kubectl label namespace sample istio-injection=enabled
