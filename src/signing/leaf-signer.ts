@@ -2,8 +2,8 @@
 // copied verbatim) and its (policy-checked) URI SANs; every other field and extension is set here, so nothing
 // requested can widen the leaf. The certificate is encoded directly with der.ts (one fixed shape) and signed with
 // node:crypto; everything that depends only on the intermediate is computed once per bundle.
-import { KeyObject, createHash, randomFillSync, sign } from "node:crypto";
-import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
+import { createHash, randomFillSync, sign, type KeyObject } from "node:crypto";
+import type { KeyAlgorithmName } from "../crypto/keys.js";
 import {
   DerReader,
   Tag,
@@ -30,7 +30,8 @@ export interface LeafIssuer {
   readonly signingCert: { readonly rawData: ArrayBuffer };
   /** Intermediate first, then every issuer up to and including the root. */
   readonly chainPem: readonly string[];
-  readonly privateKey: CryptoKey;
+  /** The intermediate's node:crypto key (never a CryptoKey: KeyObject.from() on one is deprecated, DEP0204). */
+  readonly signingKey: KeyObject;
   readonly keyAlgorithm: KeyAlgorithmName;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -184,8 +185,7 @@ function issuerContext(bundle: LeafIssuer): IssuerContext {
   // method the issuing CA (Vault) used to derive it; otherwise derive it from the issuer's key.
   const keyId = fields.subjectKeyIdentifier ?? sha1(fields.subjectPublicKey);
   ctx = {
-    // Signing only needs the key's handle inside node:crypto, so a non-extractable CryptoKey works here too.
-    key: KeyObject.from(bundle.privateKey),
+    key: bundle.signingKey,
     ...signatureAlgorithmFor(bundle.keyAlgorithm),
     name: fields.subject,
     authorityKeyIdentifier: extension(OID_AUTHORITY_KEY_IDENTIFIER, false, sequence(contextPrimitive(0, keyId))),

@@ -9,7 +9,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SigningBundle } from "../../src/authority/bundle.js";
-import { algorithmParams, generateKeyPair, toPem, type KeyAlgorithmName } from "../../src/crypto/keys.js";
+import {
+  algorithmParams,
+  generateKeyPair,
+  generateNodeKeyPairFor,
+  signingCryptoKeys,
+  toPem,
+  type KeyAlgorithmName,
+} from "../../src/crypto/keys.js";
 import { subtle, x509 } from "../../src/crypto/x509.js";
 import {
   CaValidityError,
@@ -85,7 +92,9 @@ async function makeCa(
       await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey),
     ],
   });
-  const intermediateKeys = await generateKeyPair(keyAlgorithm, false);
+  // As the authority holds it: a node:crypto key, with a non-extractable WebCrypto view for @peculiar/x509.
+  const intermediateNodeKeys = await generateNodeKeyPairFor(keyAlgorithm);
+  const intermediateKeys = signingCryptoKeys(intermediateNodeKeys, keyAlgorithm);
   const intermediate = await x509.X509CertificateGenerator.create({
     subject: "CN=Test Intermediate,O=istiod-vault-agent",
     issuer: root.subjectName,
@@ -107,6 +116,7 @@ async function makeCa(
     signingCertPem: intermediatePem,
     chainPem: [intermediatePem, rootPem],
     rootsPem: [rootPem],
+    signingKey: intermediateNodeKeys.privateKey,
     privateKey: intermediateKeys.privateKey,
     keyAlgorithm,
     privateKeyPem: undefined,
