@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real servers the tests run against (etcd, kube-apiserver, the node components kubelet,
-# kube-controller-manager and kube-scheduler, OpenBao, istiod) from their Go modules.
+# kube-controller-manager and kube-scheduler, OpenBao, istiod) and the zlint certificate linter from their Go modules.
 #
 # Each server has its own wrapper module in test/env/<name>/ (go.mod + go.sum pin every module). A binary is cached
 # outside the repo under $IVA_CACHE_DIR (default ~/.cache/istiod-vault-agent), keyed by a hash of the wrapper's
@@ -37,8 +37,11 @@ settings() {
       local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
       ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
       ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
+    zlint)
+      # Not a server: the X.509 linter the certificate tests feed every kind of certificate the agent makes.
+      pkg=github.com/zmap/zlint/v3/cmd/zlint; bin=zlint; tags=""; cgo=0; ldflags="" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
-         "kube-scheduler, openbao or istiod)" >&2; return 1 ;;
+         "kube-scheduler, openbao, istiod or zlint)" >&2; return 1 ;;
   esac
 }
 
