@@ -23,6 +23,7 @@ export const benchPolicy: LeafPolicy = {
   maxTtlSeconds: 24 * 3600,
   defaultTtlSeconds: 24 * 3600,
   maxCsrBytes: DEFAULT_MAX_CSR_BYTES,
+  minTtlSeconds: 300,
 };
 
 /** The identity of CSR number i: one service account per CSR, like a mesh full of workloads. */

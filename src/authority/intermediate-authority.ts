@@ -71,8 +71,14 @@ export class IntermediateAuthority {
     return b && b.notAfter.getTime() > this.clock.now() ? b : undefined;
   }
 
-  ready(): boolean {
-    return this.current() !== undefined;
+  /** A bundle is held with more than `marginMs` of life left (/readyz turns false that long before expiry). */
+  ready(marginMs = 0): boolean {
+    return isReady(this.bundle, this.clock.now(), marginMs);
+  }
+
+  /** Why current() has nothing to sign with, for refusals: the held intermediate expired, or none was obtained yet. */
+  unavailableReason(): string {
+    return unavailableReason(this.bundle, this.clock.now(), this.lastError);
   }
 
   /** Calls `fn` on every new bundle (and at once with the current one). Returns an unsubscribe function. */
@@ -271,6 +277,20 @@ export class IntermediateAuthority {
     this.log.info({ retryInMs: delay, attempt: this.backoff.attempts }, "will retry the intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("retry").catch(() => undefined));
   }
+}
+
+/** Ready: an intermediate is held and more than `marginMs` of its life is left (pure, for tests). */
+export function isReady(held: SigningBundle | undefined, now: number, marginMs: number): boolean {
+  return held !== undefined && held.notAfter.getTime() - now > marginMs;
+}
+
+/** The reason behind an UNAVAILABLE answer when current() is undefined (pure, for tests). */
+export function unavailableReason(held: SigningBundle | undefined, now: number, lastError: string | undefined): string {
+  const last = lastError ? ` (last error: ${lastError})` : "";
+  if (held && held.notAfter.getTime() <= now) {
+    return `the intermediate (generation ${held.generation}) expired at ${held.notAfter.toISOString()} and could not be renewed yet${last}`;
+  }
+  return `no valid intermediate is held yet${last}`;
 }
 
 /** PEM certificates with duplicates (same DER, whatever the formatting) removed, first occurrence kept. */

@@ -101,7 +101,7 @@ export class IstioCaServer {
             "no_token",
           );
         const bundle = this.authority.current();
-        if (!bundle) return fail(grpc.status.UNAVAILABLE, "no valid intermediate is held yet", "no_intermediate");
+        if (!bundle) return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
         this.reviewer
           .review(m[1]!)
           .then((who) =>

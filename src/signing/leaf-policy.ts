@@ -9,6 +9,11 @@ export interface LeafPolicy {
   maxTtlSeconds: number;
   /** Used when the request asks for TTL 0 ("whatever the CA gives"). */
   defaultTtlSeconds: number;
+  /**
+   * When the intermediate has less than this left, refuse (UNAVAILABLE) rather than clip the leaf to a life too short
+   * to use. A caller asking for less than this still gets what it asked for.
+   */
+  minTtlSeconds: number;
   /** Upper bound on the CSR PEM length; DEFAULT_MAX_CSR_BYTES unless configured. */
   maxCsrBytes: number;
 }
@@ -38,7 +43,7 @@ export class CaValidityError extends Error {
   override readonly name = "CaValidityError";
   readonly code = "UNAVAILABLE";
   constructor(
-    readonly rule: "ca_expired" | "ca_not_yet_valid",
+    readonly rule: "ca_expired" | "ca_expiring" | "ca_not_yet_valid",
     message: string,
   ) {
     super(`${rule}: ${message}`);
@@ -239,7 +244,9 @@ const MAX_SANE_TTL_SECONDS = 10 * 366 * 24 * 3600;
 
 /**
  * Leaf lifetime in whole seconds: 0 means the policy default; the result never exceeds the policy maximum nor the
- * intermediate's remaining life (a leaf outliving its issuer fails path validation).
+ * intermediate's remaining life (a leaf outliving its issuer fails path validation). When that remaining life is
+ * below the policy minimum the request is refused (CaValidityError, UNAVAILABLE): a leaf that expires moments after
+ * it is received is useless, and verifiers reject it once it has.
  */
 export function resolveTtl(
   requestedSeconds: number,
@@ -257,6 +264,12 @@ export function resolveTtl(
   if (remaining < 1) {
     throw new CaValidityError("ca_expired", `intermediate expired at ${intermediateNotAfter.toISOString()}`);
   }
-  const wanted = requestedSeconds === 0 ? policy.defaultTtlSeconds : requestedSeconds;
-  return Math.min(wanted, policy.maxTtlSeconds, remaining);
+  const wanted = Math.min(requestedSeconds === 0 ? policy.defaultTtlSeconds : requestedSeconds, policy.maxTtlSeconds);
+  if (remaining < Math.min(wanted, policy.minTtlSeconds)) {
+    throw new CaValidityError(
+      "ca_expiring",
+      `intermediate expires at ${intermediateNotAfter.toISOString()}, in ${remaining}s, less than the minimum leaf lifetime (${policy.minTtlSeconds}s); it is being renewed, retry later`,
+    );
+  }
+  return Math.min(wanted, remaining);
 }

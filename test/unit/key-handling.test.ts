@@ -46,7 +46,7 @@ const csr = await x509.Pkcs10CertificateRequestGenerator.create({
   signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
   extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://cluster.local/ns/a/sa/b" }])],
 });
-const policy = { trustDomain: "cluster.local", maxTtlSeconds: 3600, defaultTtlSeconds: 600, maxCsrBytes: 8192 };
+const policy = { trustDomain: "cluster.local", maxTtlSeconds: 3600, defaultTtlSeconds: 600, minTtlSeconds: 300, maxCsrBytes: 8192 };
 await signLeaf(bundle, csr.toString("pem"), 600, policy, new Date());
 const pool = new SigningPool(1);
 await pool.sign(bundle, csr.toString("pem"), 600, policy, new Date());

@@ -62,6 +62,7 @@ const policy: LeafPolicy = {
   maxTtlSeconds: 24 * HOUR,
   defaultTtlSeconds: HOUR,
   maxCsrBytes: DEFAULT_MAX_CSR_BYTES,
+  minTtlSeconds: 300,
 };
 
 interface TestCa {

@@ -26,6 +26,7 @@ const policy: LeafPolicy = {
   maxTtlSeconds: 24 * 3600,
   defaultTtlSeconds: 3600,
   maxCsrBytes: DEFAULT_MAX_CSR_BYTES,
+  minTtlSeconds: 300,
 };
 
 /** An intermediate shaped like Vault's (CA:true pathlen 0, keyCertSign|cRLSign, SKI), with the key as the agent holds it. */
