@@ -40,11 +40,11 @@ export const AGENT_FLAGS = {
   "leaf-default-ttl": ["leaf TTL when a caller asks for none (default 24h)", "string"],
   "leaf-max-ttl": ["longest leaf TTL (default 90d; always capped by the intermediate)", "string"],
   "min-leaf-ttl": [
-    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left (default 5m, or 5% of --ttl if less)",
+    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left (default 5m, or 15% of the renewal grace period if less)",
     "string",
   ],
   "unready-before-expiry": [
-    "/readyz turns false this long before the intermediate expires (default 10m, or 10% of --ttl if less)",
+    "/readyz turns false this long before the intermediate expires (default 10m, or 30% of the renewal grace period if less)",
     "string",
   ],
   socket: ["gRPC Unix socket path (default /var/run/istiod-vault-agent/agent.sock)", "string"],
@@ -212,17 +212,17 @@ export function loadConfig(
 }
 
 /**
- * A short intermediate (tests, or a cautious operator) lowers the untouched expiry defaults with it, as a lower max
- * TTL lowers the default TTL: 5% (min leaf TTL) and 10% (readiness margin) of its life, so both stay inside the
- * renewal grace period. Values set explicitly are kept and validated.
+ * A short renewal grace period (a short --ttl in tests, or a small grace ratio) lowers the untouched expiry defaults
+ * with it, as a lower max TTL lowers the default TTL: to 15% (min leaf TTL) and 30% (readiness margin) of the grace
+ * period, so renewal has most of that period to succeed first. Values set explicitly are kept and validated.
  */
 function scaledExpiryDefaults(c: Config): void {
-  const ttl = c.intermediate.ttlSeconds;
-  if (!Number.isFinite(ttl)) return;
+  const grace = Math.floor(c.intermediate.ttlSeconds * c.intermediate.rotationGraceRatio);
+  if (!Number.isFinite(grace)) return;
   if (c.leaf.minTtlSeconds === DEFAULT_MIN_LEAF_TTL_SECONDS)
-    c.leaf.minTtlSeconds = Math.min(DEFAULT_MIN_LEAF_TTL_SECONDS, Math.max(1, Math.floor(ttl * 0.05)));
+    c.leaf.minTtlSeconds = Math.min(DEFAULT_MIN_LEAF_TTL_SECONDS, Math.max(1, Math.floor(grace * 0.15)));
   if (c.serve.unreadyBeforeExpirySeconds === DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS)
-    c.serve.unreadyBeforeExpirySeconds = Math.min(DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS, Math.floor(ttl * 0.1));
+    c.serve.unreadyBeforeExpirySeconds = Math.min(DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS, Math.floor(grace * 0.3));
 }
 
 function str(v: string | boolean | undefined): string | undefined {

@@ -78,10 +78,13 @@ void describe("--min-leaf-ttl and --unready-before-expiry", () => {
     assert.equal(c.serve.unreadyBeforeExpirySeconds, 600);
   });
 
-  void it("scale their defaults down with a short intermediate TTL, so they stay inside the grace period", () => {
-    const c = loadConfig(parseFlags(["--ttl=20s"]), env);
-    assert.equal(c.leaf.minTtlSeconds, 1);
-    assert.equal(c.serve.unreadyBeforeExpirySeconds, 2);
+  void it("scale their defaults down with a short grace period (ttl × grace ratio), staying inside it", () => {
+    const short = loadConfig(parseFlags(["--ttl=1h", "--grace-ratio=0.1"]), env); // grace period 360 s
+    assert.equal(short.leaf.minTtlSeconds, 54);
+    assert.equal(short.serve.unreadyBeforeExpirySeconds, 108);
+    const tiny = loadConfig(parseFlags(["--ttl=10s"]), env); // grace period 3 s, as short-TTL tests run
+    assert.equal(tiny.leaf.minTtlSeconds, 1);
+    assert.equal(tiny.serve.unreadyBeforeExpirySeconds, 0);
   });
 
   void it("take explicit values from flags and the minimum from the RootTrustPolicy", () => {
