@@ -1,6 +1,6 @@
 // Shared bench fixtures: a local test CA (P-256 root, intermediate of the chosen key type) and pre-generated workload
 // CSRs, written to a directory so the Node and Go benchmarks sign exactly the same inputs. Bench code only.
-import { generateKeyPairSync } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SigningBundle } from "../src/authority/bundle.js";
@@ -8,10 +8,11 @@ import {
   algorithmParams,
   exportPrivateKeyPem,
   generateKeyPair,
+  signingCryptoKeys,
   toPem,
   type KeyAlgorithmName,
 } from "../src/crypto/keys.js";
-import { subtle, x509 } from "../src/crypto/x509.js";
+import { x509 } from "../src/crypto/x509.js";
 import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "../src/signing/leaf-policy.js";
 
 export const TRUST_DOMAIN = "cluster.local";
@@ -22,6 +23,7 @@ export const benchPolicy: LeafPolicy = {
   maxTtlSeconds: 24 * 3600,
   defaultTtlSeconds: 24 * 3600,
   maxCsrBytes: DEFAULT_MAX_CSR_BYTES,
+  minTtlSeconds: 300,
 };
 
 /** The identity of CSR number i: one service account per CSR, like a mesh full of workloads. */
@@ -92,13 +94,17 @@ export interface Fixtures {
 }
 
 /** Reads what prepareFixtures wrote; the intermediate key is imported non-extractable, as the sidecar holds it. */
-export async function loadFixtures(dir: string): Promise<Fixtures> {
+export function loadFixtures(dir: string): Promise<Fixtures> {
   const read = (name: string): string => readFileSync(join(dir, name), "utf8");
   const keyAlgorithm = read("key-algorithm").trim() as KeyAlgorithmName;
   const rootPem = read("root-cert.pem");
   const intermediatePem = read("ca-cert.pem");
-  const keyDer = Buffer.from(read("ca-key.pem").replace(/-----[A-Z ]+-----|\s/g, ""), "base64");
-  const privateKey = await subtle.importKey("pkcs8", keyDer, algorithmParams(keyAlgorithm).generate, false, ["sign"]);
+  // As the authority holds it: a node:crypto KeyObject, with a non-extractable WebCrypto view for @peculiar/x509.
+  const signingKey = createPrivateKey(read("ca-key.pem"));
+  const { privateKey } = signingCryptoKeys(
+    { privateKey: signingKey, publicKey: createPublicKey(signingKey) },
+    keyAlgorithm,
+  );
   const intermediate = new x509.X509Certificate(intermediatePem);
   const csrs = read("csrs.pem")
     .split(/(?<=-----END CERTIFICATE REQUEST-----\n)/)
@@ -108,6 +114,7 @@ export async function loadFixtures(dir: string): Promise<Fixtures> {
     signingCertPem: intermediatePem,
     chainPem: [intermediatePem, rootPem],
     rootsPem: [rootPem],
+    signingKey,
     privateKey,
     keyAlgorithm,
     privateKeyPem: undefined,
@@ -116,5 +123,5 @@ export async function loadFixtures(dir: string): Promise<Fixtures> {
     serialHex: intermediate.serialNumber.toLowerCase(),
     generation: 1,
   };
-  return { bundle, csrs, rootPem };
+  return Promise.resolve({ bundle, csrs, rootPem });
 }

@@ -156,7 +156,9 @@ export class Agent {
     if (this.config.serve.httpAddress) {
       this.http = new HealthHttpServer({
         address: this.config.serve.httpAddress,
-        ready: () => this.authority.ready(),
+        // Unready a margin before expiry: while renewal fails, the pod leaves the Service before leaves would be
+        // refused (--min-leaf-ttl) or the intermediate dies.
+        ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
         registry: this.metrics.registry,
         beforeMetrics: () => {
           const b = this.authority.current();

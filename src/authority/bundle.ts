@@ -1,6 +1,7 @@
 // The signing bundle: the Vault-signed intermediate, its chain, the trust roots and the in-memory key. It is the one
 // value that flows from the authority to every consumer (gRPC server, cacerts sink, leaf signer).
 import type { x509 } from "../crypto/x509.js";
+import type { KeyObject } from "node:crypto";
 import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
 
 export interface SigningBundle {
@@ -11,7 +12,9 @@ export interface SigningBundle {
   readonly chainPem: readonly string[];
   /** Trust anchors (the root; several in multi-root mode). */
   readonly rootsPem: readonly string[];
-  /** The intermediate's private key; non-extractable unless key export is on. */
+  /** The intermediate's private key as the authority holds it: a node:crypto KeyObject, which the leaf signer uses. */
+  readonly signingKey: KeyObject;
+  /** A non-extractable WebCrypto view of signingKey (keyObject.toCryptoKey) for @peculiar/x509. */
   readonly privateKey: CryptoKey;
   readonly keyAlgorithm: KeyAlgorithmName;
   /** PKCS#8 PEM of the key, present only when key export is on (cacerts sink or socket export). */

@@ -3,8 +3,13 @@
 // backoff while the current bundle keeps serving until it expires, and consumers subscribe to bundle changes.
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import type { Logger } from "pino";
-import { subtle } from "../crypto/x509.js";
-import { algorithmParams, exportPrivateKeyPem, generateKeyPair, type KeyAlgorithmName } from "../crypto/keys.js";
+import {
+  exportNodePrivateKeyPem,
+  generateNodeKeyPairFor,
+  signingCryptoKeys,
+  type KeyAlgorithmName,
+  type NodeKeyPair,
+} from "../crypto/keys.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { Backoff, type BackoffOptions } from "../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
@@ -66,8 +71,14 @@ export class IntermediateAuthority {
     return b && b.notAfter.getTime() > this.clock.now() ? b : undefined;
   }
 
-  ready(): boolean {
-    return this.current() !== undefined;
+  /** A bundle is held with more than `marginMs` of life left (/readyz turns false that long before expiry). */
+  ready(marginMs = 0): boolean {
+    return isReady(this.bundle, this.clock.now(), marginMs);
+  }
+
+  /** Why current() has nothing to sign with, for refusals: the held intermediate expired, or none was obtained yet. */
+  unavailableReason(): string {
+    return unavailableReason(this.bundle, this.clock.now(), this.lastError);
   }
 
   /** Calls `fn` on every new bundle (and at once with the current one). Returns an unsubscribe function. */
@@ -172,9 +183,8 @@ export class IntermediateAuthority {
 
   private async obtain(): Promise<SigningBundle> {
     const o = this.opts;
-    const { privateKey, publicKey, algorithm, csr } = o.csrPath
-      ? await this.vaultGeneratedKey()
-      : await this.localKey();
+    const { nodeKeys, csr } = o.csrPath ? await this.vaultGeneratedKey() : await this.localKey();
+    const { privateKey, publicKey } = signingCryptoKeys(nodeKeys, o.keyAlgorithm);
     const answer = await this.auth.withToken((token) =>
       this.metrics.timeVault("sign_intermediate", () =>
         this.vault.write<PkiSignAnswer>(o.caPath, token, {
@@ -198,9 +208,10 @@ export class IntermediateAuthority {
       signingCertPem: chain.certPem,
       chainPem: chain.chainPem,
       rootsPem: uniqueCertificates([chain.rootPem, ...o.extraRootsPem]),
+      signingKey: nodeKeys.privateKey,
       privateKey,
-      keyAlgorithm: algorithm,
-      privateKeyPem: o.keyExport ? await exportPrivateKeyPem(privateKey) : undefined,
+      keyAlgorithm: o.keyAlgorithm,
+      privateKeyPem: o.keyExport ? exportNodePrivateKeyPem(nodeKeys.privateKey) : undefined,
       notBefore: chain.cert.notBefore,
       notAfter: chain.cert.notAfter,
       serialHex: chain.cert.serialNumber.toLowerCase(),
@@ -209,18 +220,18 @@ export class IntermediateAuthority {
   }
 
   /** The default: the key is made here and never leaves the process (unless key export is on). */
-  private async localKey() {
+  private async localKey(): Promise<{ nodeKeys: NodeKeyPair; csr: string }> {
     const o = this.opts;
-    const keys = await generateKeyPair(o.keyAlgorithm, o.keyExport);
-    const csr = await createIntermediateCsr(keys, o.keyAlgorithm, {
+    const nodeKeys = await generateNodeKeyPairFor(o.keyAlgorithm);
+    const csr = await createIntermediateCsr(signingCryptoKeys(nodeKeys, o.keyAlgorithm), o.keyAlgorithm, {
       commonName: o.commonName,
       organization: o.organization,
     });
-    return { privateKey: keys.privateKey, publicKey: keys.publicKey, algorithm: o.keyAlgorithm, csr };
+    return { nodeKeys, csr };
   }
 
   /** Gloo-compatible opt-in: Vault generates the key (exported once, in this answer); it is then held only here. */
-  private async vaultGeneratedKey() {
+  private async vaultGeneratedKey(): Promise<{ nodeKeys: NodeKeyPair; csr: string }> {
     const o = this.opts;
     const isRsa = o.keyAlgorithm.startsWith("RSA");
     const res = await this.auth.withToken((token) =>
@@ -242,12 +253,8 @@ export class IntermediateAuthority {
         `Vault ${o.csrPath} returned no csr/private_key; expected an exported key (path .../generate/exported)`,
       );
     }
-    const der = createPrivateKey(keyPem).export({ type: "pkcs8", format: "der" });
-    const params = algorithmParams(o.keyAlgorithm).generate;
-    const privateKey = await subtle.importKey("pkcs8", der, params, o.keyExport, ["sign"]);
-    const spki = publicKeyDer(keyPem);
-    const publicKey = await subtle.importKey("spki", spki, params, true, ["verify"]);
-    return { privateKey, publicKey, algorithm: o.keyAlgorithm, csr };
+    const privateKey = createPrivateKey(keyPem);
+    return { nodeKeys: { privateKey, publicKey: createPublicKey(privateKey) }, csr };
   }
 
   private scheduleRenewal(bundle: SigningBundle): void {
@@ -272,6 +279,20 @@ export class IntermediateAuthority {
   }
 }
 
+/** Ready: an intermediate is held and more than `marginMs` of its life is left (pure, for tests). */
+export function isReady(held: SigningBundle | undefined, now: number, marginMs: number): boolean {
+  return held !== undefined && held.notAfter.getTime() - now > marginMs;
+}
+
+/** The reason behind an UNAVAILABLE answer when current() is undefined (pure, for tests). */
+export function unavailableReason(held: SigningBundle | undefined, now: number, lastError: string | undefined): string {
+  const last = lastError ? ` (last error: ${lastError})` : "";
+  if (held && held.notAfter.getTime() <= now) {
+    return `the intermediate (generation ${held.generation}) expired at ${held.notAfter.toISOString()} and could not be renewed yet${last}`;
+  }
+  return `no valid intermediate is held yet${last}`;
+}
+
 /** PEM certificates with duplicates (same DER, whatever the formatting) removed, first occurrence kept. */
 function uniqueCertificates(pems: readonly string[]): string[] {
   const seen = new Set<string>();
@@ -283,7 +304,6 @@ function uniqueCertificates(pems: readonly string[]): string[] {
   });
 }
 
-/** The SPKI DER of the public half of a PEM private key. */
 /**
  * How long to wait before renewing: until `graceRatio` of the lifetime remains, shifted by `jitter` (a signed fraction
  * of the lifetime). Vault backdates notBefore (not_before_duration, 30 s by default), so the lifetime is measured from
@@ -300,8 +320,4 @@ export function renewalDelayMs(
   const life = notAfter.getTime() - start;
   const renewAt = start + life * (1 - graceRatio + jitter);
   return Math.max(MIN_RENEWAL_DELAY_MS, Math.round(renewAt - now));
-}
-
-function publicKeyDer(privateKeyPem: string): Buffer {
-  return createPublicKey(createPrivateKey(privateKeyPem)).export({ type: "spki", format: "der" });
 }

@@ -36,6 +36,11 @@ export interface Config {
     trustDomain: string;
     defaultTtlSeconds: number;
     maxTtlSeconds: number;
+    /**
+     * Shortest life a leaf may get when the intermediate's remaining life clips it: below this the agent refuses
+     * (UNAVAILABLE) instead of issuing a certificate that dies at once.
+     */
+    minTtlSeconds: number;
   };
   serve: {
     socketPath: string;
@@ -43,6 +48,8 @@ export interface Config {
     httpAddress: string;
     /** Expose the private key over the socket (GetSigningBundle). Off by default. */
     keyExport: boolean;
+    /** /readyz turns false this long before the intermediate expires (renewal failing), so traffic moves away. */
+    unreadyBeforeExpirySeconds: number;
   };
   /**
    * Extra trust anchors served beside the signing root (root-cert.pem, GetSigningBundle roots): the other root
@@ -72,6 +79,10 @@ export interface Config {
   pod: { name: string | undefined; namespace: string | undefined };
 }
 
+/** Defaults for a normal intermediate; loadConfig scales them down for short-lived ones (see scaledExpiryDefaults). */
+export const DEFAULT_MIN_LEAF_TTL_SECONDS = 5 * 60;
+export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
+
 export const DEFAULT_CONFIG: Config = {
   vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
   auth: { mountPath: "kubernetes", role: "istiod-agent", tokenPath: "/var/run/secrets/tokens/vault-token" },
@@ -86,8 +97,18 @@ export const DEFAULT_CONFIG: Config = {
     rotationGraceRatio: 1 / 3,
     jitterRatio: 0.05,
   },
-  leaf: { trustDomain: "cluster.local", defaultTtlSeconds: 24 * 3600, maxTtlSeconds: 90 * 24 * 3600 },
-  serve: { socketPath: "/var/run/istiod-vault-agent/agent.sock", httpAddress: "0.0.0.0:15300", keyExport: false },
+  leaf: {
+    trustDomain: "cluster.local",
+    defaultTtlSeconds: 24 * 3600,
+    maxTtlSeconds: 90 * 24 * 3600,
+    minTtlSeconds: DEFAULT_MIN_LEAF_TTL_SECONDS,
+  },
+  serve: {
+    socketPath: "/var/run/istiod-vault-agent/agent.sock",
+    httpAddress: "0.0.0.0:15300",
+    keyExport: false,
+    unreadyBeforeExpirySeconds: DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
+  },
   trustAnchors: { file: undefined, pem: [] },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },
   istioCa: { address: undefined, servingNames: ["istiod-vault-agent.istio-system.svc"], audience: "istio-ca" },
@@ -171,6 +192,21 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
   if (!(c.leaf.defaultTtlSeconds >= 60 && c.leaf.defaultTtlSeconds <= c.leaf.maxTtlSeconds)) {
     p.push(
       `leaf.defaultTtl: ${c.leaf.defaultTtlSeconds}s must be between 60s and leaf.maxTtl (${c.leaf.maxTtlSeconds}s)`,
+    );
+  }
+  // Both must fall inside the grace period: refusing leaves, or turning unready, before renewal has even started would
+  // take a healthy agent out of service.
+  const grace = Math.floor(ttl * c.intermediate.rotationGraceRatio);
+  const minLeaf = c.leaf.minTtlSeconds;
+  if (!(Number.isFinite(minLeaf) && minLeaf >= 1 && minLeaf <= c.leaf.maxTtlSeconds && minLeaf < grace)) {
+    p.push(
+      `leaf.minTtl: ${minLeaf}s must be at least 1s, at most leaf.maxTtl (${c.leaf.maxTtlSeconds}s) and below the renewal grace period (${grace}s = ttl × grace ratio)`,
+    );
+  }
+  const margin = c.serve.unreadyBeforeExpirySeconds;
+  if (!(Number.isFinite(margin) && margin >= 0 && margin < grace)) {
+    p.push(
+      `serve.unreadyBeforeExpiry: ${margin}s must be at least 0s and below the renewal grace period (${grace}s = ttl × grace ratio)`,
     );
   }
   if (!c.serve.socketPath.startsWith("/")) p.push(`serve.socketPath: "${c.serve.socketPath}" must be an absolute path`);

@@ -3,7 +3,15 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
-import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig, type Config } from "./config.js";
+import {
+  ConfigError,
+  DEFAULT_CONFIG,
+  DEFAULT_MIN_LEAF_TTL_SECONDS,
+  DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
+  parseDuration,
+  validateConfig,
+  type Config,
+} from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
 
@@ -31,6 +39,14 @@ export const AGENT_FLAGS = {
   "trust-domain": ["SPIFFE trust domain for leaves (default cluster.local)", "string"],
   "leaf-default-ttl": ["leaf TTL when a caller asks for none (default 24h)", "string"],
   "leaf-max-ttl": ["longest leaf TTL (default 90d; always capped by the intermediate)", "string"],
+  "min-leaf-ttl": [
+    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left (default 5m, or 15% of the renewal grace period if less)",
+    "string",
+  ],
+  "unready-before-expiry": [
+    "/readyz turns false this long before the intermediate expires (default 10m, or 30% of the renewal grace period if less)",
+    "string",
+  ],
   socket: ["gRPC Unix socket path (default /var/run/istiod-vault-agent/agent.sock)", "string"],
   "http-addr": ["host:port for /healthz, /readyz, /metrics (default 0.0.0.0:15300; empty disables)", "string"],
   "key-export": ["include the private key in GetSigningBundle answers", "boolean"],
@@ -135,6 +151,8 @@ export function loadConfig(
   set("trust-domain", text, (v) => (c.leaf.trustDomain = v), "a trust domain");
   set("leaf-default-ttl", seconds, (v) => (c.leaf.defaultTtlSeconds = v), "a duration such as 24h");
   set("leaf-max-ttl", seconds, (v) => (c.leaf.maxTtlSeconds = v), "a duration such as 90d");
+  set("min-leaf-ttl", seconds, (v) => (c.leaf.minTtlSeconds = v), "a duration such as 5m");
+  set("unready-before-expiry", seconds, (v) => (c.serve.unreadyBeforeExpirySeconds = v), "a duration such as 10m");
   set("socket", text, (v) => (c.serve.socketPath = v), "an absolute path");
   if (typeof flags["http-addr"] === "string") c.serve.httpAddress = flags["http-addr"];
   if (flags["key-export"] === true) c.serve.keyExport = true;
@@ -164,6 +182,7 @@ export function loadConfig(
   if (defaultTtlUntouched && c.leaf.defaultTtlSeconds > c.leaf.maxTtlSeconds) {
     c.leaf.defaultTtlSeconds = c.leaf.maxTtlSeconds;
   }
+  scaledExpiryDefaults(c);
   if (c.trustAnchors.file) {
     try {
       const pem = readFileSync(c.trustAnchors.file, "utf8");
@@ -190,6 +209,20 @@ export function loadConfig(
   problems.push(...validateConfig(c, opts));
   if (problems.length) throw new ConfigError(problems);
   return c;
+}
+
+/**
+ * A short renewal grace period (a short --ttl in tests, or a small grace ratio) lowers the untouched expiry defaults
+ * with it, as a lower max TTL lowers the default TTL: to 15% (min leaf TTL) and 30% (readiness margin) of the grace
+ * period, so renewal has most of that period to succeed first. Values set explicitly are kept and validated.
+ */
+function scaledExpiryDefaults(c: Config): void {
+  const grace = Math.floor(c.intermediate.ttlSeconds * c.intermediate.rotationGraceRatio);
+  if (!Number.isFinite(grace)) return;
+  if (c.leaf.minTtlSeconds === DEFAULT_MIN_LEAF_TTL_SECONDS)
+    c.leaf.minTtlSeconds = Math.min(DEFAULT_MIN_LEAF_TTL_SECONDS, Math.max(1, Math.floor(grace * 0.15)));
+  if (c.serve.unreadyBeforeExpirySeconds === DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS)
+    c.serve.unreadyBeforeExpirySeconds = Math.min(DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS, Math.floor(grace * 0.3));
 }
 
 function str(v: string | boolean | undefined): string | undefined {

@@ -174,6 +174,7 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
       (v) => (c.leaf.defaultTtlSeconds = v),
     );
     reader.duration(leaf, "maxTtl", "spec.config.workloadCertOptions.maxTtl", (v) => (c.leaf.maxTtlSeconds = v));
+    reader.duration(leaf, "minTtl", "spec.config.workloadCertOptions.minTtl", (v) => (c.leaf.minTtlSeconds = v));
   }
   return problems;
 }

@@ -1,6 +1,9 @@
-// Key generation for CA and relay keys. Keys are WebCrypto CryptoKeys held in memory; a key is made extractable only
-// when the caller needs its PKCS#8 form (the cacerts files istiod reads, or key export over the socket).
-import { webcrypto } from "node:crypto";
+// Key generation for CA and relay keys, held in memory only. The intermediate CA key is a node:crypto KeyObject (what
+// node:crypto signs with); libraries that speak WebCrypto (@peculiar/x509) get a non-extractable CryptoKey view of it
+// made with keyObject.toCryptoKey(). The reverse, KeyObject.from() on a non-extractable CryptoKey, is deprecated
+// (DEP0204) because it makes the key exportable again. Relay keys are plain WebCrypto keys.
+import { generateKeyPair as generateNodeKeyPair, webcrypto, type KeyObject } from "node:crypto";
+import { promisify } from "node:util";
 import { subtle } from "./x509.js";
 
 export type KeyAlgorithmName = "ECDSA_P256" | "ECDSA_P384" | "RSA_2048" | "RSA_3072" | "RSA_4096";
@@ -56,4 +59,50 @@ export function toPem(der: Uint8Array | ArrayBuffer, label: string): string {
   const b64 = Buffer.from(der instanceof ArrayBuffer ? new Uint8Array(der) : der).toString("base64");
   const lines = b64.match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
+}
+
+/** A node:crypto key pair: the private half signs leaves directly; see signingCryptoKeys() for WebCrypto users. */
+export interface NodeKeyPair {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+
+const generateNode = promisify(generateNodeKeyPair);
+
+/** A new key pair of the given kind, made by node:crypto (off the main thread). */
+export async function generateNodeKeyPairFor(name: KeyAlgorithmName): Promise<NodeKeyPair> {
+  switch (name) {
+    case "ECDSA_P256":
+    case "ECDSA_P384":
+      return await generateNode("ec", { namedCurve: name === "ECDSA_P256" ? "P-256" : "P-384" });
+    case "RSA_2048":
+    case "RSA_3072":
+    case "RSA_4096":
+      return await generateNode("rsa", { modulusLength: Number(name.slice(4)), publicExponent: 0x10001 });
+  }
+}
+
+/** The WebCrypto algorithm a key of this kind is imported as (for toCryptoKey). */
+function importParams(name: KeyAlgorithmName): webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams {
+  const { generate } = algorithmParams(name);
+  return "namedCurve" in generate
+    ? { name: generate.name, namedCurve: generate.namedCurve }
+    : { name: generate.name, hash: "SHA-256" };
+}
+
+/**
+ * WebCrypto views of a node:crypto key pair for libraries that need CryptoKeys: the private key non-extractable
+ * (sign only), the public key extractable (it is public).
+ */
+export function signingCryptoKeys(keys: NodeKeyPair, name: KeyAlgorithmName): CryptoKeyPair {
+  const params = importParams(name);
+  return {
+    privateKey: keys.privateKey.toCryptoKey(params, false, ["sign"]),
+    publicKey: keys.publicKey.toCryptoKey(params, true, ["verify"]),
+  };
+}
+
+/** PKCS#8 PEM of a node:crypto private key (for istiod's ca-key.pem, or key export over the socket). */
+export function exportNodePrivateKeyPem(key: KeyObject): string {
+  return key.export({ type: "pkcs8", format: "pem" }).toString();
 }

@@ -88,7 +88,7 @@ export class AgentGrpcServer {
     return {
       getSigningBundle: (_call, callback) => {
         const b = this.authority.current();
-        if (!b) return callback(unavailable(this.authority.lastError));
+        if (!b) return callback(unavailable(this.authority.unavailableReason()));
         callback(null, this.toMessage(b));
       },
       watchSigningBundle: (call) => {
@@ -111,7 +111,7 @@ export class AgentGrpcServer {
           return callback({ code: grpc.status.INVALID_ARGUMENT, details: undecodable });
         }
         const b = this.authority.current();
-        if (!b) return callback(unavailable(this.authority.lastError));
+        if (!b) return callback(unavailable(this.authority.unavailableReason()));
         const ttl = Number(call.request.ttlSeconds ?? 0);
         const csrPem = call.request.csrPem ?? "";
         (this.pool
@@ -164,10 +164,10 @@ export class AgentGrpcServer {
   }
 }
 
-function unavailable(lastError: string | undefined): grpc.StatusObject {
+function unavailable(reason: string): grpc.StatusObject {
   return {
     code: grpc.status.UNAVAILABLE,
-    details: `no valid intermediate is held yet${lastError ? ` (last error: ${lastError})` : ""}`,
+    details: reason,
     metadata: new grpc.Metadata(),
   };
 }

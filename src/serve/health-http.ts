@@ -1,4 +1,4 @@
-// /healthz (process alive), /readyz (a valid intermediate is held) and /metrics (Prometheus) on one small HTTP port.
+// /healthz (process alive), /readyz (a valid intermediate is held, not about to expire) and /metrics (Prometheus) on one small HTTP port.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
@@ -26,7 +26,9 @@ export class HealthHttpServer {
         res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       } else if (url === "/readyz") {
         const ok = this.opts.ready();
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "no valid intermediate\n");
+        res
+          .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
+          .end(ok ? "ready\n" : "no valid intermediate, or it expires within the readiness margin\n");
       } else if (url === "/metrics") {
         this.opts.beforeMetrics?.();
         this.opts.registry

@@ -1,7 +1,6 @@
 // The agent as a drop-in Istio CA: a TLS gRPC listener serving istio.v1.auth.IstioCertificateService, so
 // istio-proxies (CA_ADDR / global.caAddress) get leaves signed by the in-memory intermediate and the key never
 // leaves the agent. Callers authenticate like istiod's: `authorization: Bearer <JWT>` checked by TokenReview.
-import { webcrypto } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type {
@@ -12,9 +11,6 @@ import type {
 import { IstioCertificateServiceService, type IstioCertificateServiceServer } from "../gen/istio/v1/auth/ca.js";
 import type { SigningBundle } from "../authority/bundle.js";
 import type { IntermediateAuthority } from "../authority/intermediate-authority.js";
-import { signingAlgorithmFor } from "../authority/csr.js";
-import { exportPrivateKeyPem } from "../crypto/keys.js";
-import { x509 } from "../crypto/x509.js";
 import { AuthenticationError, type TokenReviewer } from "../kube/token-review.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/leaf-policy.js";
@@ -22,6 +18,7 @@ import { signLeaf } from "../signing/leaf-signer.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
 import { decodeError, withDecodeErrors } from "./grpc-decode.js";
+import { issueServingCertificate } from "./serving-cert.js";
 
 export interface IstioCaOptions {
   /** host:port of the TLS listener. */
@@ -30,9 +27,6 @@ export interface IstioCaOptions {
   servingNames: string[];
   leafPolicy: LeafPolicy;
 }
-
-/** Longest life of the serving certificate; it is re-issued at 2/3 of that and on every rotation. */
-const SERVING_CERT_TTL_MS = 24 * 3600_000;
 
 export class IstioCaServer {
   private server: grpc.Server | undefined;
@@ -107,7 +101,7 @@ export class IstioCaServer {
             "no_token",
           );
         const bundle = this.authority.current();
-        if (!bundle) return fail(grpc.status.UNAVAILABLE, "no valid intermediate is held yet", "no_intermediate");
+        if (!bundle) return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
         this.reviewer
           .review(m[1]!)
           .then((who) =>
@@ -146,42 +140,11 @@ export class IstioCaServer {
 
   /** A fresh serving key and certificate from the current intermediate; pushed to the listener without a restart. */
   private async issueServingCert(bundle: SigningBundle): Promise<void> {
-    const keys = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
     const now = this.clock.now();
-    const notAfter = Math.min(now + SERVING_CERT_TTL_MS, bundle.notAfter.getTime());
-    const ips = this.opts.servingNames.filter((n) => /^[\d.]+$|:/.test(n));
-    const dns = this.opts.servingNames.filter((n) => !ips.includes(n));
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
-        .toString("hex")
-        .replace(/^[89a-f]/, "7"),
-      subject: "",
-      issuer: bundle.signingCert.subject,
-      notBefore: new Date(Math.max(now - 60_000, bundle.notBefore.getTime())),
-      notAfter: new Date(notAfter),
-      publicKey: keys.publicKey,
-      signingKey: bundle.privateKey,
-      signingAlgorithm: signingAlgorithmFor(bundle.keyAlgorithm),
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-        new x509.SubjectAlternativeNameExtension(
-          [
-            ...dns.map((value) => ({ type: "dns" as const, value })),
-            ...ips.map((value) => ({ type: "ip" as const, value })),
-          ],
-          true,
-        ),
-        await x509.AuthorityKeyIdentifierExtension.create(bundle.signingCert),
-      ],
-    });
-    const chain = [cert.toString("pem"), ...bundle.chainPem.slice(0, -1)].join("\n");
-    this.identity.update(
-      Buffer.from(chain),
-      Buffer.from(await exportPrivateKeyPem(keys.privateKey)),
-      Buffer.from(bundle.rootsPem.join("")),
-    );
+    const serving = await issueServingCertificate(bundle, this.opts.servingNames, now);
+    const notAfter = serving.notAfter.getTime();
+    const chain = [serving.certPem, ...bundle.chainPem.slice(0, -1)].join("\n");
+    this.identity.update(Buffer.from(chain), Buffer.from(serving.keyPem), Buffer.from(bundle.rootsPem.join("")));
     this.renewTimer?.cancel();
     this.renewTimer = this.clock.after(((notAfter - now) * 2) / 3, () => {
       const cur = this.authority.current();

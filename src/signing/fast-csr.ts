@@ -11,11 +11,18 @@ export class CsrFormatError extends Error {
 }
 
 export type CsrPublicKey =
-  | { readonly type: "RSA"; readonly modulusBits: number }
-  /** `curve` is "P-256", "P-384", "P-521", another curve's OID, or undefined for explicit curve parameters. */
-  | { readonly type: "EC"; readonly curve: string | undefined }
+  /** `nullParameters`: the rsaEncryption AlgorithmIdentifier carries NULL parameters (RFC 3279 requires it). */
+  | { readonly type: "RSA"; readonly modulusBits: number; readonly nullParameters: boolean }
+  /**
+   * `curve` is "P-256", "P-384", "P-521", another curve's OID, or undefined for explicit curve parameters.
+   * `point` is the encoding of the public point, from its first byte (SEC 1 2.3.3): 0x04 uncompressed, 0x02/0x03
+   * compressed, 0x06/0x07 hybrid; "invalid" for anything else.
+   */
+  | { readonly type: "EC"; readonly curve: string | undefined; readonly point: EcPointForm }
   /** Any other key type, by name ("Ed25519", "RSA-PSS", ...) or OID. */
   | { readonly type: "other"; readonly name: string };
+
+export type EcPointForm = "uncompressed" | "compressed" | "hybrid" | "invalid";
 
 export type HashName = "SHA-1" | "SHA-224" | "SHA-256" | "SHA-384" | "SHA-512";
 
@@ -193,18 +200,36 @@ function readSpki(spki: DerReader): { publicKey: CsrPublicKey; subjectPublicKey:
   const algorithm = alg.readOid("public key algorithm");
   let publicKey: CsrPublicKey;
   if (algorithm === OID.rsaEncryption) {
-    if (!alg.atEnd) alg.readNull("RSA key parameters");
-    publicKey = { type: "RSA", modulusBits: rsaModulusBits(bits.bytes) };
+    const nullParameters = !alg.atEnd;
+    if (nullParameters) alg.readNull("RSA key parameters");
+    publicKey = { type: "RSA", modulusBits: rsaModulusBits(bits.bytes), nullParameters };
   } else if (algorithm === OID.ecPublicKey) {
     // namedCurve OID; implicitCurve (NULL) and specifiedCurve (SEQUENCE) name no curve we accept.
     const curveOid = alg.peekTag() === Tag.OID ? alg.readOid("EC curve") : (alg.next("EC parameters"), undefined);
-    publicKey = { type: "EC", curve: curveOid === undefined ? undefined : (CURVES[curveOid] ?? curveOid) };
+    const curve = curveOid === undefined ? undefined : (CURVES[curveOid] ?? curveOid);
+    publicKey = { type: "EC", curve, point: ecPointForm(bits.bytes) };
   } else {
     if (!alg.atEnd) alg.next("public key parameters");
     publicKey = { type: "other", name: OTHER_KEY_TYPES[algorithm] ?? algorithm };
   }
   alg.finish("public key algorithm");
   return { publicKey, subjectPublicKey: bits.bytes };
+}
+
+/** SEC 1 2.3.3 encodings by their first byte. */
+function ecPointForm(point: Uint8Array): EcPointForm {
+  switch (point[0]) {
+    case 0x04:
+      return "uncompressed";
+    case 0x02:
+    case 0x03:
+      return "compressed";
+    case 0x06:
+    case 0x07:
+      return "hybrid";
+    default:
+      return "invalid";
+  }
 }
 
 /** RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }: the modulus' bit length. */

@@ -9,6 +9,11 @@ export interface LeafPolicy {
   maxTtlSeconds: number;
   /** Used when the request asks for TTL 0 ("whatever the CA gives"). */
   defaultTtlSeconds: number;
+  /**
+   * When the intermediate has less than this left, refuse (UNAVAILABLE) rather than clip the leaf to a life too short
+   * to use. A caller asking for less than this still gets what it asked for.
+   */
+  minTtlSeconds: number;
   /** Upper bound on the CSR PEM length; DEFAULT_MAX_CSR_BYTES unless configured. */
   maxCsrBytes: number;
 }
@@ -38,7 +43,7 @@ export class CaValidityError extends Error {
   override readonly name = "CaValidityError";
   readonly code = "UNAVAILABLE";
   constructor(
-    readonly rule: "ca_expired" | "ca_not_yet_valid",
+    readonly rule: "ca_expired" | "ca_expiring" | "ca_not_yet_valid",
     message: string,
   ) {
     super(`${rule}: ${message}`);
@@ -50,8 +55,10 @@ export interface CheckedCsr {
   spki: Uint8Array;
   /** The subjectPublicKey BIT STRING's bytes, for the leaf's subject key identifier. */
   subjectPublicKey: Uint8Array;
-  /** The CSR's URI SANs, all valid SPIFFE IDs in the policy's trust domain. */
-  uriSans: string[];
+  /** The CSR's one URI SAN (an X.509-SVID carries exactly one), a valid SPIFFE ID in the policy's trust domain. */
+  uriSans: [string];
+  /** The subject key's type: the leaf's keyUsage depends on it (RFC 8813: no keyEncipherment for ECDSA keys). */
+  keyType: "RSA" | "EC";
 }
 
 export interface CheckCsrOptions {
@@ -79,11 +86,11 @@ function checkCsrNow(csrPem: string, policy: LeafPolicy, opts: CheckCsrOptions):
     throw invalid("csr_too_large", `CSR is larger than ${policy.maxCsrBytes} bytes; expected a single PEM CSR`);
   }
   const csr = parse(csrPem);
-  checkKey(csr);
+  const keyType = checkKey(csr);
   checkSignature(csr);
   refuseCaRequest(csr);
   const uriSans = checkSans(csr, policy, opts.requiredIdentity);
-  return { spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, uriSans };
+  return { spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, uriSans, keyType };
 }
 
 function parse(csrPem: string): ParsedCsr {
@@ -100,7 +107,11 @@ const MIN_RSA_BITS = 2048;
 const MAX_RSA_BITS = 8192;
 const ALLOWED_CURVES = new Set(["P-256", "P-384"]);
 
-function checkKey({ publicKey: key }: ParsedCsr): void {
+// Uncompressed point sizes (0x04 || X || Y): the leaf copies the SPKI verbatim, so only the canonical form gets in.
+const UNCOMPRESSED_POINT_BYTES: Record<string, number> = { "P-256": 65, "P-384": 97 };
+
+/** Strength and canonical encoding of the subject key; returns its type. */
+function checkKey({ publicKey: key, subjectPublicKey }: ParsedCsr): "RSA" | "EC" {
   if (key.type === "RSA") {
     const bits = key.modulusBits;
     if (bits < MIN_RSA_BITS) {
@@ -109,9 +120,24 @@ function checkKey({ publicKey: key }: ParsedCsr): void {
     if (bits > MAX_RSA_BITS) {
       throw invalid("key_unsupported", `RSA key is ${bits} bits; expected at most ${MAX_RSA_BITS}`);
     }
-    return;
+    if (!key.nullParameters) {
+      throw invalid(
+        "key_not_canonical",
+        "RSA key's rsaEncryption algorithm has no parameters; expected NULL parameters (RFC 3279)",
+      );
+    }
+    return "RSA";
   }
-  if (key.type === "EC" && key.curve !== undefined && ALLOWED_CURVES.has(key.curve)) return;
+  if (key.type === "EC" && key.curve !== undefined && ALLOWED_CURVES.has(key.curve)) {
+    if (key.point !== "uncompressed" || subjectPublicKey.length !== UNCOMPRESSED_POINT_BYTES[key.curve]) {
+      const form = key.point === "uncompressed" ? "an uncompressed point of the wrong length" : `a ${key.point} point`;
+      throw invalid(
+        "key_not_canonical",
+        `EC public key is ${form}; expected an uncompressed point on ${key.curve} (RFC 5480)`,
+      );
+    }
+    return "EC";
+  }
   const what = key.type === "EC" ? `EC key on curve ${key.curve ?? "unknown"}` : `key type ${key.name}`;
   throw invalid("key_unsupported", `${what} is not supported; expected RSA (>= 2048 bits) or ECDSA P-256/P-384`);
 }
@@ -149,7 +175,7 @@ function refuseCaRequest(csr: ParsedCsr): void {
   }
 }
 
-function checkSans(csr: ParsedCsr, policy: LeafPolicy, requiredIdentity: string | undefined): string[] {
+function checkSans(csr: ParsedCsr, policy: LeafPolicy, requiredIdentity: string | undefined): [string] {
   const uris: string[] = [];
   for (const name of csr.subjectAltNames) {
     if (name.type !== "url") {
@@ -157,31 +183,37 @@ function checkSans(csr: ParsedCsr, policy: LeafPolicy, requiredIdentity: string 
     }
     uris.push(name.value);
   }
-  if (uris.length === 0) {
-    throw invalid("no_identity", `CSR has no URI SAN; expected spiffe://${policy.trustDomain}/...`);
+  const [uri] = uris;
+  if (uri === undefined) {
+    throw invalid("no_identity", `CSR has no URI SAN; expected exactly one spiffe://${policy.trustDomain}/... ID`);
   }
-  for (const uri of uris) {
-    const trustDomain = spiffeTrustDomain(uri);
-    if (trustDomain === undefined) {
-      throw invalid(
-        "san_not_spiffe",
-        `URI SAN ${printable(uri)} is not a SPIFFE ID; expected spiffe://${policy.trustDomain}/...`,
-      );
-    }
-    if (trustDomain !== policy.trustDomain) {
-      throw denied(
-        "san_wrong_trust_domain",
-        `URI SAN ${printable(uri)} is outside trust domain ${policy.trustDomain}; expected spiffe://${policy.trustDomain}/...`,
-      );
-    }
-    if (requiredIdentity !== undefined && uri !== requiredIdentity) {
-      throw denied(
-        "identity_mismatch",
-        `URI SAN ${printable(uri)} is not the caller's identity; expected ${printable(requiredIdentity)}`,
-      );
-    }
+  // An X.509-SVID carries exactly one URI SAN (go-spiffe refuses more); a repeat of the same ID counts too.
+  if (uris.length > 1) {
+    throw invalid(
+      "multiple_identities",
+      `CSR has ${uris.length} URI SANs; expected exactly one spiffe://${policy.trustDomain}/... ID (an X.509-SVID carries one)`,
+    );
   }
-  return uris;
+  const trustDomain = spiffeTrustDomain(uri);
+  if (trustDomain === undefined) {
+    throw invalid(
+      "san_not_spiffe",
+      `URI SAN ${printable(uri)} is not a SPIFFE ID; expected spiffe://${policy.trustDomain}/...`,
+    );
+  }
+  if (trustDomain !== policy.trustDomain) {
+    throw denied(
+      "san_wrong_trust_domain",
+      `URI SAN ${printable(uri)} is outside trust domain ${policy.trustDomain}; expected spiffe://${policy.trustDomain}/...`,
+    );
+  }
+  if (requiredIdentity !== undefined && uri !== requiredIdentity) {
+    throw denied(
+      "identity_mismatch",
+      `URI SAN ${printable(uri)} is not the caller's identity; expected ${printable(requiredIdentity)}`,
+    );
+  }
+  return [uri];
 }
 
 const MAX_SPIFFE_ID_LENGTH = 2048;
@@ -212,7 +244,9 @@ const MAX_SANE_TTL_SECONDS = 10 * 366 * 24 * 3600;
 
 /**
  * Leaf lifetime in whole seconds: 0 means the policy default; the result never exceeds the policy maximum nor the
- * intermediate's remaining life (a leaf outliving its issuer fails path validation).
+ * intermediate's remaining life (a leaf outliving its issuer fails path validation). When that remaining life is
+ * below the policy minimum the request is refused (CaValidityError, UNAVAILABLE): a leaf that expires moments after
+ * it is received is useless, and verifiers reject it once it has.
  */
 export function resolveTtl(
   requestedSeconds: number,
@@ -230,6 +264,12 @@ export function resolveTtl(
   if (remaining < 1) {
     throw new CaValidityError("ca_expired", `intermediate expired at ${intermediateNotAfter.toISOString()}`);
   }
-  const wanted = requestedSeconds === 0 ? policy.defaultTtlSeconds : requestedSeconds;
-  return Math.min(wanted, policy.maxTtlSeconds, remaining);
+  const wanted = Math.min(requestedSeconds === 0 ? policy.defaultTtlSeconds : requestedSeconds, policy.maxTtlSeconds);
+  if (remaining < Math.min(wanted, policy.minTtlSeconds)) {
+    throw new CaValidityError(
+      "ca_expiring",
+      `intermediate expires at ${intermediateNotAfter.toISOString()}, in ${remaining}s, less than the minimum leaf lifetime (${policy.minTtlSeconds}s); it is being renewed, retry later`,
+    );
+  }
+  return Math.min(wanted, remaining);
 }

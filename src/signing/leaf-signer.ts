@@ -2,8 +2,8 @@
 // copied verbatim) and its (policy-checked) URI SANs; every other field and extension is set here, so nothing
 // requested can widen the leaf. The certificate is encoded directly with der.ts (one fixed shape) and signed with
 // node:crypto; everything that depends only on the intermediate is computed once per bundle.
-import { KeyObject, createHash, randomFillSync, sign } from "node:crypto";
-import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
+import { createHash, randomFillSync, sign, type KeyObject } from "node:crypto";
+import type { KeyAlgorithmName } from "../crypto/keys.js";
 import {
   DerReader,
   Tag,
@@ -30,7 +30,8 @@ export interface LeafIssuer {
   readonly signingCert: { readonly rawData: ArrayBuffer };
   /** Intermediate first, then every issuer up to and including the root. */
   readonly chainPem: readonly string[];
-  readonly privateKey: CryptoKey;
+  /** The intermediate's node:crypto key (never a CryptoKey: KeyObject.from() on one is deprecated, DEP0204). */
+  readonly signingKey: KeyObject;
   readonly keyAlgorithm: KeyAlgorithmName;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -58,7 +59,7 @@ export async function signLeaf(
 ): Promise<SignedLeaf> {
   // TTL first: it is the cheapest check and also refuses early when the intermediate has expired.
   const ttl = resolveTtl(ttlSeconds, policy, bundle.notAfter, now);
-  const { spki, subjectPublicKey, uriSans } = await checkCsr(csrPem, policy, opts);
+  const { spki, subjectPublicKey, uriSans, keyType } = await checkCsr(csrPem, policy, opts);
 
   // Certificates carry whole seconds; truncating here makes the returned notAfter exactly the encoded one.
   const notBefore = new Date(Math.max(floorToSecond(now.getTime() - CLOCK_SKEW_MS), bundle.notBefore.getTime()));
@@ -80,7 +81,7 @@ export async function signLeaf(
     explicit(
       3,
       sequence(
-        ...FIXED_EXTENSIONS,
+        ...(keyType === "RSA" ? FIXED_EXTENSIONS_RSA : FIXED_EXTENSIONS_EC),
         // RFC 5280 4.2.1.6: with an empty subject the SAN extension must be critical. [6] is uniformResourceIdentifier,
         // an IA5String; checkCsr lets only SPIFFE IDs through, which are ASCII, and ascii() checks again.
         extension(OID_SUBJECT_ALT_NAME, true, sequence(...uriSans.map((uri) => contextPrimitive(6, ascii(uri))))),
@@ -115,15 +116,20 @@ function extension(id: string, critical: boolean, value: Uint8Array): Buffer {
   return critical ? sequence(oid(id), boolean(true), octetString(value)) : sequence(oid(id), octetString(value));
 }
 
-// KeyUsage bits 0 (digitalSignature) and 2 (keyEncipherment): 1010 0000 with 5 unused bits.
-const KEY_USAGE_LEAF = bitString(Uint8Array.of(0xa0), 5);
+// KeyUsage for RSA subject keys: bits 0 (digitalSignature) and 2 (keyEncipherment), 1010 0000 with 5 unused bits
+// (RSA key transport in TLS 1.2 needs keyEncipherment). ECDSA keys cannot encipher, and RFC 8813 forbids asserting it
+// for them: bit 0 alone, 1000 0000 with 7 unused bits.
+const KEY_USAGE_RSA_LEAF = bitString(Uint8Array.of(0xa0), 5);
+const KEY_USAGE_EC_LEAF = bitString(Uint8Array.of(0x80), 7);
 
 /** The same for every leaf: basicConstraints CA:false (critical), keyUsage (critical), extKeyUsage server+client. */
-const FIXED_EXTENSIONS: readonly Buffer[] = [
+const fixedExtensions = (keyUsage: Buffer): readonly Buffer[] => [
   extension("2.5.29.19", true, sequence()),
-  extension("2.5.29.15", true, KEY_USAGE_LEAF),
+  extension("2.5.29.15", true, keyUsage),
   extension("2.5.29.37", false, sequence(oid("1.3.6.1.5.5.7.3.1"), oid("1.3.6.1.5.5.7.3.2"))),
 ];
+const FIXED_EXTENSIONS_RSA = fixedExtensions(KEY_USAGE_RSA_LEAF);
+const FIXED_EXTENSIONS_EC = fixedExtensions(KEY_USAGE_EC_LEAF);
 
 function sha1(bytes: Uint8Array): Buffer {
   return createHash("sha1").update(bytes).digest();
@@ -179,8 +185,7 @@ function issuerContext(bundle: LeafIssuer): IssuerContext {
   // method the issuing CA (Vault) used to derive it; otherwise derive it from the issuer's key.
   const keyId = fields.subjectKeyIdentifier ?? sha1(fields.subjectPublicKey);
   ctx = {
-    // Signing only needs the key's handle inside node:crypto, so a non-extractable CryptoKey works here too.
-    key: KeyObject.from(bundle.privateKey),
+    key: bundle.signingKey,
     ...signatureAlgorithmFor(bundle.keyAlgorithm),
     name: fields.subject,
     authorityKeyIdentifier: extension(OID_AUTHORITY_KEY_IDENTIFIER, false, sequence(contextPrimitive(0, keyId))),

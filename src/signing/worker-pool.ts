@@ -1,11 +1,12 @@
 // Leaf signing on worker threads. The gRPC server stays on the main thread; the CPU work of a leaf (CSR parse and
 // signature check, policy, certificate encoding and signing, ~0.15 ms) runs on one of `size` workers, so a busy socket
-// uses more than one core. Workers get each bundle once (its certificate DER and its CryptoKey, which structured
-// clone copies into the worker) and answer with the leaf; refusals come back as the same error classes.
+// uses more than one core. Workers get each bundle once (its certificate DER and its node:crypto KeyObject, which
+// postMessage copies into the worker) and answer with the leaf; refusals come back as the same error classes.
 // This file is both the pool (main thread) and the worker's entry point.
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import type { SigningBundle } from "../authority/bundle.js";
-import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
+import type { KeyObject } from "node:crypto";
+import type { KeyAlgorithmName } from "../crypto/keys.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy, type LeafPolicyCode } from "./leaf-policy.js";
 import { signLeaf, type LeafIssuer, type SignLeafOptions, type SignedLeaf } from "./leaf-signer.js";
 
@@ -15,7 +16,7 @@ interface IssuerMessage {
   type: "issuer";
   issuer: number;
   certDer: Uint8Array;
-  privateKey: CryptoKey;
+  signingKey: KeyObject;
   keyAlgorithm: KeyAlgorithmName;
   notBefore: number;
   notAfter: number;
@@ -94,7 +95,7 @@ export class SigningPool {
         type: "issuer",
         issuer,
         certDer: new Uint8Array(bundle.signingCert.rawData),
-        privateKey: bundle.privateKey,
+        signingKey: bundle.signingKey,
         keyAlgorithm: bundle.keyAlgorithm,
         notBefore: bundle.notBefore.getTime(),
         notAfter: bundle.notAfter.getTime(),
@@ -179,7 +180,7 @@ function runWorker(): void {
       issuers.set(msg.issuer, {
         signingCert: { rawData: rawData as ArrayBuffer },
         chainPem: [],
-        privateKey: msg.privateKey,
+        signingKey: msg.signingKey,
         keyAlgorithm: msg.keyAlgorithm,
         notBefore: new Date(msg.notBefore),
         notAfter: new Date(msg.notAfter),

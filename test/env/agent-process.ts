@@ -55,7 +55,7 @@ export async function startAgent(
   env: TestEnv,
   command: "sidecar" | "init",
   extra: string[] = [],
-  opts: { dir?: string } = {},
+  opts: { dir?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<AgentRun> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "iva-agent-"));
   const socketPath = join(dir, "agent.sock");
@@ -69,6 +69,7 @@ export async function startAgent(
     nodeBinary(),
     [join(repoRoot(), "dist/src/main.js"), command, ...agentArgs(env, { socketPath, cacertsDir, tokenPath }, extra)],
     logPath,
+    opts.env,
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
   if (command === "sidecar") {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real servers the tests run against (etcd, kube-apiserver, the node components kubelet,
-# kube-controller-manager and kube-scheduler, OpenBao, istiod) from their Go modules.
+# kube-controller-manager and kube-scheduler, OpenBao, istiod) and the zlint certificate linter from their Go modules.
 #
 # Each server has its own wrapper module in test/env/<name>/ (go.mod + go.sum pin every module). A binary is cached
 # outside the repo under $IVA_CACHE_DIR (default ~/.cache/istiod-vault-agent), keyed by a hash of the wrapper's
@@ -41,8 +41,11 @@ settings() {
       # Renders Istio's own istiod chart (from the pinned istio.io/istio module) with the project's values.
       pkg=helm.sh/helm/v3/cmd/helm; bin=helm; tags=""; cgo=0
       ldflags="-X helm.sh/helm/v3/internal/version.version=$(module_version helm helm.sh/helm/v3)" ;;
+    zlint)
+      # Not a server: the X.509 linter the certificate tests feed every kind of certificate the agent makes.
+      pkg=github.com/zmap/zlint/v3/cmd/zlint; bin=zlint; tags=""; cgo=0; ldflags="" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
-         "kube-scheduler, openbao, istiod or helm)" >&2; return 1 ;;
+         "kube-scheduler, openbao, istiod, helm or zlint)" >&2; return 1 ;;
   esac
 }
 

@@ -156,6 +156,7 @@ export function nested(depth: number, tags: readonly number[], inner: Uint8Array
 }
 
 const OID = {
+  organizationalUnit: "2.5.4.11",
   ecPublicKey: "1.2.840.10045.2.1",
   p256: "1.2.840.10045.3.1.7",
   secp256k1: "1.3.132.0.10",
@@ -869,7 +870,8 @@ const CATEGORIES: Category[] = [
       const sans = r.pick([[foreign], [g.identity, foreign], [foreign, g.identity]]);
       const der = await g.goodDer({ sans: sans.map(uriName) });
       return {
-        expected: S.PERMISSION_DENIED,
+        // Two URI SANs are refused as such (an X.509-SVID carries one) before any trust-domain check.
+        expected: sans.length > 1 ? S.INVALID_ARGUMENT : S.PERMISSION_DENIED,
         note: `SANs ${sans.length}, foreign ${foreign.slice(0, 80)}`,
         csr: csrPem(der),
       };
@@ -884,7 +886,7 @@ const CATEGORIES: Category[] = [
       const sans = g.rng.pick([[other], [g.identity, other], [other, g.identity]]);
       const der = await g.goodDer({ sans: sans.map(uriName) });
       return {
-        expected: S.PERMISSION_DENIED,
+        expected: sans.length > 1 ? S.INVALID_ARGUMENT : S.PERMISSION_DENIED,
         note: `SANs ${sans.length}, other ${other.slice(0, 80)}`,
         csr: csrPem(der),
       };
@@ -1391,13 +1393,14 @@ export async function controlCsrs(ctx: HostileContext, rpc: Rpc): Promise<Array<
 }
 
 async function bigCsrUnder(g: Gen, limit: number): Promise<string> {
+  // One URI SAN (an X.509-SVID carries exactly one); the size comes from subject RDNs, which the agent never copies.
   const make = async (count: number) =>
     csrPem(
       assemble(
         await signedParts({
           signer: g.ctx.keys.p256[0]!,
-          subject: seq(),
-          extensions: [sanExt(Array.from({ length: count }, () => uriName(g.identity)))],
+          subject: seq(...Array.from({ length: count }, () => set(seq(oid(OID.organizationalUnit), utf8(g.identity))))),
+          extensions: [sanExt([uriName(g.identity)])],
         }),
       ),
     );

@@ -9,7 +9,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SigningBundle } from "../../src/authority/bundle.js";
-import { algorithmParams, generateKeyPair, toPem, type KeyAlgorithmName } from "../../src/crypto/keys.js";
+import {
+  algorithmParams,
+  generateKeyPair,
+  generateNodeKeyPairFor,
+  signingCryptoKeys,
+  toPem,
+  type KeyAlgorithmName,
+} from "../../src/crypto/keys.js";
 import { subtle, x509 } from "../../src/crypto/x509.js";
 import {
   CaValidityError,
@@ -23,6 +30,7 @@ import {
 import { signLeaf } from "../../src/signing/leaf-signer.js";
 import { parseCsrPem } from "../../src/signing/fast-csr.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
+import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import {
   DerError,
   DerReader,
@@ -54,6 +62,7 @@ const policy: LeafPolicy = {
   maxTtlSeconds: 24 * HOUR,
   defaultTtlSeconds: HOUR,
   maxCsrBytes: DEFAULT_MAX_CSR_BYTES,
+  minTtlSeconds: 300,
 };
 
 interface TestCa {
@@ -84,7 +93,9 @@ async function makeCa(
       await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey),
     ],
   });
-  const intermediateKeys = await generateKeyPair(keyAlgorithm, false);
+  // As the authority holds it: a node:crypto key, with a non-extractable WebCrypto view for @peculiar/x509.
+  const intermediateNodeKeys = await generateNodeKeyPairFor(keyAlgorithm);
+  const intermediateKeys = signingCryptoKeys(intermediateNodeKeys, keyAlgorithm);
   const intermediate = await x509.X509CertificateGenerator.create({
     subject: "CN=Test Intermediate,O=istiod-vault-agent",
     issuer: root.subjectName,
@@ -106,6 +117,7 @@ async function makeCa(
     signingCertPem: intermediatePem,
     chainPem: [intermediatePem, rootPem],
     rootsPem: [rootPem],
+    signingKey: intermediateNodeKeys.privateKey,
     privateKey: intermediateKeys.privateKey,
     keyAlgorithm,
     privateKeyPem: undefined,
@@ -225,7 +237,7 @@ void describe("signLeaf", () => {
     assert.equal(bc.critical, true);
     const ku = leaf.getExtension(x509.KeyUsagesExtension);
     assert.ok(ku?.critical);
-    assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment);
+    assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature, "an ECDSA leaf must not assert keyEncipherment");
     const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
     // usages is an asn1-schema array subclass; spread it so deepEqual compares plain arrays.
     assert.deepEqual([...(eku?.usages ?? [])], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
@@ -263,6 +275,11 @@ void describe("signLeaf", () => {
     const signed = await signLeaf(rsaCa.bundle, csr, HOUR, policy, new Date());
     const leaf = new x509.X509Certificate(signed.certPem);
     assert.deepEqual(signatureAlgorithm(leaf), { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" });
+    // RSA subject keys keep keyEncipherment (TLS 1.2 RSA key transport).
+    assert.equal(
+      leaf.getExtension(x509.KeyUsagesExtension)?.usages,
+      x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+    );
     assert.match(opensslVerify(rsaCa.rootPem, rsaCa.intermediatePem, signed.certPem), /: OK\s*$/);
   });
 
@@ -347,13 +364,25 @@ void describe("signLeaf", () => {
           "expected spiffe://cluster.local/...",
       });
       await assertRefused(sign(csr), "PERMISSION_DENIED", "san_wrong_trust_domain");
-      const mixed = await makeCsr({
-        sans: [
-          { type: "url", value: IDENTITY },
-          { type: "url", value: other },
-        ],
-      });
-      await assertRefused(sign(mixed), "PERMISSION_DENIED", "san_wrong_trust_domain");
+    });
+
+    void it("two or more URI SANs, duplicates of the caller's own ID included (an X.509-SVID carries one)", async () => {
+      const other = "spiffe://cluster.local/ns/default/sa/other";
+      const url = (value: string) => ({ type: "url" as const, value });
+      const cases = [[IDENTITY, other], [IDENTITY, IDENTITY], Array.from({ length: 150 }, () => IDENTITY)];
+      for (const uris of cases) {
+        const csr = await makeCsr({ sans: uris.map(url) });
+        await assert.rejects(sign(csr, HOUR, { ...policy, maxCsrBytes: 16384 }, { requiredIdentity: IDENTITY }), {
+          message:
+            `multiple_identities: CSR has ${uris.length} URI SANs; expected exactly one ` +
+            "spiffe://cluster.local/... ID (an X.509-SVID carries one)",
+        });
+        await assertRefused(
+          sign(csr, HOUR, { ...policy, maxCsrBytes: 16384 }),
+          "INVALID_ARGUMENT",
+          "multiple_identities",
+        );
+      }
     });
 
     void it("DNS, IP and email SANs", async () => {
@@ -467,6 +496,7 @@ void describe("signLeaf with a short-lived intermediate", () => {
 
 /** The leaf as the @peculiar/x509 generator built it before the fast path: the oracle for byte-for-byte equivalence. */
 async function referenceLeaf(ca: TestCa, leaf: x509.X509Certificate, uriSans: string[]): Promise<Uint8Array> {
+  const rsaSubject = (leaf.publicKey.algorithm as { name?: string }).name === "RSASSA-PKCS1-v1_5";
   const intermediate = ca.bundle.signingCert;
   const ski = intermediate.getExtension(x509.SubjectKeyIdentifierExtension);
   const cert = await x509.X509CertificateGenerator.create({
@@ -479,7 +509,10 @@ async function referenceLeaf(ca: TestCa, leaf: x509.X509Certificate, uriSans: st
     signingAlgorithm: algorithmParams(ca.bundle.keyAlgorithm).sign,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | (rsaSubject ? x509.KeyUsageFlags.keyEncipherment : 0),
+        true,
+      ),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       new x509.SubjectAlternativeNameExtension(
         uriSans.map((uri) => ({ type: "url" as const, value: uri })),
@@ -508,7 +541,7 @@ function subjectDer(certDer: Uint8Array): Uint8Array {
   return nthChild(nthChild(certDer, 0), 5);
 }
 
-const IDENTITIES = [IDENTITY, "spiffe://cluster.local/ns/default/sa/web-canary"];
+const IDENTITIES = ["spiffe://cluster.local/ns/default/sa/web-canary"];
 
 void describe("fast leaf path: equivalence with the @peculiar/x509 construction", () => {
   for (const keyAlgorithm of ["ECDSA_P256", "ECDSA_P384", "RSA_2048"] as const) {
@@ -546,7 +579,7 @@ void describe("fast leaf path: equivalence with the @peculiar/x509 construction"
       assert.equal(bc.critical, true);
       const ku = leaf.getExtension(x509.KeyUsagesExtension);
       assert.equal(ku?.critical, true);
-      assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment);
+      assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature);
       const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
       assert.deepEqual([...(eku?.usages ?? [])], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
       assert.equal(eku?.critical, false);
@@ -764,6 +797,8 @@ function buildCsr(
     attributes?: Buffer[];
     subject?: Buffer;
     key?: { privateKey: KeyObject; publicKey: KeyObject };
+    /** subjectPublicKeyInfo DER to put in place of the key's own (the signature still comes from `key`). */
+    spki?: Buffer;
     signatureAlgorithm?: Buffer;
     sign?: (info: Buffer, key: KeyObject) => Buffer;
   } = {},
@@ -776,7 +811,7 @@ function buildCsr(
   const info = sequence(
     smallInteger(0),
     spec.subject ?? sequence(),
-    publicKey.export({ type: "spki", format: "der" }),
+    spec.spki ?? publicKey.export({ type: "spki", format: "der" }),
     contextConstructed(0, ...attributes),
   );
   const signature = spec.sign ? spec.sign(info, privateKey) : nodeSign("sha256", info, privateKey);
@@ -814,7 +849,7 @@ void describe("fast CSR parser", () => {
     assert.deepEqual(checked.uriSans, [IDENTITY]);
     const parsed = parseCsrPem(pem);
     assert.deepEqual(parsed.extensionOids, ["2.5.29.17", "2.5.29.37"]);
-    assert.deepEqual(parsed.publicKey, { type: "EC", curve: "P-256" });
+    assert.deepEqual(parsed.publicKey, { type: "EC", curve: "P-256", point: "uncompressed" });
     assert.deepEqual(parsed.signatureAlgorithm, { name: "ECDSA", hash: "SHA-256" });
   });
 
@@ -850,6 +885,54 @@ void describe("fast CSR parser", () => {
       sign: pssSign,
     });
     await assertRefused(check(defaultSha1.pem), "INVALID_ARGUMENT", "csr_signature");
+  });
+
+  void it("refuses non-canonical public keys: RSA without NULL parameters, compressed or hybrid EC points", async () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const rsaPublicKey = rsa.publicKey.export({ type: "pkcs1", format: "der" });
+    const rsaNoParams = sequence(sequence(oid("1.2.840.113549.1.1.1")), bitString(rsaPublicKey));
+    const rsaSign = (info: Buffer, k: KeyObject): Buffer => nodeSign("sha256", info, k);
+    const rsaAlg = sequence(oid("1.2.840.113549.1.1.11"), nullValue());
+    await assert.rejects(
+      check(buildCsr({ key: rsa, spki: rsaNoParams, signatureAlgorithm: rsaAlg, sign: rsaSign }).pem),
+      {
+        message:
+          "key_not_canonical: RSA key's rsaEncryption algorithm has no parameters; expected NULL parameters (RFC 3279)",
+      },
+    );
+    // The same key with NULL parameters (what every encoder writes) is accepted.
+    const rsaCanonical = sequence(sequence(oid("1.2.840.113549.1.1.1"), nullValue()), bitString(rsaPublicKey));
+    const accepted = buildCsr({ key: rsa, spki: rsaCanonical, signatureAlgorithm: rsaAlg, sign: rsaSign });
+    assert.deepEqual(((await check(accepted.pem)) as { uriSans: string[] }).uriSans, [IDENTITY]);
+
+    for (const curve of ["P-256", "P-384"] as const) {
+      const key = generateKeyPairSync("ec", { namedCurve: curve });
+      const jwk = key.publicKey.export({ format: "jwk" });
+      const x = Buffer.from(jwk.x!, "base64url");
+      const y = Buffer.from(jwk.y!, "base64url");
+      const odd = y[y.length - 1]! & 1;
+      const ecSpki = (point: Buffer): Buffer =>
+        sequence(
+          sequence(oid("1.2.840.10045.2.1"), oid(curve === "P-256" ? "1.2.840.10045.3.1.7" : "1.3.132.0.34")),
+          bitString(point),
+        );
+      const alg = sequence(oid(curve === "P-256" ? "1.2.840.10045.4.3.2" : "1.2.840.10045.4.3.3"));
+      const hash = curve === "P-256" ? "sha256" : "sha384";
+      const build = (point: Buffer): string =>
+        buildCsr({ key, spki: ecSpki(point), signatureAlgorithm: alg, sign: (i, k) => nodeSign(hash, i, k) }).pem;
+      const cases: [Buffer, string][] = [
+        [Buffer.concat([Uint8Array.of(0x02 + odd), x]), "a compressed point"],
+        [Buffer.concat([Uint8Array.of(0x06 + odd), x, y]), "a hybrid point"],
+        [Buffer.concat([Uint8Array.of(0x04), x, y, Uint8Array.of(0)]), "an uncompressed point of the wrong length"],
+      ];
+      for (const [point, form] of cases) {
+        await assert.rejects(check(build(point)), {
+          message: `key_not_canonical: EC public key is ${form}; expected an uncompressed point on ${curve} (RFC 5480)`,
+        });
+      }
+      const uncompressed = build(Buffer.concat([Uint8Array.of(0x04), x, y]));
+      assert.deepEqual(((await check(uncompressed)) as { uriSans: string[] }).uriSans, [IDENTITY]);
+    }
   });
 
   void it("refuses an ECDSA signature algorithm on an RSA key and SHA-1", async () => {
@@ -1050,7 +1133,9 @@ void describe("fast CSR parser agrees with @peculiar/x509", () => {
       const alg = slow.publicKey.algorithm as { name: string; namedCurve?: string; modulusLength?: number };
       assert.deepEqual(
         fast.publicKey,
-        alg.name === "ECDSA" ? { type: "EC", curve: alg.namedCurve } : { type: "RSA", modulusBits: alg.modulusLength },
+        alg.name === "ECDSA"
+          ? { type: "EC", curve: alg.namedCurve, point: "uncompressed" }
+          : { type: "RSA", modulusBits: alg.modulusLength, nullParameters: true },
       );
       assert.deepEqual(new Uint8Array(fast.spki), new Uint8Array(slow.publicKey.rawData));
       const slowNames = slow.extensions.flatMap((e) =>
@@ -1147,5 +1232,25 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
     const closing = new SigningPool(1);
     await closing.close();
     await assert.rejects(closing.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date()), /closed/);
+  });
+});
+
+void describe("Istio CA serving certificate", () => {
+  void it("asserts digitalSignature only (ECDSA key), carries an SKI of its key and the intermediate's SKI as AKI", async () => {
+    const ca = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR));
+    const names = ["istiod-vault-agent.istio-system.svc", "127.0.0.1"];
+    const serving = await issueServingCertificate(ca.bundle, names, Date.now());
+    const cert = new x509.X509Certificate(serving.certPem);
+    assert.equal(cert.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature);
+    const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
+    assert.ok(ski, "the serving certificate must carry a subject key identifier");
+    assert.equal(ski.keyId, (await x509.SubjectKeyIdentifierExtension.create(cert.publicKey)).keyId);
+    const aki = cert.getExtension(x509.AuthorityKeyIdentifierExtension);
+    assert.equal(aki?.keyId, ca.bundle.signingCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId);
+    assert.deepEqual(cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.toJSON(), [
+      { type: "dns", value: names[0] },
+      { type: "ip", value: names[1] },
+    ]);
+    assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, serving.certPem), /: OK\s*$/);
   });
 });

@@ -2,7 +2,7 @@
 // the Renew caller's certificate checks and the agent's check of what the issuer returned.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { webcrypto } from "node:crypto";
+import { KeyObject, webcrypto } from "node:crypto";
 import { ConfigError } from "../../src/config/config.js";
 import type { SigningBundle } from "../../src/authority/bundle.js";
 import { generateKeyPair } from "../../src/crypto/keys.js";
@@ -116,6 +116,7 @@ function bundleOf(root: TestCa, inter: TestCa): SigningBundle {
     signingCertPem: pem(inter.cert),
     chainPem: [pem(inter.cert), pem(root.cert)],
     rootsPem: [pem(root.cert)],
+    signingKey: KeyObject.from(inter.keys.privateKey), // extractable test key: no DEP0204
     privateKey: inter.keys.privateKey,
     keyAlgorithm: "ECDSA_P256",
     privateKeyPem: undefined,
