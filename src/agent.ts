@@ -171,6 +171,7 @@ export class Agent {
         socketPath: this.config.serve.socketPath,
         keyExport: this.config.serve.keyExport,
         leafPolicy: this.leafPolicy,
+        limits: this.config.serve.limits,
       },
       this.authority,
       this.log,
