@@ -39,7 +39,7 @@ describe("RotateGate", () => {
     assert.equal(burst[0]!.kind, "started");
     assert.ok(burst.slice(1).every((d) => d.kind === "joined"));
     r.succeed();
-    const results = await Promise.all(burst.map((d) => (d.kind === "limited" ? undefined : d.result)));
+    const results = await Promise.all(burst.map((d) => (d.kind === "limited" ? Promise.resolve(undefined) : d.result)));
     assert.ok(results.every((b) => b?.generation === 1));
 
     clock.advance(10_000);
