@@ -183,12 +183,21 @@ export class Agent {
       this.kube = this.config.kube.kubeconfig
         ? kubeClientFromKubeconfig(this.config.kube.kubeconfig)
         : await KubeClient.inCluster();
-      const reviewer = new TokenReviewer(this.kube, this.config.istioCa.audience, this.config.leaf.trustDomain);
+      const reviewer = new TokenReviewer(
+        this.kube,
+        this.config.istioCa.audience,
+        this.config.leaf.trustDomain,
+        undefined,
+        this.metrics,
+      );
       this.istioCa = new IstioCaServer(
         {
           address: this.config.istioCa.address,
           servingNames: this.config.istioCa.servingNames,
           leafPolicy: this.leafPolicy,
+          maxInFlight: this.config.istioCa.maxInFlight,
+          authFailureBurst: this.config.istioCa.authFailureBurst,
+          authFailuresPerMinute: this.config.istioCa.authFailuresPerMinute,
         },
         this.authority,
         reviewer,
