@@ -154,6 +154,7 @@ export class AgentGrpcServer {
             dropStream(call);
           }
         });
+        if (finished) unsubscribe(); // dropped while subscribe() delivered the current bundle
         call.on("cancelled", done);
         call.on("close", done);
         call.on("error", done);

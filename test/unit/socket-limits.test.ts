@@ -98,4 +98,16 @@ describe("WatchBuffer", () => {
     assert.equal(buffer.bufferedBytes, 4_000);
     assert.equal(buffer.offer(4_000, write), true);
   });
+
+  it("always lets one message through when nothing is waiting, even one larger than the bound", () => {
+    const buffer = new WatchBuffer(4_096);
+    assert.equal(
+      buffer.offer(9_000, () => undefined),
+      true,
+    );
+    assert.equal(
+      buffer.offer(10, () => undefined),
+      false,
+    );
+  });
 });
