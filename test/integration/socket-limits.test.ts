@@ -1,18 +1,22 @@
 // Resource limits against a real agent (real OpenBao, kube-apiserver, TokenReview):
-// 1. an abusive local socket client (20 connections × 200 WatchSigningBundle streams it never reads, plus waves of
-//    Rotate calls) leaves the agent serving legitimate GetSigningBundle/SignCertificate calls, with RSS under
+// 1. an abusive local socket client (20 connections × 200 WatchSigningBundle streams from a process that is then
+//    stopped, so it never reads again, plus waves of Rotate calls) leaves the agent serving legitimate GetSigningBundle/SignCertificate calls, with RSS under
 //    160 MiB and one Vault signing for the whole burst (counted in Vault's own certificate store);
 // 2. the Istio CA listener refuses a real wrong-audience token with the apiserver's reason, stops calling
 //    TokenReview for an address that keeps failing, and samples its refusal logs.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthorityAgentClient } from "../../src/gen/istiodvaultagent/v1/agent.js";
 import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
-import { getBundle, rotate, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
-import { freePort } from "../env/harness.js";
+import { getBundle, nodeBinary, rotate, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
+import { freePort, repoRoot } from "../env/harness.js";
+import type { AbuserReport } from "../env/socket-abuser.js";
 import { workloadCsr } from "../env/crypto-check.js";
 
 const CALLER = { namespace: "default", serviceAccount: "sleep" };
@@ -90,32 +94,32 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     const certsBefore = await vaultCertCount();
     const generationBefore = (await getBundle(run.client)).generation;
 
-    // Abuse: many connections, each opening many Watch streams that are never read (no 'data' listener, so the
-    // client-side stream stays paused and HTTP/2 flow control pushes the backlog onto the agent).
-    const abusers = Array.from(
-      { length: CONNECTIONS },
-      () =>
-        new CertificateAuthorityAgentClient(`unix://${run.socketPath}`, grpc.credentials.createInsecure(), {
-          "grpc.use_local_subchannel_pool": 1,
-        }),
+    // Abuse: many connections, each opening many Watch streams, in a process that is then stopped, so it reads
+    // nothing more: every byte the agent writes to those streams from now on has to wait in the agent.
+    const abuser: ChildProcess = spawn(
+      nodeBinary(),
+      [
+        join(repoRoot(), "dist/test/env/socket-abuser.js"),
+        run.socketPath,
+        String(CONNECTIONS),
+        String(STREAMS_PER_CONNECTION),
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
     );
-    const refusals = new Map<string, number>();
-    const streamEnds: Promise<void>[] = [];
-    const calls: grpc.ClientReadableStream<unknown>[] = [];
-    for (const client of abusers) {
-      for (let i = 0; i < STREAMS_PER_CONNECTION; i++) {
-        const call = client.watchSigningBundle({});
-        calls.push(call);
-        streamEnds.push(
-          new Promise<void>((resolve) =>
-            call.on("error", (err: grpc.ServiceError) => {
-              const key = `${grpc.status[err.code]}: ${err.details.replace(/\d+/g, "N")}`;
-              refusals.set(key, (refusals.get(key) ?? 0) + 1);
-              resolve();
-            }),
-          ),
-        );
-      }
+    const abuserExited = new Promise<void>((resolve) => abuser.once("exit", () => resolve()));
+    let report: AbuserReport;
+    try {
+      report = await new Promise<AbuserReport>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("the abuser's streams did not settle in 60 s")), 60_000);
+        createInterface({ input: abuser.stdout! }).once("line", (line) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(line) as AbuserReport);
+        });
+      });
+      abuser.kill("SIGSTOP");
+    } catch (err) {
+      abuser.kill("SIGKILL");
+      throw err;
     }
     // Rotate burst: waves of concurrent calls, each wave after the previous one settled.
     const rotateOutcomes = new Map<string, number>();
@@ -152,15 +156,15 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       await signCertificate(legit, csr, 600, 10_000);
     } finally {
       clearInterval(sampler);
-      for (const c of calls) c.cancel();
-      for (const c of [...abusers, rotator, legit]) c.close();
+      for (const c of [rotator, legit]) c.close();
+      abuser.kill("SIGKILL");
+      await abuserExited;
     }
-    await Promise.race([Promise.all(streamEnds), new Promise((r) => setTimeout(r, 5_000))]);
 
     const certsAfter = await vaultCertCount();
     const text = await metricsText();
     tc.diagnostic(`RSS ${(rssBefore / 1024).toFixed(1)} MiB before, peak ${(peakKb / 1024).toFixed(1)} MiB`);
-    tc.diagnostic(`Watch outcomes: ${JSON.stringify(Object.fromEntries(refusals))}`);
+    tc.diagnostic(`Watch streams: ${JSON.stringify(report)}`);
     tc.diagnostic(`Rotate outcomes: ${JSON.stringify(Object.fromEntries(rotateOutcomes))}`);
     tc.diagnostic(`Vault certificates ${certsBefore} → ${certsAfter}; ${legitimateCalls} legitimate calls served`);
 
@@ -177,8 +181,10 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     assert.equal(limited, (ROTATE_WAVES - 1) * ROTATES_PER_WAVE, "every later wave is refused with the reason");
     assert.equal(rotateOutcomes.get("OK"), ROTATES_PER_WAVE, "the first wave shares one rotation");
 
-    const perConnection = [...refusals].find(([k]) => k.includes("on this connection (limit N"))?.[1] ?? 0;
-    const total = [...refusals].find(([k]) => k.includes("open on the agent (limit N"))?.[1] ?? 0;
+    const refusals = Object.entries(report.refused);
+    const perConnection = refusals.find(([k]) => k.includes("on this connection (limit N"))?.[1] ?? 0;
+    const total = refusals.find(([k]) => k.includes("open on the agent (limit N"))?.[1] ?? 0;
+    assert.equal(report.accepted, 256, "256 Watch streams in total");
     assert.ok(perConnection > 0, "connections were held to 16 Watch streams each");
     assert.ok(total > 0, "20 connections × 16 streams pass the total of 256");
     assert.equal(
