@@ -57,7 +57,7 @@ export const AGENT_FLAGS = {
     "string",
   ],
   "socket-max-sign-in-flight-per-connection": [
-    "SignCertificate calls in flight per socket connection (default 64)",
+    "SignCertificate calls in flight per socket connection (default 32)",
     "string",
   ],
   "rotate-min-interval": ["shortest time between two Vault signings caused by the Rotate RPC (default 30s)", "string"],

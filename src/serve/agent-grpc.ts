@@ -27,6 +27,7 @@ import {
   WatchBuffer,
   connectionOf,
   dropStream,
+  http2StreamsPerConnection,
   type SocketLimits,
 } from "./socket-limits.js";
 
@@ -70,7 +71,10 @@ export class AgentGrpcServer {
     const server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": 4 * 1024 * 1024,
-      "grpc.max_concurrent_streams": 256,
+      // HTTP/2's own cap on open streams per connection: each open stream costs the agent memory even before a
+      // handler refuses it, so a client gets room for its allowed Watch streams and signings plus a few other calls,
+      // and further streams wait on the client's side.
+      "grpc.max_concurrent_streams": http2StreamsPerConnection(this.limits),
     });
     server.addService(withDecodeErrors(CertificateAuthorityAgentService), this.handlers());
     // The socket takes the process umask at creation: narrow it for the bind so there is no window where the

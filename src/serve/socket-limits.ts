@@ -21,9 +21,17 @@ export const DEFAULT_SOCKET_LIMITS: SocketLimits = {
   maxWatchPerConnection: 16,
   maxWatchTotal: 256,
   maxWatchBufferedBytes: 64 * 1024,
-  maxSignInFlightPerConnection: 64,
+  maxSignInFlightPerConnection: 32,
   rotateMinIntervalMs: 30_000,
 };
+
+/** Streams besides Watch and SignCertificate a connection may have open (GetSigningBundle, Rotate). */
+const OTHER_STREAMS_PER_CONNECTION = 8;
+
+/** The HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS that fits these limits. */
+export function http2StreamsPerConnection(limits: SocketLimits): number {
+  return limits.maxWatchPerConnection + limits.maxSignInFlightPerConnection + OTHER_STREAMS_PER_CONNECTION;
+}
 
 /** Stand-in key for calls whose connection cannot be identified: they then share one budget (safe, not lenient). */
 const UNKNOWN_CONNECTION = Object.freeze({ unknown: true });

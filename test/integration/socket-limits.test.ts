@@ -69,16 +69,26 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     };
     httpPort = await freePort();
     caPort = await freePort();
-    run = await startAgent(t.env, "sidecar", [
-      `--http-addr=127.0.0.1:${httpPort}`,
-      `--istio-ca-addr=127.0.0.1:${caPort}`,
-      "--istio-ca-names=127.0.0.1,localhost",
-      `--kubeconfig=${t.env.kube.kubeconfigPath}`,
-      `--rotate-min-interval=${ROTATE_INTERVAL_S}s`,
-      `--istio-ca-auth-failure-burst=${AUTH_FAILURE_BURST}`,
-      "--istio-ca-auth-failures-per-minute=12",
-      "--log-level=info",
-    ]);
+    // Run the agent as the image ships it: the Dockerfile's NODE_OPTIONS (a V8 heap cap) is what a pod runs with.
+    const shipped = /^ENV NODE_OPTIONS=(.+)$/m.exec(readFileSync(join(repoRoot(), "Dockerfile"), "utf8"))?.[1];
+    assert.ok(shipped, "the Dockerfile sets NODE_OPTIONS");
+    const nodeOptions = process.env.NODE_OPTIONS;
+    process.env.NODE_OPTIONS = shipped;
+    try {
+      run = await startAgent(t.env, "sidecar", [
+        `--http-addr=127.0.0.1:${httpPort}`,
+        `--istio-ca-addr=127.0.0.1:${caPort}`,
+        "--istio-ca-names=127.0.0.1,localhost",
+        `--kubeconfig=${t.env.kube.kubeconfigPath}`,
+        `--rotate-min-interval=${ROTATE_INTERVAL_S}s`,
+        `--istio-ca-auth-failure-burst=${AUTH_FAILURE_BURST}`,
+        "--istio-ca-auth-failures-per-minute=12",
+        "--log-level=info",
+      ]);
+    } finally {
+      if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = nodeOptions;
+    }
   });
   after(async () => {
     await run?.stop();
