@@ -16,6 +16,7 @@ import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, nodeBinary, rotate, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
 import { freePort, repoRoot } from "../env/harness.js";
+import { waitUntil } from "../env/process.js";
 import type { AbuserReport } from "../env/socket-abuser.js";
 import { workloadCsr } from "../env/crypto-check.js";
 
@@ -43,6 +44,38 @@ function metric(text: string, name: string, labels = ""): number {
     sum += Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return sum;
+}
+
+/** Starts test/env/socket-abuser.js, waits until every stream got its first bundle or a refusal, then SIGSTOPs it. */
+async function startStoppedAbuser(
+  socketPath: string,
+  connections: number,
+  streams: number,
+): Promise<{ report: AbuserReport; kill(): Promise<void> }> {
+  const abuser: ChildProcess = spawn(
+    nodeBinary(),
+    [join(repoRoot(), "dist/test/env/socket-abuser.js"), socketPath, String(connections), String(streams)],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const exited = new Promise<void>((resolve) => abuser.once("exit", () => resolve()));
+  const kill = async () => {
+    abuser.kill("SIGKILL");
+    await exited;
+  };
+  try {
+    const report = await new Promise<AbuserReport>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the abuser's streams did not settle in 60 s")), 60_000);
+      createInterface({ input: abuser.stdout! }).once("line", (line) => {
+        clearTimeout(timer);
+        resolve(JSON.parse(line) as AbuserReport);
+      });
+    });
+    abuser.kill("SIGSTOP");
+    return { report, kill };
+  } catch (err) {
+    await kill();
+    throw err;
+  }
 }
 
 describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
@@ -106,33 +139,9 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
 
     // Abuse: many connections, each opening many Watch streams, in a process that is then stopped, so it reads
     // nothing more: every byte the agent writes to those streams from now on has to wait in the agent.
-    const abuser: ChildProcess = spawn(
-      nodeBinary(),
-      [
-        join(repoRoot(), "dist/test/env/socket-abuser.js"),
-        run.socketPath,
-        String(CONNECTIONS),
-        String(STREAMS_PER_CONNECTION),
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    const abuserExited = new Promise<void>((resolve) => abuser.once("exit", () => resolve()));
-    let report: AbuserReport;
-    let peakAfterStreamsKb: number;
-    try {
-      report = await new Promise<AbuserReport>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("the abuser's streams did not settle in 60 s")), 60_000);
-        createInterface({ input: abuser.stdout! }).once("line", (line) => {
-          clearTimeout(timer);
-          resolve(JSON.parse(line) as AbuserReport);
-        });
-      });
-      abuser.kill("SIGSTOP");
-      peakAfterStreamsKb = peakKb;
-    } catch (err) {
-      abuser.kill("SIGKILL");
-      throw err;
-    }
+    const abuser = await startStoppedAbuser(run.socketPath, CONNECTIONS, STREAMS_PER_CONNECTION);
+    const report = abuser.report;
+    const peakAfterStreamsKb = peakKb;
     // Rotate burst: waves of concurrent calls, each wave after the previous one settled.
     const rotateOutcomes = new Map<string, number>();
     const rotator = new CertificateAuthorityAgentClient(`unix://${run.socketPath}`, grpc.credentials.createInsecure(), {
@@ -169,8 +178,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     } finally {
       clearInterval(sampler);
       for (const c of [rotator, legit]) c.close();
-      abuser.kill("SIGKILL");
-      await abuserExited;
+      await abuser.kill();
     }
 
     const certsAfter = await vaultCertCount();
@@ -273,5 +281,35 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     } finally {
       ca.close();
     }
+  });
+  it("a Watch stream whose client stopped reading is dropped once its unread bytes pass the bound", async (tc) => {
+    // 4 streams on one connection from a stopped process; SIGHUP rotations (not the rate-limited RPC) push one
+    // bundle per rotation to each stream until the HTTP/2 windows and socket buffers are full and bytes pile up in
+    // the agent, which must then drop the streams at 64 KiB each instead of keeping every bundle.
+    const slowBefore = metric(await metricsText(), "iva_limit_hits_total", 'reason="watch_slow_reader"');
+    const abuser = await startStoppedAbuser(run.socketPath, 1, 4);
+    let rotations = 0;
+    let slow = slowBefore;
+    try {
+      assert.equal(abuser.report.accepted, 4);
+      for (; rotations < 80 && slow < slowBefore + 4; rotations++) {
+        const generation = (await getBundle(run.client)).generation;
+        run.process.signal("SIGHUP");
+        await waitUntil(
+          "a new intermediate after SIGHUP",
+          async () => (await getBundle(run.client)).generation > generation,
+          {
+            timeoutMs: 20_000,
+          },
+        );
+        slow = metric(await metricsText(), "iva_limit_hits_total", 'reason="watch_slow_reader"');
+      }
+    } finally {
+      await abuser.kill();
+    }
+    tc.diagnostic(`${slow - slowBefore} streams dropped after ${rotations} rotations`);
+    assert.equal(slow - slowBefore, 4, "all four unread streams were dropped");
+    assert.ok(run.process.alive);
+    assert.ok((await getBundle(run.client)).generation > 1);
   });
 });
