@@ -1,9 +1,11 @@
 // Resource limits against a real agent (real OpenBao, kube-apiserver, TokenReview):
 // 1. an abusive local socket client (20 connections × 200 WatchSigningBundle streams from a process that is then
-//    stopped, so it never reads again, plus waves of Rotate calls) leaves the agent serving legitimate GetSigningBundle/SignCertificate calls, with RSS under
-//    160 MiB and one Vault signing for the whole burst (counted in Vault's own certificate store);
+//    stopped, so it never reads again, plus waves of Rotate calls) leaves the agent serving legitimate
+//    GetSigningBundle/SignCertificate calls, with RSS under 160 MiB and one Vault signing for the whole burst
+//    (counted in Vault's own certificate store);
 // 2. the Istio CA listener refuses a real wrong-audience token with the apiserver's reason, stops calling
-//    TokenReview for an address that keeps failing, and samples its refusal logs.
+//    TokenReview for an address that keeps failing, and samples its refusal logs;
+// 3. Watch streams of a stopped client are dropped once their unread bytes pass the bound.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
