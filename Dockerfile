@@ -15,8 +15,9 @@ RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 FROM ${NODE_IMAGE}
 WORKDIR /app
 ENV NODE_ENV=production
-# A bounded heap keeps RSS well under the 256Mi limit the manifests set (V8 otherwise grows it lazily under load).
-ENV NODE_OPTIONS=--max-old-space-size=128
+# A bounded heap keeps RSS well under the 256Mi limit the manifests set (V8 otherwise grows it lazily under load);
+# the semi-space cap bounds the young generation, which bursts of short-lived requests grow (bench/RESULTS.md §4).
+ENV NODE_OPTIONS="--max-old-space-size=128 --max-semi-space-size=8"
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY package.json ./

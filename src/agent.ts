@@ -173,6 +173,7 @@ export class Agent {
         socketPath: this.config.serve.socketPath,
         keyExport: this.config.serve.keyExport,
         leafPolicy: this.leafPolicy,
+        limits: this.config.serve.limits,
       },
       this.authority,
       this.log,
@@ -184,12 +185,21 @@ export class Agent {
       this.kube = this.config.kube.kubeconfig
         ? kubeClientFromKubeconfig(this.config.kube.kubeconfig)
         : await KubeClient.inCluster();
-      const reviewer = new TokenReviewer(this.kube, this.config.istioCa.audience, this.config.leaf.trustDomain);
+      const reviewer = new TokenReviewer(
+        this.kube,
+        this.config.istioCa.audience,
+        this.config.leaf.trustDomain,
+        undefined,
+        this.metrics,
+      );
       this.istioCa = new IstioCaServer(
         {
           address: this.config.istioCa.address,
           servingNames: this.config.istioCa.servingNames,
           leafPolicy: this.leafPolicy,
+          maxInFlight: this.config.istioCa.maxInFlight,
+          authFailureBurst: this.config.istioCa.authFailureBurst,
+          authFailuresPerMinute: this.config.istioCa.authFailuresPerMinute,
         },
         this.authority,
         reviewer,

@@ -1,6 +1,7 @@
 // The agent's typed configuration and its validation. Every problem is reported at once, each with the field path,
 // the value's problem and what is expected.
 import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
   vault: {
@@ -50,6 +51,8 @@ export interface Config {
     keyExport: boolean;
     /** /readyz turns false this long before the intermediate expires (renewal failing), so traffic moves away. */
     unreadyBeforeExpirySeconds: number;
+    /** Stream, signing and rotation limits on the socket. */
+    limits: SocketLimits;
   };
   /**
    * Extra trust anchors served beside the signing root (root-cert.pem, GetSigningBundle roots): the other root
@@ -69,6 +72,12 @@ export interface Config {
     servingNames: string[];
     /** Audience callers' tokens must carry (TokenReview). */
     audience: string;
+    /** CreateCertificate calls in flight at once (all callers together); more are refused. */
+    maxInFlight: number;
+    /** Failed authentications a peer address may make in a row before it must wait for the bucket to refill. */
+    authFailureBurst: number;
+    /** Failed authentications per minute a peer address regains (token bucket refill). */
+    authFailuresPerMinute: number;
   };
   kube: {
     /** Kubeconfig for running outside a pod; in a pod the service account is used. */
@@ -108,10 +117,18 @@ export const DEFAULT_CONFIG: Config = {
     httpAddress: "0.0.0.0:15300",
     keyExport: false,
     unreadyBeforeExpirySeconds: DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
+    limits: { ...DEFAULT_SOCKET_LIMITS },
   },
   trustAnchors: { file: undefined, pem: [] },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },
-  istioCa: { address: undefined, servingNames: ["istiod-vault-agent.istio-system.svc"], audience: "istio-ca" },
+  istioCa: {
+    address: undefined,
+    servingNames: ["istiod-vault-agent.istio-system.svc"],
+    audience: "istio-ca",
+    maxInFlight: 64,
+    authFailureBurst: 20,
+    authFailuresPerMinute: 30,
+  },
   kube: { kubeconfig: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
@@ -221,6 +238,27 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
     !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)
   ) {
     p.push(`serve.httpAddress: "${c.serve.httpAddress}" must be host:port, e.g. 0.0.0.0:15300`);
+  }
+  const counts: [string, number, number][] = [
+    ["serve.limits.maxWatchPerConnection (--socket-max-watch-per-connection)", c.serve.limits.maxWatchPerConnection, 1],
+    ["serve.limits.maxWatchTotal (--socket-max-watch-total)", c.serve.limits.maxWatchTotal, 1],
+    [
+      "serve.limits.maxWatchBufferedBytes (--socket-watch-max-buffered-bytes)",
+      c.serve.limits.maxWatchBufferedBytes,
+      4096,
+    ],
+    [
+      "serve.limits.maxSignInFlightPerConnection (--socket-max-sign-in-flight-per-connection)",
+      c.serve.limits.maxSignInFlightPerConnection,
+      1,
+    ],
+    ["serve.limits.rotateMinIntervalMs (--rotate-min-interval)", c.serve.limits.rotateMinIntervalMs, 0],
+    ["istioCa.maxInFlight (--istio-ca-max-in-flight)", c.istioCa.maxInFlight, 1],
+    ["istioCa.authFailureBurst (--istio-ca-auth-failure-burst)", c.istioCa.authFailureBurst, 1],
+    ["istioCa.authFailuresPerMinute (--istio-ca-auth-failures-per-minute)", c.istioCa.authFailuresPerMinute, 1],
+  ];
+  for (const [name, value, min] of counts) {
+    if (!Number.isInteger(value) || value < min) p.push(`${name}: ${value} must be an integer ≥ ${min}`);
   }
   if (c.trustAnchors.pem.length > 0 && c.cacerts.dir !== undefined && !c.cacerts.multiRoot) {
     p.push(

@@ -57,6 +57,26 @@ export const AGENT_FLAGS = {
   "istio-ca-addr": ["serve istio.v1.auth.IstioCertificateService with TLS here (host:port); off by default", "string"],
   "istio-ca-names": ["comma-separated DNS names/IPs for that listener's certificate", "string"],
   "istio-ca-audience": ["audience callers' tokens must carry (default istio-ca)", "string"],
+  "istio-ca-max-in-flight": ["CreateCertificate calls handled at once; more are refused (default 64)", "string"],
+  "istio-ca-auth-failure-burst": [
+    "failed authentications one peer address may make before being refused without a TokenReview (default 20)",
+    "string",
+  ],
+  "istio-ca-auth-failures-per-minute": [
+    "failed authentications a peer address regains per minute (default 30)",
+    "string",
+  ],
+  "socket-max-watch-per-connection": ["WatchSigningBundle streams per socket connection (default 16)", "string"],
+  "socket-max-watch-total": ["WatchSigningBundle streams on the socket in total (default 256)", "string"],
+  "socket-watch-max-buffered-bytes": [
+    "unread bytes a Watch stream may hold before it is dropped (default 65536)",
+    "string",
+  ],
+  "socket-max-sign-in-flight-per-connection": [
+    "SignCertificate calls in flight per socket connection (default 32)",
+    "string",
+  ],
+  "rotate-min-interval": ["shortest time between two Vault signings caused by the Rotate RPC (default 30s)", "string"],
   "policy-name": ["RootTrustPolicy to read and watch through the apiserver (live reload; status and events)", "string"],
   "policy-namespace": ["namespace of that RootTrustPolicy (default: POD_NAMESPACE, else istio-system)", "string"],
   kubeconfig: ["kubeconfig for running outside a pod (TokenReview for the Istio CA listener)", "string"],
@@ -172,6 +192,21 @@ export function loadConfig(
     "names",
   );
   set("istio-ca-audience", text, (v) => (c.istioCa.audience = v), "an audience");
+  const count = (v: string) => (/^\d+$/.test(v) ? Number(v) : undefined);
+  const lim = c.serve.limits;
+  set("istio-ca-max-in-flight", count, (v) => (c.istioCa.maxInFlight = v), "a whole number");
+  set("istio-ca-auth-failure-burst", count, (v) => (c.istioCa.authFailureBurst = v), "a whole number");
+  set("istio-ca-auth-failures-per-minute", count, (v) => (c.istioCa.authFailuresPerMinute = v), "a whole number");
+  set("socket-max-watch-per-connection", count, (v) => (lim.maxWatchPerConnection = v), "a whole number");
+  set("socket-max-watch-total", count, (v) => (lim.maxWatchTotal = v), "a whole number");
+  set("socket-watch-max-buffered-bytes", count, (v) => (lim.maxWatchBufferedBytes = v), "a number of bytes");
+  set(
+    "socket-max-sign-in-flight-per-connection",
+    count,
+    (v) => (lim.maxSignInFlightPerConnection = v),
+    "a whole number",
+  );
+  set("rotate-min-interval", seconds, (v) => (lim.rotateMinIntervalMs = v * 1000), "a duration such as 30s");
   set("kubeconfig", text, (v) => (c.kube.kubeconfig = v), "a file path");
   set("backoff-initial", seconds, (v) => (c.backoff.initialMs = v * 1000), "a duration such as 1s");
   set("backoff-max", seconds, (v) => (c.backoff.maxMs = v * 1000), "a duration such as 5m");

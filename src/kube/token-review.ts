@@ -1,10 +1,27 @@
 // Authenticates a caller's Kubernetes service-account JWT with the TokenReview API (as istiod does) and turns it into
 // a SPIFFE identity. The JWT itself is never logged or put in an error.
 import { createHash } from "node:crypto";
+import type { AgentMetrics } from "../observability/metrics.js";
 import type { KubeClient } from "./client.js";
+
+/** Why a token was refused; also the metric and log-sampling label. */
+export type AuthenticationFailure =
+  | "no_status"
+  | "review_error"
+  | "not_authenticated"
+  | "no_audiences"
+  | "wrong_audience"
+  | "not_service_account"
+  | "not_service_account_group";
 
 export class AuthenticationError extends Error {
   override readonly name = "AuthenticationError";
+  constructor(
+    readonly reason: AuthenticationFailure,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface ReviewedIdentity {
@@ -13,11 +30,62 @@ export interface ReviewedIdentity {
   spiffeId: string;
 }
 
-interface TokenReviewStatus {
-  authenticated?: boolean;
-  error?: string;
-  audiences?: string[];
-  user?: { username?: string };
+/** The group the apiserver puts every service-account token's user in. */
+const SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts";
+/** system:serviceaccount:<namespace (DNS-1123 label)>:<name (DNS-1123 subdomain)>. */
+const SERVICE_ACCOUNT_USER =
+  /^system:serviceaccount:([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?):([a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?)$/;
+
+/**
+ * Reads a TokenReview answer strictly: anything short of an authenticated service-account user whose token the
+ * apiserver confirmed for `audience` is refused. A missing field is a refusal, not a pass: an apiserver (or a proxy in
+ * front of it) that omits `audiences` has not confirmed the audience.
+ */
+export function identityFromTokenReview(answer: unknown, audience: string, trustDomain: string): ReviewedIdentity {
+  const status = (answer as { status?: unknown } | null)?.status;
+  if (status === null || typeof status !== "object")
+    throw new AuthenticationError("no_status", "the TokenReview answer has no status; expected status.authenticated");
+  const s = status as { authenticated?: unknown; error?: unknown; audiences?: unknown; user?: unknown };
+  if (typeof s.error === "string" && s.error !== "") {
+    throw new AuthenticationError(
+      "review_error",
+      `the token was rejected by TokenReview (${printable(s.error)}); expected a service-account token with audience ${audience}`,
+    );
+  }
+  if (s.authenticated !== true) {
+    throw new AuthenticationError(
+      "not_authenticated",
+      `the token was rejected by TokenReview (expected a service-account token with audience ${audience})`,
+    );
+  }
+  if (!Array.isArray(s.audiences)) {
+    throw new AuthenticationError(
+      "no_audiences",
+      `TokenReview did not confirm the token's audiences; expected it to list ${audience}`,
+    );
+  }
+  if (!s.audiences.includes(audience)) {
+    throw new AuthenticationError(
+      "wrong_audience",
+      `the token is for audience ${s.audiences.map((a) => printable(String(a))).join(", ") || "(none)"}, not ${audience}`,
+    );
+  }
+  const user = (s.user ?? {}) as { username?: unknown; groups?: unknown };
+  const m = typeof user.username === "string" ? SERVICE_ACCOUNT_USER.exec(user.username) : null;
+  if (!m) {
+    throw new AuthenticationError(
+      "not_service_account",
+      "the token does not belong to a service account; expected user system:serviceaccount:<namespace>:<name>",
+    );
+  }
+  if (!Array.isArray(user.groups) || !user.groups.includes(SERVICE_ACCOUNTS_GROUP)) {
+    throw new AuthenticationError(
+      "not_service_account_group",
+      `the token's user is not in group ${SERVICE_ACCOUNTS_GROUP}; only service-account tokens are accepted`,
+    );
+  }
+  const [, namespace = "", serviceAccount = ""] = m;
+  return { namespace, serviceAccount, spiffeId: `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}` };
 }
 
 /** Reviews tokens; successful reviews are cached briefly (keyed by a hash of the token) to spare the apiserver. */
@@ -29,35 +97,49 @@ export class TokenReviewer {
     private readonly audience: string,
     private readonly trustDomain: string,
     private readonly cacheMs = 30_000,
+    private readonly metrics?: AgentMetrics,
   ) {}
 
+  /** The identity of a token reviewed successfully in the last cacheMs, without asking the apiserver. */
+  cached(token: string): ReviewedIdentity | undefined {
+    const cached = this.cache.get(cacheKey(token));
+    return cached && cached.until > Date.now() ? cached.identity : undefined;
+  }
+
   async review(token: string): Promise<ReviewedIdentity> {
-    const key = createHash("sha256").update(token).digest("hex");
-    const cached = this.cache.get(key);
-    if (cached && cached.until > Date.now()) return cached.identity;
-    const res = await this.kube.create<{ status?: TokenReviewStatus }>("/apis/authentication.k8s.io/v1/tokenreviews", {
-      apiVersion: "authentication.k8s.io/v1",
-      kind: "TokenReview",
-      spec: { token, audiences: [this.audience] },
-    });
-    const status = res.status ?? {};
-    if (!status.authenticated) {
-      throw new AuthenticationError(
-        `the token was rejected by TokenReview (expected a service-account token with audience ${this.audience})`,
-      );
+    const hit = this.cached(token);
+    if (hit) return hit;
+    let answer: unknown;
+    try {
+      answer = await this.kube.create<unknown>("/apis/authentication.k8s.io/v1/tokenreviews", {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenReview",
+        spec: { token, audiences: [this.audience] },
+      });
+    } catch (err) {
+      this.metrics?.tokenReviews.inc({ outcome: "error" });
+      throw err;
     }
-    if (status.audiences && !status.audiences.includes(this.audience)) {
-      throw new AuthenticationError(`the token is not for audience ${this.audience}`);
+    let identity: ReviewedIdentity;
+    try {
+      identity = identityFromTokenReview(answer, this.audience, this.trustDomain);
+    } catch (err) {
+      this.metrics?.tokenReviews.inc({ outcome: "refused" });
+      throw err;
     }
-    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(status.user?.username ?? "");
-    if (!m) throw new AuthenticationError("the token does not belong to a service account");
-    const identity = {
-      namespace: m[1]!,
-      serviceAccount: m[2]!,
-      spiffeId: `spiffe://${this.trustDomain}/ns/${m[1]}/sa/${m[2]}`,
-    };
+    this.metrics?.tokenReviews.inc({ outcome: "authenticated" });
     if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(key, { identity, until: Date.now() + this.cacheMs });
+    this.cache.set(cacheKey(token), { identity, until: Date.now() + this.cacheMs });
     return identity;
   }
+}
+
+function cacheKey(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+/** Text from the apiserver, made safe for one log line or status message: printable ASCII, at most 200 chars. */
+function printable(text: string): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, "?");
+  return clean.length > 200 ? `${clean.slice(0, 200)}…` : clean;
 }

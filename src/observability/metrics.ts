@@ -61,6 +61,18 @@ export class AgentMetrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly limitHits = new Counter({
+    name: "iva_limit_hits_total",
+    help: "Requests or streams refused or dropped because a resource limit was reached, by limit.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly tokenReviews = new Counter({
+    name: "iva_token_reviews_total",
+    help: "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
   readonly sinkWrites = new Counter({
     name: "iva_cacerts_writes_total",
     help: "Writes of the cacerts directory, by outcome.",

@@ -19,6 +19,8 @@ import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
 import { decodeError, withDecodeErrors } from "./grpc-decode.js";
 import { issueServingCertificate } from "./serving-cert.js";
+import { LogSampler, PeerFailureLimiter, peerAddress } from "./refusal-limits.js";
+import { ConnectionCounter } from "./socket-limits.js";
 
 export interface IstioCaOptions {
   /** host:port of the TLS listener. */
@@ -26,13 +28,26 @@ export interface IstioCaOptions {
   /** DNS names (and IPs) in the serving certificate, e.g. istiod-vault-agent.istio-system.svc. */
   servingNames: string[];
   leafPolicy: LeafPolicy;
+  /** CreateCertificate calls handled at once; more are refused with RESOURCE_EXHAUSTED. */
+  maxInFlight?: number;
+  /** Failed authentications per peer address before it is refused without a TokenReview, and the refill rate. */
+  authFailureBurst?: number;
+  authFailuresPerMinute?: number;
 }
+
+/** Refusals logged per reason and minute; the rest are summed into one line. */
+const REFUSAL_LOGS_PER_MINUTE = 10;
+/** One key for the listener-wide in-flight cap (a ConnectionCounter with a single "connection"). */
+const ALL_CALLERS = Object.freeze({});
 
 export class IstioCaServer {
   private server: grpc.Server | undefined;
   private readonly identity = new InMemoryCertificateProvider();
   private unsubscribe: (() => void) | undefined;
   private renewTimer: Timer | undefined;
+  private readonly inFlight: ConnectionCounter;
+  private readonly authFailures: PeerFailureLimiter;
+  private readonly refusalLogs: LogSampler;
   port = 0;
 
   constructor(
@@ -42,7 +57,11 @@ export class IstioCaServer {
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     private readonly clock: Clock = systemClock,
-  ) {}
+  ) {
+    this.inFlight = new ConnectionCounter(opts.maxInFlight ?? 64);
+    this.authFailures = new PeerFailureLimiter(opts.authFailureBurst ?? 20, opts.authFailuresPerMinute ?? 30, clock);
+    this.refusalLogs = new LogSampler(REFUSAL_LOGS_PER_MINUTE, 60_000, clock);
+  }
 
   /** Starts serving; call after the authority holds its first bundle (the serving certificate comes from it). */
   async start(): Promise<number> {
@@ -85,9 +104,10 @@ export class IstioCaServer {
   private handlers(): IstioCertificateServiceServer {
     return {
       createCertificate: (call, callback) => {
-        const fail = (code: grpc.status, details: string, reason: string) => {
+        const peer = peerAddress(call.getPeer());
+        const fail = (code: grpc.status, details: string, reason: string, authReason?: string) => {
           this.metrics.leavesRefused.inc({ reason });
-          this.log.info({ reason, details, peer: call.getPeer() }, "refused a CreateCertificate request");
+          this.logRefusal(authReason ?? reason, { reason, authReason, details, peer });
           callback({ code, details });
         };
         const undecodable = decodeError(call.request);
@@ -100,10 +120,32 @@ export class IstioCaServer {
             "missing 'authorization: Bearer <service-account token>' metadata",
             "no_token",
           );
+        const token = m[1]!;
         const bundle = this.authority.current();
         if (!bundle) return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
-        this.reviewer
-          .review(m[1]!)
+        const release = this.inFlight.acquire(ALL_CALLERS);
+        if (typeof release !== "function") {
+          this.metrics.limitHits.inc({ reason: "istio_ca_in_flight" });
+          return fail(
+            grpc.status.RESOURCE_EXHAUSTED,
+            `the Istio CA is handling its limit of ${this.opts.maxInFlight ?? 64} requests (--istio-ca-max-in-flight); retry with backoff`,
+            "too_many_in_flight",
+          );
+        }
+        // A token reviewed successfully moments ago needs no TokenReview, so it passes even when its address is
+        // out of failures (a node's other pods may share that address).
+        const cached = this.reviewer.cached(token);
+        const waitMs = cached ? 0 : this.authFailures.waitMs(peer);
+        if (waitMs > 0) {
+          release();
+          this.metrics.limitHits.inc({ reason: "istio_ca_auth_failures" });
+          return fail(
+            grpc.status.RESOURCE_EXHAUSTED,
+            `too many failed authentications from ${peer} (--istio-ca-auth-failure-burst, --istio-ca-auth-failures-per-minute); retry in ${Math.ceil(waitMs / 1000)}s with a valid service-account token`,
+            "auth_failures_exhausted",
+          );
+        }
+        (cached ? Promise.resolve(cached) : this.reviewer.review(token))
           .then((who) =>
             signLeaf(
               bundle,
@@ -121,8 +163,10 @@ export class IstioCaServer {
             callback(null, { certChain: leaf.chainPem });
           })
           .catch((err: unknown) => {
-            if (err instanceof AuthenticationError)
-              return fail(grpc.status.UNAUTHENTICATED, err.message, "unauthenticated");
+            if (err instanceof AuthenticationError) {
+              this.authFailures.fail(peer);
+              return fail(grpc.status.UNAUTHENTICATED, err.message, "unauthenticated", err.reason);
+            }
             if (err instanceof LeafPolicyError) {
               return fail(
                 err.code === "PERMISSION_DENIED" ? grpc.status.PERMISSION_DENIED : grpc.status.INVALID_ARGUMENT,
@@ -133,9 +177,21 @@ export class IstioCaServer {
             if (err instanceof CaValidityError) return fail(grpc.status.UNAVAILABLE, err.message, err.rule);
             this.log.error({ err: (err as Error).message }, "CreateCertificate failed");
             fail(grpc.status.INTERNAL, "certificate signing failed (see the agent's log)", "internal");
-          });
+          })
+          .finally(release);
       },
     };
+  }
+
+  /** Logs a refusal unless this reason already logged its share this minute; then reports how many were skipped. */
+  private logRefusal(sampleKey: string, fields: Record<string, unknown>): void {
+    const { log, suppressedBefore } = this.refusalLogs.sample(sampleKey);
+    if (suppressedBefore > 0)
+      this.log.info(
+        { reason: sampleKey, suppressed: suppressedBefore },
+        "CreateCertificate refusals of this reason were not logged in the last minute",
+      );
+    if (log) this.log.info(fields, "refused a CreateCertificate request");
   }
 
   /** A fresh serving key and certificate from the current intermediate; pushed to the listener without a restart. */

@@ -5,14 +5,16 @@
 //   ..data -> ..2025_01_02_03_04_05.678_Ab12Cd   swapped atomically with rename(2)
 //   ca-cert.pem -> ..data/ca-cert.pem   (same for the other three; created once, never change)
 //
+// Another writer of the volume must not be able to redirect these writes (or the key) with a symlink: the data
+// directory is opened once (O_NOFOLLOW) and everything inside it is created through that descriptor (O_EXCL |
+// O_NOFOLLOW, fchmod, fchown); before `..data` is swapped, both directories must still be the ones opened.
+//
 // istiod also compares root-cert.pem byte for byte with the root it loaded (bytes.Contains in multi-root mode), so the
 // sink decides the bytes of root-cert.pem itself: see planRootCertText.
 import { createHash } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
+import { constants as fsConstants, existsSync, type Stats } from "node:fs";
 import {
   access,
-  chmod,
-  chown,
   lstat,
   mkdtemp,
   open,
@@ -23,6 +25,7 @@ import {
   rm,
   stat,
   symlink,
+  type FileHandle,
 } from "node:fs/promises";
 import path from "node:path";
 
@@ -33,7 +36,10 @@ export interface CacertsFiles {
   rootCertPem: string;
 }
 
-/** Changes the group of a path; `uid` -1 keeps the owner. Same contract as fs/promises chown. */
+/**
+ * Test seam: changes the group of a path; `uid` -1 keeps the owner (contract of fs/promises chown). Without it the
+ * sink uses fchown on the open descriptor, never a path.
+ */
 export type ChownFunction = (path: string, uid: number, gid: number) => Promise<void>;
 
 export interface CacertsSinkOptions {
@@ -82,7 +88,7 @@ export class CacertsSink {
   private readonly group: number;
   private readonly fileMode: number;
   private readonly multiRoot: boolean;
-  private readonly chownFn: ChownFunction;
+  private readonly chownFn: ChownFunction | undefined;
   private strayCleanupDone = false;
   private lastWarnings: readonly string[] = [];
   /** Serializes write() calls: two interleaved writes would each remove the other's "previous" directory. */
@@ -93,7 +99,7 @@ export class CacertsSink {
     this.group = opts.group ?? DEFAULT_GROUP;
     this.fileMode = opts.fileMode ?? DEFAULT_FILE_MODE;
     this.multiRoot = opts.multiRoot ?? false;
-    this.chownFn = opts.chown ?? chown;
+    this.chownFn = opts.chown;
     if (!Number.isInteger(this.group) || this.group < 0) throw new Error(`cacerts group must be a gid >= 0`);
     if (!Number.isInteger(this.fileMode) || this.fileMode < 0 || this.fileMode > 0o777) {
       throw new Error(`cacerts fileMode must be a permission mode between 0 and 0o777`);
@@ -151,20 +157,40 @@ export class CacertsSink {
     const rootCertPem = planRootCertText(onDiskRoot, files.rootCertPem, this.multiRoot, this.dir);
     const warnings: string[] = [];
 
+    const topDir = await open(this.dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
     const dataDir = await mkdtemp(path.join(this.dir, dataDirPrefix(new Date())));
+    let dirHandle: FileHandle | undefined;
     try {
-      await chmod(dataDir, DATA_DIR_MODE);
-      let chownDenied = await this.setGroup(dataDir);
+      dirHandle = await openOwnDirectory(dataDir);
+      await dirHandle.chmod(DATA_DIR_MODE);
+      let chownDenied = await this.setGroup(dirHandle, dataDir);
+      const created: [string, Stats][] = [];
       for (const key of FILE_KEYS) {
-        const filePath = path.join(dataDir, FILE_NAMES[key]);
-        await writeFileSynced(filePath, key === "rootCertPem" ? rootCertPem : files[key], this.fileMode);
-        chownDenied = (await this.setGroup(filePath)) ?? chownDenied;
+        const name = FILE_NAMES[key];
+        const file = await createInDirectory(dirHandle, dataDir, name, this.fileMode);
+        try {
+          await file.writeFile(key === "rootCertPem" ? rootCertPem : files[key], "utf8");
+          await file.chmod(this.fileMode); // open()'s mode is filtered by the umask.
+          chownDenied = (await this.setGroup(file, path.join(dataDir, name))) ?? chownDenied;
+          await file.sync();
+          created.push([name, await file.stat()]);
+        } finally {
+          await file.close();
+        }
       }
-      await fsyncDir(dataDir);
+      await dirHandle.sync();
+      // Last check before publishing: the names still lead to what was written through the descriptors.
+      await assertSameObject(this.dir, await topDir.stat(), "stat");
+      await assertSameObject(dataDir, await dirHandle.stat(), "lstat");
+      for (const [name, st] of created) await assertSameObject(path.join(dataDir, name), st, "lstat");
       if (chownDenied !== undefined) warnings.push(this.chownWarning(chownDenied));
     } catch (err) {
+      // rm does not follow a symlink planted under our name: it removes the link, never what it points to.
       await rm(dataDir, { recursive: true, force: true });
       throw err;
+    } finally {
+      await dirHandle?.close();
+      await topDir.close();
     }
 
     const previous = await readLinkIfPresent(path.join(this.dir, DATA_LINK));
@@ -235,12 +261,13 @@ export class CacertsSink {
     }
   }
 
-  /** Gives `target` our group. Returns the errno code when the kernel refuses (EPERM/EINVAL), undefined otherwise. */
-  private async setGroup(target: string): Promise<string | undefined> {
+  /** Gives the open file our group. Returns the errno code when the kernel refuses (EPERM/EINVAL), undefined otherwise. */
+  private async setGroup(handle: FileHandle, displayPath: string): Promise<string | undefined> {
     // Skip when already right (setgid fsGroup volume, or we run as that group): no privilege needed then.
-    if ((await stat(target)).gid === this.group) return undefined;
+    if ((await handle.stat()).gid === this.group) return undefined;
     try {
-      await this.chownFn(target, -1, this.group);
+      if (this.chownFn) await this.chownFn(displayPath, -1, this.group);
+      else await handle.chown(-1, this.group);
       return undefined;
     } catch (err) {
       const code = errnoCode(err);
@@ -414,14 +441,43 @@ function dataDirPrefix(now: Date): string {
   return `..${date}_${time}.${p(now.getUTCMilliseconds(), 3)}_`;
 }
 
-async function writeFileSynced(filePath: string, content: string, mode: number): Promise<void> {
-  const handle = await open(filePath, "wx", mode);
-  try {
-    await handle.writeFile(content, "utf8");
-    await handle.chmod(mode); // open()'s mode is filtered by the umask.
-    await handle.sync();
-  } finally {
+/** Opens a directory this process just created, refusing a symlink or anything not owned by us. */
+async function openOwnDirectory(dir: string): Promise<FileHandle> {
+  const handle = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+  const st = await handle.stat();
+  const uid = process.geteuid?.();
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
     await handle.close();
+    throw new CacertsDirError(`${dir} is not the directory this agent just created; another writer changed it`);
+  }
+  return handle;
+}
+
+/**
+ * Creates `name` inside the directory open as `dir`. On Linux the path goes through /proc/self/fd/N, which resolves
+ * to the open directory itself (like openat), so renaming or replacing the directory's name cannot redirect the
+ * file; elsewhere the name is used and the identity checks before publishing catch a swap.
+ */
+async function createInDirectory(dir: FileHandle, dirPath: string, name: string, mode: number): Promise<FileHandle> {
+  const viaFd = `/proc/self/fd/${dir.fd}`;
+  const base = existsSync(viaFd) ? viaFd : dirPath;
+  const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+  return open(path.join(base, name), flags, mode);
+}
+
+/** Fails unless `target` (by stat or lstat) is still the object `opened` describes (same device and inode). */
+async function assertSameObject(target: string, opened: Stats, how: "stat" | "lstat"): Promise<void> {
+  let now: Stats | undefined;
+  try {
+    now = how === "lstat" ? await lstat(target) : await stat(target);
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
+  }
+  if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.isSymbolicLink()) {
+    throw new CacertsDirError(
+      `${target} was replaced while the cacerts files were being written (${now ? (now.isSymbolicLink() ? "now a symlink" : "another file") : "now missing"}); ` +
+        `refusing to publish: only this agent may write the cacerts volume`,
+    );
   }
 }
 

@@ -152,6 +152,9 @@ describe("hostile input against a real agent", () => {
         "--istio-ca-names=127.0.0.1,localhost",
         `--kubeconfig=${t.env.kube.kubeconfigPath}`,
         "--leaf-max-ttl=2h",
+        // Every hostile request comes from 127.0.0.1 and each expects its own exact refusal, so the per-address
+        // failed-authentication bucket (tested in socket-limits.test.ts) must not run dry here.
+        "--istio-ca-auth-failure-burst=1000000",
       ]);
     } finally {
       if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;

@@ -13,6 +13,7 @@ import {
   readdir,
   readFile,
   readlink,
+  rename,
   rm,
   stat,
   symlink,
@@ -444,4 +445,35 @@ void test("splitPemBlocks normalizes wrapping, CRLF and surrounding text", () =>
   assert.deepEqual(splitPemBlocks(messy), [ROOT_B, ROOT_A]);
   assert.deepEqual(splitPemBlocks("no pem here"), []);
   assert.throws(() => splitPemBlocks("-----BEGIN CERTIFICATE-----\nAAAA\n"), /no matching END/);
+});
+
+// A second writer of the volume swaps the fresh data directory for a symlink to a directory it controls, right after
+// the sink created it (the chown seam runs at that moment). Writing by name would put the files, the CA key among
+// them, into the attacker's directory and publish that directory as `..data`.
+void test("a data directory swapped for a symlink mid-write does not redirect the files; the write is refused", async (t) => {
+  const dir = await tempDir(t);
+  const attacker = await tempDir(t);
+  const original = makeSet("a");
+  await new CacertsSink({ dir, group: 4646 }).write(original);
+  let planted = false;
+  const sink = new CacertsSink({
+    dir,
+    group: 4747,
+    chown: async (target) => {
+      if (planted || !DATA_DIR.test(path.basename(target))) return;
+      planted = true;
+      await rename(target, `${target}.moved`);
+      await symlink(attacker, target);
+    },
+  });
+  await assert.rejects(sink.write(makeSet("b")), (err: unknown) => {
+    assert.ok(err instanceof CacertsDirError, String(err));
+    assert.match(err.message, /was replaced while the cacerts files were being written \(now a symlink\); refusing/);
+    return true;
+  });
+  assert.ok(planted, "the race was planted");
+  assert.deepEqual(await readdir(attacker), [], "nothing was written through the symlink");
+  assert.deepEqual(await readTopLevel(dir), asArray(original), "the published set is unchanged");
+  assert.equal((await lstat(path.join(dir, "..data"))).isSymbolicLink(), true);
+  assert.ok(DATA_DIR.test(await readlink(path.join(dir, "..data"))), "..data still names our own directory");
 });

@@ -42,6 +42,40 @@ void describe("config", () => {
     );
   });
 
+  void it("resource-limit flags: defaults, overrides, and clear errors for bad values", () => {
+    const d = loadConfig({}, env);
+    assert.deepEqual(d.serve.limits, {
+      maxWatchPerConnection: 16,
+      maxWatchTotal: 256,
+      maxWatchBufferedBytes: 65536,
+      maxSignInFlightPerConnection: 32,
+      rotateMinIntervalMs: 30_000,
+    });
+    assert.equal(d.istioCa.authFailureBurst, 20);
+    const c = loadConfig(parseFlags(["--socket-max-watch-total=8", "--rotate-min-interval=2m"]), env);
+    assert.equal(c.serve.limits.maxWatchTotal, 8);
+    assert.equal(c.serve.limits.rotateMinIntervalMs, 120_000);
+    assert.throws(
+      () =>
+        loadConfig(
+          parseFlags([
+            "--socket-max-watch-per-connection=0",
+            "--istio-ca-max-in-flight=lots",
+            "--rotate-min-interval=x",
+          ]),
+          env,
+        ),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const text = err.problems.join("\n");
+        assert.match(text, /maxWatchPerConnection \(--socket-max-watch-per-connection\): 0 must be an integer ≥ 1/);
+        assert.match(text, /--istio-ca-max-in-flight: "lots" is invalid; expected a whole number/);
+        assert.match(text, /--rotate-min-interval: "x" is invalid; expected a duration such as 30s/);
+        return true;
+      },
+    );
+  });
+
   void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "false" }).vault.insecureSkipVerify, false);
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "true" }).vault.insecureSkipVerify, true);
