@@ -131,12 +131,17 @@ build_agent() {
 build_istiod() {
   local bin key ref archive ctr
   bin=$(bash "$here/build.sh" istiod | sed -n 's/^istiod=//p')
-  key=$({ echo "$base_key"; sha256sum <"$bin"; } | hash_of)
+  key=$({ echo "$base_key"; sha256sum <"$bin"; sed -n '/^build_istiod()/,/^}/p' "$0"; } | hash_of)
   ref=localhost/iva-pilot:$key
   archive=$out_dir/istiod-$key.tar
   if ! have "$ref" "$archive"; then
     ctr=$(buildah_ from "$base_ref")
     buildah_ copy --chmod 0755 "$ctr" "$bin" /usr/local/bin/pilot-discovery >/dev/null
+    # As in Istio's own images, user and group istio-proxy (1337) exist: the istiod chart sets no runAsGroup, so the
+    # runtime takes istiod's group from /etc/passwd (0 without this entry), and the agent's cacerts files are readable
+    # by group 1337 only.
+    buildah_ run "$ctr" -- sh -c 'echo "istio-proxy:x:1337:1337::/nonexistent:/usr/sbin/nologin" >>/etc/passwd &&
+      echo "istio-proxy:x:1337:" >>/etc/group'
     buildah_ config --user 1337:1337 --entrypoint '["/usr/local/bin/pilot-discovery"]' --cmd '' "$ctr"
     buildah_ commit -q "$ctr" "$ref" >/dev/null
     buildah_ rm "$ctr" >/dev/null

@@ -38,6 +38,8 @@ export interface ContainerStatus {
 export class KubeNode {
   private readonly processes: ManagedProcess[] = [];
   private readonly forwarders: Server[] = [];
+  /** Network namespaces that existed before the node: every other cni-* one is a pod's, removed at stop. */
+  private readonly netnsBefore = new Set(listNetns());
   readonly dir: string;
   readonly containerdSocket: string;
   readonly podLogsDir: string;
@@ -347,6 +349,9 @@ export class KubeNode {
     for (const p of [...this.processes].reverse()) await p.stop();
     killShims(this.dir);
     unmountUnder(this.dir);
+    for (const ns of listNetns().filter((n) => n.startsWith("cni-") && !this.netnsBefore.has(n))) {
+      ipQuiet(["netns", "del", ns]); // left by pods that were killed rather than torn down by the kubelet
+    }
     for (const f of this.forwarders) f.close();
     ipQuiet(["link", "del", BRIDGE]);
   }
@@ -372,6 +377,10 @@ export class KubeNode {
       },
     ).catch(() => undefined);
   }
+}
+
+function listNetns(): string[] {
+  return existsSync("/run/netns") ? readdirSync("/run/netns") : [];
 }
 
 function first(bin: string, args: string[]): string {
