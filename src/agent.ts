@@ -205,7 +205,8 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.authority.stop();
-    this.auth.stop();
+    // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
+    await this.auth.revokeAndStop();
     this.unsubscribeSink?.();
     await this.sinkQueue;
     await this.istioCa?.stop();

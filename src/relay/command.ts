@@ -79,7 +79,7 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
   const closeAll = async () => {
     await issuer?.stop();
     relay.stop();
-    auth.stop();
+    await auth.revokeAndStop();
     await vault.close().catch(() => undefined);
     await kube.close().catch(() => undefined);
   };
