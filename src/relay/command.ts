@@ -42,6 +42,8 @@ export async function runRelay(argv: string[]): Promise<number> {
         // The issuer's in-memory signing intermediate needs <pki>/root/sign-intermediate as well.
         signingIntermediate: c.signingIntermediate || c.issuer.enabled,
         kvPath: c.kvPath,
+        sharedToken: c.sharedToken,
+        clusterTokensPath: c.clusterTokensPath,
         roles: parsed.roles,
       }),
     );
@@ -73,7 +75,7 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
   const metrics = new RelayMetrics(agentMetrics.registry);
   const auth = new KubernetesAuth(vault, cfg.auth, log, agentMetrics);
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
-  const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount, kvPath: cfg.kvPath });
+  const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount });
   const relay = new Relay(cfg, { vault: relayVault, secrets, metrics, log });
   let issuer: RunningIssuer | undefined;
   const closeAll = async () => {
@@ -90,7 +92,8 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
       namespace: cfg.namespace,
       secrets: relay.secretNames(),
       pkiMount: cfg.pkiMount,
-      kvPath: cfg.kvPath,
+      identityTokens: cfg.sharedToken ? `shared at ${cfg.kvPath}` : `per cluster under ${cfg.clusterTokensPath}`,
+      clusters: cfg.clusters,
       ttlSeconds: cfg.ttlSeconds,
       graceRatio: cfg.graceRatio,
       keyAlgorithm: cfg.keyAlgorithm,
@@ -100,6 +103,12 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
     "starting relay",
   );
 
+  if (cfg.sharedToken)
+    log.warn(
+      { kvPath: cfg.kvPath },
+      "INSECURE OPT-IN --shared-identity-token: every cluster shares one identity token, so any holder of it can " +
+        "obtain a relay client certificate for ANY cluster name; use per-cluster tokens (--clusters) instead",
+    );
   if (cfg.once) {
     try {
       const { failed } = await relay.runOnce();

@@ -25,9 +25,11 @@ export async function signClientCertificate(
   cluster: string,
   ttlSeconds: number,
   now: Date,
+  opts: { notAfterCap?: Date; extensions?: x509.Extension[] } = {},
 ): Promise<SignedClient> {
   const t = now.getTime();
-  const notAfterMs = floorToSecond(Math.min(t + ttlSeconds * 1000, bundle.notAfter.getTime()));
+  const cap = opts.notAfterCap?.getTime() ?? Number.POSITIVE_INFINITY;
+  const notAfterMs = floorToSecond(Math.min(t + ttlSeconds * 1000, bundle.notAfter.getTime(), cap));
   if (notAfterMs - t < MIN_TTL_MS)
     throw new IssuerRefusal(
       "UNAVAILABLE",
@@ -62,6 +64,7 @@ export async function signClientCertificate(
         ? new x509.AuthorityKeyIdentifierExtension(ski.keyId)
         : await x509.AuthorityKeyIdentifierExtension.create(bundle.signingCert.publicKey),
       await x509.SubjectKeyIdentifierExtension.create(publicKey),
+      ...(opts.extensions ?? []),
     ],
   });
   return { chainPem: [toPem(cert.rawData, "CERTIFICATE"), ...bundle.chainPem], serialHex, notBefore, notAfter };
