@@ -44,10 +44,13 @@ export function relayPolicy(opts: RelayPolicyOptions = {}): string {
     );
   }
   if (opts.sharedToken) {
+    const server = roles.includes("server");
     lines.push(
       "# --shared-identity-token (opt-in): the one token every cluster shares. Read it, or create it with check-and-set",
-      "# (cas=0, or cas=<deleted version> to write a fresh token after a soft delete: that write needs update). No delete.",
-      ...block(kv, ["read", "create", "update"]),
+      server
+        ? "# (cas=0, or cas=<deleted version> to write a fresh token after a soft delete: that write needs update). No delete."
+        : "# (cas=0). Agents get no update: only the server role rewrites it after a soft delete. No delete.",
+      ...block(kv, server ? ["read", "create", "update"] : ["read", "create"]),
     );
   } else if (roles.includes("server")) {
     const meta = perCluster.replace(/^([^/]+)\/data\//, "$1/metadata/");

@@ -90,12 +90,12 @@ export class KubernetesAuth {
         new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timed out")), timeoutMs))),
       ]);
       this.metrics.vaultTokenRevocations.inc({ outcome: "success" });
-      this.log.info({ durationMs: this.clock.now() - started }, "revoked the agent's Vault token (shutdown)");
+      this.log.info({ durationMs: this.clock.now() - started }, "revoked its Vault token at shutdown (revoke-self)");
     } catch (err) {
       this.metrics.vaultTokenRevocations.inc({ outcome: "failure" });
       this.log.warn(
         { err: (err as Error).message },
-        "could not revoke the agent's Vault token at shutdown; it stays valid until its TTL",
+        "could not revoke its Vault token at shutdown; it stays valid until its TTL",
       );
     } finally {
       clearTimeout(timer);

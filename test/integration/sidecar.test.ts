@@ -204,7 +204,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     await run.stop();
     assert.equal(run.process.exitCode, 0);
     assert.equal(await lookupAccessor(mine[0]!), undefined, "the agent's token no longer exists after SIGTERM");
-    assert.match(run.log(), /revoked the agent's Vault token/);
+    assert.match(run.log(), /revoked its Vault token at shutdown/);
   });
 
   it("with a short TTL, WatchSigningBundle delivers rotations, each with a new key", async () => {

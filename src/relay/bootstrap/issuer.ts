@@ -415,8 +415,9 @@ export class RelayIssuer {
     if (this.opts.reservedNames.includes(cluster))
       throw denied("cluster_name_reserved", `"${cluster}" is a relay server name; no client certificate carries it`);
     const { publicKey } = await checkClusterCsr(req.csrPem, cluster);
-    const now = this.clock.now();
-    return this.sign("bootstrap", cluster, publicKey, new Date(now), { acceptedToken: match, peer });
+    // Whole seconds: the certificate records the time as a GeneralizedTime without fractions.
+    const bootstrappedAt = new Date(Math.floor(this.clock.now() / 1000) * 1000);
+    return this.sign("bootstrap", cluster, publicKey, bootstrappedAt, { acceptedToken: match, peer });
   }
 
   private async renew(req: RenewRequest, peer: string): Promise<Issued> {
