@@ -43,7 +43,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   /** LIST <mount>/keys with the root token: how many keys the PKI mount stores. */
   async function pkiKeyCount(mount: string): Promise<number> {
-    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("LIST", `${mount}/keys`, {
+    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", `${mount}/keys?list=true`, {
       token: t.env.vault.rootToken,
       acceptStatuses: [404],
     });
@@ -52,7 +52,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   /** Accessors of every token Vault holds (root token; accessors are not credentials). */
   async function tokenAccessors(): Promise<string[]> {
-    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("LIST", "auth/token/accessors", {
+    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", "auth/token/accessors?list=true", {
       token: t.env.vault.rootToken,
     });
     return res.body?.data?.keys ?? [];

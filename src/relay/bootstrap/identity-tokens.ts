@@ -213,7 +213,10 @@ export class KvIdentityTokenSource implements IdentityTokenSource {
     const meta = this.paths.clusterPrefix.replace(/^([^/]+)\/data\//, "$1/metadata/");
     const res = await this.auth.withToken((token) =>
       this.metrics.timeVault("kv_list", () =>
-        this.vault.call<VaultSecret<{ keys?: unknown }>>("LIST", `${meta}/`, { token, acceptStatuses: [404] }),
+        this.vault.call<VaultSecret<{ keys?: unknown }>>("GET", `${meta}/?list=true`, {
+          token,
+          acceptStatuses: [404],
+        }),
       ),
     );
     if (res.status === 404) return [];
