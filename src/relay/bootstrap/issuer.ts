@@ -30,7 +30,7 @@ import { splitPemCertificates } from "../inspect.js";
 import { scrub } from "../relay.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
-import { bootstrapTimeExtension } from "./bootstrap-time.js";
+import { bootstrapTimeAttribute } from "./bootstrap-time.js";
 import { IdentityTokenRegistry, type IdentityTokenSource } from "./identity-tokens.js";
 import type { IssuerMetrics } from "./metrics.js";
 import { peerCertificateInfo, verifyClientCertificate, type PeerCertificateInfo } from "./peer-verify.js";
@@ -483,7 +483,7 @@ export class RelayIssuer {
       new Date(this.clock.now()),
       {
         notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
-        extensions: [bootstrapTimeExtension(bootstrappedAt)],
+        subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
       },
     );
     this.deps.metrics.issued.inc({ method });
