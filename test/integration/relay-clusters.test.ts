@@ -124,7 +124,7 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
     );
   }
 
-  function renewCall(csrPem: string, pair: { cert: string; key: string }): Promise<Outcome> {
+  function renewCall(csrPem: string, pair?: { cert: string; key: string }): Promise<Outcome> {
     const c = client(pair);
     return new Promise((resolve) =>
       c.renew({ csrPem }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
@@ -403,6 +403,61 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
       },
       { timeoutMs: TOKEN_REFRESH_S * 1000 + 5_000, process: issuer },
     );
+  });
+
+  it("limits each peer address before authentication, on Renew as well as Bootstrap", async () => {
+    // A second issuer (own namespace and Secrets, same Vault KV) with a tiny per-peer bucket: 3, then 1 per 100 s.
+    await env.createNamespace("gloo-mesh-peer");
+    const port = await freePort();
+    const http = await freePort();
+    const run = start("issuer-peer", [
+      "--role=server",
+      "--issuer",
+      "--namespace=gloo-mesh-peer",
+      `--issuer-addr=127.0.0.1:${port}`,
+      `--http-addr=127.0.0.1:${http}`,
+      "--issuer-peer-rate=0.01",
+      "--issuer-peer-burst=3",
+      "--resync=2s",
+    ]);
+    await waitUntil(
+      "second issuer ready",
+      async () => (await fetch(`http://127.0.0.1:${http}/readyz`)).status === 200,
+      {
+        timeoutMs: 60_000,
+        process: run.p,
+      },
+    );
+    const saved = issuerPort;
+    issuerPort = port;
+    try {
+      const c = await csr("cluster-a");
+      // No client certificate at all: without a limit each call would be refused as no_client_certificate.
+      const outcomes: Outcome[] = [];
+      for (let i = 0; i < 5; i++) outcomes.push(await renewCall(c.pem));
+      const reasons = outcomes.map((o) => (o.ok ? "ok" : o.details.split(":")[0]));
+      assert.deepEqual(
+        reasons,
+        [
+          "no_client_certificate",
+          "no_client_certificate",
+          "no_client_certificate",
+          "rate_limited_peer",
+          "rate_limited_peer",
+        ],
+        "three refusals for the missing certificate, then the address's bucket is empty",
+      );
+      const tokenA = (await kvToken("cluster-a")).token!;
+      assertRefused(
+        await bootstrapCall(c.pem, tokenA, "cluster-a"),
+        grpc.status.RESOURCE_EXHAUSTED,
+        "rate_limited_peer",
+        "even a valid token, from an exhausted address",
+      );
+    } finally {
+      issuerPort = saved;
+      await run.p.stop();
+    }
   });
 
   it("stops cleanly, revokes its Vault token, and no log holds a token, JWT or key", async () => {
