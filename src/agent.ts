@@ -104,8 +104,11 @@ export class Agent {
       const old = { vault: this.vault, auth: this.auth };
       ({ vault: this.vault, auth: this.auth } = this.vaultBackend(next));
       this.authority.setBackend(this.vault, this.auth);
-      old.auth.stop();
-      void old.vault.close().catch(() => undefined);
+      // The old token is no longer used: revoke it (bounded) before closing its client, rather than leave it live.
+      void old.auth
+        .revokeAndStop()
+        .then(() => old.vault.close())
+        .catch(() => undefined);
       changes.push("vault");
     }
     if (!same(authorityOptions(prev), authorityOptions(next))) {
