@@ -18,6 +18,7 @@ import { runBootstrapAgent, startIssuer, type RunningIssuer } from "./bootstrap/
 import { RelayVault } from "./vault.js";
 
 export async function runRelay(argv: string[]): Promise<number> {
+  if (argv[0] === "register-cluster") return (await import("./register-cluster.js")).runRegisterCluster(argv.slice(1));
   let parsed;
   try {
     parsed = parseRelayArgs(argv, process.env);

@@ -292,6 +292,7 @@ export type ParsedRelayArgs =
 export function relayHelp(): string {
   return [
     "usage: istiod-vault-agent relay --role server|agent [flags]",
+    "       istiod-vault-agent relay register-cluster NAME [server flags]   (a token in Vault KV + Secret for NAME)",
     "",
     "Issues and rotates the Gloo relay mTLS certificates from Vault into Kubernetes Secrets. Keys are generated in this",
     "process and Vault signs CSRs (<pki>/sign/<role>), so Vault never sees a relay private key. Secrets it writes carry",

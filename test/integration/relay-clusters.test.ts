@@ -72,7 +72,7 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
     return { token: res.body?.data?.data?.token ?? undefined, version: res.body?.data?.metadata?.version ?? 0 };
   }
 
-  function start(name: string, args: string[]): { p: ManagedProcess; log: string } {
+  function start(name: string, args: string[], subcommand: string[] = []): { p: ManagedProcess; log: string } {
     const logPath = join(dir, `${name}.log`);
     const env2 = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VAULT_|BAO_)/.test(k)));
     const p = new ManagedProcess(
@@ -81,6 +81,7 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
       [
         join(repoRoot(), "dist/src/main.js"),
         "relay",
+        ...subcommand,
         `--vault-addr=${env.vault.url}`,
         `--vault-cacert=${env.vault.caFile}`,
         `--token-path=${tokenPath}`,
@@ -403,6 +404,36 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
       },
       { timeoutMs: TOKEN_REFRESH_S * 1000 + 5_000, process: issuer },
     );
+  });
+
+  it("relay register-cluster NAME registers one more cluster: its token in KV and a Secret, never printed", async () => {
+    const run = start("register-d", [], ["register-cluster", "cluster-d"]);
+    assert.equal(await run.p.waitExit(), 0, log(run.log).slice(-2000));
+    const tokenD = (await kvToken("cluster-d")).token;
+    assert.ok(tokenD, "a KV entry for cluster-d");
+    seenTokens.push(tokenD);
+    assert.equal((await secretData("relay-identity-token-secret-cluster-d"))?.token, tokenD);
+    assert.match(
+      log(run.log),
+      /registered cluster cluster-d: copy Secret gloo-mesh\/relay-identity-token-secret-cluster-d/,
+    );
+    await waitUntil(
+      "cluster-d bootstraps with its own token",
+      async () => (await issue("cluster-d", { token: tokenD })).o.ok,
+      {
+        timeoutMs: TOKEN_REFRESH_S * 1000 + 5_000,
+        process: issuer,
+      },
+    );
+    const a = await csr("cluster-a");
+    assertRefused(
+      await bootstrapCall(a.pem, tokenD, "cluster-a"),
+      grpc.status.UNAUTHENTICATED,
+      "token_invalid",
+      "D's token for A",
+    );
+    const bad = start("register-bad", [], ["register-cluster", SERVER_DNS]);
+    assert.equal(await bad.p.waitExit(), 2, "a server name is not a cluster");
   });
 
   it("limits each peer address before authentication, on Renew as well as Bootstrap", async () => {
