@@ -104,8 +104,11 @@ export class Agent {
       const old = { vault: this.vault, auth: this.auth };
       ({ vault: this.vault, auth: this.auth } = this.vaultBackend(next));
       this.authority.setBackend(this.vault, this.auth);
-      old.auth.stop();
-      void old.vault.close().catch(() => undefined);
+      // The old token is no longer used: revoke it (bounded) before closing its client, rather than leave it live.
+      void old.auth
+        .revokeAndStop()
+        .then(() => old.vault.close())
+        .catch(() => undefined);
       changes.push("vault");
     }
     if (!same(authorityOptions(prev), authorityOptions(next))) {
@@ -217,7 +220,8 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.authority.stop();
-    this.auth.stop();
+    // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
+    await this.auth.revokeAndStop();
     this.unsubscribeSink?.();
     await this.sinkQueue;
     await this.istioCa?.stop();

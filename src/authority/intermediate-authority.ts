@@ -10,6 +10,7 @@ import {
   type KeyAlgorithmName,
   type NodeKeyPair,
 } from "../crypto/keys.js";
+import { csrMount } from "../vault/policies.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { Backoff, type BackoffOptions } from "../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
@@ -238,23 +239,47 @@ export class IntermediateAuthority {
       this.metrics.timeVault(
         "generate_exported",
         () =>
-          this.vault.write<{ csr?: string; private_key?: string }>(o.csrPath!, token, {
+          this.vault.write<{ csr?: string; private_key?: string; key_id?: string }>(o.csrPath!, token, {
             common_name: o.commonName,
             key_type: isRsa ? "rsa" : "ec",
             key_bits: isRsa ? Number(o.keyAlgorithm.slice(4)) : o.keyAlgorithm === "ECDSA_P384" ? 384 : 256,
             private_key_format: "pkcs8",
             ...(o.organization ? { organization: o.organization } : {}),
-          }) as Promise<VaultSecret<{ csr?: string; private_key?: string }>>,
+          }) as Promise<VaultSecret<{ csr?: string; private_key?: string; key_id?: string }>>,
       ),
     );
-    const { csr, private_key: keyPem } = res.data ?? {};
+    const { csr, private_key: keyPem, key_id: keyId } = res.data ?? {};
     if (typeof csr !== "string" || typeof keyPem !== "string") {
       throw new Error(
         `Vault ${o.csrPath} returned no csr/private_key; expected an exported key (path .../generate/exported)`,
       );
     }
     const privateKey = createPrivateKey(keyPem);
+    // The key is held here now; the copy Vault stored in the mount would otherwise outlive it (one per rotation).
+    if (typeof keyId === "string" && keyId.length > 0) await this.deleteVaultKey(keyId);
     return { nodeKeys: { privateKey, publicKey: createPublicKey(privateKey) }, csr };
+  }
+
+  /**
+   * `DELETE <mount>/key/<key_id>`: removes Vault's stored copy of a key this process imported. Needs `delete` on
+   * `<mount>/key/*` (vault-policies, setup-vault); without it the key stays in Vault and this is logged, not fatal.
+   */
+  private async deleteVaultKey(keyId: string): Promise<void> {
+    const path = `${csrMount(this.opts.csrPath!)}/key/${encodeURIComponent(keyId)}`;
+    try {
+      await this.auth.withToken((token) =>
+        this.metrics.timeVault("delete_key", () => this.vault.call("DELETE", path, { token })),
+      );
+      this.metrics.vaultKeyDeletions.inc({ outcome: "success" });
+      this.log.info({ keyId }, "deleted Vault's stored copy of the generated intermediate key");
+    } catch (err) {
+      this.metrics.vaultKeyDeletions.inc({ outcome: "failure" });
+      this.log.warn(
+        { keyId, path: `${csrMount(this.opts.csrPath!)}/key/<key_id>`, err: (err as Error).message },
+        "could not delete Vault's stored copy of the generated key; it stays in the mount (grant delete on " +
+          "<mount>/key/* as in vault-policies/istiod-agent.hcl)",
+      );
+    }
   }
 
   private scheduleRenewal(bundle: SigningBundle): void {

@@ -21,7 +21,7 @@ export interface Config {
   intermediate: {
     /** Vault path that signs the CSR, e.g. pki/root/sign-intermediate or pki_int/root/sign-intermediate. */
     caPath: string;
-    /** Gloo-compatible opt-in: Vault generates an exported key+CSR here; the key is then held only in memory. */
+    /** Gloo-compatible opt-in: Vault generates an exported key+CSR here (and stores the key: deleted after import). */
     csrPath: string | undefined;
     ttlSeconds: number;
     commonName: string;

@@ -50,6 +50,18 @@ export class AgentMetrics {
     labelNames: ["outcome"] as const,
     registers: [this.registry],
   });
+  readonly vaultTokenRevocations = new Counter({
+    name: "iva_vault_token_revocations_total",
+    help: "Vault token revoke-self calls at shutdown, by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly vaultKeyDeletions = new Counter({
+    name: "iva_vault_key_deletions_total",
+    help: "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
   readonly leavesSigned = new Counter({
     name: "iva_leaves_signed_total",
     help: "Leaf certificates signed over the socket.",

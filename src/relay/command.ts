@@ -18,6 +18,7 @@ import { runBootstrapAgent, startIssuer, type RunningIssuer } from "./bootstrap/
 import { RelayVault } from "./vault.js";
 
 export async function runRelay(argv: string[]): Promise<number> {
+  if (argv[0] === "register-cluster") return (await import("./register-cluster.js")).runRegisterCluster(argv.slice(1));
   let parsed;
   try {
     parsed = parseRelayArgs(argv, process.env);
@@ -42,6 +43,8 @@ export async function runRelay(argv: string[]): Promise<number> {
         // The issuer's in-memory signing intermediate needs <pki>/root/sign-intermediate as well.
         signingIntermediate: c.signingIntermediate || c.issuer.enabled,
         kvPath: c.kvPath,
+        sharedToken: c.sharedToken,
+        clusterTokensPath: c.clusterTokensPath,
         roles: parsed.roles,
       }),
     );
@@ -73,13 +76,13 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
   const metrics = new RelayMetrics(agentMetrics.registry);
   const auth = new KubernetesAuth(vault, cfg.auth, log, agentMetrics);
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
-  const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount, kvPath: cfg.kvPath });
+  const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount });
   const relay = new Relay(cfg, { vault: relayVault, secrets, metrics, log });
   let issuer: RunningIssuer | undefined;
   const closeAll = async () => {
     await issuer?.stop();
     relay.stop();
-    auth.stop();
+    await auth.revokeAndStop();
     await vault.close().catch(() => undefined);
     await kube.close().catch(() => undefined);
   };
@@ -90,7 +93,8 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
       namespace: cfg.namespace,
       secrets: relay.secretNames(),
       pkiMount: cfg.pkiMount,
-      kvPath: cfg.kvPath,
+      identityTokens: cfg.sharedToken ? `shared at ${cfg.kvPath}` : `per cluster under ${cfg.clusterTokensPath}`,
+      clusters: cfg.clusters,
       ttlSeconds: cfg.ttlSeconds,
       graceRatio: cfg.graceRatio,
       keyAlgorithm: cfg.keyAlgorithm,
@@ -100,6 +104,12 @@ async function runWithConfig(cfg: RelayConfig): Promise<number> {
     "starting relay",
   );
 
+  if (cfg.sharedToken)
+    log.warn(
+      { kvPath: cfg.kvPath },
+      "INSECURE OPT-IN --shared-identity-token: every cluster shares one identity token, so any holder of it can " +
+        "obtain a relay client certificate for ANY cluster name; use per-cluster tokens (--clusters) instead",
+    );
   if (cfg.once) {
     try {
       const { failed } = await relay.runOnce();

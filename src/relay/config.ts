@@ -30,8 +30,22 @@ export interface RelayConfig {
   signingIntermediate: boolean;
   signingCommonName: string;
   serverDns: string[];
-  /** KV v2 data path of the identity token, e.g. secret/data/relay/identity-token. */
+  /** KV v2 data path of the shared identity token (only with --shared-identity-token). */
   kvPath: string;
+  /**
+   * Opt-in: one identity token shared by every cluster (any holder can bootstrap a certificate for any cluster name).
+   * Off by default: each registered cluster has its own token at <clusterTokensPath>/<cluster>.
+   */
+  sharedToken: boolean;
+  /** KV v2 data prefix of the per-cluster identity tokens: one entry per registered cluster. */
+  clusterTokensPath: string;
+  /** Server role: the workload clusters to register (a token each in KV, and a Secret <token-secret>-<cluster>). */
+  clusters: string[];
+  /** The Vault PKI mount that holds the Istio root: the relay refuses to sign from it unless allowed explicitly. */
+  istioPkiMount: string;
+  allowIstioRootMount: boolean;
+  /** DNS name constraints (permitted subtrees) of relay-tls-signing-secret's CA: the names it may sign for. */
+  signingPermittedDns: string[];
   ttlSeconds: number;
   signingTtlSeconds: number;
   /** Renew when this fraction of a certificate's lifetime remains. */
@@ -68,6 +82,13 @@ export interface RelayIssuerConfig {
   /** Token bucket per identity token (Bootstrap) or per cluster (Renew): refill rate and burst. */
   ratePerSecond: number;
   burst: number;
+  /** Token bucket per peer address, taken before any authentication (Bootstrap and Renew). */
+  peerRatePerSecond: number;
+  peerBurst: number;
+  /** How often the identity tokens are re-read from Vault KV: the bound on how long a deleted token still works. */
+  tokenRefreshSeconds: number;
+  /** How long after its Bootstrap a certificate chain may still be renewed over mTLS (then: bootstrap again). */
+  maxBootstrapAgeSeconds: number;
 }
 
 export interface RelayBootstrapConfig {
@@ -89,6 +110,7 @@ export const VAULT_FLAGS = [
   "server-role",
   "client-role",
   "kv-path",
+  "cluster-tokens-path",
   "signing-ttl",
 ] as const;
 
@@ -97,13 +119,19 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   namespace: "gloo-mesh",
   vault: { address: "", caFile: undefined, caPem: undefined, namespace: undefined },
   auth: { mountPath: "kubernetes", role: "relay", tokenPath: "/var/run/secrets/tokens/vault-token" },
-  pkiMount: "pki",
+  pkiMount: "pki_relay",
   serverRole: "relay-server",
   clientRole: "relay-client",
   signingIntermediate: false,
   signingCommonName: "relay-tls-signing-ca",
   serverDns: ["gloo-mesh-mgmt-server.gloo-mesh"],
   kvPath: "secret/data/relay/identity-token",
+  sharedToken: false,
+  clusterTokensPath: "secret/data/relay/cluster-tokens",
+  clusters: [],
+  istioPkiMount: "pki",
+  allowIstioRootMount: false,
+  signingPermittedDns: [],
   ttlSeconds: 720 * 3600,
   signingTtlSeconds: 720 * 3600,
   graceRatio: 1 / 3,
@@ -130,6 +158,10 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
     clientTtlSeconds: 720 * 3600,
     ratePerSecond: 5,
     burst: 20,
+    peerRatePerSecond: 10,
+    peerBurst: 50,
+    tokenRefreshSeconds: 30,
+    maxBootstrapAgeSeconds: 90 * 86400,
   },
   bootstrap: { address: undefined, serverName: "gloo-mesh-mgmt-server.gloo-mesh" },
 };
@@ -148,7 +180,10 @@ export const RELAY_FLAGS = {
     "service-account token file, re-read at every login (default /var/run/secrets/tokens/vault-token)",
     "string",
   ],
-  "pki-mount": ["Vault PKI mount that signs the relay certificates (default pki)", "string"],
+  "pki-mount": [
+    "Vault PKI mount that signs the relay certificates, separate from the Istio root's mount (default pki_relay)",
+    "string",
+  ],
   "server-role": ["Vault PKI role for the server certificate: <pki>/sign/<role> (default relay-server)", "string"],
   "client-role": ["Vault PKI role for agent client certificates: <pki>/sign/<role> (default relay-client)", "string"],
   "signing-intermediate": [
@@ -157,7 +192,37 @@ export const RELAY_FLAGS = {
   ],
   "signing-ttl": ["lifetime of the signing intermediate (default: --ttl)", "string"],
   "server-dns": ["server role: comma-separated DNS SANs (default gloo-mesh-mgmt-server.gloo-mesh)", "string"],
-  "kv-path": ["Vault KV v2 data path of the identity token (default secret/data/relay/identity-token)", "string"],
+  "kv-path": [
+    "with --shared-identity-token: Vault KV v2 data path of the shared token (default secret/data/relay/identity-token)",
+    "string",
+  ],
+  "shared-identity-token": [
+    "opt-in, insecure: one identity token for every cluster (any holder can get a certificate for any cluster name); " +
+      "by default each cluster registered with --clusters has its own token",
+    "boolean",
+  ],
+  "cluster-tokens-path": [
+    "Vault KV v2 data prefix of the per-cluster identity tokens, one entry per cluster (default secret/data/relay/cluster-tokens)",
+    "string",
+  ],
+  clusters: [
+    "server role: comma-separated workload clusters to register: each gets its own identity token in Vault KV " +
+      "(<cluster-tokens-path>/<name>) and a Secret <token-secret>-<name> to copy to that cluster",
+    "string",
+  ],
+  "istio-pki-mount": [
+    "the PKI mount that holds the Istio (mesh) root; the relay refuses to sign from it (default pki)",
+    "string",
+  ],
+  "signing-permitted-dns": [
+    "server role with --signing-intermediate: comma-separated DNS names the signing CA may sign for (its name " +
+      "constraints; default: --clusters); required with --signing-intermediate",
+    "string",
+  ],
+  "allow-istio-root-mount": [
+    "let the relay sign from --istio-pki-mount anyway (relay certificates then chain to the mesh root)",
+    "boolean",
+  ],
   ttl: ["certificate lifetime, e.g. 720h (default 720h)", "string"],
   "grace-ratio": ["renew when this fraction of a certificate's lifetime remains (default 0.333)", "string"],
   "key-algorithm": [`key algorithm: ${KEY_ALGORITHMS.join(", ")} (default ECDSA_P256)`, "string"],
@@ -187,6 +252,21 @@ export const RELAY_FLAGS = {
   "client-ttl": ["server role with --issuer: lifetime of the client certificates it signs (default: --ttl)", "string"],
   "issuer-rate": ["server role with --issuer: requests per second per identity token or cluster (default 5)", "string"],
   "issuer-burst": ["server role with --issuer: burst per identity token or cluster (default 20)", "string"],
+  "issuer-peer-rate": [
+    "server role with --issuer: requests per second per peer address, before authentication (default 10)",
+    "string",
+  ],
+  "issuer-peer-burst": ["server role with --issuer: burst per peer address (default 50)", "string"],
+  "token-refresh": [
+    "server role with --issuer: re-read the identity tokens from Vault KV this often; a deleted token is refused " +
+      "within this interval (default 30s)",
+    "string",
+  ],
+  "max-bootstrap-age": [
+    "server role with --issuer: a certificate chain renews over mTLS for at most this long after its Bootstrap, " +
+      "then the cluster must bootstrap again with its token (default 2160h = 90d)",
+    "string",
+  ],
   bootstrap: [
     "agent role: host:port of the management relay's issuer; the client certificate comes from there (identity " +
       "token once, then mTLS renewals), so no Vault flags are used or accepted",
@@ -212,6 +292,7 @@ export type ParsedRelayArgs =
 export function relayHelp(): string {
   return [
     "usage: istiod-vault-agent relay --role server|agent [flags]",
+    "       istiod-vault-agent relay register-cluster NAME [server flags]   (a token in Vault KV + Secret for NAME)",
     "",
     "Issues and rotates the Gloo relay mTLS certificates from Vault into Kubernetes Secrets. Keys are generated in this",
     "process and Vault signs CSRs (<pki>/sign/<role>), so Vault never sees a relay private key. Secrets it writes carry",
@@ -296,6 +377,31 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         .filter(Boolean)),
   );
   text("kv-path", (v) => (c.kvPath = v.replace(/^\/+|\/+$/g, "").replace(/^v1\//, "")));
+  text("cluster-tokens-path", (v) => (c.clusterTokensPath = v.replace(/^\/+|\/+$/g, "").replace(/^v1\//, "")));
+  if (flags["shared-identity-token"] === true) c.sharedToken = true;
+  text(
+    "clusters",
+    (v) =>
+      (c.clusters = [
+        ...new Set(
+          v
+            .split(",")
+            .map((x) => x.trim().toLowerCase())
+            .filter(Boolean),
+        ),
+      ]),
+  );
+  text("istio-pki-mount", (v) => (c.istioPkiMount = v.replace(/^\/+|\/+$/g, "")));
+  if (flags["allow-istio-root-mount"] === true) c.allowIstioRootMount = true;
+  c.signingPermittedDns = [...c.clusters];
+  text(
+    "signing-permitted-dns",
+    (v) =>
+      (c.signingPermittedDns = v
+        .split(",")
+        .map((x) => x.trim().toLowerCase())
+        .filter(Boolean)),
+  );
   duration("ttl", (s) => (c.ttlSeconds = s), 10, 20 * 365 * 86400);
   c.signingTtlSeconds = c.ttlSeconds;
   duration("signing-ttl", (s) => (c.signingTtlSeconds = s), 10, 20 * 365 * 86400);
@@ -370,6 +476,13 @@ function validateRuntime(c: RelayConfig, flags: RelayFlagValues): string[] {
     }
   }
   if (!c.auth.tokenPath) p.push("--token-path: empty; expected the projected service-account token file");
+  // Relay certificates (and a --signing-intermediate CA whose key sits in a Secret) must not chain to the mesh root.
+  if (c.pkiMount === c.istioPkiMount && !c.allowIstioRootMount)
+    p.push(
+      `--pki-mount: "${c.pkiMount}" is the mount that holds the Istio root (--istio-pki-mount); relay certificates ` +
+        "signed there would chain to the mesh root. Expected a separate relay PKI mount (default pki_relay), or " +
+        "--allow-istio-root-mount to accept that explicitly",
+    );
   if (flags.role === "agent" && !c.cluster)
     p.push(
       "--cluster: missing; expected the workload cluster's name with --role agent, e.g. cluster1 (the client certificate's DNS SAN)",
@@ -410,6 +523,33 @@ function validateShape(c: RelayConfig, flags: RelayFlagValues): string[] {
     p.push(`--server-role: "${c.serverRole}" is invalid; expected a Vault PKI role name such as relay-server`);
   if (!vaultName.test(c.clientRole))
     p.push(`--client-role: "${c.clientRole}" is invalid; expected a Vault PKI role name such as relay-client`);
+  if (!/^[\w\-.]+\/data\/[\w\-./]*[\w\-.]$/.test(c.clusterTokensPath))
+    p.push(
+      `--cluster-tokens-path: "${c.clusterTokensPath}" is not a KV v2 data path; expected <mount>/data/<prefix>, e.g. secret/data/relay/cluster-tokens`,
+    );
+  if (flags["kv-path"] !== undefined && !c.sharedToken)
+    p.push("--kv-path: only used with --shared-identity-token; per-cluster tokens live under --cluster-tokens-path");
+  for (const name of c.clusters) {
+    if (!dnsSubdomain.test(name) || name.length > 253 - c.secrets.token.length - 1)
+      p.push(`--clusters: "${name}" is not a usable cluster name; expected a DNS name such as cluster1`);
+    if (c.serverDns.includes(name))
+      p.push(`--clusters: "${name}" is a relay server name (--server-dns); a cluster must never get the server's name`);
+  }
+  if (c.signingIntermediate && c.signingPermittedDns.length === 0)
+    p.push(
+      "--signing-intermediate: its CA key sits in a Secret, so it is name-constrained to the relay client names; " +
+        "expected --clusters or --signing-permitted-dns listing them",
+    );
+  for (const d of c.signingPermittedDns) {
+    if (!dnsSubdomain.test(d) || d.length > 253)
+      p.push(`--signing-permitted-dns: "${d}" is not a DNS name; expected e.g. cluster1`);
+    if (c.serverDns.includes(d))
+      p.push(`--signing-permitted-dns: "${d}" is the relay server's name; the signing CA must not cover it`);
+  }
+  if (c.clusters.length && flags.role !== "server")
+    p.push("--clusters: only used with --role server; expected it on the management cluster's relay");
+  if (c.clusters.length && c.sharedToken)
+    p.push("--clusters: not used with --shared-identity-token; choose per-cluster tokens or the shared one");
   if (!/^[\w\-.]+\/data\/[\w\-./]*[\w\-.]$/.test(c.kvPath))
     p.push(
       `--kv-path: "${c.kvPath}" is not a KV v2 data path; expected <mount>/data/<key>, e.g. secret/data/relay/identity-token`,
@@ -448,7 +588,17 @@ function parseBootstrapFlags(
 ): string[] {
   const p: string[] = [];
   const given = (name: RelayFlagName) => flags[name] !== undefined;
-  const issuerFlags: RelayFlagName[] = ["issuer-addr", "token-overlap", "client-ttl", "issuer-rate", "issuer-burst"];
+  const issuerFlags: RelayFlagName[] = [
+    "issuer-addr",
+    "token-overlap",
+    "client-ttl",
+    "issuer-rate",
+    "issuer-burst",
+    "issuer-peer-rate",
+    "issuer-peer-burst",
+    "token-refresh",
+    "max-bootstrap-age",
+  ];
   const hostPort = (v: string) => /^[^\s:]*:\d{1,5}$/.test(v) || /^\[[0-9a-f:]+\]:\d{1,5}$/i.test(v);
 
   if (flags.issuer === true) c.issuer.enabled = true;
@@ -460,6 +610,8 @@ function parseBootstrapFlags(
   }
   duration("token-overlap", (s) => (c.issuer.tokenOverlapSeconds = s), 0, 365 * 86400);
   duration("client-ttl", (s) => (c.issuer.clientTtlSeconds = s), 10, 20 * 365 * 86400);
+  duration("token-refresh", (s) => (c.issuer.tokenRefreshSeconds = s), 1, 3600);
+  duration("max-bootstrap-age", (s) => (c.issuer.maxBootstrapAgeSeconds = s), 10, 20 * 365 * 86400);
   const positive = (name: RelayFlagName, assign: (n: number) => void, max: number) => {
     const v = str(name);
     if (v === undefined) return;
@@ -469,6 +621,8 @@ function parseBootstrapFlags(
   };
   positive("issuer-rate", (n) => (c.issuer.ratePerSecond = n), 10_000);
   positive("issuer-burst", (n) => (c.issuer.burst = Math.max(1, Math.floor(n))), 100_000);
+  positive("issuer-peer-rate", (n) => (c.issuer.peerRatePerSecond = n), 10_000);
+  positive("issuer-peer-burst", (n) => (c.issuer.peerBurst = Math.max(1, Math.floor(n))), 100_000);
 
   const boot = str("bootstrap")?.trim();
   if (boot !== undefined) {

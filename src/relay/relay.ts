@@ -49,7 +49,7 @@ interface ItemBase {
 
 type Item =
   | (ItemBase & { kind: "root" })
-  | (ItemBase & { kind: "token" })
+  | (ItemBase & { kind: "token"; kvPath: string; cluster: string | undefined })
   | (ItemBase & { kind: "leaf"; usage: LeafUsage; vaultRole: string; dnsNames: string[] })
   | (ItemBase & { kind: "signing" });
 
@@ -112,7 +112,20 @@ export class Relay {
         dnsNames: [cfg.cluster ?? ""],
       });
     }
-    this.items.push({ ...base(s.token), kind: "token" });
+    if (cfg.sharedToken) {
+      this.items.push({ ...base(s.token), kind: "token", kvPath: cfg.kvPath, cluster: undefined });
+    } else if (cfg.role === "server") {
+      // One token per registered cluster, each in its own KV entry and Secret (copied to that cluster only).
+      for (const cluster of cfg.clusters)
+        this.items.push({
+          ...base(clusterTokenSecretName(s.token, cluster)),
+          kind: "token",
+          kvPath: `${cfg.clusterTokensPath}/${cluster}`,
+          cluster,
+        });
+    }
+    // An agent with Vault access needs no identity token (its certificate comes from Vault); with per-cluster tokens
+    // it gets none, so its policy need not read any token.
   }
 
   /** The names of the Secrets this relay keeps, in reconciliation order. */
@@ -263,12 +276,14 @@ export class Relay {
     return Number.POSITIVE_INFINITY;
   }
 
-  private async reconcileToken(item: Item, trigger: RelayTrigger): Promise<number> {
-    const { token, created } = await this.vault.identityToken();
+  private async reconcileToken(item: Item & { kind: "token" }, trigger: RelayTrigger): Promise<number> {
+    const { token, created, replacedDeleted } = await this.vault.identityToken(item.kvPath);
     if (created) {
       this.log.info(
-        { kvPath: this.cfg.kvPath },
-        "generated the relay identity token and stored it in Vault (check-and-set cas=0)",
+        { kvPath: item.kvPath, cluster: item.cluster, replacedDeleted },
+        replacedDeleted
+          ? "the identity token in Vault was deleted; generated a new one (the deleted value is never reused)"
+          : "generated the relay identity token and stored it in Vault (check-and-set)",
       );
     }
     const secret = await this.secrets.get(item.secret);
@@ -279,10 +294,13 @@ export class Relay {
     const outcome = await this.write(item, secret, trigger, {
       type: "Opaque",
       data: { token },
-      annotations: { [`${ANNOTATION_PREFIX}source`]: this.cfg.kvPath },
+      annotations: {
+        [`${ANNOTATION_PREFIX}source`]: item.kvPath,
+        ...(item.cluster ? { [`${ANNOTATION_PREFIX}cluster`]: item.cluster } : {}),
+      },
     });
     this.log.info(
-      { secret: this.qualified(item), write: outcome, trigger, kvPath: this.cfg.kvPath },
+      { secret: this.qualified(item), write: outcome, trigger, kvPath: item.kvPath, cluster: item.cluster },
       "wrote the identity token from Vault into the Secret",
     );
     return Number.POSITIVE_INFINITY;
@@ -372,7 +390,12 @@ export class Relay {
     } else {
       vaultPath = `${this.cfg.pkiMount}/root/sign-intermediate`;
       const csr = await createIntermediateCsr(keys, alg, { commonName: this.cfg.signingCommonName });
-      answer = await this.vault.signIntermediate(csr, this.cfg.signingCommonName, this.cfg.signingTtlSeconds);
+      answer = await this.vault.signIntermediate(
+        csr,
+        this.cfg.signingCommonName,
+        this.cfg.signingTtlSeconds,
+        this.cfg.signingPermittedDns,
+      );
     }
     const chain = await validateSignAnswer(answer?.data ?? {}, keys.publicKey, new Date(this.clock.now()), {
       expectCa: item.kind === "signing",
@@ -488,4 +511,9 @@ export function scrub(message: string): string {
     .replace(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g, "<private key>")
     .replace(/eyJ[\w-]+\.[\w-]+\.[\w-]+/g, "<jwt>")
     .replace(/\b(hvs|hvb|hvr|s|b)\.[A-Za-z0-9]{20,}/g, "<token>");
+}
+
+/** The Secret that carries one registered cluster's identity token on the management cluster. */
+export function clusterTokenSecretName(tokenSecret: string, cluster: string): string {
+  return `${tokenSecret}-${cluster}`;
 }

@@ -1,6 +1,6 @@
 // The relay's Vault calls: the CA chain's root (unauthenticated read), leaf signing from a CSR on a PKI role, the
-// signing intermediate from a CSR, and the identity token in KV v2 (read, or created once with check-and-set cas=0 so
-// every cluster ends up with the same value). Tokens, CSRs and the identity token never reach a log or an error.
+// signing intermediate from a CSR, and identity tokens in KV v2 (read, or created with check-and-set so two writers
+// never overwrite each other). Tokens, CSRs and the identity token never reach a log or an error.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { HttpStatusError } from "../net/http-json.js";
@@ -13,7 +13,15 @@ import { x509 } from "../crypto/x509.js";
 
 export interface RelayVaultOptions {
   pkiMount: string;
-  kvPath: string;
+}
+
+/** What KV holds at a token path: the token, or none (never written, deleted, destroyed) and the version to CAS. */
+interface TokenRead {
+  token: string | undefined;
+  /** The key's current version (0: no metadata at all); a new token is written with cas = this. */
+  version: number;
+  /** The latest version exists but is soft-deleted or destroyed. */
+  deleted: boolean;
 }
 
 export class RelayVault {
@@ -65,8 +73,17 @@ export class RelayVault {
     );
   }
 
-  /** `<pki>/root/sign-intermediate` with a CA CSR (path length 0: it signs agent certificates only). */
-  async signIntermediate(csr: string, commonName: string, ttlSeconds: number): Promise<VaultSecret<PkiSignAnswer>> {
+  /**
+   * `<pki>/root/sign-intermediate` with a CA CSR (path length 0: it signs agent certificates only). A non-empty
+   * `permittedDns` becomes the certificate's DNS name constraints (permitted subtrees): a leaked key can then only
+   * mint certificates for those names.
+   */
+  async signIntermediate(
+    csr: string,
+    commonName: string,
+    ttlSeconds: number,
+    permittedDns: readonly string[] = [],
+  ): Promise<VaultSecret<PkiSignAnswer>> {
     const path = `${this.opts.pkiMount}/root/sign-intermediate`;
     return this.auth.withToken((token) =>
       this.metrics.timeVault("sign_intermediate", () =>
@@ -77,59 +94,64 @@ export class RelayVault {
           format: "pem",
           max_path_length: 0,
           use_csr_values: false,
+          ...(permittedDns.length ? { permitted_dns_domains: permittedDns.join(",") } : {}),
         }),
       ),
     );
   }
 
   /**
-   * The shared identity token: read from KV v2, or, when absent, 32 random bytes (base64url) stored with cas=0 so
-   * that only the first writer wins; a loser (cas mismatch, or 403 because its policy lacks update) reads the winner's.
+   * The identity token at KV v2 data path `kvPath`: read, or, when absent, 32 random bytes (base64url) stored with
+   * check-and-set so only the first writer wins. After a soft delete or destroy the key's current version is that
+   * deleted one: the fresh token is written with cas=<that version> (cas=0 would be refused forever). The deleted
+   * value is never undeleted or reused. A loser (cas mismatch, or 403) reads the winner's.
    */
-  async identityToken(): Promise<{ token: string; created: boolean }> {
-    const existing = await this.readToken();
-    if (existing.token !== undefined) return { token: existing.token, created: false };
+  async identityToken(kvPath: string): Promise<{ token: string; created: boolean; replacedDeleted: boolean }> {
+    const existing = await this.readToken(kvPath);
+    if (existing.token !== undefined) return { token: existing.token, created: false, replacedDeleted: false };
     const fresh = randomBytes(32).toString("base64url");
     const stored = await this.auth.withToken(async (token) => {
       try {
         await this.metrics.timeVault("kv_create", () =>
-          this.vault.write(this.opts.kvPath, token, { options: { cas: 0 }, data: { token: fresh } }),
+          this.vault.write(kvPath, token, { options: { cas: existing.version }, data: { token: fresh } }),
         );
         return true;
       } catch (err) {
-        // 400: check-and-set mismatch (someone created it first). 403: it exists and this policy may only create.
+        // 400: check-and-set mismatch (someone wrote first). 403: this policy may not write here.
         if (err instanceof HttpStatusError && (err.status === 400 || err.status === 403)) return false;
         throw err;
       }
     });
-    if (stored) return { token: fresh, created: true };
-    const again = await this.readToken();
-    if (again.token !== undefined) return { token: again.token, created: false };
+    if (stored) return { token: fresh, created: true, replacedDeleted: existing.deleted };
+    const again = await this.readToken(kvPath);
+    if (again.token !== undefined) return { token: again.token, created: false, replacedDeleted: false };
     throw new Error(
-      `Vault KV ${this.opts.kvPath} holds no identity token and creating it with cas=0 was refused` +
-        (again.deleted
-          ? "; its latest version is deleted: undelete it, or delete the key's metadata so it can be created again"
-          : `; the relay policy needs read and create on ${this.opts.kvPath}`),
+      `Vault KV ${kvPath} holds no identity token and writing a new one with check-and-set (cas=${existing.version}) ` +
+        `was refused; the relay policy needs read, create and update on ${kvPath}`,
     );
   }
 
-  private async readToken(): Promise<{ token: string | undefined; deleted: boolean }> {
-    const path = this.opts.kvPath;
+  private async readToken(path: string): Promise<TokenRead> {
     const res = await this.auth.withToken((token) =>
       this.metrics.timeVault("kv_read", () =>
         this.vault.call<
-          VaultSecret<{ data?: Record<string, unknown> | null; metadata?: { deletion_time?: string } | null }>
+          VaultSecret<{
+            data?: Record<string, unknown> | null;
+            metadata?: { version?: number; deletion_time?: string; destroyed?: boolean } | null;
+          }>
         >("GET", path, { token, acceptStatuses: [404] }),
       ),
     );
     const data = res.body?.data;
+    const version = Number(data?.metadata?.version ?? 0) || 0;
     if (res.status === 404 || !data?.data) {
-      return { token: undefined, deleted: Boolean(data?.metadata?.deletion_time) };
+      const deleted = Boolean(data?.metadata?.deletion_time) || data?.metadata?.destroyed === true;
+      return { token: undefined, version, deleted };
     }
     const value = data.data.token;
     if (typeof value !== "string" || value.length === 0) {
       throw new Error(`Vault KV ${path} has no non-empty string field "token"; expected {"token": "<value>"}`);
     }
-    return { token: value, deleted: false };
+    return { token: value, version, deleted: false };
   }
 }

@@ -82,6 +82,11 @@ export class VaultClient {
     return res.body.auth;
   }
 
+  /** `POST auth/token/revoke-self`: the token (and its leases) stop working at once. */
+  async revokeSelf(token: string): Promise<void> {
+    await this.call("POST", "auth/token/revoke-self", { token, body: {} });
+  }
+
   async health(): Promise<{ status: number; initialized: boolean; sealed: boolean; version: string }> {
     const res = await this.call<{ initialized: boolean; sealed: boolean; version: string }>("GET", "sys/health", {
       acceptStatuses: [429, 472, 473, 501, 503],

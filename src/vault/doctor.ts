@@ -126,7 +126,7 @@ export async function runDoctor(c: Config): Promise<DoctorCheck[]> {
         ? `the token can also use: ${broad.map((p) => `${p} (${(caps[p] ?? []).join(",")})`).join("; ")}`
         : "no capability beyond the sign path",
       fix: broad.length
-        ? "narrow the role's policies to vault-policies/istiod-agent.hcl: update on the sign path only"
+        ? "narrow the role's policies to vault-policies/istiod-agent.hcl: update on the sign path only (with --csr-path also update on it and delete on <mount>/key/*)"
         : undefined,
     });
 

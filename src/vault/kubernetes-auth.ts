@@ -73,6 +73,35 @@ export class KubernetesAuth {
     this.invalidate();
   }
 
+  /**
+   * Graceful shutdown: stops renewing and revokes the held token (revoke-self, allowed by Vault's `default` policy),
+   * so a stopped process leaves no valid token behind until its TTL. Bounded by `timeoutMs`; failures are logged,
+   * never thrown (shutdown must go on, and the token then simply expires with its TTL).
+   */
+  async revokeAndStop(timeoutMs = 3_000): Promise<void> {
+    const held = this.held;
+    this.stop();
+    if (!held) return;
+    const started = this.clock.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.vault.revokeSelf(held.value),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timed out")), timeoutMs))),
+      ]);
+      this.metrics.vaultTokenRevocations.inc({ outcome: "success" });
+      this.log.info({ durationMs: this.clock.now() - started }, "revoked its Vault token at shutdown (revoke-self)");
+    } catch (err) {
+      this.metrics.vaultTokenRevocations.inc({ outcome: "failure" });
+      this.log.warn(
+        { err: (err as Error).message },
+        "could not revoke its Vault token at shutdown; it stays valid until its TTL",
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async login(): Promise<HeldToken> {
     let jwt: string;
     try {

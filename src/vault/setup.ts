@@ -2,7 +2,7 @@
 // the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy. Shared by the tests'
 // environment and the `setup-vault` command. Returns a line per change; a second run returns none.
 import { HttpStatusError } from "../net/http-json.js";
-import { istiodAgentPolicy } from "./policies.js";
+import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "./policies.js";
 import { trimSlashes, type VaultClient } from "./client.js";
 
 export interface VaultSetupOptions {
@@ -132,7 +132,9 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
   );
   if ((havePolicy?.policy ?? havePolicy?.rules) !== policy) {
     await vault.write(`sys/policy/${opts.policyName}`, token, { policy });
-    changes.push(`wrote policy ${opts.policyName} (update on ${opts.signPath} only)`);
+    changes.push(
+      `wrote policy ${opts.policyName} (grants exactly: ${describeGrants(istiodAgentGrants(opts.signPath, opts.csrPath))})`,
+    );
   }
 
   const wantRole = {

@@ -326,7 +326,9 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     });
     const mounts = (await v.read<Record<string, unknown>>("sys/mounts", root)).data;
     if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
-    await v.write("sys/policy/relay", root, { policy: relayPolicy({ signingIntermediate: true, roles: ["server"] }) });
+    await v.write("sys/policy/relay", root, {
+      policy: relayPolicy({ signingIntermediate: true, roles: ["server"], pkiMount: "pki", sharedToken: true }),
+    });
     await env.createServiceAccount(MGMT_NS, RELAY_SA);
     await v.write("auth/kubernetes/role/relay", root, {
       bound_service_account_names: [RELAY_SA],
@@ -346,6 +348,13 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
       [
         "--role=server",
         "--issuer",
+        // This file covers the opt-in shared token; relay-clusters.test.ts covers per-cluster tokens.
+        "--shared-identity-token",
+        "--pki-mount=pki",
+        "--allow-istio-root-mount",
+        "--token-refresh=2s",
+        "--issuer-peer-rate=100",
+        "--issuer-peer-burst=1000",
         `--issuer-addr=127.0.0.1:${issuerPort}`,
         `--namespace=${MGMT_NS}`,
         `--vault-addr=${env.vault.url}`,

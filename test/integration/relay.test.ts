@@ -82,7 +82,9 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     const mounts = (await v.read<Record<string, { type: string; options?: { version?: string } }>>("sys/mounts", root))
       .data;
     if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
-    await v.write("sys/policy/relay", root, { policy: relayPolicy({ signingIntermediate: true }) });
+    await v.write("sys/policy/relay", root, {
+      policy: relayPolicy({ signingIntermediate: true, pkiMount: "pki", sharedToken: true }),
+    });
     await env.createServiceAccount(RELAY_NS, RELAY_SA);
     await v.write("auth/kubernetes/role/relay", root, {
       bound_service_account_names: [RELAY_SA],
@@ -117,6 +119,10 @@ describe("relay against real OpenBao + kube-apiserver", () => {
         `--vault-cacert=${env.vault.caFile}`,
         `--token-path=${tokenPath}`,
         `--kubeconfig=${env.kube.kubeconfigPath}`,
+        // This file covers the opt-in shared token on the Istio root's mount; relay-clusters.test.ts the defaults.
+        "--pki-mount=pki",
+        "--allow-istio-root-mount",
+        "--shared-identity-token",
         "--backoff-initial=200ms",
         "--backoff-max=2s",
         "--log-level=debug",
@@ -255,7 +261,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
   }
 
   it("server role --once creates the root, server, signing-intermediate and identity-token Secrets", async () => {
-    const { code, log } = await runOnce(["--role=server", "--signing-intermediate"]);
+    const { code, log } = await runOnce([
+      "--role=server",
+      "--signing-intermediate",
+      "--signing-permitted-dns=cluster1,cluster2",
+    ]);
     assert.equal(code, 0, log.slice(-3000));
 
     const root = await getSecret(RELAY_NS, "relay-root-tls-secret");
@@ -365,7 +375,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       "relay-identity-token-secret",
     ];
     const before = await Promise.all(names.map((n) => getSecret(RELAY_NS, n)));
-    const { code, log } = await runOnce(["--role=server", "--signing-intermediate"]);
+    const { code, log } = await runOnce([
+      "--role=server",
+      "--signing-intermediate",
+      "--signing-permitted-dns=cluster1,cluster2",
+    ]);
     assert.equal(code, 0, log.slice(-3000));
     const afterRun = await Promise.all(names.map((n) => getSecret(RELAY_NS, n)));
     names.forEach((n, i) =>
@@ -434,8 +448,8 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       "no other mounts",
     );
     await denied(
-      () => env.vault.client.write(KV_PATH, token, { data: { token: "overwritten" } }),
-      "cannot overwrite the shared identity token",
+      () => env.vault.client.call("DELETE", KV_PATH, { token }),
+      "cannot delete (revoke) the shared identity token",
     );
     await denied(() => env.vault.client.read("secret/data/other", token), "no other KV paths");
     await denied(() => env.vault.client.read("sys/mounts", token), "no sys/*");
@@ -453,6 +467,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       "--role=server",
       "--namespace=rot-mgmt",
       "--signing-intermediate",
+      "--signing-permitted-dns=cluster1,cluster2",
       `--http-addr=127.0.0.1:${serverPort}`,
       ...short,
     ]);

@@ -41,6 +41,35 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   const track = (r: AgentRun) => (runs.push(r), r);
 
+  /** LIST <mount>/keys with the root token: how many keys the PKI mount stores. */
+  async function pkiKeyCount(mount: string): Promise<number> {
+    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", `${mount}/keys?list=true`, {
+      token: t.env.vault.rootToken,
+      acceptStatuses: [404],
+    });
+    return res.body?.data?.keys?.length ?? 0;
+  }
+
+  /** Accessors of every token Vault holds (root token; accessors are not credentials). */
+  async function tokenAccessors(): Promise<string[]> {
+    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", "auth/token/accessors?list=true", {
+      token: t.env.vault.rootToken,
+    });
+    return res.body?.data?.keys ?? [];
+  }
+
+  /** lookup-accessor: the token's path and metadata, or undefined when Vault no longer knows the token. */
+  async function lookupAccessor(
+    accessor: string,
+  ): Promise<{ path?: string; meta?: Record<string, string> | null } | undefined> {
+    const res = await t.env.vault.client.call<{ data?: { path?: string; meta?: Record<string, string> | null } }>(
+      "POST",
+      "auth/token/lookup-accessor",
+      { token: t.env.vault.rootToken, body: { accessor }, acceptStatuses: [400, 403, 404] },
+    );
+    return res.status === 200 ? res.body?.data : undefined;
+  }
+
   it("init writes the four cacerts files and exits 0; openssl verifies ca-cert.pem against root-cert.pem", async () => {
     const run = track(await startAgent(t.env, "init"));
     assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
@@ -140,6 +169,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       policyName: "istiod-agent-gloo",
       csrPath: "pki_int/intermediate/generate/exported",
     });
+    const keysBefore = await pkiKeyCount("pki_int");
     const run = track(
       await startAgent(t.env, "sidecar", [
         "--auth-role=istiod-agent-gloo",
@@ -150,7 +180,31 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     assert.match(opensslVerify(b.signingCertPem, vaultRootPem), /OK/);
     const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 600);
     assert.match(opensslVerify(chain[0]!, chain.at(-1)!, chain.slice(1, -1).join("")), /OK/);
+    // Vault stores every key generated at csrPath; the agent deletes its copy after import, so across rotations the
+    // number of keys in the mount stays where it was once the first key was deleted.
+    const keysAfterFirst = await pkiKeyCount("pki_int");
+    for (let i = 0; i < 3; i++) await rotate(run.client);
+    assert.equal(await pkiKeyCount("pki_int"), keysAfterFirst, "LIST pki_int/keys: no key accumulates per rotation");
+    assert.equal(keysAfterFirst, keysBefore, "the first generated key was deleted as well");
+    assert.match(run.log(), /deleted Vault's stored copy of the generated intermediate key/);
     await run.stop();
+  });
+
+  it("revokes its own Vault token on SIGTERM: a lookup of that token fails afterwards", async () => {
+    const before = new Set(await tokenAccessors());
+    const run = track(await startAgent(t.env, "sidecar"));
+    await getBundle(run.client);
+    const mine: string[] = [];
+    for (const a of await tokenAccessors()) {
+      if (before.has(a)) continue;
+      const info = await lookupAccessor(a);
+      if (info?.path === "auth/kubernetes/login" && info.meta?.role === "istiod-agent") mine.push(a);
+    }
+    assert.equal(mine.length, 1, "exactly one new agent token while it runs");
+    await run.stop();
+    assert.equal(run.process.exitCode, 0);
+    assert.equal(await lookupAccessor(mine[0]!), undefined, "the agent's token no longer exists after SIGTERM");
+    assert.match(run.log(), /revoked its Vault token at shutdown/);
   });
 
   it("with a short TTL, WatchSigningBundle delivers rotations, each with a new key", async () => {

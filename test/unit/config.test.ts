@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig } from "../../src/config/config.js";
 import { loadConfig, parseFlags } from "../../src/config/load.js";
-import { istiodAgentPolicy } from "../../src/vault/policies.js";
+import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "../../src/vault/policies.js";
 import { repoRoot } from "../env/harness.js";
 
 const env = { VAULT_ADDR: "https://vault.example:8200" };
@@ -142,6 +142,17 @@ void describe("config", () => {
       .filter((l) => !l.startsWith("#"))
       .join("\n");
     assert.equal(rules, 'path "pki/root/sign-intermediate" {\n  capabilities = ["update"]\n}\n');
+  });
+
+  void it("with --csr-path the policy and setup-vault's report name the generate path and the key delete grant", () => {
+    const csr = "pki_int/intermediate/generate/exported";
+    assert.equal(
+      describeGrants(istiodAgentGrants("pki/root/sign-intermediate", csr)),
+      "update on pki/root/sign-intermediate, update on pki_int/intermediate/generate/exported, delete on pki_int/key/*",
+    );
+    assert.equal(describeGrants(istiodAgentGrants()), "update on pki/root/sign-intermediate");
+    const rules = istiodAgentPolicy("pki/root/sign-intermediate", csr);
+    assert.match(rules, /^path "pki_int\/key\/\*" \{\n {2}capabilities = \["delete"\]\n\}/m);
   });
 });
 

@@ -11,7 +11,11 @@ import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
 import { InvalidIssuedError, validateIssued } from "../../src/relay/bootstrap/agent.js";
 import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
 import { checkClusterCsr, checkClusterName } from "../../src/relay/bootstrap/csr-policy.js";
-import { IdentityTokenSet } from "../../src/relay/bootstrap/identity-tokens.js";
+import {
+  IdentityTokenRegistry,
+  IdentityTokenSet,
+  type IdentityTokenSource,
+} from "../../src/relay/bootstrap/identity-tokens.js";
 import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
 import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
@@ -205,6 +209,10 @@ void describe("relay bootstrap config", () => {
         "--client-ttl=48h",
         "--issuer-rate=1.5",
         "--issuer-burst=3",
+        "--issuer-peer-rate=4",
+        "--issuer-peer-burst=8",
+        "--token-refresh=5s",
+        "--max-bootstrap-age=240h",
       ],
       vaultEnv,
     );
@@ -215,10 +223,16 @@ void describe("relay bootstrap config", () => {
       clientTtlSeconds: 48 * 3600,
       ratePerSecond: 1.5,
       burst: 3,
+      peerRatePerSecond: 4,
+      peerBurst: 8,
+      tokenRefreshSeconds: 5,
+      maxBootstrapAgeSeconds: 240 * 3600,
     });
     const d = run(["--role=server", "--issuer", "--ttl=10h"], vaultEnv);
     assert.equal(d.issuer.tokenOverlapSeconds, 24 * 3600, "24h overlap by default");
     assert.equal(d.issuer.clientTtlSeconds, 10 * 3600, "client TTL defaults to --ttl");
+    assert.equal(d.issuer.tokenRefreshSeconds, 30, "a deleted token is refused within 30 s by default");
+    assert.equal(d.issuer.maxBootstrapAgeSeconds, 90 * 86400, "renewal without re-authorisation for 90 days at most");
   });
 
   void it("issuer flags are refused without --issuer, on agents, and with --once", () => {
@@ -301,6 +315,57 @@ void describe("relay bootstrap CSR policy", () => {
   });
 });
 
+/** A scripted KV: entry → versions (undefined = deleted or destroyed). Pure logic only; integration tests use OpenBao. */
+function scriptedKv(entries: Map<string, (string | undefined)[]>): IdentityTokenSource {
+  return {
+    list: () => Promise.resolve([...entries.keys()]),
+    latest: (e) => {
+      const versions = entries.get(e) ?? [];
+      const token = versions.at(-1);
+      return Promise.resolve(token === undefined ? undefined : { version: versions.length, token, createdAt: 0 });
+    },
+    version: (e, v) => Promise.resolve(entries.get(e)?.[v - 1]),
+  };
+}
+
+void describe("identity token registry (per cluster)", () => {
+  void it("a cluster's token authorises that cluster only; deleted tokens and removed clusters are dropped", async () => {
+    let now = 1_000_000;
+    const kv = new Map<string, (string | undefined)[]>([
+      ["cluster-a", ["token-a"]],
+      ["cluster-b", ["token-b"]],
+    ]);
+    const reg = new IdentityTokenRegistry(false, 60_000, () => now);
+    await reg.refresh(scriptedKv(kv));
+    assert.equal(reg.match("cluster-a", "token-a"), "current");
+    assert.equal(reg.match("cluster-b", "token-a"), undefined, "A's token does not authorise B");
+    assert.equal(reg.match("gloo-mesh-mgmt-server.gloo-mesh", "token-a"), undefined);
+    assert.equal(reg.match("cluster-unknown", "token-a"), undefined);
+    // B's latest version is soft-deleted: refused at the next refresh, and B is no longer registered.
+    kv.set("cluster-b", ["token-b", undefined]);
+    kv.delete("cluster-a");
+    const report = await reg.refresh(scriptedKv(kv));
+    assert.deepEqual(report.removed.sort(), ["cluster-a", "cluster-b"]);
+    assert.equal(reg.match("cluster-b", "token-b"), undefined);
+    assert.equal(reg.isRegistered("cluster-a"), false);
+    // Rewritten after a delete: the deleted value gets no overlap window (it is never accepted again).
+    kv.set("cluster-c", ["c1"]);
+    await reg.refresh(scriptedKv(kv));
+    kv.set("cluster-c", [undefined, "c2"]);
+    now += 1_000;
+    await reg.refresh(scriptedKv(kv));
+    assert.equal(reg.match("cluster-c", "c2"), "current");
+    assert.equal(reg.match("cluster-c", "c1"), undefined, "a deleted version is not resurrected as 'previous'");
+  });
+
+  void it("with the opt-in shared token, any cluster name matches the one token", async () => {
+    const reg = new IdentityTokenRegistry(true, 0);
+    await reg.refresh(scriptedKv(new Map([["*", ["shared"]]])));
+    assert.equal(reg.match("anything", "shared"), "current");
+    assert.ok(reg.isRegistered("anything"));
+  });
+});
+
 void describe("identity token set", () => {
   void it("accepts the current token, and the previous one only for the overlap after the change is seen", async () => {
     let now = 1_000_000;
@@ -311,7 +376,10 @@ void describe("identity token set", () => {
     assert.equal(set.match("b"), undefined);
     assert.equal(await set.update({ version: 1, token: "a", createdAt: 0 }, () => assert.fail()), "unchanged");
     now += 10_000;
-    assert.equal(await set.update({ version: 2, token: "b", createdAt: 0 }, () => assert.fail()), "rotated");
+    assert.equal(
+      await set.update({ version: 2, token: "b", createdAt: 0 }, (v) => Promise.resolve(v === 1 ? "a" : undefined)),
+      "rotated",
+    );
     assert.equal(set.match("b"), "current");
     assert.equal(set.match("a"), "previous");
     assert.equal(set.previousValidUntil, now + 60_000);

@@ -38,8 +38,10 @@ void describe("relay config", () => {
       signing: "relay-tls-signing-secret",
       token: "relay-identity-token-secret",
     });
-    assert.equal(c.pkiMount, "pki");
+    assert.equal(c.pkiMount, "pki_relay", "a relay mount of its own, not the Istio root's");
     assert.equal(c.kvPath, "secret/data/relay/identity-token");
+    assert.equal(c.sharedToken, false, "per-cluster identity tokens unless --shared-identity-token");
+    assert.equal(c.clusterTokensPath, "secret/data/relay/cluster-tokens");
     assert.equal(c.signingIntermediate, false);
     assert.equal(c.keyAlgorithm, "ECDSA_P256");
     assert.equal(c.ttlSeconds, 720 * 3600);
@@ -61,6 +63,7 @@ void describe("relay config", () => {
       "--pki-mount=pki_int",
       "--client-role=agents",
       "--kv-path=/v1/kv/data/relay/token",
+      "--shared-identity-token",
       "--ttl=20s",
       "--grace-ratio=0.5",
       "--key-algorithm=rsa_2048",
@@ -89,6 +92,24 @@ void describe("relay config", () => {
     assert.equal(c.httpAddress, "");
     assert.equal(c.once, true);
     assert.equal(c.resyncSeconds, 30);
+  });
+
+  void it("refuses the Istio root's mount, a cluster named like the server, and an unconstrained signing CA", () => {
+    const p = problems(["--role=server", "--pki-mount=pki", "--clusters=a,gloo-mesh-mgmt-server.gloo-mesh"]);
+    assert.ok(p.some((x) => x.startsWith('--pki-mount: "pki" is the mount that holds the Istio root')));
+    assert.ok(p.some((x) => x.startsWith('--clusters: "gloo-mesh-mgmt-server.gloo-mesh" is a relay server name')));
+    assert.ok(
+      problems(["--role=server", "--signing-intermediate"]).some((x) => x.startsWith("--signing-intermediate:")),
+    );
+    const ok = run([
+      "--role=server",
+      "--pki-mount=pki",
+      "--allow-istio-root-mount",
+      "--clusters=c1,c2",
+      "--signing-intermediate",
+    ]);
+    assert.deepEqual(ok.clusters, ["c1", "c2"]);
+    assert.deepEqual(ok.signingPermittedDns, ["c1", "c2"], "the signing CA is constrained to the registered clusters");
   });
 
   void it("reports every problem at once, each with the flag and what is expected", () => {
@@ -149,22 +170,33 @@ void describe("relay policy", () => {
     assert.equal(readFileSync(join(repoRoot(), "vault-policies/relay.hcl"), "utf8"), relayPolicy());
   });
 
-  void it("grants update on the two sign paths and read+create on the token path, nothing else", () => {
+  void it("grants update on the two sign paths and the per-cluster token entries, nothing else", () => {
+    const grants = (p: string) =>
+      [...p.matchAll(/^path "([^"]+)" \{\n {2}capabilities = \[([^\]]*)\]\n\}/gm)].map((m) => [m[1], m[2]]);
     const p = relayPolicy();
-    const paths = [...p.matchAll(/^path "([^"]+)" \{\n {2}capabilities = \[([^\]]*)\]\n\}/gm)].map((m) => [m[1], m[2]]);
-    assert.deepEqual(paths, [
-      ["pki/sign/relay-server", '"update"'],
-      ["pki/sign/relay-client", '"update"'],
-      ["secret/data/relay/identity-token", '"read", "create"'],
+    assert.deepEqual(grants(p), [
+      ["pki_relay/sign/relay-server", '"update"'],
+      ["pki_relay/sign/relay-client", '"update"'],
+      ["secret/data/relay/cluster-tokens/*", '"read", "create", "update"'],
+      ["secret/metadata/relay/cluster-tokens/", '"list"'],
     ]);
-    assert.match(p, /^# {3}path "pki\/root\/sign-intermediate"/m, "the optional grant is documented, commented out");
+    assert.match(
+      p,
+      /^# {3}path "pki_relay\/root\/sign-intermediate"/m,
+      "the optional grant is documented, commented out",
+    );
+    assert.deepEqual(grants(relayPolicy({ roles: ["agent"] })), [["pki_relay/sign/relay-client", '"update"']]);
+    assert.deepEqual(grants(relayPolicy({ sharedToken: true })).at(-1), [
+      "secret/data/relay/identity-token",
+      '"read", "create", "update"',
+    ]);
   });
 
   void it("adds sign-intermediate only for the signing intermediate, and narrows to one role", () => {
     const withSigning = relayPolicy({ signingIntermediate: true, pkiMount: "/relay_pki/" });
     assert.match(withSigning, /^path "relay_pki\/root\/sign-intermediate" \{\n {2}capabilities = \["update"\]/m);
     const agentOnly = relayPolicy({ roles: ["agent"], signingIntermediate: true, clientRole: "agents" });
-    assert.match(agentOnly, /^path "pki\/sign\/agents"/m);
+    assert.match(agentOnly, /^path "pki_relay\/sign\/agents"/m);
     assert.doesNotMatch(agentOnly, /relay-server|sign-intermediate/);
   });
 });

@@ -147,25 +147,29 @@ const log = createLogger({ level: "silent" });
 const relayVault = (vault: VaultClient) =>
   new RelayVault(vault, auth, new AgentMetrics({ processMetrics: false }), log, {
     pkiMount: "pki",
-    kvPath: "secret/data/relay/identity-token",
   });
+const KV = "secret/data/relay/identity-token";
 const kvAnswer = (token: string) => ({ status: 200, body: { data: { data: { token }, metadata: { version: 1 } } } });
 const missing = { status: 404, body: { errors: [] } };
 
 void describe("relay identity token (KV v2)", () => {
   void it("uses the stored token", async () => {
     const { vault, writes } = fakeVault({ reads: [kvAnswer("shared")] });
-    assert.deepEqual(await relayVault(vault).identityToken(), { token: "shared", created: false });
+    assert.deepEqual(await relayVault(vault).identityToken(KV), {
+      token: "shared",
+      created: false,
+      replacedDeleted: false,
+    });
     assert.equal(writes.length, 0);
   });
 
   void it("creates a random 32-byte base64url token with cas=0 when there is none", async () => {
     const { vault, writes } = fakeVault({ reads: [missing] });
-    const got = await relayVault(vault).identityToken();
+    const got = await relayVault(vault).identityToken(KV);
     assert.equal(got.created, true);
     assert.match(got.token, /^[A-Za-z0-9_-]{43}$/);
     assert.deepEqual(writes, [{ options: { cas: 0 }, data: { token: got.token } }]);
-    const again = await relayVault(fakeVault({ reads: [missing] }).vault).identityToken();
+    const again = await relayVault(fakeVault({ reads: [missing] }).vault).identityToken(KV);
     assert.notEqual(again.token, got.token);
   });
 
@@ -177,23 +181,42 @@ void describe("relay identity token (KV v2)", () => {
           throw new HttpStatusError("vault", "POST", "/v1/secret/data/relay/identity-token", status, ["cas"]);
         },
       });
-      assert.deepEqual(await relayVault(vault).identityToken(), { token: "winner", created: false });
+      assert.deepEqual(await relayVault(vault).identityToken(KV), {
+        token: "winner",
+        created: false,
+        replacedDeleted: false,
+      });
     });
   }
 
-  void it("explains a deleted latest version, and a value without a token field", async () => {
+  void it("after a soft delete writes a fresh token with cas=<deleted version>, never the deleted value", async () => {
     const deleted = {
       status: 404,
-      body: { data: { data: null, metadata: { deletion_time: "2026-01-01T00:00:00Z" } } },
+      body: { data: { data: null, metadata: { version: 3, deletion_time: "2026-01-01T00:00:00Z" } } },
+    };
+    const { vault, writes } = fakeVault({ reads: [deleted] });
+    const got = await relayVault(vault).identityToken(KV);
+    assert.equal(got.created, true);
+    assert.equal(got.replacedDeleted, true);
+    assert.deepEqual(writes, [{ options: { cas: 3 }, data: { token: got.token } }]);
+  });
+
+  void it("explains a refused write, and a value without a token field", async () => {
+    const deleted = {
+      status: 404,
+      body: { data: { data: null, metadata: { version: 2, deletion_time: "2026-01-01T00:00:00Z" } } },
     };
     const { vault } = fakeVault({
       reads: [deleted, deleted],
       write: () => {
-        throw new HttpStatusError("vault", "POST", "/v1/secret/data/relay/identity-token", 400, ["cas"]);
+        throw new HttpStatusError("vault", "POST", "/v1/secret/data/relay/identity-token", 403, ["denied"]);
       },
     });
-    await assert.rejects(relayVault(vault).identityToken(), /latest version is deleted: undelete it/);
+    await assert.rejects(
+      relayVault(vault).identityToken(KV),
+      /cas=2\) was refused; the relay policy needs read, create and update/,
+    );
     const wrong = fakeVault({ reads: [{ status: 200, body: { data: { data: { other: "x" } } } }] });
-    await assert.rejects(relayVault(wrong.vault).identityToken(), /no non-empty string field "token"/);
+    await assert.rejects(relayVault(wrong.vault).identityToken(KV), /no non-empty string field "token"/);
   });
 });

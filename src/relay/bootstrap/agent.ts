@@ -208,8 +208,16 @@ export class BootstrapAgent {
     let issued: Issued;
     try {
       if (usable) {
-        // mTLS with the certificate held now: the identity token is not read.
-        issued = await this.deps.client.renew(rootPem, usable.certPem, usable.keyPem, csr);
+        // mTLS with the certificate held now: the identity token is not read, unless the issuer says this chain
+        // needs re-authorisation (too long since its Bootstrap): then the cluster's token authorises a new one.
+        issued = await this.deps.client.renew(rootPem, usable.certPem, usable.keyPem, csr).catch(async (err) => {
+          if (!(err instanceof IssuerCallError) || !/^bootstrap_(too_old|time_missing): /.test(err.details)) throw err;
+          this.deps.log.warn(
+            { reason: err.details.split(":")[0] },
+            "the issuer asks for a new Bootstrap; using the token",
+          );
+          return this.deps.client.bootstrap(rootPem, csr, await this.readToken(), this.cluster);
+        });
       } else {
         const token = await this.readToken();
         issued = await this.deps.client.bootstrap(rootPem, csr, token, this.cluster);

@@ -25,14 +25,23 @@ export async function signClientCertificate(
   cluster: string,
   ttlSeconds: number,
   now: Date,
+  opts: { notAfterCap?: Date; subjectAttributes?: string[] } = {},
 ): Promise<SignedClient> {
   const t = now.getTime();
-  const notAfterMs = floorToSecond(Math.min(t + ttlSeconds * 1000, bundle.notAfter.getTime()));
-  if (notAfterMs - t < MIN_TTL_MS)
+  const byIssuer = floorToSecond(Math.min(t + ttlSeconds * 1000, bundle.notAfter.getTime()));
+  if (byIssuer - t < MIN_TTL_MS)
     throw new IssuerRefusal(
       "UNAVAILABLE",
       "signing_ca_expiring",
       `the issuer's signing intermediate expires at ${bundle.notAfter.toISOString()} and is being renewed; retry shortly`,
+    );
+  const cap = opts.notAfterCap;
+  const notAfterMs = cap ? floorToSecond(Math.min(byIssuer, cap.getTime())) : byIssuer;
+  if (cap && notAfterMs - t < MIN_TTL_MS)
+    throw new IssuerRefusal(
+      "UNAUTHENTICATED",
+      "bootstrap_too_old",
+      `this certificate chain reaches its maximum age at ${cap.toISOString()}; bootstrap again with the cluster's identity token`,
     );
   const notBefore = new Date(Math.max(floorToSecond(t - CLOCK_SKEW_MS), bundle.notBefore.getTime()));
   const notAfter = new Date(notAfterMs);
@@ -43,7 +52,7 @@ export async function signClientCertificate(
   const ski = bundle.signingCert.getExtension(x509.SubjectKeyIdentifierExtension);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serialHex,
-    subject: `CN=${cluster}`,
+    subject: [`CN=${cluster}`, ...(opts.subjectAttributes ?? [])].join(", "),
     issuer: bundle.signingCert.subjectName,
     notBefore,
     notAfter,

@@ -1,7 +1,12 @@
 // The relay certificate issuer (`relay --role server --issuer`): a TLS gRPC endpoint where workload-cluster agents get
-// their relay client certificates without Vault. Bootstrap is authenticated by the shared identity token (current, or
-// previous within the overlap window), Renew by the caller's current client certificate over mutual TLS. Both sign
-// with an in-memory intermediate that Vault signed (<pki>/root/sign-intermediate, renewed like istiod's).
+// their relay client certificates without Vault. Bootstrap is authenticated by the cluster's own identity token
+// (current, or previous within the overlap window) and issues only for that cluster; Renew by the caller's current
+// client certificate over mutual TLS, only while the cluster is registered and within --max-bootstrap-age of the
+// chain's Bootstrap. Both sign with an in-memory intermediate that Vault signed (<pki>/root/sign-intermediate).
+//
+// Limits, in order: a token bucket per peer address before anything else (also before the client certificate is
+// looked at on Renew), then one per cluster (wrong tokens share one bucket). Every refusal and every issued
+// certificate is logged with the peer address.
 //
 // TLS is terminated by a node:tls server (the relay server certificate from relay-server-tls-secret, swapped in with
 // setSecureContext when that Secret rotates) and each connection is handed to grpc-js through a connection injector.
@@ -25,11 +30,12 @@ import { splitPemCertificates } from "../inspect.js";
 import { scrub } from "../relay.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
-import { IdentityTokenSet, tokenDigest, type KvTokenVersion } from "./identity-tokens.js";
+import { bootstrapTimeAttribute } from "./bootstrap-time.js";
+import { IdentityTokenRegistry, type IdentityTokenSource } from "./identity-tokens.js";
 import type { IssuerMetrics } from "./metrics.js";
 import { peerCertificateInfo, verifyClientCertificate, type PeerCertificateInfo } from "./peer-verify.js";
 import { TokenBucketLimiter } from "./rate-limit.js";
-import { IssuerRefusal, unauthenticated } from "./refusal.js";
+import { IssuerRefusal, denied, unauthenticated } from "./refusal.js";
 
 export interface IssuerOptions {
   /** host:port of the TLS listener. */
@@ -38,7 +44,15 @@ export interface IssuerOptions {
   tokenOverlapSeconds: number;
   ratePerSecond: number;
   burst: number;
-  /** How often the identity token is re-read from Vault KV. */
+  peerRatePerSecond: number;
+  peerBurst: number;
+  /** One token shared by every cluster (opt-in); otherwise one token per registered cluster. */
+  sharedToken: boolean;
+  /** Names no client certificate may carry (the relay server's DNS names). */
+  reservedNames: readonly string[];
+  /** How long after Bootstrap a chain may keep renewing over mTLS. */
+  maxBootstrapAgeMs: number;
+  /** How often the identity tokens are re-read from Vault KV (the bound on how long a deleted token still works). */
   tokenRefreshMs: number;
   /** How often the serving certificate Secret is re-read (it is rotated by the relay). */
   identityReloadMs: number;
@@ -56,11 +70,6 @@ export interface ServingIdentity {
 export interface SigningAuthority {
   current(): SigningBundle | undefined;
   subscribe(fn: (bundle: SigningBundle) => void): () => void;
-}
-
-export interface IdentityTokenSource {
-  latest(): Promise<KvTokenVersion | undefined>;
-  version(version: number): Promise<string | undefined>;
 }
 
 export interface IssuerDeps {
@@ -81,8 +90,9 @@ const KEEP_INTERMEDIATES = 4;
 export class RelayIssuer {
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly tokenSet: IdentityTokenSet;
+  private readonly tokens: IdentityTokenRegistry;
   private readonly limiter: TokenBucketLimiter;
+  private readonly peerLimiter: TokenBucketLimiter;
   /** Open TLS connections by peer address (what grpc-js reports as a call's peer). */
   private readonly sockets = new Map<string, tls.TLSSocket>();
   private grpcServer: grpc.Server | undefined;
@@ -102,13 +112,14 @@ export class RelayIssuer {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.log.child({ subsystem: "issuer" });
     const now = () => this.clock.now();
-    this.tokenSet = new IdentityTokenSet(opts.tokenOverlapSeconds * 1000, now);
+    this.tokens = new IdentityTokenRegistry(opts.sharedToken, opts.tokenOverlapSeconds * 1000, now);
     this.limiter = new TokenBucketLimiter({ ratePerSecond: opts.ratePerSecond, burst: opts.burst }, now);
+    this.peerLimiter = new TokenBucketLimiter({ ratePerSecond: opts.peerRatePerSecond, burst: opts.peerBurst }, now);
   }
 
   /** Listening, holding a signing intermediate and an identity token. */
   ready(): boolean {
-    return this.tlsServer !== undefined && this.deps.authority.current() !== undefined && this.tokenSet.loaded;
+    return this.tlsServer !== undefined && this.deps.authority.current() !== undefined && this.tokens.loaded;
   }
 
   /**
@@ -196,28 +207,46 @@ export class RelayIssuer {
       });
   }
 
-  /** Re-reads the identity token from Vault KV; a change keeps the old one valid for the overlap window. */
+  /**
+   * Re-reads the identity tokens from Vault KV. A change keeps the old token valid for the overlap window; a deleted
+   * or destroyed token (or a removed cluster) is dropped at once.
+   */
   async refreshTokens(): Promise<void> {
-    const latest = await this.deps.tokens.latest();
-    if (!latest) {
-      this.log.warn("no identity token in Vault KV yet; Bootstrap is refused until the relay stores one");
-      return;
-    }
-    const outcome = await this.tokenSet.update(latest, (v) => this.deps.tokens.version(v));
-    const until = this.tokenSet.previousValidUntil;
+    const report = await this.tokens.refresh(this.deps.tokens);
+    const until = this.tokens.previousValidUntil;
     this.deps.metrics.previousTokenValidUntil.set(until ? Math.round(until / 1000) : 0);
-    if (outcome === "rotated") {
-      this.deps.metrics.tokenRotations.inc();
+    this.deps.metrics.registeredClusters.set(this.tokens.shared ? 0 : this.tokens.size);
+    const which = (entries: string[]) => (this.tokens.shared ? undefined : entries);
+    if (this.tokens.size === 0)
       this.log.warn(
-        { kvVersion: latest.version, previousValidUntil: until ? new Date(until).toISOString() : undefined },
+        this.tokens.shared
+          ? "no identity token in Vault KV; Bootstrap is refused until the relay stores one"
+          : "no registered cluster has an identity token in Vault KV; every Bootstrap is refused",
+      );
+    if (report.rotated.length) {
+      this.deps.metrics.tokenRotations.inc(report.rotated.length);
+      this.log.warn(
+        {
+          clusters: which(report.rotated),
+          previousValidUntil: until ? new Date(until).toISOString() : undefined,
+        },
         "the identity token changed in Vault KV; the previous one is still accepted until the overlap ends",
       );
-    } else if (outcome === "loaded") {
-      this.log.info(
-        { kvVersion: latest.version, previousValidUntil: until ? new Date(until).toISOString() : undefined },
-        "loaded the identity token from Vault KV",
-      );
     }
+    if (report.loaded.length)
+      this.log.info({ clusters: which(report.loaded) }, "loaded the identity token from Vault KV");
+    if (report.removed.length)
+      this.log.warn(
+        { clusters: which(report.removed) },
+        "the identity token was deleted or destroyed in Vault KV (or the cluster removed); it is refused from now on",
+      );
+  }
+
+  /** Token state older than this is not trusted: revocations might have been missed while Vault was unreachable. */
+  private tokenStateStale(): boolean {
+    const at = this.tokens.refreshedAt;
+    const maxAge = Math.max(3 * this.opts.tokenRefreshMs, 30_000);
+    return at === undefined || this.clock.now() - at > maxAge;
   }
 
   private scheduleTokenRefresh(): void {
@@ -228,7 +257,7 @@ export class RelayIssuer {
           .catch((err: unknown) =>
             this.log.error(
               { err: scrub((err as Error).message) },
-              "could not re-read the identity token from Vault KV",
+              "could not re-read the identity tokens from Vault KV",
             ),
           )
           .finally(() => this.scheduleTokenRefresh());
@@ -301,7 +330,7 @@ export class RelayIssuer {
   private handlers(): RelayCertificateIssuerServer {
     return {
       bootstrap: (call, callback) => {
-        void this.serve("bootstrap", call, callback, () => this.bootstrap(call.request));
+        void this.serve("bootstrap", call, callback, () => this.bootstrap(call.request, call.getPeer()));
       },
       renew: (call, callback) => {
         void this.serve("renew", call, callback, () => this.renew(call.request, call.getPeer()));
@@ -330,40 +359,69 @@ export class RelayIssuer {
     }
   }
 
-  private async bootstrap(req: BootstrapRequest): Promise<Issued> {
-    const presented = typeof req.identityToken === "string" ? req.identityToken : "";
-    if (!this.tokenSet.loaded)
+  /** The per-address bucket, taken before any authentication. */
+  private limitPeer(peer: string): void {
+    if (!this.peerLimiter.take(`peer:${peerHost(peer)}`))
+      throw new IssuerRefusal(
+        "RESOURCE_EXHAUSTED",
+        "rate_limited_peer",
+        `more than ${this.opts.peerBurst} requests in a burst (${this.opts.peerRatePerSecond}/s) from this address; retry later`,
+      );
+  }
+
+  private requireFreshTokens(): void {
+    if (!this.tokens.loaded)
       throw new IssuerRefusal(
         "UNAVAILABLE",
         "token_unavailable",
-        "the issuer has not read the identity token from Vault KV yet; retry shortly",
+        "the issuer has not read the identity tokens from Vault KV yet; retry shortly",
       );
-    const match = presented ? this.tokenSet.match(presented) : undefined;
-    // One bucket per accepted token; every wrong or missing token shares one, which also throttles guessing.
-    const bucket = match ? `token:${tokenDigest(presented).toString("hex")}` : "token:invalid";
+    if (this.tokenStateStale())
+      throw new IssuerRefusal(
+        "UNAVAILABLE",
+        "token_state_stale",
+        "the issuer could not re-read the identity tokens from Vault KV recently, so it cannot tell whether one was " +
+          "revoked; retry shortly",
+      );
+  }
+
+  private async bootstrap(req: BootstrapRequest, peer: string): Promise<Issued> {
+    this.limitPeer(peer);
+    this.requireFreshTokens();
+    const presented = typeof req.identityToken === "string" ? req.identityToken : "";
+    const cluster = checkClusterName(req.clusterName);
+    const match = presented ? this.tokens.match(cluster, presented) : undefined;
+    // One bucket per cluster whose token matched; every wrong or missing token shares one, which throttles guessing.
+    const bucket = match ? `cluster:${cluster}` : "token:invalid";
     if (!this.limiter.take(bucket))
       throw new IssuerRefusal(
         "RESOURCE_EXHAUSTED",
         "rate_limited",
-        `more than ${this.opts.burst} requests in a burst (${this.opts.ratePerSecond}/s) for this identity token; retry later`,
+        `more than ${this.opts.burst} requests in a burst (${this.opts.ratePerSecond}/s) for this cluster; retry later`,
       );
     if (!presented)
       throw unauthenticated(
         "token_missing",
-        "identity_token is empty; Bootstrap needs the relay identity token (relay-identity-token-secret)",
+        "identity_token is empty; Bootstrap needs the cluster's relay identity token (relay-identity-token-secret)",
       );
     if (!match)
       throw unauthenticated(
         "token_invalid",
-        "the identity token is not the relay's current identity token (nor the previous one within its overlap window)",
+        this.tokens.shared
+          ? "the identity token is not the relay's current identity token (nor the previous one within its overlap window)"
+          : `the identity token is not the identity token of cluster ${cluster} (current, or previous within its ` +
+              "overlap window); each cluster bootstraps only with its own registered token",
       );
-    const cluster = checkClusterName(req.clusterName);
+    if (this.opts.reservedNames.includes(cluster))
+      throw denied("cluster_name_reserved", `"${cluster}" is a relay server name; no client certificate carries it`);
     const { publicKey } = await checkClusterCsr(req.csrPem, cluster);
-    const issued = await this.sign("bootstrap", cluster, publicKey, { acceptedToken: match });
-    return issued;
+    // Whole seconds: the certificate records the time as a GeneralizedTime without fractions.
+    const bootstrappedAt = new Date(Math.floor(this.clock.now() / 1000) * 1000);
+    return this.sign("bootstrap", cluster, publicKey, bootstrappedAt, { acceptedToken: match, peer });
   }
 
   private async renew(req: RenewRequest, peer: string): Promise<Issued> {
+    this.limitPeer(peer);
     const socket = this.sockets.get(peer);
     const info: PeerCertificateInfo = socket
       ? peerCertificateInfo(socket)
@@ -379,14 +437,34 @@ export class RelayIssuer {
         "rate_limited",
         `more than ${this.opts.burst} requests in a burst (${this.opts.ratePerSecond}/s) for cluster ${client.cluster}; retry later`,
       );
+    this.requireFreshTokens();
+    if (!this.tokens.isRegistered(client.cluster))
+      throw denied(
+        "cluster_not_registered",
+        `cluster ${client.cluster} has no identity token in Vault KV (removed or revoked); its certificate cannot renew`,
+      );
+    const bootstrappedAt = client.bootstrappedAt;
+    if (!bootstrappedAt)
+      throw unauthenticated(
+        "bootstrap_time_missing",
+        "the client certificate carries no bootstrap time (issued before this issuer version); bootstrap again with the identity token",
+      );
+    const deadline = bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs;
+    if (this.clock.now() >= deadline)
+      throw unauthenticated(
+        "bootstrap_too_old",
+        `this certificate chain was bootstrapped at ${bootstrappedAt.toISOString()}, more than the maximum age ` +
+          `(${Math.round(this.opts.maxBootstrapAgeMs / 1000)}s) ago; bootstrap again with the cluster's identity token`,
+      );
     const { publicKey } = await checkClusterCsr(req.csrPem, client.cluster);
-    return this.sign("renew", client.cluster, publicKey, { previousSerial: client.serialHex });
+    return this.sign("renew", client.cluster, publicKey, bootstrappedAt, { previousSerial: client.serialHex, peer });
   }
 
   private async sign(
     method: Method,
     cluster: string,
     publicKey: Parameters<typeof signClientCertificate>[1],
+    bootstrappedAt: Date,
     extra: Record<string, string>,
   ): Promise<Issued> {
     const bundle = this.deps.authority.current();
@@ -396,12 +474,17 @@ export class RelayIssuer {
         "no_signing_ca",
         "the issuer holds no valid signing intermediate yet (Vault unreachable?); retry shortly",
       );
+    // No certificate outlives the chain's maximum age: after that only a new Bootstrap helps.
     const signed = await signClientCertificate(
       bundle,
       publicKey,
       cluster,
       this.opts.clientTtlSeconds,
       new Date(this.clock.now()),
+      {
+        notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
+        subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
+      },
     );
     this.deps.metrics.issued.inc({ method });
     // The audit line: one per issued certificate.
@@ -413,6 +496,7 @@ export class RelayIssuer {
         serial: signed.serialHex,
         notAfter: signed.notAfter.toISOString(),
         signingSerial: bundle.serialHex,
+        bootstrappedAt: bootstrappedAt.toISOString(),
         ...extra,
       },
       `issued a relay client certificate (${method})`,
@@ -428,6 +512,13 @@ function describe(certPem: string): { serial: string; notAfter: string } | undef
   } catch {
     return undefined;
   }
+}
+
+/** The address part of a gRPC peer ("1.2.3.4:5678", "[::1]:5678", "ipv4:…"): rate limits are per address. */
+export function peerHost(peer: string): string {
+  const p = peer.replace(/^ipv[46]:/, "");
+  const m = /^\[?([^\]]*?)\]?:\d+$/.exec(p);
+  return m?.[1] ?? p;
 }
 
 export function splitHostPort(address: string): { host: string; port: number } {

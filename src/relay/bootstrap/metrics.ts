@@ -6,6 +6,7 @@ export class IssuerMetrics {
   readonly refused: Counter<"method" | "reason">;
   readonly tokenRotations: Counter;
   readonly previousTokenValidUntil: Gauge;
+  readonly registeredClusters: Gauge;
 
   constructor(registry: Registry) {
     this.issued = new Counter({
@@ -28,6 +29,11 @@ export class IssuerMetrics {
     this.previousTokenValidUntil = new Gauge({
       name: "iva_relay_issuer_previous_token_valid_until_seconds",
       help: "When the previous identity token stops being accepted (Unix seconds; 0 when none is).",
+      registers: [registry],
+    });
+    this.registeredClusters = new Gauge({
+      name: "iva_relay_issuer_registered_clusters",
+      help: "Clusters with an identity token in Vault KV (0 with --shared-identity-token).",
       registers: [registry],
     });
   }

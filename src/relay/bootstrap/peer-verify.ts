@@ -6,6 +6,7 @@
 import { X509Certificate } from "node:crypto";
 import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import { x509 } from "../../crypto/x509.js";
+import { readBootstrapTime } from "./bootstrap-time.js";
 import { denied, printable, unauthenticated } from "./refusal.js";
 
 /** What the TLS handshake established about a connection's client certificate. */
@@ -25,6 +26,8 @@ export interface RelayTrust {
 
 export interface VerifiedClient {
   cluster: string;
+  /** When this certificate chain was bootstrapped (undefined: the certificate carries no such record). */
+  bootstrappedAt: Date | undefined;
   serialHex: string;
   notAfter: Date;
 }
@@ -108,7 +111,7 @@ export function verifyClientCertificate(peer: PeerCertificateInfo, trust: RelayT
       );
   }
 
-  const cluster = relayClientCluster(leafDer);
+  const { cluster, bootstrappedAt } = relayClientCluster(leafDer);
   if (!peer.authorized)
     throw unauthenticated(
       "client_cert_untrusted",
@@ -116,6 +119,7 @@ export function verifyClientCertificate(peer: PeerCertificateInfo, trust: RelayT
     );
   return {
     cluster,
+    bootstrappedAt,
     serialHex: leaf.serialNumber.toLowerCase(),
     notAfter: new Date(leaf.validTo),
   };
@@ -130,7 +134,7 @@ function issuedBy(child: X509Certificate, issuer: X509Certificate): boolean {
 }
 
 /** The cluster a relay client certificate is for: a leaf with clientAuth and exactly one DNS SAN (nothing else). */
-function relayClientCluster(der: Buffer): string {
+function relayClientCluster(der: Buffer): { cluster: string; bootstrappedAt: Date | undefined } {
   let cert: x509.X509Certificate;
   try {
     cert = new x509.X509Certificate(der);
@@ -147,5 +151,5 @@ function relayClientCluster(der: Buffer): string {
   const dns = names.filter((n) => n.type === "dns").map((n) => n.value.toLowerCase());
   if (names.length !== 1 || dns.length !== 1 || !DNS_NAME.test(dns[0]!))
     throw notClient("expected exactly one SAN, a DNS name (the cluster name)");
-  return dns[0]!;
+  return { cluster: dns[0]!, bootstrappedAt: readBootstrapTime(cert) };
 }
