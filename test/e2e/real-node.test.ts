@@ -219,6 +219,12 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     return (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
   }
 
+  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images, and an
+   * absolute symlink under /proc/PID/root would resolve against the host's root, so it is resolved here. */
+  function inContainer(pid: number, path: string): string {
+    return `/proc/${pid}/root${path.replace(/^\/var\/run\//, "/run/")}`;
+  }
+
   function pidStatus(pid: number): Record<string, string> {
     return Object.fromEntries(
       readFileSync(`/proc/${pid}/status`, "utf8")
@@ -309,7 +315,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     assert.equal(st.Gid!.split("\t")[0], "1337");
     assert.equal(st.CapEff, "0000000000000000", "no effective capabilities");
     assert.ok(mountOf(agentPid, "/").options.includes("ro"), "root filesystem is read-only");
-    const token = readFileSync(`/proc/${agentPid}/root/var/run/secrets/vault/vault-token`, "utf8");
+    const token = readFileSync(inContainer(agentPid, "/var/run/secrets/vault/vault-token"), "utf8");
     const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as {
       aud: string[];
       sub: string;
@@ -384,7 +390,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     install({ release: "istiod-canary", revision: "canary", withAgent: true });
     const canary = await readyPod("istiod-canary");
     const agentPid = node.containerPid(containerId(canary, "istiod-vault-agent"));
-    const token = readFileSync(`/proc/${agentPid}/root/var/run/secrets/vault/vault-token`, "utf8");
+    const token = readFileSync(inContainer(agentPid, "/var/run/secrets/vault/vault-token"), "utf8");
     const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as { sub: string };
     assert.equal(claims.sub, "system:serviceaccount:istio-system:istiod-canary");
     const intermediate = readFileSync(`/proc/${agentPid}/root${CACERTS}/ca-cert.pem`, "utf8");
