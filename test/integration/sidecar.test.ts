@@ -174,6 +174,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       await startAgent(t.env, "sidecar", [
         "--auth-role=istiod-agent-gloo",
         "--csr-path=pki_int/intermediate/generate/exported",
+        "--rotate-min-interval=0s", // three rotations back to back below
       ]),
     );
     const b = await getBundle(run.client);
