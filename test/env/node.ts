@@ -10,7 +10,7 @@
 // that talk to the apiserver are given KUBERNETES_SERVICE_HOST/PORT explicitly).
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from "node:fs";
-import { createServer, connect, type Server } from "node:net";
+import { createServer, connect, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { ManagedProcess, waitUntil } from "./process.js";
 import { freePort, serverBinaries, type TestEnv } from "./harness.js";
@@ -38,6 +38,7 @@ export interface ContainerStatus {
 export class KubeNode {
   private readonly processes: ManagedProcess[] = [];
   private readonly forwarders: Server[] = [];
+  private readonly forwardedSockets = new Set<Socket>();
   /** Network namespaces that existed before the node: every other cni-* one is a pod's, removed at stop. */
   private readonly netnsBefore = new Set(listNetns());
   readonly dir: string;
@@ -130,9 +131,14 @@ export class KubeNode {
       const close = () => {
         client.destroy();
         upstream.destroy();
+        this.forwardedSockets.delete(client);
+        this.forwardedSockets.delete(upstream);
       };
-      client.on("error", close);
-      upstream.on("error", close);
+      for (const s of [client, upstream]) {
+        this.forwardedSockets.add(s);
+        s.on("error", close);
+        s.on("close", close);
+      }
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -194,14 +200,22 @@ export class KubeNode {
 
   // --- control-plane controllers ------------------------------------------------------------------------------------
 
-  private startControllerManager(bin: string): void {
-    this.spawn("kube-controller-manager", bin, [
-      `--kubeconfig=${this.env.kube.kubeconfigPath}`,
-      `--authentication-kubeconfig=${this.env.kube.kubeconfigPath}`,
-      `--authorization-kubeconfig=${this.env.kube.kubeconfigPath}`,
+  /** What both controllers share: the admin kubeconfig, no serving port (nothing scrapes them), one replica. */
+  private controllerFlags(): string[] {
+    const kc = this.env.kube.kubeconfigPath;
+    return [
+      `--kubeconfig=${kc}`,
+      `--authentication-kubeconfig=${kc}`,
+      `--authorization-kubeconfig=${kc}`,
       "--bind-address=127.0.0.1",
       "--secure-port=0",
       "--leader-elect=false",
+    ];
+  }
+
+  private startControllerManager(bin: string): void {
+    this.spawn("kube-controller-manager", bin, [
+      ...this.controllerFlags(),
       // publishes kube-root-ca.crt into every namespace: pods' token volumes need it
       `--root-ca-file=${join(this.env.pkiDir, "ca.crt")}`,
       `--service-account-private-key-file=${join(this.env.pkiDir, "sa.key")}`,
@@ -210,14 +224,7 @@ export class KubeNode {
   }
 
   private startScheduler(bin: string): void {
-    this.spawn("kube-scheduler", bin, [
-      `--kubeconfig=${this.env.kube.kubeconfigPath}`,
-      `--authentication-kubeconfig=${this.env.kube.kubeconfigPath}`,
-      `--authorization-kubeconfig=${this.env.kube.kubeconfigPath}`,
-      "--bind-address=127.0.0.1",
-      "--secure-port=0",
-      "--leader-elect=false",
-    ]);
+    this.spawn("kube-scheduler", bin, this.controllerFlags());
   }
 
   // --- kubelet ------------------------------------------------------------------------------------------------------
@@ -352,6 +359,8 @@ export class KubeNode {
     for (const ns of listNetns().filter((n) => n.startsWith("cni-") && !this.netnsBefore.has(n))) {
       ipQuiet(["netns", "del", ns]); // left by pods that were killed rather than torn down by the kubelet
     }
+    // a killed pod never answers FIN: destroy what is left rather than wait for it
+    for (const s of this.forwardedSockets) s.destroy();
     for (const f of this.forwarders) f.close();
     ipQuiet(["link", "del", BRIDGE]);
   }

@@ -77,6 +77,17 @@ export const EXCLUDED_LINTS: Readonly<Record<string, string>> = {
     "CABF BR v2 discourages SKI in subscriber certificates; RFC 5280 4.2.1.2 recommends it and issue 12 requires it",
   e_dnsname_not_valid_tld:
     "CABF BR: public names need a public TLD; the Istio CA serving name is cluster-internal (*.svc)",
+  w_subject_common_name_included:
+    "CABF BR 7.1.2.7.1 (public TLS) discourages a subject commonName; the relay server certificate is signed by " +
+    "Vault's sign/<role>, which requires one by default (require_cn), and relay peers verify the DNS SAN only",
   e_ext_san_contains_reserved_ip:
     "CABF BR: no private/reserved IPs in public certificates; the serving certificate may name a pod or loopback IP",
 };
+
+/** The first certificate of a PEM chain (zlint lints one certificate per file). */
+export function firstPem(chainPem: string): string {
+  const end = "-----END CERTIFICATE-----";
+  const i = chainPem.indexOf(end);
+  if (i < 0) throw new Error("no PEM certificate in the input");
+  return `${chainPem.slice(chainPem.indexOf("-----BEGIN CERTIFICATE-----"), i + end.length)}\n`;
+}

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
@@ -310,7 +311,7 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     // The relay server's own certificate still comes from Vault (management cluster).
     await v.write("pki/roles/relay-server", root, {
       key_type: "any",
-      key_usage: ["DigitalSignature", "KeyEncipherment"],
+      key_usage: ["DigitalSignature"], // RFC 8813: no keyEncipherment for ECDSA keys
       ext_key_usage: ["ServerAuth"],
       max_ttl: "72h",
       ttl: "24h",
@@ -456,6 +457,18 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     }
     assert.ok(!agentA.args.some((a) => /vault|token-path|auth-/i.test(a)));
     assert.match(agentA.log(), /bootstrapped a relay client certificate with the identity token/);
+  });
+
+  it("zlint: the bootstrap client certificate and the issuer's serving certificate lint clean", async () => {
+    const pairs = {
+      "bootstrap client": await tlsPair("wl-a", "relay-client-tls-secret"),
+      "relay server": await tlsPair(MGMT_NS, "relay-server-tls-secret"),
+    };
+    for (const [what, pair] of Object.entries(pairs)) {
+      const report = zlint(firstPem(pair.cert), EXCLUDED_LINTS);
+      assert.deepEqual(report.findings, [], `${what}: ${JSON.stringify(report.findings)}`);
+      assert.ok(report.applied >= 30, `${what}: ${report.applied} lints applied`);
+    }
   });
 
   it("renews over mTLS again and again without the identity token (one bootstrap, several renewals)", async () => {

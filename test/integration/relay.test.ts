@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
+import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import type { TestEnv } from "../env/harness.js";
 import { freePort, repoRoot } from "../env/harness.js";
@@ -60,7 +61,8 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     // PKI roles for the two leaf kinds: the server name only, any (hostname-shaped) cluster name for agents.
     const common = {
       key_type: "any",
-      key_usage: ["DigitalSignature", "KeyEncipherment"],
+      // RFC 8813: an ECDSA end-entity certificate must not assert keyEncipherment (the relay's keys are ECDSA)
+      key_usage: ["DigitalSignature"],
       max_ttl: "72h",
       ttl: "24h",
       enforce_hostnames: true,
@@ -364,6 +366,20 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       assert.match(srv.clientErrors.join("\n"), /unknown ca|certificate|peer did not return/i);
     } finally {
       await srv.close();
+    }
+  });
+
+  // The signing intermediate is a CA certificate Vault makes: zlint's CA checks there are CABF requirements for public
+  // CAs (country, organization, certificate policies, AIA, CRL distribution points); end-entity certificates only.
+  it("zlint: the relay server and client certificates lint clean", async () => {
+    const pairs = {
+      "relay server": await tlsPair(RELAY_NS, "relay-server-tls-secret"),
+      "relay client": await tlsPair("workload-1", "relay-client-tls-secret"),
+    };
+    for (const [what, pair] of Object.entries(pairs)) {
+      const report = zlint(firstPem(pair.cert), EXCLUDED_LINTS);
+      assert.deepEqual(report.findings, [], `${what}: ${JSON.stringify(report.findings)}`);
+      assert.ok(report.applied >= 30, `${what}: ${report.applied} lints applied`);
     }
   });
 
