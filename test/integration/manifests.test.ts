@@ -1,5 +1,6 @@
-// The shipped manifests against the real apiserver (kubectl apply --dry-run=server), the kustomize overlay and the
-// Helm post-renderer, the scripts (shellcheck) and what the Dockerfile ships (the built CLI runs on its own).
+// The shipped manifests against the real apiserver (kubectl apply --dry-run=server), the kustomize overlay, the scripts
+// (shellcheck) and what the Dockerfile ships (the built CLI runs on its own). The Helm values for Istio's istiod chart
+// are proven on a real node by test/e2e/real-node.test.ts.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
