@@ -44,7 +44,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     node = await KubeNode.start(t.env, { sandboxImage: images.pause });
     for (const archive of images.archives) node.importImage(archive);
     console.log(
-      `# real node: ${JSON.stringify({ ...node.versions, ...serverVersions(serverBinaries(["istiod"])) })}` +
+      `real node: ${JSON.stringify({ ...node.versions, ...serverVersions(serverBinaries(["istiod"])) })}` +
         ` agent image ${(images.agentArchiveBytes / 2 ** 20).toFixed(1)} MiB (${images.agent})`,
     );
     const crd = join(repoRoot(), "manifests/crd/roottrustpolicies.yaml");
