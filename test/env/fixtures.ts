@@ -1,5 +1,6 @@
 // A ready-to-use environment for agent tests: the real servers, the istiod service account, and a Vault configured by
 // the same setupVault() the product's setup-vault command runs.
+import { writeFileSync } from "node:fs";
 import { TestEnv, type TestEnvOptions } from "./harness.js";
 import { setupVault, DEFAULT_SETUP, type VaultSetupOptions } from "../../src/vault/setup.js";
 
@@ -40,4 +41,31 @@ export async function startAgentTestEnv(
     await env.stop();
     throw err;
   }
+}
+
+/**
+ * What a relay server needs in Vault, as an operator sets it up: KV v2 at secret/, the relay policy, and a Kubernetes
+ * auth role `relay` for its service account. Writes that service account's token (audience vault) to `tokenPath`.
+ */
+export async function setupRelayVault(
+  env: TestEnv,
+  opts: { namespace: string; serviceAccount: string; policy: string; tokenPath: string },
+): Promise<void> {
+  const root = env.vault.rootToken;
+  const v = env.vault.client;
+  const mounts = (await v.read<Record<string, unknown>>("sys/mounts", root)).data;
+  if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
+  await v.write("sys/policy/relay", root, { policy: opts.policy });
+  await env.createServiceAccount(opts.namespace, opts.serviceAccount);
+  await v.write("auth/kubernetes/role/relay", root, {
+    bound_service_account_names: [opts.serviceAccount],
+    bound_service_account_namespaces: [opts.namespace],
+    audience: "vault",
+    token_policies: ["relay"],
+    token_ttl: 3600,
+    token_max_ttl: 86400,
+  });
+  writeFileSync(opts.tokenPath, await env.requestToken(opts.namespace, opts.serviceAccount, "vault", 3600), {
+    mode: 0o600,
+  });
 }

@@ -7,11 +7,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate, randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
@@ -200,20 +200,13 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
       allow_localhost: false,
       no_store: true,
     });
-    const mounts = (await v.read<Record<string, unknown>>("sys/mounts", root)).data;
-    if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
-    await v.write("sys/policy/relay", root, { policy: relayPolicy({ signingIntermediate: true, roles: ["server"] }) });
-    await env.createServiceAccount(NS, RELAY_SA);
-    await v.write("auth/kubernetes/role/relay", root, {
-      bound_service_account_names: [RELAY_SA],
-      bound_service_account_namespaces: [NS],
-      audience: "vault",
-      token_policies: ["relay"],
-      token_ttl: 3600,
-      token_max_ttl: 86400,
-    });
     tokenPath = join(dir, "vault-token");
-    writeFileSync(tokenPath, await env.requestToken(NS, RELAY_SA, "vault", 3600), { mode: 0o600 });
+    await setupRelayVault(env, {
+      namespace: NS,
+      serviceAccount: RELAY_SA,
+      policy: relayPolicy({ signingIntermediate: true, roles: ["server"] }),
+      tokenPath,
+    });
 
     issuerPort = await freePort();
     httpPort = await freePort();

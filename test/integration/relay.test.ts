@@ -4,13 +4,13 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import type { TestEnv } from "../env/harness.js";
 import { freePort, repoRoot } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
@@ -81,23 +81,13 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     });
     await v.write("pki/roles/relay-client", root, { ...common, allow_any_name: true, ext_key_usage: ["ClientAuth"] });
     // KV v2 at secret/ (OpenBao's dev mode mounts it already; a real install may not).
-    const mounts = (await v.read<Record<string, { type: string; options?: { version?: string } }>>("sys/mounts", root))
-      .data;
-    if (!mounts["secret/"]) await v.write("sys/mounts/secret", root, { type: "kv", options: { version: "2" } });
-    await v.write("sys/policy/relay", root, {
-      policy: relayPolicy({ signingIntermediate: true, pkiMount: "pki", sharedToken: true }),
-    });
-    await env.createServiceAccount(RELAY_NS, RELAY_SA);
-    await v.write("auth/kubernetes/role/relay", root, {
-      bound_service_account_names: [RELAY_SA],
-      bound_service_account_namespaces: [RELAY_NS],
-      audience: "vault",
-      token_policies: ["relay"],
-      token_ttl: 3600,
-      token_max_ttl: 86400,
-    });
     tokenPath = join(dir, "vault-token");
-    writeFileSync(tokenPath, await env.requestToken(RELAY_NS, RELAY_SA, "vault", 3600), { mode: 0o600 });
+    await setupRelayVault(env, {
+      namespace: RELAY_NS,
+      serviceAccount: RELAY_SA,
+      policy: relayPolicy({ signingIntermediate: true, pkiMount: "pki", sharedToken: true }),
+      tokenPath,
+    });
   });
 
   after(async () => {
