@@ -19,6 +19,9 @@ import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import type { SigningBundle } from "./bundle.js";
 import { validateSignAnswer, type PkiSignAnswer } from "./chain.js";
 import { createIntermediateCsr } from "./csr.js";
+import { jitterFraction, renewalDelayMs } from "./renewal.js";
+
+export { renewalDelayMs } from "./renewal.js";
 
 export interface IntermediateAuthorityOptions {
   caPath: string;
@@ -36,9 +39,6 @@ export interface IntermediateAuthorityOptions {
   /** Roots served beside the one that signed the intermediate (multi-root rotation). */
   extraRootsPem: readonly string[];
 }
-
-/** Never renew sooner than this after a successful rotation, whatever the certificate's dates say. */
-const MIN_RENEWAL_DELAY_MS = 1_000;
 
 export type BundleListener = (bundle: SigningBundle) => void;
 export type RotationTrigger = "start" | "schedule" | "retry" | "signal" | "rpc" | "config";
@@ -290,7 +290,7 @@ export class IntermediateAuthority {
       bundle.notAfter,
       this.clock.now(),
       this.opts.rotationGraceRatio,
-      (this.random() * 2 - 1) * this.opts.jitterRatio,
+      jitterFraction(this.random, this.opts.jitterRatio),
     );
     this.log.debug({ renewInMs: delay }, "scheduled intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("schedule").catch(() => undefined));
@@ -327,22 +327,4 @@ function uniqueCertificates(pems: readonly string[]): string[] {
     seen.add(key);
     return true;
   });
-}
-
-/**
- * How long to wait before renewing: until `graceRatio` of the lifetime remains, shifted by `jitter` (a signed fraction
- * of the lifetime). Vault backdates notBefore (not_before_duration, 30 s by default), so the lifetime is measured from
- * `now` when that is later; otherwise a short TTL would put the renewal point in the past and rotate in a tight loop.
- */
-export function renewalDelayMs(
-  notBefore: Date,
-  notAfter: Date,
-  now: number,
-  graceRatio: number,
-  jitter: number,
-): number {
-  const start = Math.max(notBefore.getTime(), now);
-  const life = notAfter.getTime() - start;
-  const renewAt = start + life * (1 - graceRatio + jitter);
-  return Math.max(MIN_RENEWAL_DELAY_MS, Math.round(renewAt - now));
 }

@@ -5,7 +5,6 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { x509 } from "../crypto/x509.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
-import { renewalDelayMs } from "../authority/intermediate-authority.js";
 
 export interface TlsExpectation {
   /** A leaf (end-entity) certificate, or a CA (the signing intermediate). */
@@ -130,20 +129,5 @@ export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
   return undefined;
 }
 
-/**
- * When to renew a certificate whose lifetime is measured from `start` (its issuance; Vault backdates notBefore, so
- * the relay records the issue time): when `graceRatio` of that lifetime remains, shifted by `jitter`.
- */
-export function renewAtMs(start: Date, notAfter: Date, graceRatio: number, jitter: number): number {
-  return start.getTime() + renewalDelayMs(start, notAfter, start.getTime(), graceRatio, jitter);
-}
-
-/**
- * The issue time to measure a kept certificate's lifetime from: the recorded `issuedAt` (annotation) clamped into
- * [notBefore, now], or notBefore when none was recorded.
- */
-export function effectiveStart(notBefore: Date, issuedAt: string | undefined, now: number): Date {
-  const t = issuedAt ? Date.parse(issuedAt) : Number.NaN;
-  if (!Number.isFinite(t)) return notBefore;
-  return new Date(Math.min(Math.max(t, notBefore.getTime()), now));
-}
+// Moved to the shared keep-or-renew module; re-exported for existing importers.
+export { effectiveStart, renewAtMs } from "../authority/renewal.js";

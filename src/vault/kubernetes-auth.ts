@@ -83,11 +83,11 @@ export class KubernetesAuth {
     this.stop();
     if (!held) return;
     const started = this.clock.now();
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     try {
       await Promise.race([
         this.vault.revokeSelf(held.value),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timed out")), timeoutMs))),
+        new Promise((_, reject) => (timer = this.clock.after(timeoutMs, () => reject(new Error("timed out"))))),
       ]);
       this.metrics.vaultTokenRevocations.inc({ outcome: "success" });
       this.log.info({ durationMs: this.clock.now() - started }, "revoked its Vault token at shutdown (revoke-self)");
@@ -98,7 +98,7 @@ export class KubernetesAuth {
         "could not revoke its Vault token at shutdown; it stays valid until its TTL",
       );
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
   }
 
