@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     {
       socketPath,
       keyExport: false,
-      leafPolicy: benchPolicy,
+      leafPolicy: () => benchPolicy,
       signingWorkers: Number(process.env.IVA_SIGNING_WORKERS ?? 0),
     },
     fixedAuthority(bundle),

@@ -3,12 +3,13 @@
 import type { Logger } from "pino";
 import type { Config } from "./config/config.js";
 import type { SigningBundle } from "./authority/bundle.js";
-import { IntermediateAuthority, type IntermediateAuthorityOptions } from "./authority/intermediate-authority.js";
+import { IntermediateAuthority } from "./authority/intermediate-authority.js";
+import { authorityOptions, freezeConfig, leafPolicy, planApply, planSummary, type AgentPlan } from "./agent-plan.js";
 import { AgentMetrics } from "./observability/metrics.js";
 import { AgentGrpcServer } from "./serve/agent-grpc.js";
 import { HealthHttpServer } from "./serve/health-http.js";
 import { CacertsSink, type CacertsFiles } from "./sinks/cacerts.js";
-import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "./signing/leaf-policy.js";
+import type { LeafPolicy } from "./signing/leaf-policy.js";
 import { systemClock, type Clock } from "./util/clock.js";
 import { VaultClient } from "./vault/client.js";
 import { KubernetesAuth } from "./vault/kubernetes-auth.js";
@@ -17,19 +18,7 @@ import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
 import { TokenReviewer } from "./kube/token-review.js";
 import { IstioCaServer } from "./serve/istio-ca.js";
 
-export function authorityOptions(c: Config): IntermediateAuthorityOptions {
-  return {
-    ...c.intermediate,
-    // istiod reads the key from the cacerts files, so the sink needs it exportable.
-    keyExport: c.serve.keyExport || c.cacerts.dir !== undefined,
-    backoff: c.backoff,
-    extraRootsPem: c.trustAnchors.pem,
-  };
-}
-
-export function leafPolicy(c: Config): LeafPolicy {
-  return { ...c.leaf, maxCsrBytes: DEFAULT_MAX_CSR_BYTES };
-}
+export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
 export function cacertsFiles(b: SigningBundle): CacertsFiles {
   if (!b.privateKeyPem) throw new Error("the bundle has no exportable key; the cacerts sink needs key export");
@@ -43,12 +32,15 @@ export function cacertsFiles(b: SigningBundle): CacertsFiles {
 
 export class Agent {
   readonly metrics: AgentMetrics;
-  vault: VaultClient;
-  auth: KubernetesAuth;
-  /** Shared by reference with the servers, so a reconfiguration applies to the next request. */
-  readonly leafPolicy: LeafPolicy;
   readonly authority: IntermediateAuthority;
   readonly sink: CacertsSink | undefined;
+  /** The configuration in force: a frozen snapshot, replaced as a whole by apply(). */
+  private snapshot: Readonly<Config>;
+  private backend: Readonly<{ vault: VaultClient; auth: KubernetesAuth }>;
+  /** Replaced (never mutated) when the leaf settings change; the servers read it at each request. */
+  private policy: Readonly<LeafPolicy>;
+  /** apply() calls run one after another, each from the snapshot the previous one left. */
+  private applying: Promise<unknown> = Promise.resolve();
   private grpc: AgentGrpcServer | undefined;
   private http: HealthHttpServer | undefined;
   private istioCa: IstioCaServer | undefined;
@@ -57,27 +49,37 @@ export class Agent {
   private sinkQueue: Promise<void> = Promise.resolve();
 
   constructor(
-    public config: Config,
+    config: Config,
     readonly log: Logger,
     private readonly clock: Clock = systemClock,
   ) {
+    this.snapshot = freezeConfig(config);
     this.metrics = new AgentMetrics();
-    this.leafPolicy = leafPolicy(config);
-    ({ vault: this.vault, auth: this.auth } = this.vaultBackend(config));
+    this.policy = leafPolicy(this.snapshot);
+    this.backend = this.vaultBackend(this.snapshot);
     this.authority = new IntermediateAuthority(
-      authorityOptions(config),
-      this.vault,
-      this.auth,
+      authorityOptions(this.snapshot),
+      this.backend.vault,
+      this.backend.auth,
       log,
       this.metrics,
       clock,
     );
-    this.sink = config.cacerts.dir
-      ? new CacertsSink({ dir: config.cacerts.dir, group: config.cacerts.group, multiRoot: config.cacerts.multiRoot })
-      : undefined;
+    const c = this.snapshot.cacerts;
+    this.sink = c.dir ? new CacertsSink({ dir: c.dir, group: c.group, multiRoot: c.multiRoot }) : undefined;
   }
 
-  private vaultBackend(config: Config): { vault: VaultClient; auth: KubernetesAuth } {
+  /** The configuration in force (frozen). */
+  get config(): Readonly<Config> {
+    return this.snapshot;
+  }
+
+  /** The leaf policy in force (frozen). */
+  get leafPolicy(): Readonly<LeafPolicy> {
+    return this.policy;
+  }
+
+  private vaultBackend(config: Readonly<Config>): { vault: VaultClient; auth: KubernetesAuth } {
     if (config.vault.insecureSkipVerify) {
       this.log.warn(
         "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault",
@@ -92,46 +94,41 @@ export class Agent {
   }
 
   /**
-   * Applies a new configuration to the running agent (live RootTrustPolicy reload). Vault or intermediate changes
-   * make a new intermediate at once; leaf-policy changes apply to the next request. Listener addresses, the socket
-   * and the cacerts directory need a restart and are reported as such. Returns what changed.
+   * Applies a new configuration to the running agent (live RootTrustPolicy reload): computes the plan (planApply),
+   * carries it out and returns it. A new Vault backend or new intermediate options make a new intermediate at once
+   * (its failure is thrown after the new configuration is in force); a new leaf policy applies to the next request;
+   * settings read only at start are logged as needing a restart.
    */
+  apply(next: Config): Promise<AgentPlan> {
+    const run = this.applying.then(() => this.carryOut(freezeConfig(next)));
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  /** apply(), answering the short list of what changed (for status messages). */
   async reconfigure(next: Config): Promise<string[]> {
-    const prev = this.config;
-    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-    const changes: string[] = [];
-    if (!same(prev.vault, next.vault) || !same(prev.auth, next.auth)) {
-      const old = { vault: this.vault, auth: this.auth };
-      ({ vault: this.vault, auth: this.auth } = this.vaultBackend(next));
-      this.authority.setBackend(this.vault, this.auth);
+    return planSummary(await this.apply(next));
+  }
+
+  private async carryOut(next: Readonly<Config>): Promise<AgentPlan> {
+    const plan = planApply(this.snapshot, next);
+    if (plan.newVaultBackend) {
+      const old = this.backend;
+      this.backend = this.vaultBackend(next);
+      this.authority.setBackend(this.backend.vault, this.backend.auth);
       // The old token is no longer used: revoke it (bounded) before closing its client, rather than leave it live.
       void old.auth
         .revokeAndStop()
         .then(() => old.vault.close())
         .catch(() => undefined);
-      changes.push("vault");
     }
-    if (!same(authorityOptions(prev), authorityOptions(next))) {
-      this.authority.reconfigure(authorityOptions(next));
-      changes.push("intermediate");
-    }
-    if (!same(prev.leaf, next.leaf)) {
-      Object.assign(this.leafPolicy, leafPolicy(next));
-      changes.push("leaf policy");
-    }
-    for (const [what, a, b] of [
-      ["serve", prev.serve, next.serve],
-      ["cacerts", prev.cacerts, next.cacerts],
-      ["istioCa", prev.istioCa, next.istioCa],
-    ] as const) {
-      if (!same(a, b))
-        this.log.warn({ setting: what }, "this setting changed but needs a restart of the agent to take effect");
-    }
-    this.config = next;
-    if (changes.includes("vault") || changes.includes("intermediate")) {
-      await this.authority.rotate("config");
-    }
-    return changes;
+    if (plan.newAuthorityOptions) this.authority.reconfigure(authorityOptions(next));
+    if (plan.newLeafPolicy) this.policy = leafPolicy(next);
+    for (const setting of plan.needsRestart)
+      this.log.warn({ setting }, "this setting changed but needs a restart of the agent to take effect");
+    this.snapshot = next;
+    if (plan.newIntermediate) await this.authority.rotate("config");
+    return plan;
   }
 
   /** Writes a bundle to the cacerts directory; failures are logged and counted, the last good files stay. */
@@ -165,7 +162,7 @@ export class Agent {
         registry: this.metrics.registry,
         beforeMetrics: () => {
           const b = this.authority.current();
-          this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - Date.now()) / 1000 : 0);
+          this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - this.clock.now()) / 1000 : 0);
         },
       });
       const addr = await this.http.start();
@@ -175,7 +172,7 @@ export class Agent {
       {
         socketPath: this.config.serve.socketPath,
         keyExport: this.config.serve.keyExport,
-        leafPolicy: this.leafPolicy,
+        leafPolicy: () => this.policy,
         limits: this.config.serve.limits,
       },
       this.authority,
@@ -199,7 +196,7 @@ export class Agent {
         {
           address: this.config.istioCa.address,
           servingNames: this.config.istioCa.servingNames,
-          leafPolicy: this.leafPolicy,
+          leafPolicy: () => this.policy,
           maxInFlight: this.config.istioCa.maxInFlight,
           authFailureBurst: this.config.istioCa.authFailureBurst,
           authFailuresPerMinute: this.config.istioCa.authFailuresPerMinute,
@@ -221,13 +218,13 @@ export class Agent {
   async stop(): Promise<void> {
     this.authority.stop();
     // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
-    await this.auth.revokeAndStop();
+    await this.backend.auth.revokeAndStop();
     this.unsubscribeSink?.();
     await this.sinkQueue;
     await this.istioCa?.stop();
     await this.kube?.close();
     await this.grpc?.stop();
     await this.http?.stop();
-    await this.vault.close();
+    await this.backend.vault.close();
   }
 }

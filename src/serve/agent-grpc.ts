@@ -37,7 +37,8 @@ export const MAX_MESSAGE_BYTES = 64 * 1024;
 export interface AgentGrpcOptions {
   socketPath: string;
   keyExport: boolean;
-  leafPolicy: LeafPolicy;
+  /** The policy in force, read at each request (the agent replaces it on reconfiguration). */
+  leafPolicy: () => LeafPolicy;
   /** Sign leaves on this many worker threads (0 or absent: on the main thread). */
   signingWorkers?: number;
   /** Stream, signing and rotation limits; DEFAULT_SOCKET_LIMITS when absent. */
@@ -224,8 +225,8 @@ export class AgentGrpcServer {
     const ttl = Number(call.request.ttlSeconds ?? 0);
     const csrPem = call.request.csrPem ?? "";
     (this.pool
-      ? this.pool.sign(b, csrPem, ttl, this.opts.leafPolicy, new Date())
-      : signLeaf(b, csrPem, ttl, this.opts.leafPolicy, new Date())
+      ? this.pool.sign(b, csrPem, ttl, this.opts.leafPolicy(), new Date())
+      : signLeaf(b, csrPem, ttl, this.opts.leafPolicy(), new Date())
     )
       .then((leaf) => {
         this.metrics.leavesSigned.inc();

@@ -27,7 +27,8 @@ export interface IstioCaOptions {
   address: string;
   /** DNS names (and IPs) in the serving certificate, e.g. istiod-vault-agent.istio-system.svc. */
   servingNames: string[];
-  leafPolicy: LeafPolicy;
+  /** The policy in force, read at each request (the agent replaces it on reconfiguration). */
+  leafPolicy: () => LeafPolicy;
   /** CreateCertificate calls handled at once; more are refused with RESOURCE_EXHAUSTED. */
   maxInFlight?: number;
   /** Failed authentications per peer address before it is refused without a TokenReview, and the refill rate. */
@@ -151,7 +152,7 @@ export class IstioCaServer {
               bundle,
               call.request.csr ?? "",
               Math.max(0, Number(call.request.validityDuration ?? 0)),
-              this.opts.leafPolicy,
+              this.opts.leafPolicy(),
               new Date(this.clock.now()),
               {
                 requiredIdentity: who.spiffeId,
