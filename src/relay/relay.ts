@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import { InvalidIssuerAnswerError, validateSignAnswer } from "../authority/chain.js";
 import { createIntermediateCsr } from "../authority/csr.js";
-import { renewalDelayMs } from "../authority/intermediate-authority.js";
+import { heldAfterIssue, jitterFraction, keepOrRenew, type HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
@@ -13,14 +13,7 @@ import { Backoff } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
 import { createLeafCsr, type LeafUsage } from "./csr.js";
-import {
-  dnsNamesOf,
-  effectiveStart,
-  inspectTlsSecret,
-  renewAtMs,
-  splitPemCertificates,
-  type TlsExpectation,
-} from "./inspect.js";
+import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
 import type { RelayMetrics } from "./metrics.js";
 import {
   ANNOTATION_PREFIX,
@@ -44,7 +37,7 @@ interface ItemBase {
   everOk: boolean;
   lastError?: string | undefined;
   /** What the Secret holds, for certificate items. */
-  held?: { serialHex: string; renewAt: number; notAfter: number } | undefined;
+  held?: HeldCertificate | undefined;
 }
 
 type Item =
@@ -312,10 +305,6 @@ export class Relay {
       : { kind: "ca", keyAlgorithm: this.cfg.keyAlgorithm };
   }
 
-  private jitter(): number {
-    return (this.random() * 2 - 1) * this.cfg.jitterRatio;
-  }
-
   private async reconcileCertificate(item: Item, trigger: RelayTrigger, force: boolean): Promise<number> {
     // Vault's current root; if Vault cannot be reached, a Secret is judged by its own ca.crt (and re-judged later).
     const trusted =
@@ -333,49 +322,37 @@ export class Relay {
     const secret = await this.secrets.get(item.secret);
     this.secrets.assertWritable(item.secret, secret);
     const now = this.clock.now();
-    let reason = "the Secret does not exist";
-    if (secret && force) reason = `rotation requested (${trigger})`;
-    else if (secret) {
-      const seen = await inspectTlsSecret(
-        SecretStore.decode(secret),
-        this.expectationFor(item),
-        trusted,
-        new Date(now),
-      );
-      if (seen.ok && SecretStore.isManaged(secret)) {
-        const prev = item.held;
-        const renewAt =
-          prev?.serialHex === seen.serialHex
-            ? prev.renewAt
-            : renewAtMs(
-                effectiveStart(seen.notBefore, secret.metadata.annotations?.[ISSUED_AT_ANNOTATION], now),
-                seen.notAfter,
-                this.cfg.graceRatio,
-                this.jitter(),
-              );
-        if (now < renewAt) {
-          if (prev?.serialHex !== seen.serialHex) {
-            this.log.info(
-              {
-                secret: this.qualified(item),
-                serial: seen.serialHex,
-                notAfter: seen.notAfter.toISOString(),
-                renewAt: new Date(renewAt).toISOString(),
-                trigger,
-              },
-              "keeping the valid certificate already in the Secret",
-            );
-          }
-          item.held = { serialHex: seen.serialHex, renewAt, notAfter: seen.notAfter.getTime() };
-          this.metrics.held(item.secret, seen.notAfter);
-          return renewAt - now;
-        }
-        reason = "due for renewal";
-      } else {
-        reason = seen.ok ? "adopting the Secret (--adopt)" : seen.reason;
+    const decision = keepOrRenew({
+      stored: secret
+        ? await inspectTlsSecret(SecretStore.decode(secret), this.expectationFor(item), trusted, new Date(now))
+        : undefined,
+      managed: secret !== undefined && SecretStore.isManaged(secret),
+      forced: force ? trigger : undefined,
+      held: item.held,
+      issuedAt: secret?.metadata.annotations?.[ISSUED_AT_ANNOTATION],
+      now,
+      graceRatio: this.cfg.graceRatio,
+      jitter: jitterFraction(this.random, this.cfg.jitterRatio),
+    });
+    if (decision.action === "keep") {
+      const { held } = decision;
+      if (decision.firstSeen) {
+        this.log.info(
+          {
+            secret: this.qualified(item),
+            serial: held.serialHex,
+            notAfter: new Date(held.notAfter).toISOString(),
+            renewAt: new Date(held.renewAt).toISOString(),
+            trigger,
+          },
+          "keeping the valid certificate already in the Secret",
+        );
       }
+      item.held = held;
+      this.metrics.held(item.secret, new Date(held.notAfter));
+      return held.renewAt - now;
     }
-    return this.issue(item, secret, trigger, reason);
+    return this.issue(item, secret, trigger, decision.reason);
   }
 
   private async issue(item: Item, secret: KubeSecret | undefined, trigger: RelayTrigger, reason: string) {
@@ -436,10 +413,14 @@ export class Relay {
       },
     };
     const outcome = await this.write(item, secret, trigger, desired);
-    const now = this.clock.now();
-    const renewIn = renewalDelayMs(chain.cert.notBefore, chain.cert.notAfter, now, this.cfg.graceRatio, this.jitter());
     const serialHex = chain.cert.serialNumber.toLowerCase();
-    item.held = { serialHex, renewAt: now + renewIn, notAfter: chain.cert.notAfter.getTime() };
+    const { held, renewInMs: renewIn } = heldAfterIssue(
+      { serialHex, notBefore: chain.cert.notBefore, notAfter: chain.cert.notAfter },
+      this.clock.now(),
+      this.cfg.graceRatio,
+      jitterFraction(this.random, this.cfg.jitterRatio),
+    );
+    item.held = held;
     this.metrics.held(item.secret, chain.cert.notAfter);
     this.log.info(
       {

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { renewalDelayMs } from "../../src/authority/intermediate-authority.js";
+import { heldAfterIssue, keepOrRenew, type KeepOrRenewInput } from "../../src/authority/renewal.js";
 import { Backoff } from "../../src/util/backoff.js";
 
 const H = 3600_000;
@@ -50,5 +51,82 @@ describe("backoff", () => {
     b.next();
     b.reset();
     assert.equal(b.next(), 100);
+  });
+});
+
+describe("keep or renew (one decision for the relay, the bootstrap agent and the intermediate's schedule)", () => {
+  const t0 = Date.UTC(2026, 0, 1);
+  const valid = {
+    ok: true as const,
+    serialHex: "0a",
+    notBefore: new Date(t0 - 30_000),
+    notAfter: new Date(t0 + 30 * H),
+  };
+  const input = (o: Partial<KeepOrRenewInput> = {}): KeepOrRenewInput => ({
+    stored: valid,
+    managed: true,
+    held: undefined,
+    issuedAt: new Date(t0).toISOString(),
+    now: t0 + H,
+    graceRatio: 1 / 3,
+    jitter: 0,
+    ...o,
+  });
+
+  it("keeps a valid certificate until a third of its life remains, measured from the recorded issue time", () => {
+    const d = keepOrRenew(input());
+    assert.deepEqual(d, {
+      action: "keep",
+      firstSeen: true,
+      held: { serialHex: "0a", renewAt: t0 + 20 * H, notAfter: t0 + 30 * H },
+    });
+    assert.deepEqual(keepOrRenew(input({ now: t0 + 20 * H })), {
+      action: "renew",
+      reason: "due for renewal",
+      usable: true,
+    });
+  });
+
+  it("keeps the renewal point of a serial it has seen (jitter is drawn once per certificate)", () => {
+    const held = { serialHex: "0a", renewAt: t0 + 2 * H, notAfter: t0 + 30 * H };
+    const d = keepOrRenew(input({ held, jitter: 0.05 }));
+    assert.deepEqual(d, { action: "keep", firstSeen: false, held });
+    assert.equal(keepOrRenew(input({ held, now: t0 + 2 * H })).action, "renew");
+    const other = keepOrRenew(input({ held: { ...held, serialHex: "0b" }, jitter: 0.05 }));
+    assert.equal(other.action === "keep" && other.held.renewAt, t0 + 21.5 * H, "a new serial gets its own point");
+  });
+
+  it("renews what it cannot use, and says whether the stored certificate may authenticate the renewal", () => {
+    assert.deepEqual(keepOrRenew(input({ stored: undefined })), {
+      action: "renew",
+      reason: "the Secret does not exist",
+      usable: false,
+    });
+    assert.deepEqual(keepOrRenew(input({ stored: { ok: false, reason: "ca.crt is not Vault's current root" } })), {
+      action: "renew",
+      reason: "ca.crt is not Vault's current root",
+      usable: false,
+    });
+    assert.deepEqual(keepOrRenew(input({ forced: "signal" })), {
+      action: "renew",
+      reason: "renewal requested (signal)",
+      usable: true,
+    });
+    assert.deepEqual(keepOrRenew(input({ managed: false })), {
+      action: "renew",
+      reason: "adopting the Secret (--adopt)",
+      usable: true,
+    });
+    assert.deepEqual(keepOrRenew(input({ mismatch: "the key is not ECDSA_P384" })), {
+      action: "renew",
+      reason: "the key is not ECDSA_P384",
+      usable: true,
+    });
+  });
+
+  it("after issuing, the renewal point is the grace point from now (Vault's backdating ignored)", () => {
+    const { held, renewInMs } = heldAfterIssue(valid, t0, 1 / 3, 0);
+    assert.equal(renewInMs, 20 * H);
+    assert.deepEqual(held, { serialHex: "0a", renewAt: t0 + 20 * H, notAfter: t0 + 30 * H });
   });
 });

@@ -9,20 +9,13 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
-import { renewalDelayMs } from "../../authority/intermediate-authority.js";
+import { heldAfterIssue, jitterFraction, keepOrRenew, type HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import type { RelayConfig } from "../config.js";
 import { createLeafCsr } from "../csr.js";
-import {
-  dnsNamesOf,
-  effectiveStart,
-  inspectTlsSecret,
-  keyAlgorithmOf,
-  renewAtMs,
-  splitPemCertificates,
-} from "../inspect.js";
+import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } from "../inspect.js";
 import type { RelayMetrics } from "../metrics.js";
 import { ISSUED_AT_ANNOTATION, scrub } from "../relay.js";
 import { ANNOTATION_PREFIX, SecretStore } from "../secrets.js";
@@ -49,19 +42,13 @@ export class InvalidIssuedError extends Error {
 
 export type BootstrapTrigger = "start" | "schedule" | "retry" | "resync" | "signal" | "once";
 
-interface Held {
-  serialHex: string;
-  renewAt: number;
-  notAfter: number;
-}
-
 export class BootstrapAgent {
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly log: Logger;
   private readonly backoff: Backoff;
   private readonly cluster: string;
-  private held: Held | undefined;
+  private held: HeldCertificate | undefined;
   private timer: Timer | undefined;
   private running: Promise<number> | undefined;
   private stopped = false;
@@ -157,50 +144,48 @@ export class BootstrapAgent {
     const now = this.clock.now();
     const data = SecretStore.decode(secret);
 
-    let usable: { certPem: string; keyPem: string } | undefined;
-    let reason = "the Secret does not exist";
-    if (secret) {
-      const seen = await inspectTlsSecret(
-        data,
-        { kind: "leaf", dnsNames: [this.cluster], keyAlgorithm: heldKeyAlgorithm(data["tls.key"], this.cfg) },
-        rootPem,
-        new Date(now),
-      );
-      if (!seen.ok) reason = seen.reason;
-      else {
-        usable = { certPem: data["tls.crt"]!, keyPem: data["tls.key"]! };
-        const prev = this.held;
-        const renewAt =
-          prev?.serialHex === seen.serialHex
-            ? prev.renewAt
-            : renewAtMs(
-                effectiveStart(seen.notBefore, secret.metadata.annotations?.[ISSUED_AT_ANNOTATION], now),
-                seen.notAfter,
-                this.cfg.graceRatio,
-                this.jitter(),
-              );
-        const algorithmChanged = keyAlgorithmOf(createPrivateKey(usable.keyPem)) !== this.cfg.keyAlgorithm;
-        if (force) reason = `renewal requested (${trigger})`;
-        else if (!SecretStore.isManaged(secret)) reason = "adopting the Secret (--adopt)";
-        else if (algorithmChanged) reason = `the key is not ${this.cfg.keyAlgorithm}`;
-        else if (now < renewAt) {
-          if (prev?.serialHex !== seen.serialHex)
-            this.log.info(
-              {
-                secret: this.qualified(s.client),
-                serial: seen.serialHex,
-                notAfter: seen.notAfter.toISOString(),
-                renewAt: new Date(renewAt).toISOString(),
-                trigger,
-              },
-              "keeping the valid client certificate already in the Secret",
-            );
-          this.held = { serialHex: seen.serialHex, renewAt, notAfter: seen.notAfter.getTime() };
-          this.deps.metrics.held(s.client, seen.notAfter);
-          return renewAt - now;
-        } else reason = "due for renewal";
-      }
+    // The held key is inspected as what it is; a key of another algorithm than configured is then renewed (mismatch).
+    const heldAlgorithm = heldKeyAlgorithm(data["tls.key"], this.cfg);
+    const stored = secret
+      ? await inspectTlsSecret(
+          data,
+          { kind: "leaf", dnsNames: [this.cluster], keyAlgorithm: heldAlgorithm },
+          rootPem,
+          new Date(now),
+        )
+      : undefined;
+    const decision = keepOrRenew({
+      stored,
+      managed: secret !== undefined && SecretStore.isManaged(secret),
+      forced: force ? trigger : undefined,
+      mismatch: heldAlgorithm !== this.cfg.keyAlgorithm ? `the key is not ${this.cfg.keyAlgorithm}` : undefined,
+      held: this.held,
+      issuedAt: secret?.metadata.annotations?.[ISSUED_AT_ANNOTATION],
+      now,
+      graceRatio: this.cfg.graceRatio,
+      jitter: jitterFraction(this.random, this.cfg.jitterRatio),
+    });
+    if (decision.action === "keep") {
+      const { held } = decision;
+      if (decision.firstSeen)
+        this.log.info(
+          {
+            secret: this.qualified(s.client),
+            serial: held.serialHex,
+            notAfter: new Date(held.notAfter).toISOString(),
+            renewAt: new Date(held.renewAt).toISOString(),
+            trigger,
+          },
+          "keeping the valid client certificate already in the Secret",
+        );
+      this.held = held;
+      this.deps.metrics.held(s.client, new Date(held.notAfter));
+      return held.renewAt - now;
     }
+    const { reason } = decision;
+    // A certificate still valid for this cluster and the relay root authenticates its own renewal (mTLS); without
+    // one, the agent falls back to bootstrapping with the identity token.
+    const usable = decision.usable ? { certPem: data["tls.crt"]!, keyPem: data["tls.key"]! } : undefined;
 
     const keys = await generateKeyPair(this.cfg.keyAlgorithm, true);
     const csr = await createLeafCsr(keys, this.cfg.keyAlgorithm, [this.cluster], "client");
@@ -248,9 +233,13 @@ export class BootstrapAgent {
     this.deps.metrics.rotations.inc({ secret: s.client, trigger });
     if (outcome === "adopted")
       this.log.warn({ secret: this.qualified(s.client) }, `adopted Secret ${this.qualified(s.client)} (--adopt)`);
-    const now2 = this.clock.now();
-    const renewIn = renewalDelayMs(checked.notBefore, checked.notAfter, now2, this.cfg.graceRatio, this.jitter());
-    this.held = { serialHex: checked.serialHex, renewAt: now2 + renewIn, notAfter: checked.notAfter.getTime() };
+    const { held, renewInMs: renewIn } = heldAfterIssue(
+      checked,
+      this.clock.now(),
+      this.cfg.graceRatio,
+      jitterFraction(this.random, this.cfg.jitterRatio),
+    );
+    this.held = held;
     this.deps.metrics.held(s.client, checked.notAfter);
     this.log.info(
       {
@@ -269,10 +258,6 @@ export class BootstrapAgent {
         : "bootstrapped a relay client certificate with the identity token and wrote it into the Secret",
     );
     return renewIn;
-  }
-
-  private jitter(): number {
-    return (this.random() * 2 - 1) * this.cfg.jitterRatio;
   }
 
   private async readRoot(): Promise<string> {
