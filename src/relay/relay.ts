@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import { InvalidIssuerAnswerError, validateSignAnswer } from "../authority/chain.js";
 import { createIntermediateCsr } from "../authority/csr.js";
-import { heldAfterIssue, jitterFraction, keepOrRenew, type HeldCertificate } from "../authority/renewal.js";
+import { heldAfterIssue, jitterFraction, type HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
@@ -14,6 +14,7 @@ import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
 import { createLeafCsr, type LeafUsage } from "./csr.js";
 import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
+import { decideForSecret, ISSUED_AT_ANNOTATION } from "./keep-or-renew.js";
 import type { RelayMetrics } from "./metrics.js";
 import {
   ANNOTATION_PREFIX,
@@ -26,8 +27,6 @@ import {
 import type { RelayVault } from "./vault.js";
 
 export type RelayTrigger = "start" | "schedule" | "retry" | "resync" | "signal" | "once";
-
-export const ISSUED_AT_ANNOTATION = `${ANNOTATION_PREFIX}issued-at`;
 
 interface ItemBase {
   secret: string;
@@ -322,35 +321,26 @@ export class Relay {
     const secret = await this.secrets.get(item.secret);
     this.secrets.assertWritable(item.secret, secret);
     const now = this.clock.now();
-    const decision = keepOrRenew({
+    const decision = decideForSecret({
+      name: item.secret,
+      qualified: this.qualified(item),
+      secret,
       stored: secret
         ? await inspectTlsSecret(SecretStore.decode(secret), this.expectationFor(item), trusted, new Date(now))
         : undefined,
-      managed: secret !== undefined && SecretStore.isManaged(secret),
       forced: force ? trigger : undefined,
       held: item.held,
-      issuedAt: secret?.metadata.annotations?.[ISSUED_AT_ANNOTATION],
+      trigger,
       now,
-      graceRatio: this.cfg.graceRatio,
-      jitter: jitterFraction(this.random, this.cfg.jitterRatio),
+      cfg: this.cfg,
+      random: this.random,
+      log: this.log,
+      metrics: this.metrics,
+      what: "certificate",
     });
     if (decision.action === "keep") {
-      const { held } = decision;
-      if (decision.firstSeen) {
-        this.log.info(
-          {
-            secret: this.qualified(item),
-            serial: held.serialHex,
-            notAfter: new Date(held.notAfter).toISOString(),
-            renewAt: new Date(held.renewAt).toISOString(),
-            trigger,
-          },
-          "keeping the valid certificate already in the Secret",
-        );
-      }
-      item.held = held;
-      this.metrics.held(item.secret, new Date(held.notAfter));
-      return held.renewAt - now;
+      item.held = decision.held;
+      return decision.held.renewAt - now;
     }
     return this.issue(item, secret, trigger, decision.reason);
   }

@@ -11,7 +11,7 @@ import { createLogger } from "../../src/observability/logger.js";
 import { BootstrapAgent } from "../../src/relay/bootstrap/agent.js";
 import { IssuerCallError, type IssuerClient } from "../../src/relay/bootstrap/issuer-client.js";
 import { BootstrapAgentMetrics } from "../../src/relay/bootstrap/metrics.js";
-import type { RelayConfig } from "../../src/relay/config.js";
+import { DEFAULT_RELAY_CONFIG, type RelayConfig } from "../../src/relay/config.js";
 import { RelayMetrics } from "../../src/relay/metrics.js";
 import { Relay } from "../../src/relay/relay.js";
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretStore, type KubeSecret } from "../../src/relay/secrets.js";
@@ -73,34 +73,13 @@ class MemoryKube {
   }
 }
 
-const config = (o: Partial<RelayConfig> = {}): RelayConfig =>
-  ({
-    role: "agent",
-    cluster: "cluster-1",
-    pkiMount: "relay-pki",
-    clientRole: "relay-client",
-    serverRole: "relay-server",
-    serverDns: [],
-    signingIntermediate: false,
-    sharedToken: false,
-    clusters: [],
-    ttlSeconds: TTL_S,
-    graceRatio: 1 / 3,
-    jitterRatio: 0.05,
-    keyAlgorithm: "ECDSA_P256",
-    secrets: {
-      root: "relay-root-tls-secret",
-      server: "relay-server-tls-secret",
-      client: "relay-client-tls-secret",
-      signing: "relay-tls-signing-secret",
-      token: "relay-identity-token-secret",
-    },
-    once: false,
-    resyncSeconds: 24 * 3600,
-    backoff: { initialMs: 1_000, maxMs: 300_000 },
-    bootstrap: { address: "mgmt:9900" },
-    ...o,
-  }) as unknown as RelayConfig;
+const config = (): RelayConfig => ({
+  ...DEFAULT_RELAY_CONFIG,
+  role: "agent",
+  cluster: "cluster-1",
+  ttlSeconds: TTL_S,
+  bootstrap: { ...DEFAULT_RELAY_CONFIG.bootstrap, address: "mgmt:9900" },
+});
 
 const CLIENT = "relay-client-tls-secret";
 

@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
-import { heldAfterIssue, jitterFraction, keepOrRenew, type HeldCertificate } from "../../authority/renewal.js";
+import { heldAfterIssue, jitterFraction, type HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
@@ -17,7 +17,8 @@ import type { RelayConfig } from "../config.js";
 import { createLeafCsr } from "../csr.js";
 import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } from "../inspect.js";
 import type { RelayMetrics } from "../metrics.js";
-import { ISSUED_AT_ANNOTATION, scrub } from "../relay.js";
+import { decideForSecret, ISSUED_AT_ANNOTATION } from "../keep-or-renew.js";
+import { scrub } from "../relay.js";
 import { ANNOTATION_PREFIX, SecretStore } from "../secrets.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
 import type { BootstrapAgentMetrics } from "./metrics.js";
@@ -154,33 +155,25 @@ export class BootstrapAgent {
           new Date(now),
         )
       : undefined;
-    const decision = keepOrRenew({
+    const decision = decideForSecret({
+      name: s.client,
+      qualified: this.qualified(s.client),
+      secret,
       stored,
-      managed: secret !== undefined && SecretStore.isManaged(secret),
       forced: force ? trigger : undefined,
       mismatch: heldAlgorithm !== this.cfg.keyAlgorithm ? `the key is not ${this.cfg.keyAlgorithm}` : undefined,
       held: this.held,
-      issuedAt: secret?.metadata.annotations?.[ISSUED_AT_ANNOTATION],
+      trigger,
       now,
-      graceRatio: this.cfg.graceRatio,
-      jitter: jitterFraction(this.random, this.cfg.jitterRatio),
+      cfg: this.cfg,
+      random: this.random,
+      log: this.log,
+      metrics: this.deps.metrics,
+      what: "client certificate",
     });
     if (decision.action === "keep") {
-      const { held } = decision;
-      if (decision.firstSeen)
-        this.log.info(
-          {
-            secret: this.qualified(s.client),
-            serial: held.serialHex,
-            notAfter: new Date(held.notAfter).toISOString(),
-            renewAt: new Date(held.renewAt).toISOString(),
-            trigger,
-          },
-          "keeping the valid client certificate already in the Secret",
-        );
-      this.held = held;
-      this.deps.metrics.held(s.client, new Date(held.notAfter));
-      return held.renewAt - now;
+      this.held = decision.held;
+      return decision.held.renewAt - now;
     }
     const { reason } = decision;
     // A certificate still valid for this cluster and the relay root authenticates its own renewal (mTLS); without
