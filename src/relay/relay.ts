@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import { InvalidIssuerAnswerError, validateSignAnswer } from "../authority/chain.js";
 import { createIntermediateCsr } from "../authority/csr.js";
-import { heldAfterIssue, jitterFraction, type HeldCertificate } from "../authority/renewal.js";
+import type { HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
@@ -14,14 +14,19 @@ import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
 import { createLeafCsr, type LeafUsage } from "./csr.js";
 import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
-import { decideForSecret, ISSUED_AT_ANNOTATION } from "./keep-or-renew.js";
+import {
+  decideForSecret,
+  writeIssued,
+  writeSecret,
+  type RenewalSettings,
+  type SecretContext,
+} from "./keep-or-renew.js";
 import type { RelayMetrics } from "./metrics.js";
 import {
   ANNOTATION_PREFIX,
   IncompatibleSecretError,
   SecretStore,
   UnmanagedSecretError,
-  type DesiredSecret,
   type KubeSecret,
 } from "./secrets.js";
 import type { RelayVault } from "./vault.js";
@@ -180,6 +185,15 @@ export class Relay {
     return `${this.secrets.namespace}/${item.secret}`;
   }
 
+  private ctx(item: Item): SecretContext {
+    const { secrets, metrics, log } = this;
+    return { name: item.secret, qualified: this.qualified(item), secrets, metrics, log };
+  }
+
+  private get renewal(): RenewalSettings {
+    return { graceRatio: this.cfg.graceRatio, jitterRatio: this.cfg.jitterRatio, random: this.random };
+  }
+
   /** Runs fn after every reconciliation queued before it. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn);
@@ -252,14 +266,19 @@ export class Relay {
       this.metrics.held(item.secret, notAfter);
       return Number.POSITIVE_INFINITY;
     }
-    const outcome = await this.write(item, secret, trigger, {
-      type: "Opaque",
-      data: { "ca.crt": root },
-      annotations: {
-        [`${ANNOTATION_PREFIX}source`]: `${this.cfg.pkiMount}/cert/ca_chain`,
-        [`${ANNOTATION_PREFIX}not-after`]: notAfter.toISOString(),
+    const outcome = await writeSecret(
+      this.ctx(item),
+      secret,
+      {
+        type: "Opaque",
+        data: { "ca.crt": root },
+        annotations: {
+          [`${ANNOTATION_PREFIX}source`]: `${this.cfg.pkiMount}/cert/ca_chain`,
+          [`${ANNOTATION_PREFIX}not-after`]: notAfter.toISOString(),
+        },
       },
-    });
+      trigger,
+    );
     this.metrics.held(item.secret, notAfter);
     this.log.info(
       { secret: this.qualified(item), write: outcome, trigger, rootSubject: new x509.X509Certificate(root).subject },
@@ -283,14 +302,19 @@ export class Relay {
     if (secret && SecretStore.isManaged(secret) && SecretStore.decode(secret).token === token) {
       return Number.POSITIVE_INFINITY;
     }
-    const outcome = await this.write(item, secret, trigger, {
-      type: "Opaque",
-      data: { token },
-      annotations: {
-        [`${ANNOTATION_PREFIX}source`]: item.kvPath,
-        ...(item.cluster ? { [`${ANNOTATION_PREFIX}cluster`]: item.cluster } : {}),
+    const outcome = await writeSecret(
+      this.ctx(item),
+      secret,
+      {
+        type: "Opaque",
+        data: { token },
+        annotations: {
+          [`${ANNOTATION_PREFIX}source`]: item.kvPath,
+          ...(item.cluster ? { [`${ANNOTATION_PREFIX}cluster`]: item.cluster } : {}),
+        },
       },
-    });
+      trigger,
+    );
     this.log.info(
       { secret: this.qualified(item), write: outcome, trigger, kvPath: item.kvPath, cluster: item.cluster },
       "wrote the identity token from Vault into the Secret",
@@ -321,9 +345,7 @@ export class Relay {
     const secret = await this.secrets.get(item.secret);
     this.secrets.assertWritable(item.secret, secret);
     const now = this.clock.now();
-    const decision = decideForSecret({
-      name: item.secret,
-      qualified: this.qualified(item),
+    const decision = decideForSecret(this.ctx(item), this.renewal, {
       secret,
       stored: secret
         ? await inspectTlsSecret(SecretStore.decode(secret), this.expectationFor(item), trusted, new Date(now))
@@ -332,10 +354,6 @@ export class Relay {
       held: item.held,
       trigger,
       now,
-      cfg: this.cfg,
-      random: this.random,
-      log: this.log,
-      metrics: this.metrics,
       what: "certificate",
     });
     if (decision.action === "keep") {
@@ -387,31 +405,28 @@ export class Relay {
       const rootItem = this.items.find((i) => i.kind === "root");
       if (rootItem && !this.cfg.once) this.schedule(rootItem, 0, "resync");
     }
-    const issuedAt = this.clock.now();
-    const desired: DesiredSecret = {
-      type: "kubernetes.io/tls",
-      data: {
-        "tls.crt": chain.chainPem.slice(0, -1).join(""),
-        "tls.key": await exportPrivateKeyPem(keys.privateKey),
-        "ca.crt": chain.rootPem,
-      },
-      annotations: {
-        [ISSUED_AT_ANNOTATION]: new Date(issuedAt).toISOString(),
-        [`${ANNOTATION_PREFIX}not-after`]: chain.cert.notAfter.toISOString(),
-        [`${ANNOTATION_PREFIX}serial`]: chain.cert.serialNumber.toLowerCase(),
-        [`${ANNOTATION_PREFIX}source`]: vaultPath,
-      },
-    };
-    const outcome = await this.write(item, secret, trigger, desired);
     const serialHex = chain.cert.serialNumber.toLowerCase();
-    const { held, renewInMs: renewIn } = heldAfterIssue(
-      { serialHex, notBefore: chain.cert.notBefore, notAfter: chain.cert.notAfter },
-      this.clock.now(),
-      this.cfg.graceRatio,
-      jitterFraction(this.random, this.cfg.jitterRatio),
+    const {
+      outcome,
+      held,
+      renewInMs: renewIn,
+    } = await writeIssued(
+      this.ctx(item),
+      this.renewal,
+      secret,
+      {
+        tlsCrt: chain.chainPem.slice(0, -1).join(""),
+        keyPem: await exportPrivateKeyPem(keys.privateKey),
+        rootPem: chain.rootPem,
+        serialHex,
+        notBefore: chain.cert.notBefore,
+        notAfter: chain.cert.notAfter,
+        source: vaultPath,
+      },
+      trigger,
+      () => this.clock.now(),
     );
     item.held = held;
-    this.metrics.held(item.secret, chain.cert.notAfter);
     this.log.info(
       {
         secret: this.qualified(item),
@@ -427,24 +442,6 @@ export class Relay {
       `wrote a new ${item.kind === "leaf" ? `${item.usage} certificate` : "signing intermediate"} and its key into the Secret`,
     );
     return renewIn;
-  }
-
-  private async write(
-    item: Item,
-    secret: KubeSecret | undefined,
-    trigger: RelayTrigger,
-    desired: DesiredSecret,
-  ): Promise<string> {
-    const outcome = await this.secrets.write(item.secret, desired, secret);
-    this.metrics.writes.inc({ secret: item.secret, operation: outcome });
-    this.metrics.rotations.inc({ secret: item.secret, trigger });
-    if (outcome === "adopted") {
-      this.log.warn(
-        { secret: this.qualified(item) },
-        `adopted Secret ${this.qualified(item)} (--adopt): it now carries the managed-by label and relay data`,
-      );
-    }
-    return outcome;
   }
 }
 

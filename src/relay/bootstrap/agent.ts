@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
-import { heldAfterIssue, jitterFraction, type HeldCertificate } from "../../authority/renewal.js";
+import type { HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
@@ -17,9 +17,9 @@ import type { RelayConfig } from "../config.js";
 import { createLeafCsr } from "../csr.js";
 import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } from "../inspect.js";
 import type { RelayMetrics } from "../metrics.js";
-import { decideForSecret, ISSUED_AT_ANNOTATION } from "../keep-or-renew.js";
+import { decideForSecret, writeIssued, type RenewalSettings, type SecretContext } from "../keep-or-renew.js";
 import { scrub } from "../relay.js";
-import { ANNOTATION_PREFIX, SecretStore } from "../secrets.js";
+import { SecretStore } from "../secrets.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
 import type { BootstrapAgentMetrics } from "./metrics.js";
 
@@ -96,6 +96,21 @@ export class BootstrapAgent {
     return `${this.deps.secrets.namespace}/${name}`;
   }
 
+  private ctx(): SecretContext {
+    const name = this.cfg.secrets.client;
+    return {
+      name,
+      qualified: this.qualified(name),
+      secrets: this.deps.secrets,
+      metrics: this.deps.metrics,
+      log: this.log,
+    };
+  }
+
+  private get renewal(): RenewalSettings {
+    return { graceRatio: this.cfg.graceRatio, jitterRatio: this.cfg.jitterRatio, random: this.random };
+  }
+
   private async run(trigger: BootstrapTrigger, force = false): Promise<void> {
     if (this.stopped) return;
     this.timer?.cancel();
@@ -155,9 +170,7 @@ export class BootstrapAgent {
           new Date(now),
         )
       : undefined;
-    const decision = decideForSecret({
-      name: s.client,
-      qualified: this.qualified(s.client),
+    const decision = decideForSecret(this.ctx(), this.renewal, {
       secret,
       stored,
       forced: force ? trigger : undefined,
@@ -165,10 +178,6 @@ export class BootstrapAgent {
       held: this.held,
       trigger,
       now,
-      cfg: this.cfg,
-      random: this.random,
-      log: this.log,
-      metrics: this.deps.metrics,
       what: "client certificate",
     });
     if (decision.action === "keep") {
@@ -207,33 +216,24 @@ export class BootstrapAgent {
       throw err;
     }
     const checked = await validateIssued(issued, keys.publicKey, rootPem, this.cluster, new Date(this.clock.now()));
-    const issuedAt = this.clock.now();
-    const outcome = await this.deps.secrets.write(
-      s.client,
-      {
-        type: "kubernetes.io/tls",
-        data: { "tls.crt": checked.tlsCrt, "tls.key": await exportPrivateKeyPem(keys.privateKey), "ca.crt": rootPem },
-        annotations: {
-          [ISSUED_AT_ANNOTATION]: new Date(issuedAt).toISOString(),
-          [`${ANNOTATION_PREFIX}not-after`]: checked.notAfter.toISOString(),
-          [`${ANNOTATION_PREFIX}serial`]: checked.serialHex,
-          [`${ANNOTATION_PREFIX}source`]: `issuer ${this.cfg.bootstrap.address ?? ""} (${method})`,
-        },
-      },
+    const {
+      outcome,
+      held,
+      renewInMs: renewIn,
+    } = await writeIssued(
+      this.ctx(),
+      this.renewal,
       secret,
-    );
-    this.deps.metrics.writes.inc({ secret: s.client, operation: outcome });
-    this.deps.metrics.rotations.inc({ secret: s.client, trigger });
-    if (outcome === "adopted")
-      this.log.warn({ secret: this.qualified(s.client) }, `adopted Secret ${this.qualified(s.client)} (--adopt)`);
-    const { held, renewInMs: renewIn } = heldAfterIssue(
-      checked,
-      this.clock.now(),
-      this.cfg.graceRatio,
-      jitterFraction(this.random, this.cfg.jitterRatio),
+      {
+        ...checked,
+        keyPem: await exportPrivateKeyPem(keys.privateKey),
+        rootPem,
+        source: `issuer ${this.cfg.bootstrap.address ?? ""} (${method})`,
+      },
+      trigger,
+      () => this.clock.now(),
     );
     this.held = held;
-    this.deps.metrics.held(s.client, checked.notAfter);
     this.log.info(
       {
         secret: this.qualified(s.client),
