@@ -13,7 +13,7 @@ import {
 import { csrMount } from "../vault/policies.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { Backoff, type BackoffOptions } from "../util/backoff.js";
-import { systemClock, type Clock, type Timer } from "../util/clock.js";
+import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
 import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import type { SigningBundle } from "./bundle.js";
@@ -102,10 +102,7 @@ export class IntermediateAuthority {
           { err: (err as Error).message, retryInMs: delay },
           "could not obtain the first intermediate; retrying",
         );
-        await new Promise<void>((resolve, reject) => {
-          const t = this.clock.after(delay, resolve);
-          signal?.addEventListener("abort", () => (t.cancel(), reject(signal.reason as Error)), { once: true });
-        });
+        await sleep(this.clock, delay, signal);
       }
     }
   }

@@ -9,7 +9,7 @@ import type { HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
-import { Backoff } from "../util/backoff.js";
+import { Backoff, nextRunAfterSuccess } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
 import { createLeafCsr, type LeafUsage } from "./csr.js";
@@ -210,9 +210,8 @@ export class Relay {
       item.backoff.reset();
       item.everOk = true;
       item.lastError = undefined;
-      const resync = this.cfg.resyncSeconds * 1000;
-      if (next < resync) this.schedule(item, next, "schedule");
-      else this.schedule(item, resync, "resync");
+      const { delayMs, trigger: why } = nextRunAfterSuccess(next, this.cfg.resyncSeconds * 1000);
+      this.schedule(item, delayMs, why);
     } catch (err) {
       const delay = item.backoff.next();
       this.recordFailure(item, err, trigger, delay);

@@ -30,3 +30,14 @@ export class Backoff {
     return this.attempt;
   }
 }
+
+/**
+ * When a reconciler runs again after a success: at the point its work is next due, or after the resync period when
+ * that comes first (the state is then re-checked even if nothing is due).
+ */
+export function nextRunAfterSuccess(
+  dueInMs: number,
+  resyncMs: number,
+): { delayMs: number; trigger: "schedule" | "resync" } {
+  return dueInMs <= resyncMs ? { delayMs: dueInMs, trigger: "schedule" } : { delayMs: resyncMs, trigger: "resync" };
+}

@@ -13,7 +13,16 @@ export class FakeClock implements Clock {
   private seq = 0;
   private timers: Pending[] = [];
 
-  constructor(start = Date.UTC(2026, 0, 1)) {
+  /**
+   * `rescheduleWaitMs`: after firing a timer, wait (in real time, at most this long) for the work it started to
+   * schedule its next timer before time moves on. The state machines under test reschedule after every run; their
+   * work (key generation, signing) runs on the thread pool, so a fixed pause would be too short on a busy machine and
+   * the next step would be scheduled from a clock that already moved on. 0: only let promise chains settle.
+   */
+  constructor(
+    start = Date.UTC(2026, 0, 1),
+    private readonly rescheduleWaitMs = 5_000,
+  ) {
     this.t = start;
   }
 
@@ -40,7 +49,10 @@ export class FakeClock implements Clock {
       if (!next || next.at > end) break;
       this.timers = this.timers.filter((p) => p !== next);
       this.t = next.at;
+      const scheduled = this.seq;
       next.fn();
+      const deadline = Date.now() + this.rescheduleWaitMs;
+      while (this.seq === scheduled && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
       await settle();
     }
     this.t = end;

@@ -24,7 +24,7 @@ const otherKeyPem = () =>
   generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string;
 const TTL_S = 3_000;
 const NS = "relay-ns";
-const log = createLogger({ level: "silent" });
+const log = createLogger({ level: process.env.IVA_UNIT_LOG_LEVEL ?? "silent" });
 
 /** An apiserver that holds Secrets in memory (GET, POST, PUT with resourceVersion), and nothing else. */
 class MemoryKube {

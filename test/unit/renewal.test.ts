@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { renewalDelayMs } from "../../src/authority/intermediate-authority.js";
 import { heldAfterIssue, keepOrRenew, type KeepOrRenewInput } from "../../src/authority/renewal.js";
-import { Backoff } from "../../src/util/backoff.js";
+import { Backoff, nextRunAfterSuccess } from "../../src/util/backoff.js";
 
 const H = 3600_000;
 
@@ -43,6 +43,11 @@ describe("backoff", () => {
     assert.deepEqual(lows.slice(0, 3), [500, 1_000, 2_000]);
     assert.equal(highs.at(-1), 300_000);
     assert.equal(lows.at(-1), 150_000);
+  });
+
+  it("after a success, runs at the due point or at the resync period, whichever comes first", () => {
+    assert.deepEqual(nextRunAfterSuccess(5_000, 60_000), { delayMs: 5_000, trigger: "schedule" });
+    assert.deepEqual(nextRunAfterSuccess(Number.POSITIVE_INFINITY, 60_000), { delayMs: 60_000, trigger: "resync" });
   });
 
   it("reset starts over", () => {

@@ -11,7 +11,7 @@ import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithm
 import { subtle, x509 } from "../../crypto/x509.js";
 import type { HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
-import { Backoff } from "../../util/backoff.js";
+import { Backoff, nextRunAfterSuccess } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import type { RelayConfig } from "../config.js";
 import { createLeafCsr } from "../csr.js";
@@ -122,8 +122,8 @@ export class BootstrapAgent {
       const delay = await next;
       this.backoff.reset();
       this.lastError = undefined;
-      const resync = this.cfg.resyncSeconds * 1000;
-      this.schedule(Math.min(delay, resync), delay <= resync ? "schedule" : "resync");
+      const { delayMs, trigger: why } = nextRunAfterSuccess(delay, this.cfg.resyncSeconds * 1000);
+      this.schedule(delayMs, why);
     } catch (err) {
       const message = scrub((err as Error).message);
       this.lastError = message;
