@@ -44,10 +44,12 @@ export class FakeClock implements Clock {
   /** Moves time forward by `ms`, firing every timer due on the way (each after the work it started settles). */
   async advance(ms: number): Promise<void> {
     const end = this.t + ms;
-    for (;;) {
+    for (let sameInstant = 0; ; sameInstant++) {
+      if (sameInstant > 50) throw new Error(`timers keep firing at ${new Date(this.t).toISOString()} (a loop?)`);
       const next = this.live()[0];
       if (!next || next.at > end) break;
       this.timers = this.timers.filter((p) => p !== next);
+      if (next.at > this.t) sameInstant = 0;
       this.t = next.at;
       const scheduled = this.seq;
       next.fn();
