@@ -12,8 +12,10 @@ import {
 } from "../authority/renewal.js";
 import type { TlsInspection } from "./inspect.js";
 import type { RelayMetrics } from "./metrics.js";
-import { ANNOTATION_PREFIX, SecretStore, type DesiredSecret, type KubeSecret, type WriteOutcome } from "./secrets.js";
+import { SecretStore, type DesiredSecret, type KubeSecret, type WriteOutcome } from "../kube/secret-store.js";
 
+/** Prefix of the annotations the relay writes on its Secrets. */
+export const ANNOTATION_PREFIX = "relay.istiod-vault-agent.io/";
 export const ISSUED_AT_ANNOTATION = `${ANNOTATION_PREFIX}issued-at`;
 
 /** One Secret the relay keeps, and what it needs to log and count its writes. */

@@ -15,6 +15,7 @@ import type { RelayConfig } from "./config.js";
 import { createLeafCsr, type LeafUsage } from "./csr.js";
 import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
 import {
+  ANNOTATION_PREFIX,
   decideForSecret,
   writeIssued,
   writeSecret,
@@ -22,13 +23,7 @@ import {
   type SecretContext,
 } from "./keep-or-renew.js";
 import type { RelayMetrics } from "./metrics.js";
-import {
-  ANNOTATION_PREFIX,
-  IncompatibleSecretError,
-  SecretStore,
-  UnmanagedSecretError,
-  type KubeSecret,
-} from "./secrets.js";
+import { IncompatibleSecretError, SecretStore, UnmanagedSecretError, type KubeSecret } from "../kube/secret-store.js";
 import type { RelayVault } from "./vault.js";
 
 export type RelayTrigger = "start" | "schedule" | "retry" | "resync" | "signal" | "once";

@@ -14,7 +14,7 @@ import { BootstrapAgentMetrics } from "../../src/relay/bootstrap/metrics.js";
 import { DEFAULT_RELAY_CONFIG, type RelayConfig } from "../../src/relay/config.js";
 import { RelayMetrics } from "../../src/relay/metrics.js";
 import { Relay } from "../../src/relay/relay.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretStore, type KubeSecret } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretStore, type KubeSecret } from "../../src/kube/secret-store.js";
 import type { RelayVault } from "../../src/relay/vault.js";
 import { FakeClock, until } from "./fake-clock.js";
 import { scriptedCa, type ScriptedCa } from "./scripted-vault.js";

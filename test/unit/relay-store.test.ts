@@ -13,7 +13,7 @@ import {
   SecretStore,
   UnmanagedSecretError,
   type KubeSecret,
-} from "../../src/relay/secrets.js";
+} from "../../src/kube/secret-store.js";
 import { RelayVault } from "../../src/relay/vault.js";
 import type { VaultClient } from "../../src/vault/client.js";
 import type { KubernetesAuth } from "../../src/vault/kubernetes-auth.js";

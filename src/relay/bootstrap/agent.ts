@@ -19,7 +19,7 @@ import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } fr
 import type { RelayMetrics } from "../metrics.js";
 import { decideForSecret, writeIssued, type RenewalSettings, type SecretContext } from "../keep-or-renew.js";
 import { scrub } from "../relay.js";
-import { SecretStore } from "../secrets.js";
+import { SecretStore } from "../../kube/secret-store.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
 import type { BootstrapAgentMetrics } from "./metrics.js";
 

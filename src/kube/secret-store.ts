@@ -1,0 +1,163 @@
+// Kubernetes Secrets written by a component that owns them (today the relay's). A Secret is ours when it carries
+// app.kubernetes.io/managed-by=istiod-vault-agent; one without that label is never written unless adoption was asked
+// for, and nothing here deletes a Secret. Writes are a create (POST) or a full update (PUT) with the resourceVersion
+// read just before, so a certificate and its key always change in one request; a conflict (409) means someone else
+// wrote in between: read again and retry.
+import { HttpStatusError } from "../net/http-json.js";
+import type { KubeClient } from "./client.js";
+
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+export const MANAGED_BY_VALUE = "istiod-vault-agent";
+
+export interface KubeSecret {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    managedFields?: unknown;
+    [key: string]: unknown;
+  };
+  type?: string;
+  data?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+export interface DesiredSecret {
+  type: "Opaque" | "kubernetes.io/tls";
+  /** Plain (not base64) values; every key is written in the same request. */
+  data: Record<string, string>;
+  annotations: Record<string, string>;
+}
+
+export type WriteOutcome = "created" | "updated" | "adopted";
+
+/** A Secret of the same name exists but is not ours. */
+export class UnmanagedSecretError extends Error {
+  constructor(
+    readonly namespace: string,
+    readonly secretName: string,
+  ) {
+    super(
+      `Secret ${namespace}/${secretName} exists without the label ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}, so it was ` +
+        `left untouched; delete it, add that label, or run with --adopt to let the relay take it over`,
+    );
+    this.name = "UnmanagedSecretError";
+  }
+}
+
+/** The Secret's type cannot hold what the relay writes (the type of a Secret cannot change). */
+export class IncompatibleSecretError extends Error {
+  constructor(namespace: string, secretName: string, have: string, want: string) {
+    super(
+      `Secret ${namespace}/${secretName} has type ${have}, which cannot hold the relay's ${want} data (a Secret's ` +
+        `type is immutable); delete it or choose another name`,
+    );
+    this.name = "IncompatibleSecretError";
+  }
+}
+
+const MAX_CONFLICT_RETRIES = 5;
+
+export class SecretStore {
+  constructor(
+    private readonly kube: KubeClient,
+    readonly namespace: string,
+    private readonly adopt: boolean,
+  ) {}
+
+  private path(name?: string): string {
+    const base = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/secrets`;
+    return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
+  }
+
+  async get(name: string): Promise<KubeSecret | undefined> {
+    const res = await this.kube.request<KubeSecret>("GET", this.path(name), undefined, { acceptStatuses: [404] });
+    return res.status === 404 ? undefined : res.body;
+  }
+
+  static isManaged(secret: KubeSecret): boolean {
+    return secret.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE;
+  }
+
+  /** Throws UnmanagedSecretError when `secret` exists, is not ours and adoption is off. */
+  assertWritable(name: string, secret: KubeSecret | undefined): void {
+    if (secret && !SecretStore.isManaged(secret) && !this.adopt) throw new UnmanagedSecretError(this.namespace, name);
+  }
+
+  static decode(secret: KubeSecret | undefined): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(secret?.data ?? {})) {
+      if (typeof v === "string") out[k] = Buffer.from(v, "base64").toString("utf8");
+    }
+    return out;
+  }
+
+  /**
+   * Creates or updates Secret `name` to hold `desired` (other data keys, labels and annotations already on it are
+   * kept). `current` is the copy just read, if any. Retries on conflicts, re-checking ownership each time.
+   */
+  async write(name: string, desired: DesiredSecret, current: KubeSecret | undefined): Promise<WriteOutcome> {
+    let cur = current;
+    for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
+      if (attempt > 0) cur = await this.get(name);
+      const encoded = Object.fromEntries(
+        Object.entries(desired.data).map(([k, v]) => [k, Buffer.from(v, "utf8").toString("base64")]),
+      );
+      if (!cur) {
+        const res = await this.kube.request(
+          "POST",
+          this.path(),
+          {
+            apiVersion: "v1",
+            kind: "Secret",
+            metadata: {
+              name,
+              namespace: this.namespace,
+              labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
+              annotations: desired.annotations,
+            },
+            type: desired.type,
+            data: encoded,
+          },
+          { acceptStatuses: [409] },
+        );
+        if (res.status === 409) continue; // created by someone else meanwhile: read it and decide again
+        return "created";
+      }
+      this.assertWritable(name, cur);
+      const adopting = !SecretStore.isManaged(cur);
+      const type = compatibleType(cur.type ?? "Opaque", desired.type);
+      if (!type) throw new IncompatibleSecretError(this.namespace, name, cur.type ?? "Opaque", desired.type);
+      const { managedFields: _managedFields, ...metadata } = cur.metadata;
+      const body: KubeSecret = {
+        ...cur,
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: {
+          ...metadata,
+          labels: { ...(cur.metadata.labels ?? {}), [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
+          annotations: { ...(cur.metadata.annotations ?? {}), ...desired.annotations },
+        },
+        type,
+        data: { ...(cur.data ?? {}), ...encoded },
+      };
+      const res = await this.kube.request("PUT", this.path(name), body, { acceptStatuses: [409] });
+      if (res.status === 409) continue; // changed since we read it: read again, re-check, retry
+      return adopting ? "adopted" : "updated";
+    }
+    throw new HttpStatusError("kubernetes", "PUT", this.path(name), 409, [
+      `Secret ${this.namespace}/${name} kept changing under the relay (${MAX_CONFLICT_RETRIES + 1} conflicts in a row)`,
+    ]);
+  }
+}
+
+/** The type to keep when updating: Opaque can hold TLS data; a TLS Secret can hold only TLS data. */
+function compatibleType(have: string, want: DesiredSecret["type"]): string | undefined {
+  if (have === want) return have;
+  if (have === "Opaque") return have;
+  return undefined;
+}
