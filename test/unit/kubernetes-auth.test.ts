@@ -10,7 +10,7 @@ import { createLogger } from "../../src/observability/logger.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
 import type { VaultAuth, VaultClient } from "../../src/vault/client.js";
 import { KubernetesAuth } from "../../src/vault/kubernetes-auth.js";
-import { FakeClock, settle } from "./fake-clock.js";
+import { FakeClock, settle, until } from "./fake-clock.js";
 
 const S = 1_000;
 
@@ -19,6 +19,8 @@ interface Script {
   login: { lease: number; renewable: boolean };
   /** Lease returned by each renew-self, or an Error to refuse it. */
   renewals: (number | Error)[];
+  /** Vault never answers revoke-self. */
+  revokeHangs?: boolean;
 }
 
 function setup(script: Script) {
@@ -49,7 +51,7 @@ function setup(script: Script) {
     },
     revokeSelf(token: string) {
       seen.revoked.push(token);
-      return Promise.resolve();
+      return script.revokeHangs ? new Promise<void>(() => undefined) : Promise.resolve();
     },
   } as unknown as VaultClient;
   const ka = new KubernetesAuth(
@@ -62,7 +64,7 @@ function setup(script: Script) {
   return { clock, ka, seen, tokenPath };
 }
 
-void describe("KubernetesAuth (fake clock)", () => {
+void describe("KubernetesAuth (fake clock)", { timeout: 30_000 }, () => {
   void it("renews at 2/3 of the lease, and again at 2/3 of each renewed lease", async () => {
     const { clock, ka, seen } = setup({ login: { lease: 300, renewable: true }, renewals: [600, 600] });
     assert.equal(await ka.token(), "tok-1");
@@ -160,5 +162,18 @@ void describe("KubernetesAuth (fake clock)", () => {
     assert.deepEqual(seen.revoked, ["tok-1"]);
     assert.deepEqual(clock.pending(), [], "no renewal left behind");
     await settle();
+  });
+
+  void it("gives up revoking after 3 s on the clock when Vault does not answer, and stops anyway", async () => {
+    const { clock, ka, seen } = setup({ login: { lease: 300, renewable: true }, renewals: [], revokeHangs: true });
+    await ka.token();
+    let done = false;
+    const stopping = ka.revokeAndStop().then(() => (done = true));
+    await clock.advance(2_999);
+    assert.equal(done, false);
+    await clock.advance(1);
+    await until(() => done, "revokeAndStop to give up", 1_000);
+    await stopping;
+    assert.deepEqual(seen.revoked, ["tok-1"]);
   });
 });
