@@ -59,7 +59,7 @@ async function setup(o: { random?: () => number; opts?: Partial<IntermediateAuth
   return { clock, authority, state };
 }
 
-void describe("IntermediateAuthority (fake clock)", { timeout: 30_000 }, () => {
+void describe("IntermediateAuthority (fake clock)", { timeout: 60_000 }, () => {
   void it("renews when a third of the lifetime remains, and not a moment before", async () => {
     const { clock, authority, state } = await setup();
     const first = await authority.rotate("start");

@@ -64,7 +64,7 @@ function setup(script: Script) {
   return { clock, ka, seen, tokenPath };
 }
 
-void describe("KubernetesAuth (fake clock)", { timeout: 30_000 }, () => {
+void describe("KubernetesAuth (fake clock)", { timeout: 60_000 }, () => {
   void it("renews at 2/3 of the lease, and again at 2/3 of each renewed lease", async () => {
     const { clock, ka, seen } = setup({ login: { lease: 300, renewable: true }, renewals: [600, 600] });
     assert.equal(await ka.token(), "tok-1");

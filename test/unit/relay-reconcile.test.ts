@@ -113,7 +113,7 @@ async function relaySetup() {
   return { clock, kube, calls, make };
 }
 
-void describe("Relay certificate reconcile (fake clock)", { timeout: 30_000 }, () => {
+void describe("Relay certificate reconcile (fake clock)", { timeout: 60_000 }, () => {
   void it("issues a missing certificate, keeps it until the renewal point, then renews it", async () => {
     const { clock, kube, calls, make } = await relaySetup();
     const relay = make();
@@ -221,7 +221,7 @@ async function bootstrapSetup() {
   return { clock, kube, state, make };
 }
 
-void describe("BootstrapAgent reconcile (fake clock)", { timeout: 30_000 }, () => {
+void describe("BootstrapAgent reconcile (fake clock)", { timeout: 60_000 }, () => {
   void it("bootstraps with the identity token, then renews over mTLS at the renewal point", async () => {
     const { clock, kube, state, make } = await bootstrapSetup();
     const agent = make();
