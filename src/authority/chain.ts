@@ -2,6 +2,7 @@
 // here: a bad answer is an error naming what was wrong, and the caller keeps its last good bundle.
 import { x509 } from "../crypto/x509.js";
 import { subtle } from "../crypto/x509.js";
+import { PemFormatError, splitPemCertificates } from "../crypto/pem.js";
 import type { CryptoKey } from "../crypto/keys.js";
 
 export class InvalidIssuerAnswerError extends Error {
@@ -103,7 +104,12 @@ export async function validateSignAnswer(
 }
 
 function parseAll(pem: string, where: string): x509.X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  let blocks: string[];
+  try {
+    blocks = splitPemCertificates(pem, where);
+  } catch (err) {
+    throw new InvalidIssuerAnswerError(err instanceof PemFormatError ? err.message : `${where} is not PEM`);
+  }
   if (blocks.length === 0) throw new InvalidIssuerAnswerError(`${where} holds no PEM certificate`);
   return blocks.map((b) => parseOne(b, where));
 }

@@ -4,6 +4,7 @@
 // (DEP0204) because it makes the key exportable again. Relay keys are plain WebCrypto keys.
 import { generateKeyPair as generateNodeKeyPair, webcrypto, type KeyObject } from "node:crypto";
 import { promisify } from "node:util";
+import { toPem } from "./pem.js";
 import { subtle } from "./x509.js";
 
 export type KeyAlgorithmName = "ECDSA_P256" | "ECDSA_P384" | "RSA_2048" | "RSA_3072" | "RSA_4096";
@@ -55,11 +56,7 @@ export async function exportPrivateKeyPem(key: CryptoKey): Promise<string> {
   return toPem(der, "PRIVATE KEY");
 }
 
-export function toPem(der: Uint8Array | ArrayBuffer, label: string): string {
-  const b64 = Buffer.from(der instanceof ArrayBuffer ? new Uint8Array(der) : der).toString("base64");
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
-}
+export { toPem };
 
 /** A node:crypto key pair: the private half signs leaves directly; see signingCryptoKeys() for WebCrypto users. */
 export interface NodeKeyPair {

@@ -26,11 +26,9 @@ export type TlsInspection =
     }
   | { ok: false; reason: string };
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-export function splitPemCertificates(pem: string): string[] {
-  return (pem.match(PEM_CERT) ?? []).map((b) => b + "\n");
-}
+// Relay callers treat a malformed bundle as holding no certificate (a Secret to rewrite, a root to report missing).
+export { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 
 /**
  * Inspects the decoded data of a TLS Secret (`tls.crt` = certificate then its intermediates, `tls.key`, `ca.crt` =

@@ -8,7 +8,7 @@ import type { AgentMetrics } from "../observability/metrics.js";
 import type { PkiSignAnswer } from "../authority/chain.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
 import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
-import { splitPemCertificates } from "./inspect.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 import { x509 } from "../crypto/x509.js";
 
 export interface RelayVaultOptions {

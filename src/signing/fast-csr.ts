@@ -3,6 +3,7 @@
 // bytes, the algorithm, the signature). Policy decisions live in leaf-policy.ts; this module only says what the CSR
 // contains, and throws CsrFormatError for anything that is not a well-formed CSR.
 import { constants, createPublicKey, verify } from "node:crypto";
+import { decodeSinglePem, PemFormatError, toPem } from "../crypto/pem.js";
 import { DerError, DerReader, Tag, type DerElement } from "./der.js";
 
 /** The CSR is not a well-formed PEM PKCS#10 request. The message never carries the input. */
@@ -61,18 +62,16 @@ export interface ParsedCsr {
   readonly keyUsage: number;
 }
 
-const PEM_RE =
-  /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END (NEW )?CERTIFICATE REQUEST-----\s*$/;
-const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
+const CSR_LABELS = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
 
 /** Exactly one CERTIFICATE REQUEST block with strict base64 (no hex, no bare base64, no second block). */
 export function decodeCsrPem(pem: string): Uint8Array {
-  const match = PEM_RE.exec(pem);
-  const body = match?.[2]?.replace(/\r?\n/g, "");
-  if (body === undefined || body.length % 4 !== 0 || !BASE64_RE.test(body)) {
-    throw new CsrFormatError("CSR is not a PEM block of type CERTIFICATE REQUEST");
+  try {
+    return decodeSinglePem(pem, CSR_LABELS);
+  } catch (err) {
+    if (err instanceof PemFormatError) throw new CsrFormatError("CSR is not a PEM block of type CERTIFICATE REQUEST");
+    throw err;
   }
-  return Buffer.from(body, "base64");
 }
 
 export function parseCsrPem(pem: string): ParsedCsr {
@@ -441,8 +440,7 @@ export function verifyCsrSignature(csr: ParsedCsr): boolean {
   if (pss && pss.mgf1Hash !== alg.hash) return false;
   // The SPKI as a PEM string, not as { key, format: "der", type: "spki" }: with an object argument Node 24 spends
   // ~14 us per call in argument checks, half of the import (bench/RESULTS.md). Same bytes either way.
-  const spkiBase64 = Buffer.from(csr.spki.buffer, csr.spki.byteOffset, csr.spki.byteLength).toString("base64");
-  const key = createPublicKey(`-----BEGIN PUBLIC KEY-----\n${spkiBase64}\n-----END PUBLIC KEY-----\n`);
+  const key = createPublicKey(toPem(csr.spki, "PUBLIC KEY"));
   const keyInput = pss ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength } : key;
   // Synchronous on purpose: the libuv thread pool's hand-off costs more than the ~55 us check (see bench/RESULTS.md).
   return verify(NODE_HASH[alg.hash], csr.info, keyInput, csr.signature);

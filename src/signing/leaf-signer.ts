@@ -4,6 +4,7 @@
 // node:crypto; everything that depends only on the intermediate is computed once per bundle.
 import { createHash, randomFillSync, sign, type KeyObject } from "node:crypto";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { toPem } from "../crypto/pem.js";
 import {
   DerReader,
   Tag,
@@ -93,7 +94,7 @@ export async function signLeaf(
   // ECDSA signatures come out DER-encoded (Ecdsa-Sig-Value), RSA ones as PKCS #1 v1.5: what X.509 carries. Signing
   // is synchronous (~25 us for P-256); for more than one core, the gRPC server can use the worker pool.
   const signature = sign(issuer.hash, tbs, issuer.key);
-  const certPem = pem(sequence(tbs, issuer.signatureAlgorithm, bitString(signature)));
+  const certPem = toPem(sequence(tbs, issuer.signatureAlgorithm, bitString(signature)), "CERTIFICATE");
   return {
     certPem,
     chainPem: [certPem, ...bundle.chainPem],
@@ -153,14 +154,6 @@ function randomSerial(): Buffer {
   serialPoolOffset += SERIAL_BYTES;
   serial[0] = (serial[0]! & 0x7f) | 0x40;
   return serial;
-}
-
-/** PEM with 64-character lines, as toPem() writes it. */
-function pem(der: Uint8Array): string {
-  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
-  let body = "";
-  for (let i = 0; i < b64.length; i += 64) body += `${b64.slice(i, i + 64)}\n`;
-  return `-----BEGIN CERTIFICATE-----\n${body}-----END CERTIFICATE-----\n`;
 }
 
 /** Everything about the issuer that every leaf repeats, computed once per bundle. */

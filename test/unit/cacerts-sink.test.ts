@@ -315,10 +315,16 @@ void test("a read-only directory is refused", async (t) => {
   }
   // Root bypasses directory permissions, so check as an unprivileged user (as istiod's pod would run the agent).
   await chmod(path.dirname(dir), 0o755);
-  // The checkout may not be readable by that user: give it a copy of the (dependency-free) compiled sink module.
-  const sinkCopy = path.join(path.dirname(dir), "cacerts-sink.mjs");
-  await copyFile(new URL("../../src/sinks/cacerts.js", import.meta.url), sinkCopy);
-  await chmod(sinkCopy, 0o644);
+  // The checkout may not be readable by that user: give it a copy of the compiled sink module and its one import.
+  const modules = path.join(path.dirname(dir), "modules");
+  const sinkCopy = path.join(modules, "sinks", "cacerts.js");
+  for (const rel of ["sinks/cacerts.js", "crypto/pem.js"]) {
+    const copy = path.join(modules, rel);
+    await mkdir(path.dirname(copy), { recursive: true, mode: 0o755 });
+    await copyFile(new URL(`../../src/${rel}`, import.meta.url), copy);
+    await chmod(copy, 0o644);
+  }
+  await writeFile(path.join(modules, "package.json"), '{"type":"module"}\n', { mode: 0o644 });
   const sinkModule = pathToFileURL(sinkCopy).href;
   const files = JSON.stringify(makeSet("a"));
   const script = `import(${JSON.stringify(sinkModule)}).then(async ({ CacertsSink }) => {
