@@ -28,7 +28,7 @@ import {
   type LeafPolicy,
 } from "../../src/signing/leaf-policy.js";
 import { signLeaf } from "../../src/signing/leaf-signer.js";
-import { parseCsrPem } from "../../src/signing/fast-csr.js";
+import { parseCsrPem } from "../../src/crypto/csr-parse.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import {
@@ -51,7 +51,7 @@ import {
   time,
   tlv,
   unsignedInteger,
-} from "../../src/signing/der.js";
+} from "../../src/crypto/der.js";
 
 const OPENSSL = "/usr/bin/openssl";
 const IDENTITY = "spiffe://cluster.local/ns/default/sa/web";
@@ -491,7 +491,7 @@ void describe("signLeaf with a short-lived intermediate", () => {
 });
 
 // ------------------------------------------------------------------------------------------------------------------
-// The fast path (der.ts, fast-csr.ts, leaf-signer.ts) against the @peculiar/x509 construction it replaced, and the DER
+// The fast path (crypto/der.ts, crypto/csr-parse.ts, leaf-signer.ts) against the @peculiar/x509 construction it replaced, and the DER
 // reader against malformed and random input.
 
 /** The leaf as the @peculiar/x509 generator built it before the fast path: the oracle for byte-for-byte equivalence. */

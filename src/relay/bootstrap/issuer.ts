@@ -28,6 +28,7 @@ import {
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import { splitPemCertificates } from "../inspect.js";
 import { scrub } from "../relay.js";
+import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
 import { bootstrapTimeAttribute } from "./bootstrap-time.js";
@@ -414,10 +415,10 @@ export class RelayIssuer {
       );
     if (this.opts.reservedNames.includes(cluster))
       throw denied("cluster_name_reserved", `"${cluster}" is a relay server name; no client certificate carries it`);
-    const { publicKey } = await checkClusterCsr(req.csrPem, cluster);
+    const key = await checkClusterCsr(req.csrPem, cluster);
     // Whole seconds: the certificate records the time as a GeneralizedTime without fractions.
     const bootstrappedAt = new Date(Math.floor(this.clock.now() / 1000) * 1000);
-    return this.sign("bootstrap", cluster, publicKey, bootstrappedAt, { acceptedToken: match, peer });
+    return this.sign("bootstrap", cluster, key, bootstrappedAt, { acceptedToken: match, peer });
   }
 
   private async renew(req: RenewRequest, peer: string): Promise<Issued> {
@@ -456,17 +457,17 @@ export class RelayIssuer {
         `this certificate chain was bootstrapped at ${bootstrappedAt.toISOString()}, more than the maximum age ` +
           `(${Math.round(this.opts.maxBootstrapAgeMs / 1000)}s) ago; bootstrap again with the cluster's identity token`,
       );
-    const { publicKey } = await checkClusterCsr(req.csrPem, client.cluster);
-    return this.sign("renew", client.cluster, publicKey, bootstrappedAt, { previousSerial: client.serialHex, peer });
+    const key = await checkClusterCsr(req.csrPem, client.cluster);
+    return this.sign("renew", client.cluster, key, bootstrappedAt, { previousSerial: client.serialHex, peer });
   }
 
-  private async sign(
+  private sign(
     method: Method,
     cluster: string,
-    publicKey: Parameters<typeof signClientCertificate>[1],
+    key: LeafSubjectKey,
     bootstrappedAt: Date,
     extra: Record<string, string>,
-  ): Promise<Issued> {
+  ): Issued {
     const bundle = this.deps.authority.current();
     if (!bundle)
       throw new IssuerRefusal(
@@ -475,17 +476,10 @@ export class RelayIssuer {
         "the issuer holds no valid signing intermediate yet (Vault unreachable?); retry shortly",
       );
     // No certificate outlives the chain's maximum age: after that only a new Bootstrap helps.
-    const signed = await signClientCertificate(
-      bundle,
-      publicKey,
-      cluster,
-      this.opts.clientTtlSeconds,
-      new Date(this.clock.now()),
-      {
-        notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
-        subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
-      },
-    );
+    const signed = signClientCertificate(bundle, key, cluster, this.opts.clientTtlSeconds, new Date(this.clock.now()), {
+      notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
+      subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
+    });
     this.deps.metrics.issued.inc({ method });
     // The audit line: one per issued certificate.
     this.log.info(
