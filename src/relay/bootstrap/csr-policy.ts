@@ -8,13 +8,14 @@ import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { IssuerRefusal, invalid, printable } from "./refusal.js";
 
 const MAX_CLUSTER_NAME = 253;
-const DNS_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A cluster name: a lower-case DNS name (it is the DNS SAN of the cluster's client certificate). */
+export const CLUSTER_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Checks that `cluster` is a usable cluster name (the DNS SAN of a relay client certificate). */
 export function checkClusterName(cluster: unknown): string {
   if (typeof cluster !== "string" || cluster.length === 0)
     throw invalid("cluster_name_missing", "cluster_name is empty; expected the workload cluster's name, e.g. cluster1");
-  if (cluster.length > MAX_CLUSTER_NAME || !DNS_NAME.test(cluster))
+  if (cluster.length > MAX_CLUSTER_NAME || !CLUSTER_NAME.test(cluster))
     throw invalid(
       "cluster_name_invalid",
       `cluster_name "${printable(cluster)}" is not a DNS name; expected lower-case letters, digits, '-' and '.'`,
