@@ -5,6 +5,7 @@ import { subtle } from "../crypto/x509.js";
 import { PemFormatError, splitPemCertificates } from "../crypto/pem.js";
 import { MAX_FUTURE_NOT_BEFORE_MS } from "../crypto/validity.js";
 import type { CryptoKey } from "../crypto/keys.js";
+import type { PkiSignAnswer } from "../vault/pki.js";
 
 export class InvalidIssuerAnswerError extends Error {
   constructor(message: string) {
@@ -13,12 +14,7 @@ export class InvalidIssuerAnswerError extends Error {
   }
 }
 
-/** The fields of a PKI sign-intermediate (or sign/<role>) answer that matter. */
-export interface PkiSignAnswer {
-  certificate?: unknown;
-  issuing_ca?: unknown;
-  ca_chain?: unknown;
-}
+export type { PkiSignAnswer };
 
 export interface ValidatedChain {
   cert: x509.X509Certificate;
