@@ -103,3 +103,18 @@ export function signingCryptoKeys(keys: NodeKeyPair, name: KeyAlgorithmName): Cr
 export function exportNodePrivateKeyPem(key: KeyObject): string {
   return key.export({ type: "pkcs8", format: "pem" }).toString();
 }
+
+/** The kind of a node:crypto private or public key, or undefined for a kind not in KEY_ALGORITHMS. */
+export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
+  const d = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === "ec") {
+    if (d?.namedCurve === "prime256v1") return "ECDSA_P256";
+    if (d?.namedCurve === "secp384r1") return "ECDSA_P384";
+    return undefined;
+  }
+  if (key.asymmetricKeyType === "rsa") {
+    const bits = d?.modulusLength;
+    if (bits === 2048 || bits === 3072 || bits === 4096) return `RSA_${bits}`;
+  }
+  return undefined;
+}

@@ -4,7 +4,7 @@
 // material.
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { x509 } from "../crypto/x509.js";
-import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { keyAlgorithmOf, type KeyAlgorithmName } from "../crypto/keys.js";
 import { renewalDelayMs } from "../authority/intermediate-authority.js";
 import { chainProblem, validityProblem } from "../authority/chain.js";
 
@@ -27,6 +27,7 @@ export type TlsInspection =
     }
   | { ok: false; reason: string };
 
+export { keyAlgorithmOf };
 // Relay callers treat a malformed bundle as holding no certificate (a Secret to rewrite, a root to report missing).
 export { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
@@ -111,20 +112,6 @@ function sameCertificate(a: x509.X509Certificate, b: x509.X509Certificate): bool
 export function dnsNamesOf(cert: x509.X509Certificate): string[] {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   return (san?.names.items ?? []).filter((n) => n.type === "dns").map((n) => n.value.toLowerCase());
-}
-
-export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
-  const d = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === "ec") {
-    if (d?.namedCurve === "prime256v1") return "ECDSA_P256";
-    if (d?.namedCurve === "secp384r1") return "ECDSA_P384";
-    return undefined;
-  }
-  if (key.asymmetricKeyType === "rsa") {
-    const bits = d?.modulusLength;
-    if (bits === 2048 || bits === 3072 || bits === 4096) return `RSA_${bits}`;
-  }
-  return undefined;
 }
 
 /**
