@@ -4,7 +4,14 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { constants, generateKeyPairSync, sign as nodeSign, type KeyObject, type webcrypto } from "node:crypto";
+import {
+  X509Certificate as NodeX509Certificate,
+  constants,
+  generateKeyPairSync,
+  sign as nodeSign,
+  type KeyObject,
+  type webcrypto,
+} from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,7 +34,7 @@ import {
   spiffeTrustDomain,
   type LeafPolicy,
 } from "../../src/signing/leaf-policy.js";
-import { signLeaf } from "../../src/signing/leaf-signer.js";
+import { ipBytes, signLeaf } from "../../src/signing/leaf-signer.js";
 import { parseCsrPem } from "../../src/crypto/csr-parse.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
@@ -1252,5 +1259,22 @@ void describe("Istio CA serving certificate", () => {
       { type: "ip", value: names[1] },
     ]);
     assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, serving.certPem), /: OK\s*$/);
+  });
+
+  void it("encodes IPv4 and IPv6 serving names as 4 and 16 address bytes", async () => {
+    const hex = (ip: string) => ipBytes(ip).toString("hex");
+    assert.equal(hex("127.0.0.1"), "7f000001");
+    assert.equal(hex("::1"), "00000000000000000000000000000001");
+    assert.equal(hex("fe80::1:2"), "fe800000000000000000000000010002");
+    assert.equal(hex("2001:db8::"), "20010db8000000000000000000000000");
+    assert.equal(hex("::ffff:10.1.2.3"), "00000000000000000000ffff0a010203");
+    assert.equal(hex("1:2:3:4:5:6:7:8"), "00010002000300040005000600070008");
+    assert.throws(() => ipBytes("istiod.example"), /not an IP address/);
+    const ca = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR));
+    const serving = await issueServingCertificate(ca.bundle, ["::1", "10.0.0.7"], Date.now());
+    assert.equal(
+      new NodeX509Certificate(serving.certPem).subjectAltName,
+      "IP Address:0:0:0:0:0:0:0:1, IP Address:10.0.0.7",
+    );
   });
 });
