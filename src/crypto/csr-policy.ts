@@ -11,7 +11,7 @@ export type CsrRefusalCode = "INVALID_ARGUMENT" | "PERMISSION_DENIED";
 
 /** A CSR a policy refuses. `rule` is a stable metrics label; `detail` never carries key material. */
 export class CsrPolicyError extends Error {
-  override readonly name = "CsrPolicyError";
+  override readonly name: string = "CsrPolicyError";
   constructor(
     readonly code: CsrRefusalCode,
     readonly rule: string,

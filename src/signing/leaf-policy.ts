@@ -3,6 +3,7 @@
 import {
   CsrPolicyError,
   DEFAULT_MAX_CSR_BYTES,
+  type CsrRefusalCode,
   checkCsrBasics,
   spiffeLeafIdentity,
   spiffeTrustDomain,
@@ -25,19 +26,11 @@ export interface LeafPolicy {
   maxCsrBytes: number;
 }
 
-export type LeafPolicyCode = "INVALID_ARGUMENT" | "PERMISSION_DENIED";
+export type LeafPolicyCode = CsrRefusalCode;
 
-/** A request the policy refuses. `rule` is a stable metrics label; the message never carries key material. */
-export class LeafPolicyError extends Error {
-  override readonly name = "LeafPolicyError";
-  constructor(
-    readonly code: LeafPolicyCode,
-    readonly rule: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`${rule}: ${message}`, options);
-  }
+/** A request the leaf policy refuses: the shared CSR refusal, or a TTL the policy cannot grant. */
+export class LeafPolicyError extends CsrPolicyError {
+  override readonly name: string = "LeafPolicyError";
 }
 
 /**

@@ -363,6 +363,11 @@ void describe("relay bootstrap CSR policy", () => {
       "csr_other_cluster",
     );
     await refusal(
+      checkClusterCsr((await makeCsr({ dns: ["cluster1", "cluster1"] })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    await refusal(
       checkClusterCsr((await makeCsr({ cn: "cluster2", dns: ["cluster1"] })).pem, "cluster1"),
       "PERMISSION_DENIED",
       "csr_other_cluster",
@@ -574,18 +579,8 @@ void describe("issued client certificates", () => {
     const root = await makeRoot("relay root");
     const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
     const bundle = bundleOf(root, inter);
-    const keys = await generateKeyPair("ECDSA_P256", true);
-    const csr = await checkClusterCsr(
-      (
-        await x509.Pkcs10CertificateRequestGenerator.create({
-          name: "CN=cluster1",
-          keys,
-          signingAlgorithm: SIGN,
-          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }])],
-        })
-      ).toString("pem"),
-      "cluster1",
-    );
+    const { pem, keys } = await makeCsr({ cn: "cluster1", dns: ["cluster1"] });
+    const csr = await checkClusterCsr(pem, "cluster1");
     const now = new Date();
     const signed = signClientCertificate(bundle, csr, "cluster1", 100 * 24 * 3600, now);
     assert.ok(signed.notAfter.getTime() <= inter.cert.notAfter.getTime(), "capped by the intermediate");
@@ -621,17 +616,7 @@ void describe("issued client certificates", () => {
   void it("carry the bootstrap time the issuer reads back on Renew, and never outlive the chain's maximum age", async () => {
     const root = await makeRoot("relay root");
     const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
-    const keys = await generateKeyPair("ECDSA_P256", true);
-    const key = await checkClusterCsr(
-      (
-        await x509.Pkcs10CertificateRequestGenerator.create({
-          keys,
-          signingAlgorithm: SIGN,
-          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }])],
-        })
-      ).toString("pem"),
-      "cluster1",
-    );
+    const key = await checkClusterCsr((await makeCsr({ dns: ["cluster1"] })).pem, "cluster1");
     const now = new Date();
     const bootstrappedAt = new Date(Math.floor(now.getTime() / 1000) * 1000 - 3600_000);
     const cap = new Date(now.getTime() + 7200_500);
