@@ -59,7 +59,7 @@ export interface LeafSubjectKey {
   readonly spki: Uint8Array;
   /** The subjectPublicKey BIT STRING's bytes, for the subject key identifier. */
   readonly subjectPublicKey: Uint8Array;
-  /** RSA keys get keyEncipherment too; ECDSA keys digitalSignature only (RFC 8813). */
+  /** RSA keys of servers get keyEncipherment too; ECDSA keys digitalSignature only (RFC 8813). */
   readonly keyType: "RSA" | "EC";
 }
 
@@ -243,7 +243,13 @@ function fixedExtensions(keyType: "RSA" | "EC", ekus: readonly ExtendedKeyUsage[
     if (ekus.length === 0) throw new DerError("a leaf needs at least one extended key usage");
     exts = [
       extension("2.5.29.19", true, sequence()),
-      extension("2.5.29.15", true, keyType === "RSA" ? KEY_USAGE_RSA_LEAF : KEY_USAGE_EC_LEAF),
+      // keyEncipherment is for RSA key transport by a TLS server: a client-only leaf never enciphers (and zlint's
+      // e_key_usage_and_extended_key_usage_inconsistent refuses it with clientAuth alone).
+      extension(
+        "2.5.29.15",
+        true,
+        keyType === "RSA" && ekus.includes("serverAuth") ? KEY_USAGE_RSA_LEAF : KEY_USAGE_EC_LEAF,
+      ),
       extension("2.5.29.37", false, sequence(...ekus.map((e) => oid(EKU_OIDS[e])))),
     ];
     fixedExtensionSets.set(id, exts);
