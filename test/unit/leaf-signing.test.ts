@@ -38,6 +38,7 @@ import { ipBytes, signLeaf } from "../../src/signing/leaf-signer.js";
 import { parseCsrPem } from "../../src/crypto/csr-parse.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
+import { mulberry32 } from "../env/hostile.js";
 import {
   DerError,
   DerReader,
@@ -700,17 +701,8 @@ void describe("DER writer", () => {
   });
 });
 
-/** Deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (the hostile-input harness's mulberry32) so a failing fuzz case can be replayed. */
+const prng = mulberry32;
 
 function randomBytes(next: () => number, length: number): Buffer {
   const out = Buffer.alloc(length);
