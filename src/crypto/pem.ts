@@ -110,3 +110,15 @@ export function splitPemCertificatesOrNone(text: string): string[] {
     throw err;
   }
 }
+
+/** PEM certificates with repeats (same DER, whatever the formatting) removed, each canonically re-encoded. */
+export function uniquePemCertificates(pems: readonly string[]): string[] {
+  const seen = new Set<string>();
+  return pems
+    .flatMap((p) => splitPemCertificatesOrNone(p))
+    .filter((p) => {
+      if (seen.has(p)) return false;
+      seen.add(p);
+      return true;
+    });
+}

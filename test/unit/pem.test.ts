@@ -8,6 +8,7 @@ import {
   splitPemCertificates,
   splitPemCertificatesOrNone,
   toPem,
+  uniquePemCertificates,
 } from "../../src/crypto/pem.js";
 
 const der = (n: number) => Buffer.alloc(n, n);
@@ -33,6 +34,8 @@ void describe("PEM", () => {
       ["CERTIFICATE", "PRIVATE KEY", "CERTIFICATE"],
     );
     assert.deepEqual(splitPemCertificates("no pem here"), []);
+    // Repeats go whatever their wrapping; a bundle counts certificate by certificate.
+    assert.deepEqual(uniquePemCertificates([CERT_A, messy, CERT_B.replace(/\n/g, "\r\n"), ""]), [CERT_A, CERT_B]);
   });
 
   void it("refuses malformed blocks with an error that names the source and never quotes the content", () => {

@@ -26,7 +26,7 @@ import {
   type RenewRequest,
 } from "../../gen/relay/v1/issuer.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
-import { splitPemCertificates } from "../inspect.js";
+import { uniquePemCertificates } from "../../crypto/pem.js";
 import { scrub } from "../relay.js";
 import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { signClientCertificate } from "./client-signer.js";
@@ -298,14 +298,7 @@ export class RelayIssuer {
   /** Roots clients are verified against: Vault's root (from the intermediate's chain) and the Secret's ca.crt. */
   private trustRootsPem(): string[] {
     const bundle = this.deps.authority.current();
-    const pems = [...(bundle?.rootsPem ?? []), ...splitPemCertificates(this.identity?.caPem ?? "")];
-    const seen = new Set<string>();
-    return pems.filter((p) => {
-      const k = p.replace(/\s+/g, "");
-      if (seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    });
+    return uniquePemCertificates([...(bundle?.rootsPem ?? []), this.identity?.caPem ?? ""]);
   }
 
   private secureContextOptions(): tls.SecureContextOptions {
