@@ -1,5 +1,5 @@
 // Runs the built agent (dist/src/main.js) as a separate process, the way a pod runs it, and talks to its socket.
-import { mkdtempSync, writeFileSync, existsSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import * as grpc from "@grpc/grpc-js";
@@ -50,29 +50,41 @@ export function agentArgs(
   ];
 }
 
+export interface StartAgentOptions {
+  /** The run's directory (socket, token file, cacerts/, log); a new temporary one by default. */
+  dir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** false: no --cacerts-dir (the sidecar then serves only its socket). Default true. */
+  cacerts?: boolean;
+  /** false: return as soon as the sidecar process is spawned, before it holds a bundle. Default true. */
+  waitForBundle?: boolean;
+}
+
 /** Starts `istiod-vault-agent <command>` against the env; for `sidecar`, waits until its socket answers. */
 export async function startAgent(
   env: TestEnv,
   command: "sidecar" | "init",
   extra: string[] = [],
-  opts: { dir?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: StartAgentOptions = {},
 ): Promise<AgentRun> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "iva-agent-"));
   const socketPath = join(dir, "agent.sock");
   const cacertsDir = join(dir, "cacerts");
   const tokenPath = join(dir, "vault-token");
-  if (!existsSync(cacertsDir)) (await import("node:fs")).mkdirSync(cacertsDir, { mode: 0o750 });
+  const withCacerts = opts.cacerts ?? true;
+  if (withCacerts && !existsSync(cacertsDir)) mkdirSync(cacertsDir, { mode: 0o750 });
   if (!existsSync(tokenPath)) await writeIstiodToken(env, tokenPath);
   const logPath = join(dir, `agent-${command}.log`);
+  const run = { socketPath, tokenPath, ...(withCacerts ? { cacertsDir } : {}) };
   const proc = new ManagedProcess(
     `agent-${command}`,
     nodeBinary(),
-    [join(repoRoot(), "dist/src/main.js"), command, ...agentArgs(env, { socketPath, cacertsDir, tokenPath }, extra)],
+    [join(repoRoot(), "dist/src/main.js"), command, ...agentArgs(env, run, extra)],
     logPath,
     opts.env,
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
-  if (command === "sidecar") {
+  if (command === "sidecar" && opts.waitForBundle !== false) {
     await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
       timeoutMs: 60_000,
       process: proc,
@@ -94,36 +106,37 @@ export async function startAgent(
   };
 }
 
-export function getBundle(client: CertificateAuthorityAgentClient, timeoutMs = 5_000): Promise<SigningBundle> {
+type UnaryCall<Req, Res> = (
+  req: Req,
+  md: grpc.Metadata,
+  opts: Partial<grpc.CallOptions>,
+  cb: (err: grpc.ServiceError | null, res: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** One unary call on the agent's socket with a deadline. */
+function unary<Req, Res>(call: UnaryCall<Req, Res>, req: Req, timeoutMs: number): Promise<Res> {
   return new Promise((resolve, reject) =>
-    client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+    call(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
       err ? reject(err) : resolve(res),
     ),
   );
 }
 
-export function signCertificate(
+export function getBundle(client: CertificateAuthorityAgentClient, timeoutMs = 5_000): Promise<SigningBundle> {
+  return unary(client.getSigningBundle.bind(client), {}, timeoutMs);
+}
+
+export async function signCertificate(
   client: CertificateAuthorityAgentClient,
   csrPem: string,
   ttlSeconds = 0,
   timeoutMs = 5_000,
 ): Promise<string[]> {
-  return new Promise((resolve, reject) =>
-    client.signCertificate(
-      { csrPem, ttlSeconds },
-      new grpc.Metadata(),
-      { deadline: Date.now() + timeoutMs },
-      (err, res) => (err ? reject(err) : resolve(res.certChainPem)),
-    ),
-  );
+  return (await unary(client.signCertificate.bind(client), { csrPem, ttlSeconds }, timeoutMs)).certChainPem;
 }
 
 export function rotate(client: CertificateAuthorityAgentClient, timeoutMs = 30_000): Promise<SigningBundle> {
-  return new Promise((resolve, reject) =>
-    client.rotate({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-      err ? reject(err) : resolve(res),
-    ),
-  );
+  return unary(client.rotate.bind(client), {}, timeoutMs);
 }
 
 /** Collects bundles from WatchSigningBundle until `count` arrived or the timeout passes. */

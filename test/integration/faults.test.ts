@@ -41,7 +41,7 @@ describe("fault injection", () => {
   const track = (r: AgentRun) => (runs.push(r), r);
 
   before(async () => {
-    t = await startAgentTestEnv();
+    t = await startAgentTestEnv({}, { vaultAudit: true });
   });
   after(async () => {
     for (const r of runs) await r.stop();
@@ -125,31 +125,56 @@ describe("fault injection", () => {
     await run.stop();
   });
 
-  it("tokens that reach their max TTL are replaced by a new login; rotations continue", async () => {
+  it("a token is renewed (renew-self) while renewable and replaced by a new login at its max TTL; rotations continue", async () => {
     const v = t.env.vault.client;
     const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken))
       .data;
+    // Renewed at 2/3 of 12 s: at 8 s to a 12 s lease, at 16 s capped to the 8 s left of the 24 s max TTL.
     await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, {
       ...role,
-      token_ttl: 3,
-      token_max_ttl: 6,
+      token_ttl: 12,
+      token_max_ttl: 24,
     });
     try {
+      const auditFrom = t.env.vaultAuditOffset();
       const run = track(await startAgent(t.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.5"]));
       const first = (await getBundle(run.client)).generation;
+      // What Vault saw, from its audit log: the agent's logins (with the new token's accessor) and every request
+      // made with one of those tokens.
+      const logins = () =>
+        t.env
+          .vaultAudit(auditFrom)
+          .filter((e) => e.type === "response" && e.request?.path === "auth/kubernetes/login" && !e.error)
+          .map((e) => ({ accessor: e.auth?.accessor ?? e.response?.auth?.accessor, at: Date.parse(e.time) }));
       await waitUntil(
-        "several rotations across token expiries",
-        async () => (await getBundle(run.client)).generation >= first + 3,
-        {
-          timeoutMs: 40_000,
-        },
+        "a second login, and rotations throughout",
+        async () => logins().length >= 2 && (await getBundle(run.client)).generation >= first + 3,
+        { timeoutMs: 60_000, intervalMs: 500 },
       );
-      const logins = run
-        .log()
-        .split("\n")
-        .filter((l) => l.includes("logged in to Vault with Kubernetes auth")).length;
-      assert.ok(logins >= 2, `the agent logged in again after the max TTL (${logins} logins)`);
       await run.stop();
+      const [login1, login2] = logins() as [{ accessor: string; at: number }, { accessor: string; at: number }];
+      const audit = t.env.vaultAudit(auditFrom).filter((e) => e.type === "response");
+      const withToken1 = audit.filter((e) => e.auth?.accessor === login1.accessor);
+      const renewals = withToken1.filter((e) => e.request?.path === "auth/token/renew-self");
+      assert.ok(renewals.length >= 1, `the first token was renewed with renew-self (${renewals.length} times)`);
+      assert.deepEqual(
+        renewals.filter((e) => e.error),
+        [],
+        "every renewal was accepted",
+      );
+      assert.ok(
+        withToken1.every((e) => Date.parse(e.time) < login1.at + 24_000),
+        "the first token was never used past its max TTL",
+      );
+      assert.ok(login2.at > Date.parse(renewals.at(-1)!.time), "the new login followed the last renewal");
+      assert.notEqual(login2.accessor, login1.accessor);
+      assert.deepEqual(
+        audit.filter((e) => e.error && e.request?.path !== "auth/token/revoke-self").map((e) => e.request?.path),
+        [],
+        "no request was refused (the token was replaced, not used until Vault said 403)",
+      );
+      assert.match(run.log(), /Vault token reached its max TTL; will log in again/);
+      assert.doesNotMatch(run.log(), /Vault answered 403/);
     } finally {
       await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, role);
     }

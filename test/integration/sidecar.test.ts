@@ -21,6 +21,7 @@ import { setupVault } from "../../src/vault/setup.js";
 import { execFileSync } from "node:child_process";
 import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
 import { waitUntil } from "../env/process.js";
+import { pemPrivateKeysInMemory } from "../env/process-memory.js";
 
 const SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep";
 
@@ -30,7 +31,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   const runs: AgentRun[] = [];
 
   before(async () => {
-    t = await startAgentTestEnv();
+    t = await startAgentTestEnv({}, { vaultAudit: true });
     vaultRootPem = (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
   });
   after(async () => {
@@ -162,6 +163,73 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     await run.stop();
   });
 
+  it("/readyz is 503 until a bundle is held (Vault frozen at start) and once it expires, 200 otherwise; /healthz is 200 throughout", async () => {
+    const port = await freePort();
+    const probe = async (path: "/readyz" | "/healthz") => (await fetch(`http://127.0.0.1:${port}${path}`)).status;
+    t.env.vault.process.signal("SIGSTOP");
+    let run: AgentRun;
+    try {
+      run = track(
+        await startAgent(
+          t.env,
+          "sidecar",
+          [`--http-addr=127.0.0.1:${port}`, "--ttl=20s", "--grace-ratio=0.5", "--unready-before-expiry=2s"],
+          { waitForBundle: false },
+        ),
+      );
+      await waitUntil("the health port listens", async () => (await probe("/healthz")) === 200, {
+        timeoutMs: 30_000,
+        process: run.process,
+      });
+      assert.equal(await probe("/readyz"), 503, "no bundle yet: Vault is unreachable");
+      await assert.rejects(getBundle(run.client, 1_000), "nothing to serve on the socket either");
+    } finally {
+      t.env.vault.process.signal("SIGCONT");
+    }
+    await waitUntil("ready once Vault answers", async () => (await probe("/readyz")) === 200, { timeoutMs: 40_000 });
+    const held = await getBundle(run.client);
+    assert.equal(await probe("/healthz"), 200);
+
+    // Vault freezes again and stays frozen past the intermediate's expiry (less the 2 s margin): not ready, alive.
+    t.env.vault.process.signal("SIGSTOP");
+    try {
+      await waitUntil("unready before the held intermediate expires", async () => (await probe("/readyz")) === 503, {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+      });
+      assert.ok(Date.now() >= held.notAfterUnix * 1000 - 2_000 - 1_000, "not before the readiness margin");
+      assert.equal(await probe("/healthz"), 200, "the process is alive and says so");
+    } finally {
+      t.env.vault.process.signal("SIGCONT");
+    }
+    await waitUntil("ready again after renewal", async () => (await probe("/readyz")) === 200, { timeoutMs: 40_000 });
+    assert.ok((await getBundle(run.client)).generation > held.generation);
+    await run.stop();
+  });
+
+  it("without --cacerts-dir the key never leaves: none from Get/Watch/Rotate, no PEM of it in memory, no key file", async () => {
+    const run = track(await startAgent(t.env, "sidecar", ["--rotate-min-interval=0s"], { cacerts: false }));
+    const watched = watchBundles(run.client, 2, 30_000);
+    const first = await getBundle(run.client);
+    const rotated = await rotate(run.client);
+    for (const b of [first, rotated, ...(await watched)])
+      assert.equal(b.privateKeyPem, "", `generation ${b.generation}`);
+    // Nor does the process ever hold it in an exportable form: its memory, read from outside, has no PEM key.
+    assert.equal(pemPrivateKeysInMemory(run.process.pid!), 0, "no PEM private key in the agent's memory");
+    // The same checks do see the key when export is asked for: the empty answers above are a refusal, not a gap.
+    const exporting = track(await startAgent(t.env, "sidecar", ["--key-export"], { cacerts: false }));
+    assert.match((await getBundle(exporting.client)).privateKeyPem, /BEGIN PRIVATE KEY/);
+    assert.ok(pemPrivateKeysInMemory(exporting.process.pid!) >= 1, "with --key-export the PEM key is in memory");
+    await exporting.stop();
+    await run.stop();
+    const files = readdirSync(run.dir, { recursive: true, encoding: "utf8" });
+    assert.ok(!files.some((f) => f.startsWith("cacerts")), "no cacerts directory was created");
+    for (const f of files) {
+      const p = join(run.dir, f);
+      if (statSync(p).isFile()) assert.doesNotMatch(readFileSync(p, "latin1"), /PRIVATE KEY/, `${f} holds no key`);
+    }
+  });
+
   it("the opt-in Gloo flow: Vault generates the key at csrPath, the root mount signs it, the key is held in memory", async () => {
     await setupVault(t.env.vault.client, t.env.vault.rootToken, {
       ...t.setup,
@@ -170,6 +238,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       csrPath: "pki_int/intermediate/generate/exported",
     });
     const keysBefore = await pkiKeyCount("pki_int");
+    const auditFrom = t.env.vaultAuditOffset();
     const run = track(
       await startAgent(t.env, "sidecar", [
         "--auth-role=istiod-agent-gloo",
@@ -188,6 +257,31 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     assert.equal(await pkiKeyCount("pki_int"), keysAfterFirst, "LIST pki_int/keys: no key accumulates per rotation");
     assert.equal(keysAfterFirst, keysBefore, "the first generated key was deleted as well");
     assert.match(run.log(), /deleted Vault's stored copy of the generated intermediate key/);
+
+    // Vault's audit log, seen from outside the agent: every CSR sent to the sign path is one Vault generated at
+    // csrPath (the log HMACs both with the same key, so equal hashes mean equal CSRs), and every generated key_id was
+    // then deleted from the mount.
+    const audit = t.env.vaultAudit(auditFrom);
+    const generated = audit.filter(
+      (e) => e.type === "response" && e.request?.path === "pki_int/intermediate/generate/exported" && !e.error,
+    );
+    const signed = audit.filter((e) => e.type === "request" && e.request?.path === "pki/root/sign-intermediate");
+    assert.equal(generated.length, 4, "one key generated by Vault per intermediate (start + 3 rotations)");
+    assert.equal(signed.length, 4);
+    assert.deepEqual(
+      signed.map((e) => e.request?.data?.csr),
+      generated.map((e) => e.response?.data?.csr),
+      "each CSR signed is the one Vault generated with the key",
+    );
+    const deletedIds = audit
+      .filter((e) => e.type === "request" && e.request?.operation === "delete")
+      .map((e) => /^pki_int\/key\/(.+)$/.exec(e.request?.path ?? "")?.[1])
+      .filter((id): id is string => id !== undefined);
+    assert.deepEqual(
+      await Promise.all(deletedIds.map((id) => t.env.vaultAuditHash(decodeURIComponent(id)))),
+      generated.map((e) => e.response?.data?.key_id),
+      "each generated key deleted from pki_int",
+    );
     await run.stop();
   });
 
