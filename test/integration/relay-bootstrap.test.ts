@@ -13,7 +13,8 @@ import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { makeTestCa } from "../env/pki.js";
+import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
@@ -306,25 +307,8 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     t = await startAgentTestEnv();
     env = t.env;
     dir = mkdtempSync(join(tmpdir(), "iva-relay-boot-"));
-    const root = env.vault.rootToken;
-    const v = env.vault.client;
     // The relay server's own certificate still comes from Vault (management cluster).
-    await v.write("pki/roles/relay-server", root, {
-      key_type: "any",
-      key_usage: ["DigitalSignature"], // RFC 8813: no keyEncipherment for ECDSA keys
-      ext_key_usage: ["ServerAuth"],
-      max_ttl: "72h",
-      ttl: "24h",
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      server_flag: false,
-      client_flag: false,
-      no_store: true,
-    });
+    await writeRelayPkiRoles(env, "pki", { serverDns: SERVER_DNS });
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
       namespace: MGMT_NS,
@@ -551,37 +535,14 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     // Renew: the caller's certificate decides who it is.
     assertRefused(await renewCall(ok.pem), grpc.status.UNAUTHENTICATED, "no_client_certificate", "Renew without mTLS");
 
-    const foreignKeys = await generateKeyPair("ECDSA_P256", true);
-    const now = Date.now();
-    const foreignCa = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: "01",
-      name: "CN=foreign relay CA",
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      keys: foreignKeys,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    const leafKeys = await generateKeyPair("ECDSA_P256", true);
-    const foreignLeaf = await x509.X509CertificateGenerator.create({
-      serialNumber: "02",
-      subject: "CN=cluster-a",
-      issuer: foreignCa.subject,
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: foreignKeys.privateKey,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [
-        new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster-a" }]),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      ],
-    });
+    const foreignLeaf = await (
+      await makeTestCa("foreign relay CA")
+    ).issue({ commonName: "cluster-a", dnsNames: ["cluster-a"], client: true });
     const renewA = await csr({ cn: "cluster-a", dns: ["cluster-a"] });
     assertRefused(
       await renewCall(renewA.pem, {
-        cert: foreignLeaf.toString("pem"),
-        key: await exportPrivateKeyPem(leafKeys.privateKey),
+        cert: foreignLeaf.certPem,
+        key: foreignLeaf.keyPem,
       }),
       grpc.status.UNAUTHENTICATED,
       "client_cert_untrusted",

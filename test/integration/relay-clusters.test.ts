@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
@@ -186,20 +186,7 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
         key_bits: 256,
       })
     ).data.certificate;
-    await v.write("pki_relay/roles/relay-server", root, {
-      key_type: "any",
-      key_usage: ["DigitalSignature"],
-      ext_key_usage: ["ServerAuth"],
-      max_ttl: "72h",
-      ttl: "24h",
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      no_store: true,
-    });
+    await writeRelayPkiRoles(env, "pki_relay", { serverDns: SERVER_DNS });
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
       namespace: NS,

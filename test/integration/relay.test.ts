@@ -10,14 +10,13 @@ import { join } from "node:path";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { makeTestCa } from "../env/pki.js";
+import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import type { TestEnv } from "../env/harness.js";
 import { freePort, repoRoot } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
 import { opensslVerify } from "../env/crypto-check.js";
-import { x509 } from "../../src/crypto/x509.js";
-import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 import { relayPolicy } from "../../src/relay/policy.js";
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type KubeSecret } from "../../src/relay/secrets.js";
@@ -54,32 +53,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     t = await startAgentTestEnv();
     env = t.env;
     dir = mkdtempSync(join(tmpdir(), "iva-relay-"));
-    const root = env.vault.rootToken;
     const v = env.vault.client;
     vaultRootPem = (await v.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
 
     // PKI roles for the two leaf kinds: the server name only, any (hostname-shaped) cluster name for agents.
-    const common = {
-      key_type: "any",
-      // RFC 8813: an ECDSA end-entity certificate must not assert keyEncipherment (the relay's keys are ECDSA)
-      key_usage: ["DigitalSignature"],
-      max_ttl: "72h",
-      ttl: "24h",
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      server_flag: false,
-      client_flag: false,
-      no_store: true,
-    };
-    await v.write("pki/roles/relay-server", root, {
-      ...common,
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      ext_key_usage: ["ServerAuth"],
-    });
-    await v.write("pki/roles/relay-client", root, { ...common, allow_any_name: true, ext_key_usage: ["ClientAuth"] });
+    await writeRelayPkiRoles(env, "pki", { serverDns: SERVER_DNS, client: true });
     // KV v2 at secret/ (OpenBao's dev mode mounts it already; a real install may not).
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
@@ -313,37 +291,14 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     await handshake(server, client);
 
     // A client certificate for the same name from a CA the relay does not trust.
-    const foreignKeys = await generateKeyPair("ECDSA_P256", true);
-    const now = Date.now();
-    const foreignCa = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: "01",
-      name: "CN=foreign relay CA",
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      keys: foreignKeys,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    const leafKeys = await generateKeyPair("ECDSA_P256", true);
-    const foreignLeaf = await x509.X509CertificateGenerator.create({
-      serialNumber: "02",
-      subject: "CN=cluster1",
-      issuer: foreignCa.subject,
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: foreignKeys.privateKey,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [
-        new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }]),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      ],
-    });
+    const foreignLeaf = await (
+      await makeTestCa("foreign relay CA")
+    ).issue({ commonName: "cluster1", dnsNames: ["cluster1"], client: true });
     const srv = await mtlsServer(server);
     try {
       const refused = await mtlsClient(srv.port, {
-        cert: foreignLeaf.toString("pem"),
-        key: await exportPrivateKeyPem(leafKeys.privateKey),
+        cert: foreignLeaf.certPem,
+        key: foreignLeaf.keyPem,
         ca: client.ca,
       });
       assert.equal(refused.data, "", "the server sent nothing to the foreign client");
