@@ -1,12 +1,15 @@
 // Runs the built agent (dist/src/main.js) as a separate process, the way a pod runs it, and talks to its socket.
-import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { after, before } from "node:test";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "../../src/gen/istiodvaultagent/v1/agent.js";
 import { ManagedProcess, waitUntil } from "./process.js";
-import { repoRoot, type TestEnv } from "./harness.js";
-import { ISTIO_NS, ISTIOD_SA } from "./fixtures.js";
+import { freePort, repoRoot, type TestEnv, type TestEnvOptions } from "./harness.js";
+import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
+import { ISTIO_NS, ISTIOD_SA, startAgentTestEnv, type AgentTestEnv } from "./fixtures.js";
+import type { VaultSetupOptions } from "../../src/vault/setup.js";
 
 export interface AgentRun {
   process: ManagedProcess;
@@ -166,4 +169,105 @@ export function watchBundles(
       reject(err);
     });
   });
+}
+
+/** The frame most agent test files share: one environment, and the agent runs started in it. */
+export interface AgentSuite {
+  /** The environment (available once the suite's before() hook has run). */
+  readonly t: AgentTestEnv;
+  readonly env: TestEnv;
+  /** Every run tracked so far, in start order. */
+  readonly runs: readonly AgentRun[];
+  /** Registers a run to be stopped and removed when the suite ends. */
+  readonly track: (run: AgentRun) => AgentRun;
+  /** Registers a clean-up to run when the suite ends, before the runs stop (e.g. closing a client). */
+  readonly defer: (cleanup: () => void | Promise<void>) => void;
+  /** startAgent() in the suite's environment, tracked. */
+  readonly start: (command: "sidecar" | "init", extra?: string[], opts?: StartAgentOptions) => Promise<AgentRun>;
+}
+
+/**
+ * Call inside describe(): registers a before() hook that starts a fresh AgentTestEnv and an after() hook that stops
+ * every tracked run, removes its directory and stops the servers.
+ */
+export function agentSuite(
+  overrides: Partial<Omit<VaultSetupOptions, "kubernetes">> = {},
+  envOpts: TestEnvOptions = {},
+): AgentSuite {
+  let t: AgentTestEnv | undefined;
+  const runs: AgentRun[] = [];
+  const cleanups: (() => void | Promise<void>)[] = [];
+  before(async () => {
+    t = await startAgentTestEnv(overrides, envOpts);
+  });
+  after(async () => {
+    for (const c of cleanups) await c();
+    for (const r of runs) await r.stop();
+    if (!process.env.IVA_KEEP_ENV) for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
+    await t?.env.stop();
+  });
+  const suite: AgentSuite = {
+    get t() {
+      if (!t) throw new Error("the suite's environment is not started yet (use it inside before/it)");
+      return t;
+    },
+    get env() {
+      return suite.t.env;
+    },
+    runs,
+    track: (run) => (runs.push(run), run),
+    defer: (cleanup) => void cleanups.push(cleanup),
+    start: async (command, extra = [], opts = {}) => suite.track(await startAgent(suite.env, command, extra, opts)),
+  };
+  return suite;
+}
+
+/** The agent serving as a drop-in Istio CA (CreateCertificate over TLS, TokenReview by the test apiserver). */
+export interface IstioCaAgent {
+  run: AgentRun;
+  port: number;
+  /** The roots the agent serves (its CreateCertificate TLS certificate chains to them). */
+  rootPem: string;
+  client: IstioCertificateServiceClient;
+  /** CreateCertificate with `token` as the bearer (none: no authorization header). */
+  create(csr: string, token?: string, validitySeconds?: number): Promise<string[]>;
+}
+
+/** Starts a sidecar with the Istio CA server on a free port (tracked by the suite) and a client for it. */
+export async function startIstioCaAgent(
+  suite: AgentSuite,
+  extra: string[] = [],
+  opts: StartAgentOptions = {},
+): Promise<IstioCaAgent> {
+  const port = await freePort();
+  const args = [
+    `--istio-ca-addr=127.0.0.1:${port}`,
+    "--istio-ca-names=127.0.0.1,localhost",
+    `--kubeconfig=${suite.env.kube.kubeconfigPath}`,
+  ];
+  const run = await suite.start("sidecar", [...args, ...extra], opts);
+  const rootPem = (await getBundle(run.client)).rootCertPem.join("");
+  const client = new IstioCertificateServiceClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createSsl(Buffer.from(rootPem)),
+  );
+  suite.defer(() => client.close());
+  return {
+    run,
+    port,
+    rootPem,
+    client,
+    create(csr, token, validitySeconds = 3600) {
+      const md = new grpc.Metadata();
+      if (token) md.set("authorization", `Bearer ${token}`);
+      return new Promise<string[]>((resolve, reject) =>
+        client.createCertificate(
+          { csr, validityDuration: validitySeconds },
+          md,
+          { deadline: Date.now() + 10_000 },
+          (err, res) => (err ? reject(err) : resolve(res.certChain)),
+        ),
+      );
+    },
+  };
 }

@@ -6,10 +6,9 @@ import assert from "node:assert/strict";
 import { x509 } from "../../src/crypto/x509.js";
 import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, signCertificate } from "../env/agent-process.js";
-import { opensslVerify, workloadCsr } from "../env/crypto-check.js";
+import { opensslVerify, workloadCsr, SLEEP_SPIFFE_ID, subjectAltNames } from "../env/crypto-check.js";
 import { startIstiodOnAgentCacerts, type IstiodOnAgentCacerts } from "../env/istiod.js";
 
-const WORKLOAD = "spiffe://cluster.local/ns/default/sa/sleep";
 const AGENT_ARGS = ["--ca-path=pki_int/root/sign-intermediate"];
 const certs = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 const same = (a: string, b: string) => a.replace(/\s/g, "") === b.replace(/\s/g, "");
@@ -64,12 +63,7 @@ describe("--ca-path on Vault's intermediate mount: a three-CA chain through isti
     assert.ok(same(cas[1]!, vaultIntermediate), "then pki_int's CA");
     assert.ok(same(cas[2]!, vaultRoot), "then Vault's root");
     assert.ok(same(chain.at(-1)!, vaultRoot), "root last");
-    const leaf = new x509.X509Certificate(chain[0]!);
-    const uris = leaf
-      .getExtension(x509.SubjectAlternativeNameExtension)
-      ?.names.items.filter((n) => n.type === "url")
-      .map((n) => n.value);
-    assert.deepEqual(uris, [WORKLOAD]);
+    assert.deepEqual(subjectAltNames(chain[0]!), [SLEEP_SPIFFE_ID], "the workload's SPIFFE ID, nothing else");
     assert.match(opensslVerify(chain[0]!, vaultRoot, `${chain[1]}\n${chain[2]}`), /OK/);
     assert.throws(
       () => opensslVerify(chain[0]!, vaultRoot, chain[1]),
@@ -83,7 +77,7 @@ describe("--ca-path on Vault's intermediate mount: a three-CA chain through isti
       bundle.rootCertPem.map((p) => p.replace(/\s/g, "")),
       [vaultRoot.replace(/\s/g, "")],
     );
-    const chain = await signCertificate(stack.sidecar!.client, await workloadCsr(WORKLOAD), 600);
+    const chain = await signCertificate(stack.sidecar!.client, await workloadCsr(SLEEP_SPIFFE_ID), 600);
     assert.equal(chain.length, 4);
     assert.ok(same(chain[1]!, bundle.signingCertPem));
     assert.ok(same(chain[2]!, vaultIntermediate));
