@@ -108,3 +108,16 @@ export async function writeRelayPkiRoles(
     });
   }
 }
+
+/** Mounts a PKI engine at `mount` (10-year max TTL) with a new EC P-256 root CA; returns the root certificate. */
+export async function mountPkiRoot(env: TestEnv, mount: string, commonName: string): Promise<string> {
+  const root = env.vault.rootToken;
+  await env.vault.client.write(`sys/mounts/${mount}`, root, { type: "pki", config: { max_lease_ttl: "87600h" } });
+  const generated = await env.vault.client.write<{ certificate: string }>(`${mount}/root/generate/internal`, root, {
+    common_name: commonName,
+    ttl: "87600h",
+    key_type: "ec",
+    key_bits: 256,
+  });
+  return generated.data.certificate;
+}

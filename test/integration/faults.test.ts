@@ -32,7 +32,7 @@ import {
 import { publicKeyId, workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
 import { startCorruptingProxy, type CorruptingProxy } from "../env/corrupting-proxy.js";
 import { repoRoot } from "../env/harness.js";
-import { waitUntil } from "../env/process.js";
+import { repeatInBackground, waitUntil } from "../env/process.js";
 
 describe("fault injection", () => {
   const suite = agentSuite({}, { vaultAudit: true });
@@ -189,33 +189,29 @@ describe("fault injection", () => {
     mkdirSync(cacerts);
     const violations: string[] = [];
     let samples = 0;
-    let sampling = true;
     // istiod-style check of whatever is published: four files, key matches cert, cert is a CA signed by the root.
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          if (existsSync(join(cacerts, "..data"))) {
-            const target = readlinkSync(join(cacerts, "..data"));
-            const read = (n: string) => readFileSync(join(cacerts, target, n), "utf8");
-            const [cert, key, chain, root] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"].map(
-              read,
-            ) as [string, string, string, string];
-            const x = new X509Certificate(cert);
-            const r = new X509Certificate(root);
-            if (!x.ca) violations.push(`${target}: not a CA`);
-            if (!x.checkPrivateKey(createPrivateKey(key))) violations.push(`${target}: key does not match`);
-            if (!x.verify(r.publicKey)) violations.push(`${target}: not signed by root`);
-            if (!chain.startsWith(cert.trim().slice(0, 60)))
-              violations.push(`${target}: chain does not start with the cert`);
-            samples++;
-          }
-        } catch (err) {
-          // A directory removed between readlink and read is the previous set being cleaned up: not a violation.
-          if ((err as NodeJS.ErrnoException).code !== "ENOENT") violations.push(`read: ${(err as Error).message}`);
+    const sampler = repeatInBackground(() => {
+      try {
+        if (existsSync(join(cacerts, "..data"))) {
+          const target = readlinkSync(join(cacerts, "..data"));
+          const read = (n: string) => readFileSync(join(cacerts, target, n), "utf8");
+          const [cert, key, chain, root] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"].map(
+            read,
+          ) as [string, string, string, string];
+          const x = new X509Certificate(cert);
+          const r = new X509Certificate(root);
+          if (!x.ca) violations.push(`${target}: not a CA`);
+          if (!x.checkPrivateKey(createPrivateKey(key))) violations.push(`${target}: key does not match`);
+          if (!x.verify(r.publicKey)) violations.push(`${target}: not signed by root`);
+          if (!chain.startsWith(cert.trim().slice(0, 60)))
+            violations.push(`${target}: chain does not start with the cert`);
+          samples++;
         }
-        await new Promise((r) => setTimeout(r, 5));
+      } catch (err) {
+        // A directory removed between readlink and read is the previous set being cleaned up: not a violation.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") violations.push(`read: ${(err as Error).message}`);
       }
-    })();
+    }, 5);
     const keys = new Set<string>();
     try {
       for (let i = 0; i < 3; i++) {
@@ -227,8 +223,7 @@ describe("fault injection", () => {
         run.client.close();
       }
     } finally {
-      sampling = false;
-      await sampler;
+      await sampler.stop();
     }
     assert.deepEqual(violations, []);
     assert.ok(samples > 100, `sampled the directory ${samples} times`);

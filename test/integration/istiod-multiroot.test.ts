@@ -8,8 +8,9 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { x509 } from "../../src/crypto/x509.js";
 import { istiodAgentPolicy } from "../../src/vault/policies.js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { mountPkiRoot, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import { opensslVerify } from "../env/crypto-check.js";
+import { repeatInBackground } from "../env/process.js";
 import { startIstiodOnAgentCacerts, type IstiodOnAgentCacerts } from "../env/istiod.js";
 
 describe("Vault root rotation with istiod in multi-root mode", () => {
@@ -26,14 +27,7 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
     const root = t.env.vault.rootToken;
     oldRoot = (await v.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
     // The new root lives in its own mount; the agent's role gets the sign path there too.
-    await v.write("sys/mounts/pki2", root, { type: "pki", config: { max_lease_ttl: "87600h" } });
-    newRoot = (
-      await v.write<{ certificate: string }>("pki2/root/generate/internal", root, {
-        common_name: "new root CA",
-        ttl: "87600h",
-        key_type: "ec",
-      })
-    ).data.certificate;
+    newRoot = await mountPkiRoot(t.env, "pki2", "new root CA");
     await v.write("sys/policy/istiod-agent-pki2", root, { policy: istiodAgentPolicy("pki2/root/sign-intermediate") });
     const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", root)).data;
     await v.write("auth/kubernetes/role/istiod-agent", root, {
@@ -68,18 +62,14 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
   it("add the new root, switch the signer, drop the old root: certificates throughout, old and new leaves verify", async () => {
     const failures: string[] = [];
     let requests = 0;
-    let running = true;
-    const load = (async () => {
-      while (running) {
-        try {
-          await createCertificate();
-          requests++;
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-        await new Promise((r) => setTimeout(r, 250));
+    const load = repeatInBackground(async () => {
+      try {
+        await createCertificate();
+        requests++;
+      } catch (err) {
+        failures.push((err as Error).message);
       }
-    })();
+    }, 250);
 
     try {
       // 1. Signing from the old root; the new root is added as a trust anchor: root-cert.pem = old + new.
@@ -108,8 +98,7 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
         "an old-root leaf no longer verifies once the old root is dropped",
       );
     } finally {
-      running = false;
-      await load;
+      await load.stop();
     }
     assert.deepEqual(failures, [], `workload requests failed during the rotation (${requests} succeeded)`);
     assert.ok(requests >= 10, `the workload kept asking (${requests} requests)`);
