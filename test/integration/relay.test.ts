@@ -11,6 +11,7 @@ import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
 import { makeTestCa } from "../env/pki.js";
+import * as relayIssuer from "../env/relay-issuer.js";
 import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import type { TestEnv } from "../env/harness.js";
 import { freePort, repoRoot } from "../env/harness.js";
@@ -19,26 +20,21 @@ import { ManagedProcess, waitUntil } from "../env/process.js";
 import { opensslVerify } from "../env/crypto-check.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type KubeSecret } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/relay/secrets.js";
+
+const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
+const EKU_CLIENT = relayIssuer.EKU_CLIENT_AUTH;
+const EKU_SERVER = relayIssuer.EKU_SERVER_AUTH;
 
 const RELAY_NS = "gloo-mesh";
 const RELAY_SA = "relay-agent";
-const SERVER_DNS = "gloo-mesh-mgmt-server.gloo-mesh";
 const KV_PATH = "secret/data/relay/identity-token";
-const EKU_SERVER = "1.3.6.1.5.5.7.3.1";
-const EKU_CLIENT = "1.3.6.1.5.5.7.3.2";
 
 interface RelayRun {
   process: ManagedProcess;
   logPath: string;
   log(): string;
   stop(): Promise<void>;
-}
-
-interface TlsPair {
-  cert: string;
-  key: string;
-  ca: string;
 }
 
 describe("relay against real OpenBao + kube-apiserver", () => {
@@ -85,10 +81,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       [
         join(repoRoot(), "dist/src/main.js"),
         "relay",
-        `--vault-addr=${env.vault.url}`,
-        `--vault-cacert=${env.vault.caFile}`,
-        `--token-path=${tokenPath}`,
-        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        ...relayIssuer.relayConnectionArgs(env, tokenPath),
         // This file covers the opt-in shared token on the Istio root's mount; relay-clusters.test.ts the defaults.
         "--pki-mount=pki",
         "--allow-istio-root-mount",
@@ -116,30 +109,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     return { code, log: run.log() };
   }
 
-  const secretPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/secrets/${name}`;
+  const getSecret = (ns: string, name: string) => relayIssuer.getSecret(env, ns, name);
+  const secretData = (ns: string, name: string) => relayIssuer.secretData(env, ns, name);
+  const tlsPair = (ns: string, name: string) => relayIssuer.tlsPair(env, ns, name);
 
-  async function getSecret(ns: string, name: string): Promise<KubeSecret | undefined> {
-    const res = await env.kube.admin.request<KubeSecret>("GET", secretPath(ns, name), undefined, {
-      acceptStatuses: [404],
-    });
-    return res.status === 404 ? undefined : res.body;
-  }
-
-  async function secretData(ns: string, name: string): Promise<Record<string, string>> {
-    const s = await getSecret(ns, name);
-    assert.ok(s, `Secret ${ns}/${name} exists`);
-    return Object.fromEntries(
-      Object.entries(s.data ?? {}).map(([k, val]) => [k, Buffer.from(val, "base64").toString("utf8")]),
-    );
-  }
-
-  async function tlsPair(ns: string, name: string): Promise<TlsPair> {
-    const d = await secretData(ns, name);
-    assert.ok(d["tls.crt"] && d["tls.key"] && d["ca.crt"], `${ns}/${name} has tls.crt, tls.key and ca.crt`);
-    return { cert: d["tls.crt"], key: d["tls.key"], ca: d["ca.crt"] };
-  }
-
-  function keyMatchesCert(pair: TlsPair): boolean {
+  function keyMatchesCert(pair: relayIssuer.TlsPair): boolean {
     return new X509Certificate(pair.cert).checkPrivateKey(createPrivateKey(pair.key));
   }
 
@@ -164,7 +138,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
   }
 
   /** A TLS server from the server Secret that requires and verifies client certificates. */
-  async function mtlsServer(pair: TlsPair) {
+  async function mtlsServer(pair: relayIssuer.TlsPair) {
     const accepted: { authorized: boolean; peerSan: string | undefined }[] = [];
     const clientErrors: string[] = [];
     const server = tls.createServer(
@@ -214,7 +188,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     });
   }
 
-  async function handshake(serverPair: TlsPair, clientPair: TlsPair): Promise<void> {
+  async function handshake(serverPair: relayIssuer.TlsPair, clientPair: relayIssuer.TlsPair): Promise<void> {
     const srv = await mtlsServer(serverPair);
     try {
       const res = await mtlsClient(srv.port, clientPair);
