@@ -14,6 +14,7 @@ import {
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { splitPemCertificates } from "../crypto/pem.js";
 
 /** Flag name → [description, kind]. One table drives parsing and --help. */
 export const AGENT_FLAGS = {
@@ -221,8 +222,7 @@ export function loadConfig(
   if (c.trustAnchors.file) {
     try {
       const pem = readFileSync(c.trustAnchors.file, "utf8");
-      c.trustAnchors.pem =
-        pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((b) => `${b}\n`) ?? [];
+      c.trustAnchors.pem = splitPemCertificates(pem, c.trustAnchors.file);
       if (c.trustAnchors.pem.length === 0)
         problems.push(`--trust-anchors-file ${c.trustAnchors.file}: holds no PEM certificate`);
     } catch (err) {
