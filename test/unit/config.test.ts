@@ -33,7 +33,7 @@ void describe("config", () => {
         const text = err.problems.join("\n");
         assert.match(text, /--ttl: "soon" is invalid; expected a duration/);
         assert.match(text, /vault.address: missing/);
-        assert.match(text, /keyAlgorithm: "DSA" is not supported; expected one of ECDSA_P256/);
+        assert.match(text, /--key-algorithm: "DSA" is invalid; expected one of ECDSA_P256/);
         assert.match(text, /trustDomain: "Bad Domain"/);
         assert.match(text, /socketPath: "rel\/path" must be an absolute path/);
         assert.equal(err.problems.length, 5);
@@ -68,8 +68,8 @@ void describe("config", () => {
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         const text = err.problems.join("\n");
-        assert.match(text, /maxWatchPerConnection \(--socket-max-watch-per-connection\): 0 must be an integer ≥ 1/);
-        assert.match(text, /--istio-ca-max-in-flight: "lots" is invalid; expected a whole number/);
+        assert.match(text, /--socket-max-watch-per-connection: "0" is invalid; expected a whole number ≥ 1/);
+        assert.match(text, /--istio-ca-max-in-flight: "lots" is invalid; expected a whole number ≥ 1/);
         assert.match(text, /--rotate-min-interval: "x" is invalid; expected a duration such as 30s/);
         return true;
       },
