@@ -1,7 +1,7 @@
 // What every command is to main.ts: a flag table, its help, and a run function. runCommand gives them all the same
 // --help/-h, --version and exit codes: 0 done, 1 a runtime failure, 2 a usage or configuration error.
 import { readFileSync } from "node:fs";
-import { ConfigError } from "../config/config.js";
+import { ConfigError } from "./errors.js";
 import { parseCommandLine, type FlagTable, type FlagValues } from "./flags.js";
 
 export const EXIT_OK = 0;

@@ -4,7 +4,7 @@
 // are read from the command's default configuration through the same accessor the parser writes.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ConfigError } from "../config/config.js";
+import { ConfigError } from "./errors.js";
 import { Expected, formatDuration } from "./validate.js";
 
 export type FlagKind = "string" | "boolean" | "multiple";

@@ -1,7 +1,7 @@
 // The value parsers every command's flag table shares: one DNS-name pattern, one Vault-URL check, one host:port
-// splitter, one duration parser, one auth-mount normaliser, one key-algorithm parser. A parser returns the value or
-// throws Expected, whose message says what was expected; the flag layer adds the flag's name and the raw value.
-import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+// splitter, one duration parser, one auth-mount normaliser (the key-algorithm parser is in ./key-algorithm.ts). A
+// parser returns the value or throws Expected, whose message says what was expected; the flag layer adds the flag's
+// name and the raw value.
 
 /** Thrown by a parser: the message completes "expected …". */
 export class Expected extends Error {}
@@ -158,13 +158,6 @@ export function positive(max: number): (v: string) => number {
     if (!(n > 0 && n <= max)) throw new Expected(`a number above 0 and at most ${max}`);
     return n;
   };
-}
-
-/** Case-insensitive: ecdsa_p384 and ECDSA_P384 are the same algorithm. */
-export function keyAlgorithm(v: string): KeyAlgorithmName {
-  const upper = v.trim().toUpperCase() as KeyAlgorithmName;
-  if (!KEY_ALGORITHMS.includes(upper)) throw new Expected(`one of ${KEY_ALGORITHMS.join(", ")} (any case)`);
-  return upper;
 }
 
 /**

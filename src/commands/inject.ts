@@ -17,7 +17,7 @@ import {
   vaultPath,
   vaultUrl,
 } from "../cli/validate.js";
-import { ConfigError } from "../config/config.js";
+import { ConfigError } from "../cli/errors.js";
 import { KubeClient } from "../kube/client.js";
 import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
 import { describeChanges } from "../inject/diff.js";

@@ -136,14 +136,7 @@ export const DEFAULT_CONFIG: Config = {
   pod: { name: undefined, namespace: undefined },
 };
 
-export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(
-      `invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`,
-    );
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError } from "../cli/errors.js";
 
 /** Returns every problem with `c`; an empty list means valid. */
 export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {

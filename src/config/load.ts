@@ -24,7 +24,6 @@ import {
 import {
   duration,
   durationMs,
-  keyAlgorithm,
   list,
   logLevel,
   nonEmpty,
@@ -35,6 +34,7 @@ import {
   vaultPath,
   wholeNumber,
 } from "../cli/validate.js";
+import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
 
 const flag = valueFlag<Config, string>;

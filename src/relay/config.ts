@@ -20,7 +20,6 @@ import {
   durationMs,
   hostPort,
   isDnsName,
-  keyAlgorithm,
   list,
   logLevel,
   namespaceName,
@@ -32,6 +31,7 @@ import {
   vaultPath,
   vaultUrlProblem,
 } from "../cli/validate.js";
+import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
 
 export type RelayRole = "server" | "agent";
