@@ -8,7 +8,7 @@ import { ConfigError } from "../config/config.js";
 import { KubeClient } from "../kube/client.js";
 import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
 import { createLogger } from "../observability/logger.js";
-import { AgentMetrics } from "../observability/metrics.js";
+import { AgentMetrics, type MetricGroup } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
 import { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import { RELAY_FLAGS, parseRelayArgs, relayHelp, type RelayConfig } from "../relay/config.js";
@@ -59,6 +59,15 @@ export const command: Command = {
   },
 };
 
+/**
+ * The registry of a relay mode, with only that mode's series: its Vault calls and the issuer's signing intermediate
+ * when it runs one; in bootstrap mode (no Vault) none of those. The relay's own series register beside them.
+ */
+export function relayAgentMetrics(cfg: RelayConfig): AgentMetrics {
+  const groups: MetricGroup[] = cfg.bootstrap.address ? [] : cfg.issuer.enabled ? ["vault", "intermediate"] : ["vault"];
+  return new AgentMetrics({ processMetrics: !cfg.once, groups });
+}
+
 /** The apiserver client: --kubeconfig, else the pod's service account. A failure is a configuration error. */
 export async function openKube(cfg: { kubeconfig: string | undefined }): Promise<KubeClient> {
   try {
@@ -77,11 +86,7 @@ async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
     tls: { caPem: cfg.vault.caPem },
     namespace: cfg.vault.namespace,
   });
-  // This mode's series only: its Vault calls, the issuer's signing intermediate when it runs one, and the relay's.
-  const agentMetrics = new AgentMetrics({
-    processMetrics: !cfg.once,
-    groups: cfg.issuer.enabled ? ["vault", "intermediate"] : ["vault"],
-  });
+  const agentMetrics = relayAgentMetrics(cfg);
   const metrics = new RelayMetrics(agentMetrics.registry);
   const auth = new KubernetesAuth(vault, cfg.auth, log, agentMetrics);
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
@@ -154,8 +159,7 @@ async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
 /** `relay --role agent --bootstrap=HOST:PORT`: no Vault client is created at all. */
 async function runBootstrapAgent(cfg: RelayConfig, kube: KubeClient): Promise<number> {
   const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", role: "agent", mode: "bootstrap" });
-  // No Vault here, so none of the Vault or intermediate series: the relay's and the bootstrap calls' only.
-  const agentMetrics = new AgentMetrics({ processMetrics: !cfg.once, groups: [] });
+  const agentMetrics = relayAgentMetrics(cfg);
   const metrics = new RelayMetrics(agentMetrics.registry);
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
   const client = new IssuerClient({ address: cfg.bootstrap.address!, serverName: cfg.bootstrap.serverName });

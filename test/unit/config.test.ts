@@ -76,6 +76,13 @@ void describe("config", () => {
     );
   });
 
+  void it("--key-algorithm is case-insensitive and --auth-mount takes every spelling of the mount", () => {
+    assert.equal(loadConfig(parseFlags(["--key-algorithm=ecdsa_p384"]), env).intermediate.keyAlgorithm, "ECDSA_P384");
+    for (const mount of ["kubernetes", "/kubernetes/", "auth/kubernetes/", "/v1/auth/kubernetes"])
+      assert.equal(loadConfig(parseFlags([`--auth-mount=${mount}`]), env).auth.mountPath, "kubernetes", mount);
+    assert.equal(loadConfig(parseFlags(["--auth-mount=auth/k8s-east/"]), env).auth.mountPath, "k8s-east");
+  });
+
   void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "false" }).vault.insecureSkipVerify, false);
     assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "true" }).vault.insecureSkipVerify, true);
