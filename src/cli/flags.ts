@@ -31,7 +31,7 @@ export function valueFlag<C, T>(spec: {
   help: string;
   parse: (raw: string) => T;
   set: (c: C, v: T) => void;
-  get?: (c: C) => (T & (string | number | boolean | string[])) | undefined;
+  get?: (c: C) => (T & Shown) | undefined;
   env?: string;
   arg?: string;
   defaultText?: string;
@@ -64,6 +64,44 @@ export function switchFlag<C>(spec: {
     env: spec.env,
     apply: (c) => spec.set(c),
     show: get ? (c) => (get(c) ? "on" : undefined) : undefined,
+  };
+}
+
+type Shown = string | number | boolean | string[];
+
+/** The property path `at` reads (e.g. ["issuer", "address"]), found by running it on a recording proxy. */
+function pathOf<C>(at: (c: C) => unknown): string[] {
+  const path: string[] = [];
+  const recorder: object = new Proxy({}, { get: (_t, key) => (path.push(String(key)), recorder) });
+  at(recorder as C);
+  return path;
+}
+
+function setAt(c: unknown, path: string[], v: unknown): void {
+  let o = c as Record<string, unknown>;
+  for (const key of path.slice(0, -1)) o = o[key] as Record<string, unknown>;
+  o[path.at(-1)!] = v;
+}
+
+/**
+ * Flag builders bound to one configuration type: `option` parses into the field `at` reads (and help prints that
+ * field of the defaults), `toggle` turns a boolean field on.
+ */
+export function fieldFlags<C>() {
+  return {
+    option: <T extends Shown>(
+      help: string,
+      parse: (raw: string) => T,
+      at: (c: C) => T | undefined,
+      more: { env?: string; arg?: string; defaultText?: string; format?: "duration" | "ms" } = {},
+    ): Flag<C> => {
+      const path = pathOf(at);
+      return valueFlag<C, T>({ help, parse, set: (c, v) => setAt(c, path, v), get: at, ...more });
+    },
+    toggle: (help: string, at: (c: C) => boolean, env?: string): Flag<C> => {
+      const path = pathOf(at);
+      return switchFlag<C>({ help, set: (c) => setAt(c, path, true), get: at, env });
+    },
   };
 }
 

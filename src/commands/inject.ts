@@ -6,7 +6,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { Command } from "../cli/command.js";
-import { applyFlags, parseCommandLine, renderHelp, switchFlag, valueFlag, type FlagTable } from "../cli/flags.js";
+import { applyFlags, parseCommandLine, renderHelp, valueFlag, type FlagTable, fieldFlags } from "../cli/flags.js";
 import {
   DNS_NAME,
   Expected,
@@ -168,93 +168,81 @@ export const DEFAULT_INJECT_OPTIONS: InjectOptions = {
 };
 
 const flag = valueFlag<InjectOptions, string>;
+const { option, toggle } = fieldFlags<InjectOptions>();
 const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
 /** inject's flags: one table drives parsing, defaults and --help. */
 export const INJECT_FLAGS: FlagTable<InjectOptions> = {
-  namespace: flag({
-    help: "namespace of the istiod Deployment",
-    parse: namespaceName,
-    set: (o, v) => (o.namespace = v),
-    get: (o) => o.namespace,
-  }),
-  name: flag({
-    help: "istiod Deployment name",
-    parse: (v) => {
+  namespace: option("namespace of the istiod Deployment", namespaceName, (o) => o.namespace),
+  name: option(
+    "istiod Deployment name",
+    (v) => {
       if (!isDnsName(v)) throw new Expected("a Deployment name, e.g. istiod");
       return v;
     },
-    set: (o, v) => (o.name = v),
-    defaultText: "istiod",
-  }),
-  revision: flag({
-    help: "select every istiod Deployment labelled istio.io/rev=REVISION instead of --name",
-    parse: (v) => {
+    (o) => o.name,
+    { defaultText: "istiod" },
+  ),
+  revision: option(
+    "select every istiod Deployment labelled istio.io/rev=REVISION instead of --name",
+    (v) => {
       if (v.length > 63 || !LABEL_VALUE.test(v)) throw new Expected("a label value, e.g. 1-24-0 or canary");
       return v;
     },
-    set: (o, v) => (o.revision = v),
-  }),
-  image: flag({
-    help: "agent image",
-    parse: (v) => {
+    (o) => o.revision,
+  ),
+  image: option(
+    "agent image",
+    (v) => {
       if (!v || /\s/.test(v)) throw new Expected(`an image reference, e.g. ${DEFAULT_IMAGE}`);
       return v;
     },
-    set: (o, v) => (o.image = v),
-    get: (o) => o.image,
-  }),
+    (o) => o.image,
+  ),
   "vault-addr": flag({
     help: "Vault address the agent uses, e.g. https://vault.vault:8200 (required unless --remove)",
     arg: "URL",
     parse: vaultUrl,
     set: (o, v) => (o.vaultAddress = v),
   }),
-  "vault-ca-configmap": flag({
-    help: "ConfigMap (key ca.crt) with the CAs that sign Vault's TLS certificate",
-    parse: (v) => {
+  "vault-ca-configmap": option(
+    "ConfigMap (key ca.crt) with the CAs that sign Vault's TLS certificate",
+    (v) => {
       if (!DNS_NAME.test(v)) throw new Expected("a ConfigMap name, e.g. vault-ca");
       return v;
     },
-    set: (o, v) => (o.vaultCaConfigMap = v),
-  }),
-  "auth-role": flag({
-    help: "Vault Kubernetes-auth role",
-    parse: vaultName,
-    set: (o, v) => (o.role = v),
-    get: (o) => o.role,
-  }),
-  audience: flag({
-    help: "audience of the projected service-account token for Vault",
-    parse: (v) => {
+    (o) => o.vaultCaConfigMap,
+  ),
+  "auth-role": option("Vault Kubernetes-auth role", vaultName, (o) => o.role),
+  audience: option(
+    "audience of the projected service-account token for Vault",
+    (v) => {
       if (!v || /\s/.test(v)) throw new Expected("a token audience, e.g. vault");
       return v;
     },
-    set: (o, v) => (o.audience = v),
-    get: (o) => o.audience,
-  }),
-  "ca-path": flag({
-    help: "Vault path that signs the intermediate",
-    parse: (v) => {
+    (o) => o.audience,
+  ),
+  "ca-path": option(
+    "Vault path that signs the intermediate",
+    (v) => {
       const s = vaultPath(v);
       if (!s.includes("sign")) throw new Expected("a PKI sign path, e.g. pki/root/sign-intermediate");
       return s;
     },
-    set: (o, v) => (o.caPath = v),
-    get: (o) => o.caPath,
-  }),
-  "trust-domain": flag({
-    help: "SPIFFE trust domain passed to the agent (default: the agent's, cluster.local)",
-    parse: (v) => {
+    (o) => o.caPath,
+  ),
+  "trust-domain": option(
+    "SPIFFE trust domain passed to the agent (default: the agent's, cluster.local)",
+    (v) => {
       if (!/^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$/.test(v))
         throw new Expected("a trust domain, e.g. cluster.local");
       return v;
     },
-    set: (o, v) => (o.trustDomain = v),
-  }),
-  "http-port": valueFlag<InjectOptions, number>({
-    help: `port of the agent's /healthz, /readyz, /metrics (not one of istiod's: ${ISTIOD_PORTS.join(", ")})`,
-    parse: (v) => {
+    (o) => o.trustDomain,
+  ),
+  "http-port": option(
+    `port of the agent's /healthz, /readyz, /metrics (not one of istiod's: ${ISTIOD_PORTS.join(", ")})`,
+    (v) => {
       const n = /^\d+$/.test(v) ? Number(v) : NaN;
       if (!(n >= 1 && n <= 65535) || ISTIOD_PORTS.includes(n))
         throw new Expected(
@@ -262,20 +250,18 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
         );
       return n;
     },
-    set: (o, v) => (o.httpPort = v),
-    get: (o) => o.httpPort,
-  }),
-  "native-sidecar": valueFlag<InjectOptions, boolean | "auto">({
-    help: "true, false or auto (auto: native when Kubernetes is 1.29 or newer)",
-    parse: (v) => {
+    (o) => o.httpPort,
+  ),
+  "native-sidecar": option(
+    "true, false or auto (auto: native when Kubernetes is 1.29 or newer)",
+    (v) => {
       if (v === "true") return true;
       if (v === "false") return false;
       if (v === "auto") return "auto";
       throw new Expected("true, false or auto");
     },
-    set: (o, v) => (o.nativeSidecar = v),
-    get: (o) => o.nativeSidecar,
-  }),
+    (o) => o.nativeSidecar,
+  ),
   "agent-arg": {
     kind: "multiple",
     help: "extra flag for both agent containers, e.g. --agent-arg=--ttl=24h",
@@ -285,19 +271,10 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
         if (!a.startsWith("--")) throw new Expected(`flags such as --agent-arg=--ttl=24h; "${a}" is not a flag`);
     },
   },
-  remove: switchFlag<InjectOptions>({
-    help: "remove the agent and restore the original pod template",
-    set: (o) => (o.remove = true),
-  }),
-  "dry-run": switchFlag<InjectOptions>({
-    help: "print what would change and write nothing",
-    set: (o) => (o.dryRun = true),
-  }),
-  kubeconfig: flag({
-    help: "kubeconfig to use",
+  remove: toggle("remove the agent and restore the original pod template", (o) => o.remove),
+  "dry-run": toggle("print what would change and write nothing", (o) => o.dryRun),
+  kubeconfig: option("kubeconfig to use", nonEmpty, (o) => o.kubeconfig, {
     arg: "FILE",
-    parse: nonEmpty,
-    set: (o, v) => (o.kubeconfig = v),
     defaultText: "$KUBECONFIG, in-cluster, then ~/.kube/config",
   }),
 };

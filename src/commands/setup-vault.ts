@@ -3,7 +3,7 @@
 // and whom the role admits. VAULT_TOKEN holds the admin token (never printed).
 import { readFileSync } from "node:fs";
 import type { Command } from "../cli/command.js";
-import { applyFlags, renderFlags, valueFlag, type FlagTable, type FlagValues } from "../cli/flags.js";
+import { applyFlags, renderFlags, valueFlag, type FlagTable, type FlagValues, fieldFlags } from "../cli/flags.js";
 import { text, vaultName, vaultPath } from "../cli/validate.js";
 import { ConfigError, type Config } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
@@ -35,21 +35,17 @@ export const DEFAULT_SETUP_SETTINGS: SetupSettings = {
 };
 
 const flag = valueFlag<SetupSettings, string>;
+const { option } = fieldFlags<SetupSettings>();
 
 /** setup-vault's own flags, beside the agent's. */
 export const SETUP_FLAGS: FlagTable<SetupSettings> = {
-  "root-mount": flag({
-    help: "PKI mount holding the root",
-    parse: vaultPath,
-    set: (s, v) => (s.rootMount = v),
-    get: (s) => s.rootMount,
-  }),
-  "import-ca-bundle": flag({
-    help: "PEM file (certificate + key) of an existing root to import instead of generating one",
-    arg: "FILE",
-    parse: text,
-    set: (s, v) => (s.importCaBundleFile = v),
-  }),
+  "root-mount": option("PKI mount holding the root", vaultPath, (s) => s.rootMount),
+  "import-ca-bundle": option(
+    "PEM file (certificate + key) of an existing root to import instead of generating one",
+    text,
+    (s) => s.importCaBundleFile,
+    { arg: "FILE" },
+  ),
   "kubernetes-host": flag({
     help: "apiserver URL Vault calls for TokenReview",
     arg: "URL",
@@ -57,45 +53,19 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
     set: (s, v) => (s.kubernetesHost = v),
     defaultText: "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
   }),
-  "kubernetes-ca-file": flag({
-    help: "CA of that apiserver",
+  "kubernetes-ca-file": option("CA of that apiserver", text, (s) => s.kubernetesCaFile, {
     arg: "FILE",
-    parse: text,
-    set: (s, v) => (s.kubernetesCaFile = v),
     defaultText: "the pod's service-account ca.crt",
   }),
-  "token-reviewer-jwt-file": flag({
-    help: "JWT Vault uses for TokenReview",
-    defaultText: "each login's own JWT",
+  "token-reviewer-jwt-file": option("JWT Vault uses for TokenReview", text, (s) => s.reviewerJwtFile, {
     arg: "FILE",
-    parse: text,
-    set: (s, v) => (s.reviewerJwtFile = v),
+    defaultText: "each login's own JWT",
   }),
-  "service-account": flag({
-    help: "istiod's service account, which the role admits",
-    parse: text,
-    set: (s, v) => (s.serviceAccount = v),
-    get: (s) => s.serviceAccount,
-  }),
-  namespace: flag({
-    help: "istiod's namespace",
-    parse: text,
-    set: (s, v) => (s.namespace = v),
-    get: (s) => s.namespace,
-  }),
-  audience: flag({
-    help: "audience of the agent's token",
-    parse: text,
-    set: (s, v) => (s.audience = v),
-    get: (s) => s.audience,
-  }),
+  "service-account": option("istiod's service account, which the role admits", text, (s) => s.serviceAccount),
+  namespace: option("istiod's namespace", text, (s) => s.namespace),
+  audience: option("audience of the agent's token", text, (s) => s.audience),
   // Not --policy-name: the agent's --policy-name names a RootTrustPolicy.
-  "vault-policy-name": flag({
-    help: "name of the Vault policy written for the role",
-    parse: vaultName,
-    set: (s, v) => (s.policyName = v),
-    get: (s) => s.policyName,
-  }),
+  "vault-policy-name": option("name of the Vault policy written for the role", vaultName, (s) => s.policyName),
 };
 
 export const command: Command = {

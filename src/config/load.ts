@@ -11,15 +11,15 @@ import {
   type Config,
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
-import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import {
   applyFlags,
   parseCommandLine,
   renderHelp,
-  switchFlag,
   valueFlag,
   type FlagTable,
   type FlagValues,
+  fieldFlags,
 } from "../cli/flags.js";
 import {
   duration,
@@ -38,6 +38,7 @@ import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
 
 const flag = valueFlag<Config, string>;
+const { option, toggle } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
 
 /** The agent's flags (sidecar, init, status, doctor, setup-vault): one table drives parsing, defaults and --help. */
@@ -49,205 +50,140 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     set: () => undefined, // read first, by loadConfig
   }),
   ...vaultAuthFlags<Config>(),
-  "vault-skip-verify": switchFlag<Config>({
-    help: "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
-    env: "VAULT_SKIP_VERIFY",
-    set: (c) => (c.vault.insecureSkipVerify = true),
-  }),
-  "ca-path": flag({
-    help: "Vault path that signs the intermediate CSR (pki_int/root/sign-intermediate signs from a Vault intermediate)",
-    parse: vaultPath,
-    set: (c, v) => (c.intermediate.caPath = v),
-    get: (c) => c.intermediate.caPath,
-  }),
-  "csr-path": flag({
-    help: "opt-in Gloo flow: Vault path that generates an exported key and CSR (.../intermediate/generate/exported)",
-    parse: vaultPath,
-    set: (c, v) => (c.intermediate.csrPath = v),
-  }),
-  ttl: valueFlag<Config, number>({
-    help: "intermediate lifetime",
+  "vault-skip-verify": toggle(
+    "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
+    (c) => c.vault.insecureSkipVerify,
+    "VAULT_SKIP_VERIFY",
+  ),
+  "ca-path": option(
+    "Vault path that signs the intermediate CSR (pki_int/root/sign-intermediate signs from a Vault intermediate)",
+    vaultPath,
+    (c) => c.intermediate.caPath,
+  ),
+  "csr-path": option(
+    "opt-in Gloo flow: Vault path that generates an exported key and CSR (.../intermediate/generate/exported)",
+    vaultPath,
+    (c) => c.intermediate.csrPath,
+  ),
+  ttl: option("intermediate lifetime", duration("720h"), (c) => c.intermediate.ttlSeconds, {
     arg: "DURATION",
-    parse: duration("720h"),
-    set: (c, v) => (c.intermediate.ttlSeconds = v),
-    get: (c) => c.intermediate.ttlSeconds,
     format: "duration",
   }),
-  "common-name": flag({
-    help: "intermediate common name",
-    parse: nonEmpty,
-    set: (c, v) => (c.intermediate.commonName = v),
-    get: (c) => c.intermediate.commonName,
-  }),
+  "common-name": option("intermediate common name", nonEmpty, (c) => c.intermediate.commonName),
   org: flag({ help: "intermediate organization", parse: text, set: (c, v) => (c.intermediate.organization = v) }),
-  "key-algorithm": valueFlag<Config, KeyAlgorithmName>({
-    help: `intermediate key algorithm: ${KEY_ALGORITHMS.join(", ")} (any case)`,
-    parse: keyAlgorithm,
-    set: (c, v) => (c.intermediate.keyAlgorithm = v),
-    get: (c) => c.intermediate.keyAlgorithm,
-  }),
-  "max-path-length": valueFlag<Config, number>({
-    help: "intermediate max path length",
-    parse: wholeNumber(0, 10),
-    set: (c, v) => (c.intermediate.maxPathLength = v),
-    get: (c) => c.intermediate.maxPathLength,
-  }),
-  "grace-ratio": valueFlag<Config, number>({
-    help: "renew when this fraction of the lifetime remains (±5% jitter)",
-    parse: ratio(0.01, 0.99),
-    set: (c, v) => (c.intermediate.rotationGraceRatio = v),
-    get: (c) => c.intermediate.rotationGraceRatio,
-  }),
-  "trust-domain": flag({
-    help: "SPIFFE trust domain of the leaves",
-    parse: text,
-    set: (c, v) => (c.leaf.trustDomain = v),
-    get: (c) => c.leaf.trustDomain,
-  }),
-  "leaf-default-ttl": valueFlag<Config, number>({
-    help: "leaf lifetime when a caller asks for none (lowered to --leaf-max-ttl when that is less)",
-    arg: "DURATION",
-    parse: duration("24h"),
-    set: (c, v) => (c.leaf.defaultTtlSeconds = v),
-    get: (c) => c.leaf.defaultTtlSeconds,
-    format: "duration",
-  }),
-  "leaf-max-ttl": valueFlag<Config, number>({
-    help: "longest leaf lifetime (always capped by the intermediate's)",
-    arg: "DURATION",
-    parse: duration("90d"),
-    set: (c, v) => (c.leaf.maxTtlSeconds = v),
-    get: (c) => c.leaf.maxTtlSeconds,
-    format: "duration",
-  }),
-  "min-leaf-ttl": valueFlag<Config, number>({
-    help:
-      "refuse leaves (UNAVAILABLE) when the intermediate has less than this left; " +
+  "key-algorithm": option(
+    `intermediate key algorithm: ${KEY_ALGORITHMS.join(", ")} (any case)`,
+    keyAlgorithm,
+    (c) => c.intermediate.keyAlgorithm,
+  ),
+  "max-path-length": option("intermediate max path length", wholeNumber(0, 10), (c) => c.intermediate.maxPathLength),
+  "grace-ratio": option(
+    "renew when this fraction of the lifetime remains (±5% jitter)",
+    ratio(0.01, 0.99),
+    (c) => c.intermediate.rotationGraceRatio,
+  ),
+  "trust-domain": option("SPIFFE trust domain of the leaves", text, (c) => c.leaf.trustDomain),
+  "leaf-default-ttl": option(
+    "leaf lifetime when a caller asks for none (lowered to --leaf-max-ttl when that is less)",
+    duration("24h"),
+    (c) => c.leaf.defaultTtlSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "leaf-max-ttl": option(
+    "longest leaf lifetime (always capped by the intermediate's)",
+    duration("90d"),
+    (c) => c.leaf.maxTtlSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "min-leaf-ttl": option(
+    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left; " +
       "lowered to 15% of the renewal grace period (--ttl × --grace-ratio) when that is less",
-    arg: "DURATION",
-    parse: duration("5m"),
-    set: (c, v) => (c.leaf.minTtlSeconds = v),
-    get: (c) => c.leaf.minTtlSeconds,
-    format: "duration",
-  }),
-  "unready-before-expiry": valueFlag<Config, number>({
-    help:
-      "/readyz turns false this long before the intermediate expires; " +
+    duration("5m"),
+    (c) => c.leaf.minTtlSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "unready-before-expiry": option(
+    "/readyz turns false this long before the intermediate expires; " +
       "lowered to 30% of the renewal grace period when that is less",
-    arg: "DURATION",
-    parse: duration("10m"),
-    set: (c, v) => (c.serve.unreadyBeforeExpirySeconds = v),
-    get: (c) => c.serve.unreadyBeforeExpirySeconds,
-    format: "duration",
-  }),
-  socket: flag({
-    help: "gRPC Unix socket path",
-    arg: "PATH",
-    parse: text,
-    set: (c, v) => (c.serve.socketPath = v),
-    get: (c) => c.serve.socketPath,
-  }),
-  "http-addr": flag({
-    help: "host:port for /healthz, /readyz and /metrics; empty disables",
-    arg: "HOST:PORT",
-    parse: optionalHostPort,
-    set: (c, v) => (c.serve.httpAddress = v),
-    get: (c) => c.serve.httpAddress,
-  }),
-  "key-export": switchFlag<Config>({
-    help: "include the private key in GetSigningBundle answers",
-    set: (c) => (c.serve.keyExport = true),
-  }),
-  "cacerts-dir": flag({
-    help: "write istiod's plugged-in CA files here (e.g. /etc/cacerts)",
+    duration("10m"),
+    (c) => c.serve.unreadyBeforeExpirySeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  socket: option("gRPC Unix socket path", text, (c) => c.serve.socketPath, { arg: "PATH" }),
+  "http-addr": option(
+    "host:port for /healthz, /readyz and /metrics; empty disables",
+    optionalHostPort,
+    (c) => c.serve.httpAddress,
+    { arg: "HOST:PORT" },
+  ),
+  "key-export": toggle("include the private key in GetSigningBundle answers", (c) => c.serve.keyExport),
+  "cacerts-dir": option("write istiod's plugged-in CA files here (e.g. /etc/cacerts)", text, (c) => c.cacerts.dir, {
     arg: "DIR",
-    parse: text,
-    set: (c, v) => (c.cacerts.dir = v),
   }),
-  "cacerts-group": valueFlag<Config, number>({
-    help: "numeric group of the cacerts files (istiod's)",
-    parse: count(),
-    set: (c, v) => (c.cacerts.group = v),
-    get: (c) => c.cacerts.group,
-  }),
-  "trust-anchors-file": flag({
-    help: "PEM file of extra roots to serve beside the signing root (Vault root rotation; needs --multi-root)",
-    arg: "FILE",
-    parse: text,
-    set: (c, v) => (c.trustAnchors.file = v),
-  }),
-  "multi-root": switchFlag<Config>({
-    help: "allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)",
-    set: (c) => (c.cacerts.multiRoot = true),
-  }),
-  "istio-ca-addr": flag({
-    help: "serve istio.v1.auth.IstioCertificateService with TLS here; off by default",
-    arg: "HOST:PORT",
-    parse: text,
-    set: (c, v) => (c.istioCa.address = v),
-  }),
-  "istio-ca-names": valueFlag<Config, string[]>({
-    help: "comma-separated DNS names/IPs in that listener's certificate",
-    parse: list,
-    set: (c, v) => (c.istioCa.servingNames = v),
-    get: (c) => c.istioCa.servingNames,
-  }),
-  "istio-ca-audience": flag({
-    help: "audience callers' tokens must carry",
-    parse: text,
-    set: (c, v) => (c.istioCa.audience = v),
-    get: (c) => c.istioCa.audience,
-  }),
-  "istio-ca-max-in-flight": valueFlag<Config, number>({
-    help: "CreateCertificate calls handled at once; more are refused",
-    parse: count(1),
-    set: (c, v) => (c.istioCa.maxInFlight = v),
-    get: (c) => c.istioCa.maxInFlight,
-  }),
-  "istio-ca-auth-failure-burst": valueFlag<Config, number>({
-    help: "failed authentications one peer address may make before being refused without a TokenReview",
-    parse: count(1),
-    set: (c, v) => (c.istioCa.authFailureBurst = v),
-    get: (c) => c.istioCa.authFailureBurst,
-  }),
-  "istio-ca-auth-failures-per-minute": valueFlag<Config, number>({
-    help: "failed authentications a peer address regains per minute",
-    parse: count(1),
-    set: (c, v) => (c.istioCa.authFailuresPerMinute = v),
-    get: (c) => c.istioCa.authFailuresPerMinute,
-  }),
-  "socket-max-watch-per-connection": valueFlag<Config, number>({
-    help: "WatchSigningBundle streams per socket connection",
-    parse: count(1),
-    set: (c, v) => (c.serve.limits.maxWatchPerConnection = v),
-    get: (c) => c.serve.limits.maxWatchPerConnection,
-  }),
-  "socket-max-watch-total": valueFlag<Config, number>({
-    help: "WatchSigningBundle streams on the socket in total",
-    parse: count(1),
-    set: (c, v) => (c.serve.limits.maxWatchTotal = v),
-    get: (c) => c.serve.limits.maxWatchTotal,
-  }),
-  "socket-watch-max-buffered-bytes": valueFlag<Config, number>({
-    help: "unread bytes a Watch stream may hold before it is dropped",
-    parse: count(4096),
-    set: (c, v) => (c.serve.limits.maxWatchBufferedBytes = v),
-    get: (c) => c.serve.limits.maxWatchBufferedBytes,
-  }),
-  "socket-max-sign-in-flight-per-connection": valueFlag<Config, number>({
-    help: "SignCertificate calls in flight per socket connection",
-    parse: count(1),
-    set: (c, v) => (c.serve.limits.maxSignInFlightPerConnection = v),
-    get: (c) => c.serve.limits.maxSignInFlightPerConnection,
-  }),
-  "rotate-min-interval": valueFlag<Config, number>({
-    help: "shortest time between two Vault signings caused by the Rotate RPC",
-    arg: "DURATION",
-    parse: durationMs("30s"),
-    set: (c, v) => (c.serve.limits.rotateMinIntervalMs = v),
-    get: (c) => c.serve.limits.rotateMinIntervalMs,
-    format: "ms",
-  }),
+  "cacerts-group": option("numeric group of the cacerts files (istiod's)", count(), (c) => c.cacerts.group),
+  "trust-anchors-file": option(
+    "PEM file of extra roots to serve beside the signing root (Vault root rotation; needs --multi-root)",
+    text,
+    (c) => c.trustAnchors.file,
+    { arg: "FILE" },
+  ),
+  "multi-root": toggle(
+    "allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)",
+    (c) => c.cacerts.multiRoot,
+  ),
+  "istio-ca-addr": option(
+    "serve istio.v1.auth.IstioCertificateService with TLS here; off by default",
+    text,
+    (c) => c.istioCa.address,
+    { arg: "HOST:PORT" },
+  ),
+  "istio-ca-names": option(
+    "comma-separated DNS names/IPs in that listener's certificate",
+    list,
+    (c) => c.istioCa.servingNames,
+  ),
+  "istio-ca-audience": option("audience callers' tokens must carry", text, (c) => c.istioCa.audience),
+  "istio-ca-max-in-flight": option(
+    "CreateCertificate calls handled at once; more are refused",
+    count(1),
+    (c) => c.istioCa.maxInFlight,
+  ),
+  "istio-ca-auth-failure-burst": option(
+    "failed authentications one peer address may make before being refused without a TokenReview",
+    count(1),
+    (c) => c.istioCa.authFailureBurst,
+  ),
+  "istio-ca-auth-failures-per-minute": option(
+    "failed authentications a peer address regains per minute",
+    count(1),
+    (c) => c.istioCa.authFailuresPerMinute,
+  ),
+  "socket-max-watch-per-connection": option(
+    "WatchSigningBundle streams per socket connection",
+    count(1),
+    (c) => c.serve.limits.maxWatchPerConnection,
+  ),
+  "socket-max-watch-total": option(
+    "WatchSigningBundle streams on the socket in total",
+    count(1),
+    (c) => c.serve.limits.maxWatchTotal,
+  ),
+  "socket-watch-max-buffered-bytes": option(
+    "unread bytes a Watch stream may hold before it is dropped",
+    count(4096),
+    (c) => c.serve.limits.maxWatchBufferedBytes,
+  ),
+  "socket-max-sign-in-flight-per-connection": option(
+    "SignCertificate calls in flight per socket connection",
+    count(1),
+    (c) => c.serve.limits.maxSignInFlightPerConnection,
+  ),
+  "rotate-min-interval": option(
+    "shortest time between two Vault signings caused by the Rotate RPC",
+    durationMs("30s"),
+    (c) => c.serve.limits.rotateMinIntervalMs,
+    { arg: "DURATION", format: "ms" },
+  ),
   "policy-name": flag({
     help: "RootTrustPolicy to read and watch through the apiserver (live reload; status and events)",
     parse: text,
@@ -259,34 +195,21 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     set: () => undefined,
     defaultText: "$POD_NAMESPACE, else istio-system",
   }),
-  kubeconfig: flag({
-    help: "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
-    arg: "FILE",
-    parse: text,
-    set: (c, v) => (c.kube.kubeconfig = v),
-  }),
-  "backoff-initial": valueFlag<Config, number>({
-    help: "first retry delay",
+  kubeconfig: option(
+    "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
+    text,
+    (c) => c.kube.kubeconfig,
+    { arg: "FILE" },
+  ),
+  "backoff-initial": option("first retry delay", durationMs("1s"), (c) => c.backoff.initialMs, {
     arg: "DURATION",
-    parse: durationMs("1s"),
-    set: (c, v) => (c.backoff.initialMs = v),
-    get: (c) => c.backoff.initialMs,
     format: "ms",
   }),
-  "backoff-max": valueFlag<Config, number>({
-    help: "longest retry delay",
+  "backoff-max": option("longest retry delay", durationMs("5m"), (c) => c.backoff.maxMs, {
     arg: "DURATION",
-    parse: durationMs("5m"),
-    set: (c, v) => (c.backoff.maxMs = v),
-    get: (c) => c.backoff.maxMs,
     format: "ms",
   }),
-  "log-level": flag({
-    help: "error, warn, info or debug",
-    parse: logLevel,
-    set: (c, v) => (c.logLevel = v),
-    get: (c) => c.logLevel,
-  }),
+  "log-level": option("error, warn, info or debug", logLevel, (c) => c.logLevel),
 };
 
 export type FlagName = keyof typeof AGENT_FLAGS;

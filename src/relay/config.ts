@@ -12,6 +12,7 @@ import {
   valueFlag,
   type FlagTable,
   type FlagValues,
+  fieldFlags,
 } from "../cli/flags.js";
 import {
   Expected,
@@ -196,6 +197,7 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
 
 type C = RelayConfig;
 const flag = valueFlag<C, string>;
+const { option, toggle } = fieldFlags<C>();
 const seconds = (min: number, max?: number) => duration("720h or 20s", min, max);
 const kvDataPath = (what: string) => (v: string) => {
   const s = vaultPath(v);
@@ -224,256 +226,184 @@ export const RELAY_FLAGS: FlagTable<C> = {
     parse: text,
     set: () => undefined, // read first, by parseRelayArgs
   }),
-  cluster: flag({
-    help: "agent role: the workload cluster's name, used as the client certificate's DNS SAN; required",
-    parse: dnsName,
-    set: (c, v) => (c.cluster = v),
-  }),
-  namespace: flag({
-    help: "namespace of the relay Secrets",
-    parse: namespaceName,
-    set: (c, v) => (c.namespace = v),
-    get: (c) => c.namespace,
-  }),
+  cluster: option(
+    "agent role: the workload cluster's name, used as the client certificate's DNS SAN; required",
+    dnsName,
+    (c) => c.cluster,
+  ),
+  namespace: option("namespace of the relay Secrets", namespaceName, (c) => c.namespace),
   ...vaultAuthFlags<C>(),
-  "pki-mount": flag({
-    help: "Vault PKI mount that signs the relay certificates, separate from the Istio root's mount",
-    parse: vaultPath,
-    set: (c, v) => (c.pkiMount = v),
-    get: (c) => c.pkiMount,
-  }),
-  "server-role": flag({
-    help: "Vault PKI role for the server certificate: <pki>/sign/<role>",
-    parse: vaultName,
-    set: (c, v) => (c.serverRole = v),
-    get: (c) => c.serverRole,
-  }),
-  "client-role": flag({
-    help: "Vault PKI role for agent client certificates: <pki>/sign/<role>",
-    parse: vaultName,
-    set: (c, v) => (c.clientRole = v),
-    get: (c) => c.clientRole,
-  }),
-  "signing-intermediate": switchFlag<C>({
-    help: "server role: also keep relay-tls-signing-secret, an intermediate CA from <pki>/root/sign-intermediate",
-    set: (c) => (c.signingIntermediate = true),
-  }),
-  "signing-ttl": valueFlag<C, number>({
-    help: "lifetime of the signing intermediate",
+  "pki-mount": option(
+    "Vault PKI mount that signs the relay certificates, separate from the Istio root's mount",
+    vaultPath,
+    (c) => c.pkiMount,
+  ),
+  "server-role": option("Vault PKI role for the server certificate: <pki>/sign/<role>", vaultName, (c) => c.serverRole),
+  "client-role": option(
+    "Vault PKI role for agent client certificates: <pki>/sign/<role>",
+    vaultName,
+    (c) => c.clientRole,
+  ),
+  "signing-intermediate": toggle(
+    "server role: also keep relay-tls-signing-secret, an intermediate CA from <pki>/root/sign-intermediate",
+    (c) => c.signingIntermediate,
+  ),
+  "signing-ttl": option("lifetime of the signing intermediate", seconds(10), (c) => c.signingTtlSeconds, {
     arg: "DURATION",
-    parse: seconds(10),
-    set: (c, v) => (c.signingTtlSeconds = v),
     defaultText: "--ttl",
   }),
-  "server-dns": valueFlag<C, string[]>({
-    help: "server role: comma-separated DNS SANs",
-    parse: serverDnsNames,
-    set: (c, v) => (c.serverDns = v),
-    get: (c) => c.serverDns,
-  }),
-  "kv-path": flag({
-    help: "with --shared-identity-token: Vault KV v2 data path of the shared token",
-    parse: kvDataPath("key"),
-    set: (c, v) => (c.kvPath = v),
-    get: (c) => c.kvPath,
-  }),
-  "shared-identity-token": switchFlag<C>({
-    help:
-      "opt-in, insecure: one identity token for every cluster (any holder can get a certificate for any cluster " +
+  "server-dns": option("server role: comma-separated DNS SANs", serverDnsNames, (c) => c.serverDns),
+  "kv-path": option(
+    "with --shared-identity-token: Vault KV v2 data path of the shared token",
+    kvDataPath("key"),
+    (c) => c.kvPath,
+  ),
+  "shared-identity-token": toggle(
+    "opt-in, insecure: one identity token for every cluster (any holder can get a certificate for any cluster " +
       "name); by default each cluster registered with --clusters has its own token",
-    set: (c) => (c.sharedToken = true),
-  }),
-  "cluster-tokens-path": flag({
-    help: "Vault KV v2 data prefix of the per-cluster identity tokens, one entry per cluster",
-    parse: kvDataPath("prefix"),
-    set: (c, v) => (c.clusterTokensPath = v),
-    get: (c) => c.clusterTokensPath,
-  }),
-  clusters: valueFlag<C, string[]>({
-    help:
-      "server role: comma-separated workload clusters to register: each gets its own identity token in Vault KV " +
+    (c) => c.sharedToken,
+  ),
+  "cluster-tokens-path": option(
+    "Vault KV v2 data prefix of the per-cluster identity tokens, one entry per cluster",
+    kvDataPath("prefix"),
+    (c) => c.clusterTokensPath,
+  ),
+  clusters: option(
+    "server role: comma-separated workload clusters to register: each gets its own identity token in Vault KV " +
       "(<cluster-tokens-path>/<name>) and a Secret <token-secret>-<name> to copy to that cluster",
-    parse: (v) => list(v.toLowerCase()).map(dnsName),
-    set: (c, v) => (c.clusters = v),
-  }),
-  "istio-pki-mount": flag({
-    help: "the PKI mount that holds the Istio (mesh) root; the relay refuses to sign from it",
-    parse: vaultPath,
-    set: (c, v) => (c.istioPkiMount = v),
-    get: (c) => c.istioPkiMount,
-  }),
-  "signing-permitted-dns": valueFlag<C, string[]>({
-    help:
-      "server role with --signing-intermediate: comma-separated DNS names the signing CA may sign for (its name " +
+    (v) => list(v.toLowerCase()).map(dnsName),
+    (c) => c.clusters,
+  ),
+  "istio-pki-mount": option(
+    "the PKI mount that holds the Istio (mesh) root; the relay refuses to sign from it",
+    vaultPath,
+    (c) => c.istioPkiMount,
+  ),
+  "signing-permitted-dns": option(
+    "server role with --signing-intermediate: comma-separated DNS names the signing CA may sign for (its name " +
       "constraints); required with --signing-intermediate",
-    parse: (v) => list(v.toLowerCase()).map(dnsName),
-    set: (c, v) => (c.signingPermittedDns = v),
-    defaultText: "--clusters",
-  }),
-  "allow-istio-root-mount": switchFlag<C>({
-    help: "let the relay sign from --istio-pki-mount anyway (relay certificates then chain to the mesh root)",
-    set: (c) => (c.allowIstioRootMount = true),
-  }),
-  ttl: valueFlag<C, number>({
-    help: "certificate lifetime",
-    arg: "DURATION",
-    parse: seconds(10),
-    set: (c, v) => (c.ttlSeconds = v),
-    get: (c) => c.ttlSeconds,
-    format: "duration",
-  }),
-  "grace-ratio": valueFlag<C, number>({
-    help: "renew when this fraction of a certificate's lifetime remains",
-    parse: ratio(0.01, 0.99),
-    set: (c, v) => (c.graceRatio = v),
-    get: (c) => c.graceRatio,
-  }),
-  "key-algorithm": valueFlag<C, KeyAlgorithmName>({
-    help: `key algorithm: ${KEY_ALGORITHMS.join(", ")} (any case)`,
-    parse: keyAlgorithm,
-    set: (c, v) => (c.keyAlgorithm = v),
-    get: (c) => c.keyAlgorithm,
-  }),
+    (v) => list(v.toLowerCase()).map(dnsName),
+    (c) => c.signingPermittedDns,
+    { defaultText: "--clusters" },
+  ),
+  "allow-istio-root-mount": toggle(
+    "let the relay sign from --istio-pki-mount anyway (relay certificates then chain to the mesh root)",
+    (c) => c.allowIstioRootMount,
+  ),
+  ttl: option("certificate lifetime", seconds(10), (c) => c.ttlSeconds, { arg: "DURATION", format: "duration" }),
+  "grace-ratio": option(
+    "renew when this fraction of a certificate's lifetime remains",
+    ratio(0.01, 0.99),
+    (c) => c.graceRatio,
+  ),
+  "key-algorithm": option(
+    `key algorithm: ${KEY_ALGORITHMS.join(", ")} (any case)`,
+    keyAlgorithm,
+    (c) => c.keyAlgorithm,
+  ),
   "root-secret": secretFlag("root", "root CA"),
   "server-secret": secretFlag("server", "server certificate"),
   "client-secret": secretFlag("client", "client certificate"),
   "signing-secret": secretFlag("signing", "signing intermediate"),
   "token-secret": secretFlag("token", "identity token"),
-  adopt: switchFlag<C>({
-    help: "take over existing Secrets of those names that lack the managed-by label",
-    set: (c) => (c.adopt = true),
-  }),
+  adopt: toggle("take over existing Secrets of those names that lack the managed-by label", (c) => c.adopt),
   kubeconfig: flag({
     help: "kubeconfig for running outside a pod (in a pod the service account is used)",
     arg: "FILE",
     parse: text,
     set: (c, v) => (c.kubeconfig = v || undefined),
   }),
-  "http-addr": flag({
-    help: "host:port for /healthz, /readyz and /metrics; empty disables",
-    arg: "HOST:PORT",
-    parse: optionalHostPort,
-    set: (c, v) => (c.httpAddress = v),
-    get: (c) => c.httpAddress,
-  }),
-  once: switchFlag<C>({
-    help: "reconcile every Secret once and exit (0 when all are in place)",
-    set: (c) => (c.once = true),
-  }),
-  resync: valueFlag<C, number>({
-    help: "re-check every Secret and re-read the identity token this often",
+  "http-addr": option(
+    "host:port for /healthz, /readyz and /metrics; empty disables",
+    optionalHostPort,
+    (c) => c.httpAddress,
+    { arg: "HOST:PORT" },
+  ),
+  once: toggle("reconcile every Secret once and exit (0 when all are in place)", (c) => c.once),
+  resync: option(
+    "re-check every Secret and re-read the identity token this often",
+    seconds(1, 7 * 86400),
+    (c) => c.resyncSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "backoff-initial": option(
+    "first retry delay after a failure",
+    durationMs("1s", 0.01, 3600),
+    (c) => c.backoff.initialMs,
+    { arg: "DURATION", format: "ms" },
+  ),
+  "backoff-max": option("longest retry delay", durationMs("5m", 0.01, 86400), (c) => c.backoff.maxMs, {
     arg: "DURATION",
-    parse: seconds(1, 7 * 86400),
-    set: (c, v) => (c.resyncSeconds = v),
-    get: (c) => c.resyncSeconds,
-    format: "duration",
-  }),
-  "backoff-initial": valueFlag<C, number>({
-    help: "first retry delay after a failure",
-    arg: "DURATION",
-    parse: durationMs("1s", 0.01, 3600),
-    set: (c, v) => (c.backoff.initialMs = v),
-    get: (c) => c.backoff.initialMs,
     format: "ms",
   }),
-  "backoff-max": valueFlag<C, number>({
-    help: "longest retry delay",
-    arg: "DURATION",
-    parse: durationMs("5m", 0.01, 86400),
-    set: (c, v) => (c.backoff.maxMs = v),
-    get: (c) => c.backoff.maxMs,
-    format: "ms",
-  }),
-  "log-level": flag({
-    help: "error, warn, info or debug",
-    parse: logLevel,
-    set: (c, v) => (c.logLevel = v),
-    get: (c) => c.logLevel,
-  }),
-  issuer: switchFlag<C>({
-    help:
-      "server role: also serve the certificate issuer (TLS gRPC, relay server certificate) that agents started " +
+  "log-level": option("error, warn, info or debug", logLevel, (c) => c.logLevel),
+  issuer: toggle(
+    "server role: also serve the certificate issuer (TLS gRPC, relay server certificate) that agents started " +
       "with --bootstrap use instead of Vault; it signs with an in-memory intermediate from <pki>/root/sign-intermediate",
-    set: (c) => (c.issuer.enabled = true),
-  }),
-  "issuer-addr": flag({
-    help: "server role with --issuer: host:port of the issuer",
+    (c) => c.issuer.enabled,
+  ),
+  "issuer-addr": option("server role with --issuer: host:port of the issuer", hostPort, (c) => c.issuer.address, {
     arg: "HOST:PORT",
-    parse: hostPort,
-    set: (c, v) => (c.issuer.address = v),
-    get: (c) => c.issuer.address,
   }),
-  "token-overlap": valueFlag<C, number>({
-    help: "server role with --issuer: how long the previous identity token is still accepted after it changes in Vault KV",
-    arg: "DURATION",
-    parse: seconds(0, 365 * 86400),
-    set: (c, v) => (c.issuer.tokenOverlapSeconds = v),
-    get: (c) => c.issuer.tokenOverlapSeconds,
-    format: "duration",
-  }),
-  "client-ttl": valueFlag<C, number>({
-    help: "server role with --issuer: lifetime of the client certificates it signs",
-    arg: "DURATION",
-    parse: seconds(10),
-    set: (c, v) => (c.issuer.clientTtlSeconds = v),
-    defaultText: "--ttl",
-  }),
-  "issuer-rate": valueFlag<C, number>({
-    help: "server role with --issuer: requests per second per identity token or cluster",
-    parse: positive(10_000),
-    set: (c, v) => (c.issuer.ratePerSecond = v),
-    get: (c) => c.issuer.ratePerSecond,
-  }),
+  "token-overlap": option(
+    "server role with --issuer: how long the previous identity token is still accepted after it changes in Vault KV",
+    seconds(0, 365 * 86400),
+    (c) => c.issuer.tokenOverlapSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "client-ttl": option(
+    "server role with --issuer: lifetime of the client certificates it signs",
+    seconds(10),
+    (c) => c.issuer.clientTtlSeconds,
+    { arg: "DURATION", defaultText: "--ttl" },
+  ),
+  "issuer-rate": option(
+    "server role with --issuer: requests per second per identity token or cluster",
+    positive(10_000),
+    (c) => c.issuer.ratePerSecond,
+  ),
   "issuer-burst": valueFlag<C, number>({
     help: "server role with --issuer: burst per identity token or cluster",
     parse: positive(100_000),
     set: (c, v) => (c.issuer.burst = Math.max(1, Math.floor(v))),
     get: (c) => c.issuer.burst,
   }),
-  "issuer-peer-rate": valueFlag<C, number>({
-    help: "server role with --issuer: requests per second per peer address, before authentication",
-    parse: positive(10_000),
-    set: (c, v) => (c.issuer.peerRatePerSecond = v),
-    get: (c) => c.issuer.peerRatePerSecond,
-  }),
+  "issuer-peer-rate": option(
+    "server role with --issuer: requests per second per peer address, before authentication",
+    positive(10_000),
+    (c) => c.issuer.peerRatePerSecond,
+  ),
   "issuer-peer-burst": valueFlag<C, number>({
     help: "server role with --issuer: burst per peer address",
     parse: positive(100_000),
     set: (c, v) => (c.issuer.peerBurst = Math.max(1, Math.floor(v))),
     get: (c) => c.issuer.peerBurst,
   }),
-  "token-refresh": valueFlag<C, number>({
-    help: "server role with --issuer: re-read the identity tokens from Vault KV this often; a deleted token is refused within this interval",
-    arg: "DURATION",
-    parse: seconds(1, 3600),
-    set: (c, v) => (c.issuer.tokenRefreshSeconds = v),
-    get: (c) => c.issuer.tokenRefreshSeconds,
-    format: "duration",
-  }),
-  "max-bootstrap-age": valueFlag<C, number>({
-    help:
-      "server role with --issuer: a certificate chain renews over mTLS for at most this long after its Bootstrap, " +
+  "token-refresh": option(
+    "server role with --issuer: re-read the identity tokens from Vault KV this often; a deleted token is refused within this interval",
+    seconds(1, 3600),
+    (c) => c.issuer.tokenRefreshSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  "max-bootstrap-age": option(
+    "server role with --issuer: a certificate chain renews over mTLS for at most this long after its Bootstrap, " +
       "then the cluster must bootstrap again with its token",
-    arg: "DURATION",
-    parse: seconds(10),
-    set: (c, v) => (c.issuer.maxBootstrapAgeSeconds = v),
-    get: (c) => c.issuer.maxBootstrapAgeSeconds,
-    format: "duration",
-  }),
-  bootstrap: flag({
-    help:
-      "agent role: host:port of the management relay's issuer; the client certificate comes from there (identity " +
+    seconds(10),
+    (c) => c.issuer.maxBootstrapAgeSeconds,
+    { arg: "DURATION", format: "duration" },
+  ),
+  bootstrap: option(
+    "agent role: host:port of the management relay's issuer; the client certificate comes from there (identity " +
       "token once, then mTLS renewals), so no Vault flags are used or accepted",
-    arg: "HOST:PORT",
-    parse: hostPort,
-    set: (c, v) => (c.bootstrap.address = v),
-  }),
-  "issuer-server-name": flag({
-    help: "agent role with --bootstrap: the name the issuer's certificate must carry",
-    parse: (v) => dnsName(v.trim().toLowerCase()),
-    set: (c, v) => (c.bootstrap.serverName = v),
-    get: (c) => c.bootstrap.serverName,
-  }),
+    hostPort,
+    (c) => c.bootstrap.address,
+    { arg: "HOST:PORT" },
+  ),
+  "issuer-server-name": option(
+    "agent role with --bootstrap: the name the issuer's certificate must carry",
+    (v) => dnsName(v.trim().toLowerCase()),
+    (c) => c.bootstrap.serverName,
+  ),
   "print-policy": switchFlag<C>({
     help: "print the least-privilege Vault policy for these flags and exit",
     set: () => undefined,
