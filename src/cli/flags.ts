@@ -88,21 +88,37 @@ function setAt(c: unknown, path: string[], v: unknown): void {
  * field of the defaults), `toggle` turns a boolean field on.
  */
 export function fieldFlags<C>() {
+  type More = { env?: string; arg?: string; defaultText?: string };
+  const option = <T extends Shown>(
+    help: string,
+    parse: (raw: string) => T,
+    at: (c: C) => T | undefined,
+    more: { env?: string; arg?: string; defaultText?: string; format?: "duration" | "ms" } = {},
+  ): Flag<C> => {
+    const path = pathOf(at);
+    return valueFlag<C, T>({ help, parse, set: (c, v) => setAt(c, path, v), get: at, ...more });
+  };
   return {
-    option: <T extends Shown>(
-      help: string,
-      parse: (raw: string) => T,
-      at: (c: C) => T | undefined,
-      more: { env?: string; arg?: string; defaultText?: string; format?: "duration" | "ms" } = {},
-    ): Flag<C> => {
-      const path = pathOf(at);
-      return valueFlag<C, T>({ help, parse, set: (c, v) => setAt(c, path, v), get: at, ...more });
-    },
+    option,
+    /** A duration in seconds (help prints it as 720h). */
+    seconds: (help: string, parse: (raw: string) => number, at: (c: C) => number | undefined, more: More = {}) =>
+      option(help, parse, at, { arg: "DURATION", format: "duration", ...more }),
+    /** A duration kept in milliseconds. */
+    millis: (help: string, parse: (raw: string) => number, at: (c: C) => number | undefined) =>
+      option(help, parse, at, { arg: "DURATION", format: "ms" }),
     toggle: (help: string, at: (c: C) => boolean, env?: string): Flag<C> => {
       const path = pathOf(at);
       return switchFlag<C>({ help, set: (c) => setAt(c, path, true), get: at, env });
     },
   };
+}
+
+/** A flag the command reads itself before (or instead of) applying the table: --config, --role, --policy-name. */
+export function commandFlag<C>(
+  help: string,
+  more: { arg?: string; defaultText?: string; kind?: FlagKind } = {},
+): Flag<C> {
+  return { kind: more.kind ?? "string", help, arg: more.arg, defaultText: more.defaultText };
 }
 
 export function showValue(

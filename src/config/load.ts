@@ -20,6 +20,7 @@ import {
   type FlagTable,
   type FlagValues,
   fieldFlags,
+  commandFlag,
 } from "../cli/flags.js";
 import {
   duration,
@@ -38,17 +39,17 @@ import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
 
 const flag = valueFlag<Config, string>;
-const { option, toggle } = fieldFlags<Config>();
+const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
 
 /** The agent's flags (sidecar, init, status, doctor, setup-vault): one table drives parsing, defaults and --help. */
 export const AGENT_FLAGS: FlagTable<Config> = {
-  config: flag({
-    help: "RootTrustPolicy file (YAML or JSON) to read settings from; the environment and flags override it",
-    arg: "FILE",
-    parse: text,
-    set: () => undefined, // read first, by loadConfig
-  }),
+  config: commandFlag(
+    "RootTrustPolicy file (YAML or JSON) to read settings from; the environment and flags override it",
+    {
+      arg: "FILE",
+    },
+  ),
   ...vaultAuthFlags<Config>(),
   "vault-skip-verify": toggle(
     "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
@@ -83,31 +84,27 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     (c) => c.intermediate.rotationGraceRatio,
   ),
   "trust-domain": option("SPIFFE trust domain of the leaves", text, (c) => c.leaf.trustDomain),
-  "leaf-default-ttl": option(
+  "leaf-default-ttl": seconds(
     "leaf lifetime when a caller asks for none (lowered to --leaf-max-ttl when that is less)",
     duration("24h"),
     (c) => c.leaf.defaultTtlSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
-  "leaf-max-ttl": option(
+  "leaf-max-ttl": seconds(
     "longest leaf lifetime (always capped by the intermediate's)",
     duration("90d"),
     (c) => c.leaf.maxTtlSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
-  "min-leaf-ttl": option(
+  "min-leaf-ttl": seconds(
     "refuse leaves (UNAVAILABLE) when the intermediate has less than this left; " +
       "lowered to 15% of the renewal grace period (--ttl × --grace-ratio) when that is less",
     duration("5m"),
     (c) => c.leaf.minTtlSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
-  "unready-before-expiry": option(
+  "unready-before-expiry": seconds(
     "/readyz turns false this long before the intermediate expires; " +
       "lowered to 30% of the renewal grace period when that is less",
     duration("10m"),
     (c) => c.serve.unreadyBeforeExpirySeconds,
-    { arg: "DURATION", format: "duration" },
   ),
   socket: option("gRPC Unix socket path", text, (c) => c.serve.socketPath, { arg: "PATH" }),
   "http-addr": option(
@@ -178,21 +175,15 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     count(1),
     (c) => c.serve.limits.maxSignInFlightPerConnection,
   ),
-  "rotate-min-interval": option(
+  "rotate-min-interval": millis(
     "shortest time between two Vault signings caused by the Rotate RPC",
     durationMs("30s"),
     (c) => c.serve.limits.rotateMinIntervalMs,
-    { arg: "DURATION", format: "ms" },
   ),
-  "policy-name": flag({
-    help: "RootTrustPolicy to read and watch through the apiserver (live reload; status and events)",
-    parse: text,
-    set: () => undefined, // read by the sidecar command
-  }),
-  "policy-namespace": flag({
-    help: "namespace of that RootTrustPolicy",
-    parse: text,
-    set: () => undefined,
+  "policy-name": commandFlag(
+    "RootTrustPolicy to read and watch through the apiserver (live reload; status and events)",
+  ),
+  "policy-namespace": commandFlag("namespace of that RootTrustPolicy", {
     defaultText: "$POD_NAMESPACE, else istio-system",
   }),
   kubeconfig: option(

@@ -8,11 +8,11 @@ import {
   parseCommandLine,
   readFlagFile,
   renderHelp,
-  switchFlag,
   valueFlag,
   type FlagTable,
   type FlagValues,
   fieldFlags,
+  commandFlag,
 } from "../cli/flags.js";
 import {
   Expected,
@@ -197,8 +197,10 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
 
 type C = RelayConfig;
 const flag = valueFlag<C, string>;
-const { option, toggle } = fieldFlags<C>();
-const seconds = (min: number, max?: number) => duration("720h or 20s", min, max);
+const { option, toggle, seconds, millis } = fieldFlags<C>();
+const lifetime = (min: number, max?: number) => duration("720h or 20s", min, max);
+/** A burst: a whole number of requests, at least 1. */
+const burst = (v: string) => Math.max(1, Math.floor(positive(100_000)(v)));
 const kvDataPath = (what: string) => (v: string) => {
   const s = vaultPath(v);
   if (!/^[\w\-.]+\/data\/[\w\-./]*[\w\-.]$/.test(s)) throw new Expected(`a KV v2 data path <mount>/data/<${what}>`);
@@ -220,12 +222,7 @@ const secretFlag = (key: keyof RelaySecretNames, what: string) =>
 
 /** The relay flags: the shared Vault/auth section plus the relay's own. One table drives parsing and --help. */
 export const RELAY_FLAGS: FlagTable<C> = {
-  role: flag({
-    help: "server (management cluster) or agent (workload cluster); required",
-    arg: "server|agent",
-    parse: text,
-    set: () => undefined, // read first, by parseRelayArgs
-  }),
+  role: commandFlag("server (management cluster) or agent (workload cluster); required", { arg: "server|agent" }),
   cluster: option(
     "agent role: the workload cluster's name, used as the client certificate's DNS SAN; required",
     dnsName,
@@ -248,7 +245,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
     "server role: also keep relay-tls-signing-secret, an intermediate CA from <pki>/root/sign-intermediate",
     (c) => c.signingIntermediate,
   ),
-  "signing-ttl": option("lifetime of the signing intermediate", seconds(10), (c) => c.signingTtlSeconds, {
+  "signing-ttl": option("lifetime of the signing intermediate", lifetime(10), (c) => c.signingTtlSeconds, {
     arg: "DURATION",
     defaultText: "--ttl",
   }),
@@ -290,7 +287,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
     "let the relay sign from --istio-pki-mount anyway (relay certificates then chain to the mesh root)",
     (c) => c.allowIstioRootMount,
   ),
-  ttl: option("certificate lifetime", seconds(10), (c) => c.ttlSeconds, { arg: "DURATION", format: "duration" }),
+  ttl: seconds("certificate lifetime", lifetime(10), (c) => c.ttlSeconds),
   "grace-ratio": option(
     "renew when this fraction of a certificate's lifetime remains",
     ratio(0.01, 0.99),
@@ -320,17 +317,15 @@ export const RELAY_FLAGS: FlagTable<C> = {
     { arg: "HOST:PORT" },
   ),
   once: toggle("reconcile every Secret once and exit (0 when all are in place)", (c) => c.once),
-  resync: option(
+  resync: seconds(
     "re-check every Secret and re-read the identity token this often",
-    seconds(1, 7 * 86400),
+    lifetime(1, 7 * 86400),
     (c) => c.resyncSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
-  "backoff-initial": option(
+  "backoff-initial": millis(
     "first retry delay after a failure",
     durationMs("1s", 0.01, 3600),
     (c) => c.backoff.initialMs,
-    { arg: "DURATION", format: "ms" },
   ),
   "backoff-max": option("longest retry delay", durationMs("5m", 0.01, 86400), (c) => c.backoff.maxMs, {
     arg: "DURATION",
@@ -345,15 +340,14 @@ export const RELAY_FLAGS: FlagTable<C> = {
   "issuer-addr": option("server role with --issuer: host:port of the issuer", hostPort, (c) => c.issuer.address, {
     arg: "HOST:PORT",
   }),
-  "token-overlap": option(
+  "token-overlap": seconds(
     "server role with --issuer: how long the previous identity token is still accepted after it changes in Vault KV",
-    seconds(0, 365 * 86400),
+    lifetime(0, 365 * 86400),
     (c) => c.issuer.tokenOverlapSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
   "client-ttl": option(
     "server role with --issuer: lifetime of the client certificates it signs",
-    seconds(10),
+    lifetime(10),
     (c) => c.issuer.clientTtlSeconds,
     { arg: "DURATION", defaultText: "--ttl" },
   ),
@@ -362,35 +356,27 @@ export const RELAY_FLAGS: FlagTable<C> = {
     positive(10_000),
     (c) => c.issuer.ratePerSecond,
   ),
-  "issuer-burst": valueFlag<C, number>({
-    help: "server role with --issuer: burst per identity token or cluster",
-    parse: positive(100_000),
-    set: (c, v) => (c.issuer.burst = Math.max(1, Math.floor(v))),
-    get: (c) => c.issuer.burst,
-  }),
+  "issuer-burst": option(
+    "server role with --issuer: burst per identity token or cluster",
+    burst,
+    (c) => c.issuer.burst,
+  ),
   "issuer-peer-rate": option(
     "server role with --issuer: requests per second per peer address, before authentication",
     positive(10_000),
     (c) => c.issuer.peerRatePerSecond,
   ),
-  "issuer-peer-burst": valueFlag<C, number>({
-    help: "server role with --issuer: burst per peer address",
-    parse: positive(100_000),
-    set: (c, v) => (c.issuer.peerBurst = Math.max(1, Math.floor(v))),
-    get: (c) => c.issuer.peerBurst,
-  }),
-  "token-refresh": option(
+  "issuer-peer-burst": option("server role with --issuer: burst per peer address", burst, (c) => c.issuer.peerBurst),
+  "token-refresh": seconds(
     "server role with --issuer: re-read the identity tokens from Vault KV this often; a deleted token is refused within this interval",
-    seconds(1, 3600),
+    lifetime(1, 3600),
     (c) => c.issuer.tokenRefreshSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
-  "max-bootstrap-age": option(
+  "max-bootstrap-age": seconds(
     "server role with --issuer: a certificate chain renews over mTLS for at most this long after its Bootstrap, " +
       "then the cluster must bootstrap again with its token",
-    seconds(10),
+    lifetime(10),
     (c) => c.issuer.maxBootstrapAgeSeconds,
-    { arg: "DURATION", format: "duration" },
   ),
   bootstrap: option(
     "agent role: host:port of the management relay's issuer; the client certificate comes from there (identity " +
@@ -404,10 +390,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
     (v) => dnsName(v.trim().toLowerCase()),
     (c) => c.bootstrap.serverName,
   ),
-  "print-policy": switchFlag<C>({
-    help: "print the least-privilege Vault policy for these flags and exit",
-    set: () => undefined,
-  }),
+  "print-policy": commandFlag("print the least-privilege Vault policy for these flags and exit", { kind: "boolean" }),
 };
 
 export type ParsedRelayArgs =
