@@ -5,8 +5,8 @@
 import type { Command } from "../cli/command.js";
 import { runOnce, runService } from "../cli/service.js";
 import { ConfigError } from "../config/config.js";
-import { KubeClient } from "../kube/client.js";
-import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
+import type { KubeClient } from "../kube/client.js";
+import { openKube } from "../cli/kube.js";
 import { createLogger } from "../observability/logger.js";
 import { AgentMetrics, type MetricGroup } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
@@ -28,10 +28,11 @@ export const command: Command = {
   help: relayHelp,
   positionals: true,
   async run(_values, positionals, argv) {
-    if (positionals[0] === "register-cluster")
-      return (await import("../relay/register-cluster.js")).runRegisterCluster(
-        argv.slice(argv.indexOf("register-cluster") + 1),
-      );
+    if (positionals[0] === "register-cluster") {
+      if (argv[0] !== "register-cluster")
+        throw new ConfigError(["register-cluster: expected first, e.g. relay register-cluster cluster1 [flags]"]);
+      return (await import("../relay/register-cluster.js")).runRegisterCluster(argv.slice(1));
+    }
     if (positionals.length)
       throw new ConfigError([`${positionals[0]}: unexpected argument; expected flags, or register-cluster NAME`]);
     const parsed = parseRelayArgs(argv, process.env);
@@ -54,7 +55,7 @@ export const command: Command = {
       return 0;
     }
     const cfg = parsed.config;
-    const kube = await openKube(cfg);
+    const kube = await openKube(cfg.kubeconfig);
     return cfg.bootstrap.address ? runBootstrapAgent(cfg, kube) : runRelay(cfg, kube);
   },
 };
@@ -66,17 +67,6 @@ export const command: Command = {
 export function relayAgentMetrics(cfg: RelayConfig): AgentMetrics {
   const groups: MetricGroup[] = cfg.bootstrap.address ? [] : cfg.issuer.enabled ? ["vault", "intermediate"] : ["vault"];
   return new AgentMetrics({ processMetrics: !cfg.once, groups });
-}
-
-/** The apiserver client: --kubeconfig, else the pod's service account. A failure is a configuration error. */
-export async function openKube(cfg: { kubeconfig: string | undefined }): Promise<KubeClient> {
-  try {
-    return cfg.kubeconfig ? kubeClientFromKubeconfig(cfg.kubeconfig) : await KubeClient.inCluster();
-  } catch (err) {
-    throw new ConfigError([
-      `--kubeconfig: ${(err as Error).message}; expected a readable kubeconfig, or run in a pod with a service account`,
-    ]);
-  }
 }
 
 async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {

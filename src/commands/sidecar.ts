@@ -4,8 +4,7 @@ import { ConfigError } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
 import type { Command } from "../cli/command.js";
 import { runService } from "../cli/service.js";
-import { KubeClient } from "../kube/client.js";
-import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
+import { openKube } from "../cli/kube.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
 import { createLogger } from "../observability/logger.js";
 
@@ -82,8 +81,7 @@ async function openPolicy(flags: FlagValues) {
     (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
     process.env.POD_NAMESPACE ??
     "istio-system";
-  const kube =
-    typeof flags.kubeconfig === "string" ? kubeClientFromKubeconfig(flags.kubeconfig) : await KubeClient.inCluster();
+  const kube = await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined);
   const ref = { namespace, name };
   const reader = new RootTrustPolicyController(
     kube,

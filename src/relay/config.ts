@@ -33,7 +33,7 @@ import {
   vaultUrlProblem,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
-import { vaultAuthFlags } from "../cli/vault-flags.js";
+import { vaultAuthFlags, type VaultAuthSection } from "../cli/vault-flags.js";
 
 export type RelayRole = "server" | "agent";
 
@@ -50,8 +50,9 @@ export interface RelayConfig {
   /** The workload cluster's name (agent role): the client certificate's DNS SAN. */
   cluster: string | undefined;
   namespace: string;
-  vault: { address: string; caFile: string | undefined; caPem: string | undefined; namespace: string | undefined };
-  auth: { mountPath: string; role: string; tokenPath: string };
+  /** The Vault/auth section every Vault-using mode shares (its flags: vaultAuthFlags). */
+  vault: VaultAuthSection["vault"] & { caPem: string | undefined };
+  auth: VaultAuthSection["auth"];
   pkiMount: string;
   serverRole: string;
   clientRole: string;

@@ -13,6 +13,9 @@ import { AGENT_FLAGS, loadConfig, parseFlags } from "../../src/config/load.js";
 import { INJECT_FLAGS, parseInjectArgs } from "../../src/commands/inject.js";
 import { SETUP_FLAGS, setupOptions } from "../../src/commands/setup-vault.js";
 import { RELAY_FLAGS, parseRelayArgs } from "../../src/relay/config.js";
+import { runOnce, runService } from "../../src/cli/service.js";
+import { createLogger } from "../../src/observability/logger.js";
+import { Registry } from "prom-client";
 import { repoRoot } from "../env/harness.js";
 
 const VAULT_ENV = { VAULT_ADDR: "https://vault.example:8200" };
@@ -196,6 +199,73 @@ void describe("cli: help, version and exit codes", () => {
       assert.ok(!loaded.some((u) => u.includes(heavy)), `inject --help loaded ${heavy}`);
   });
 });
+
+void describe("cli: the service lifecycle every long-running mode uses", () => {
+  const log = createLogger({ level: "silent" });
+
+  void it("serves health and metrics, renews on SIGHUP, stops on SIGTERM and closes once", async () => {
+    const events: string[] = [];
+    let ready = false;
+    const registry = new Registry();
+    const address = `127.0.0.1:${await freePort()}`;
+    const done = runService({
+      log,
+      name: "test",
+      http: { address, ready: () => ready, registry },
+      start: () => {
+        events.push("start");
+        return Promise.resolve();
+      },
+      onHangup: () => events.push("hangup"),
+      close: () => {
+        events.push("close");
+        return Promise.resolve();
+      },
+    });
+    // The server listens before start() runs.
+    while (!events.includes("start")) await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await fetch(`http://${address}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://${address}/readyz`)).status, 503, "not ready yet");
+    ready = true;
+    assert.equal((await fetch(`http://${address}/readyz`)).status, 200);
+    process.emit("SIGHUP");
+    process.emit("SIGTERM");
+    process.emit("SIGTERM");
+    assert.equal(await done, 0);
+    assert.deepEqual(events, ["start", "hangup", "close"]);
+    assert.equal(process.listenerCount("SIGTERM"), 0, "signal handlers are removed");
+    await assert.rejects(fetch(`http://${address}/healthz`), "the HTTP server is stopped");
+  });
+
+  void it("a failed start answers 1 and still closes; --once answers 0 or 1 and closes", async () => {
+    const closed: string[] = [];
+    const close = (what: string) => () => {
+      closed.push(what);
+      return Promise.resolve();
+    };
+    const failed = await runService({
+      log,
+      name: "test",
+      start: () => Promise.reject(new Error("no Vault")),
+      close: close("service"),
+    });
+    assert.equal(failed, 1);
+    assert.equal(await runOnce({ log, name: "test", close: close("ok") }, () => Promise.resolve(true)), 0);
+    assert.equal(await runOnce({ log, name: "test", close: close("false") }, () => Promise.resolve(false)), 1);
+    assert.equal(await runOnce({ log, name: "test", close: close("throws") }, () => Promise.reject(new Error("x"))), 1);
+    assert.deepEqual(closed, ["service", "ok", "false", "throws"]);
+  });
+});
+
+/** A port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 function parseFlagsOf(table: FlagTable<never>, argv: string[]): Record<string, string> {
   const values: Record<string, string> = {};
