@@ -55,7 +55,7 @@ export async function runCommand(cmd: Command, argv: string[]): Promise<number> 
   }
 }
 
-export function usageError(command: string, err: unknown): number {
+function usageError(command: string, err: unknown): number {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`istiod-vault-agent ${command}: ${err.message}`);
   return EXIT_USAGE;

@@ -212,11 +212,6 @@ export function applyFlags<C>(table: FlagTable<C>, values: FlagValues, env: Node
   return problems;
 }
 
-/** Flags of `table` that were given on the command line. */
-export function givenFlags(values: FlagValues): Set<string> {
-  return new Set(Object.keys(values).filter((k) => values[k] !== undefined));
-}
-
 /** The help of one command: usage lines, description, then every flag with its env var and default. */
 export function renderHelp<C>(usage: string[], description: string, table: FlagTable<C>, defaults: C): string {
   const head = [...usage.map((u, i) => `${i === 0 ? "usage: " : "       "}${u}`), "", description, "", "flags:"];
@@ -237,9 +232,6 @@ export function renderFlags<C>(table: FlagTable<C>, defaults: C): string {
   }
   return lines.join("\n");
 }
-
-/** The "[env X; default: Y]" of one flag as help prints it, parsed back (for tests). */
-export const HELP_DEFAULT_RE = /^ {2}--([a-z0-9-]+)[^\n]*\n {6}.*?(?:\[(?:[^\]]*; )?default: ([^\]]*)\])?$/gm;
 
 /** Reads a file for a flag, or records a problem naming the flag. */
 export function readFlagFile(flag: string, path: string, expected: string, problems: string[]): string | undefined {

@@ -232,13 +232,14 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
     (o) => o.caPath,
   ),
   "trust-domain": option(
-    "SPIFFE trust domain passed to the agent (default: the agent's, cluster.local)",
+    "SPIFFE trust domain passed to the agent",
     (v) => {
       if (!/^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$/.test(v))
         throw new Expected("a trust domain, e.g. cluster.local");
       return v;
     },
     (o) => o.trustDomain,
+    { defaultText: "the agent's own" },
   ),
   "http-port": option(
     `port of the agent's /healthz, /readyz, /metrics (not one of istiod's: ${ISTIOD_PORTS.join(", ")})`,

@@ -473,7 +473,7 @@ function validateRuntime(c: RelayConfig, flags: FlagValues): string[] {
   if (c.pkiMount === c.istioPkiMount && !c.allowIstioRootMount)
     p.push(
       `--pki-mount: "${c.pkiMount}" is the mount that holds the Istio root (--istio-pki-mount); relay certificates ` +
-        "signed there would chain to the mesh root. Expected a separate relay PKI mount (default pki_relay), or " +
+        `signed there would chain to the mesh root. Expected a separate relay PKI mount (default ${DEFAULT_RELAY_CONFIG.pkiMount}), or ` +
         "--allow-istio-root-mount to accept that explicitly",
     );
   if (flags.role === "agent" && !c.cluster)
