@@ -131,6 +131,13 @@ void describe("cli: help, version and exit codes", () => {
     const relay = await run(["relay", "--role=server", "--key-algorithm=DSA"]);
     assert.equal(relay.code, 2);
     assert.match(relay.err, /--key-algorithm: "DSA" is invalid; expected one of ECDSA_P256/);
+    const setup = await run(["setup-vault", "--policy-name=istiod-agent"]);
+    assert.equal(
+      setup.code,
+      2,
+      "--policy-name names a RootTrustPolicy; setup-vault's Vault policy is --vault-policy-name",
+    );
+    assert.match(setup.err, /--policy-name: .*expected --vault-policy-name/);
   });
 
   void it("agent commands: every printed default is the default used", async () => {
