@@ -16,7 +16,7 @@ export interface Flag<C> {
   env?: string;
   /** Placeholder in help, e.g. URL, DURATION. */
   arg?: string;
-  /** Reads a raw value into `c`; throws Expected (or returns a problem) when the value is not usable. */
+  /** Reads a raw value into `c`; throws Expected when the value is not usable. */
   apply?: (c: C, raw: string) => void;
   /** Reads the value the flag sets back out of a configuration: help prints it from the defaults. */
   show?: (c: C) => string | undefined;

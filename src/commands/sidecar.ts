@@ -21,9 +21,9 @@ export const command: Command = {
 };
 
 export async function runSidecar(flags: FlagValues): Promise<number> {
-  const log = createLogger({ level: typeof flags["log-level"] === "string" ? flags["log-level"] : "info" });
   const policy = await openPolicy(flags);
   const config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial });
+  const log = createLogger({ level: config.logLevel });
   const agent = new Agent(config, log);
   log.info(
     {
