@@ -2,7 +2,10 @@
 // here: a bad answer is an error naming what was wrong, and the caller keeps its last good bundle.
 import { x509 } from "../crypto/x509.js";
 import { subtle } from "../crypto/x509.js";
+import { PemFormatError, splitPemCertificates } from "../crypto/pem.js";
+import { MAX_FUTURE_NOT_BEFORE_MS } from "../crypto/validity.js";
 import type { CryptoKey } from "../crypto/keys.js";
+import type { PkiSignAnswer } from "../vault/pki.js";
 
 export class InvalidIssuerAnswerError extends Error {
   constructor(message: string) {
@@ -11,12 +14,7 @@ export class InvalidIssuerAnswerError extends Error {
   }
 }
 
-/** The fields of a PKI sign-intermediate (or sign/<role>) answer that matter. */
-export interface PkiSignAnswer {
-  certificate?: unknown;
-  issuing_ca?: unknown;
-  ca_chain?: unknown;
-}
+export type { PkiSignAnswer };
 
 export interface ValidatedChain {
   cert: x509.X509Certificate;
@@ -74,36 +72,54 @@ export async function validateSignAnswer(
       throw new InvalidIssuerAnswerError("the certificate's keyUsage does not allow keyCertSign");
     }
   }
-  if (cert.notAfter.getTime() <= now.getTime()) {
-    throw new InvalidIssuerAnswerError(`the certificate expired at ${cert.notAfter.toISOString()}`);
-  }
-  if (cert.notBefore.getTime() > now.getTime() + 5 * 60_000) {
-    throw new InvalidIssuerAnswerError(
-      `the certificate is not valid before ${cert.notBefore.toISOString()} (clock skew?)`,
-    );
-  }
+  const invalidAt = validityProblem(cert, now);
+  if (invalidAt !== undefined) throw new InvalidIssuerAnswerError(invalidAt);
 
   const chain = [cert, ...dedup];
-  for (let i = 0; i < chain.length - 1; i++) {
-    const child = chain[i]!;
-    const parent = chain[i + 1]!;
-    const ok = await child.verify({ publicKey: parent, signatureOnly: true });
-    if (!ok) {
-      throw new InvalidIssuerAnswerError(
-        `chain element ${i} (${child.subject}) is not signed by element ${i + 1} (${parent.subject})`,
-      );
-    }
-  }
+  const broken = await chainProblem(chain);
+  if (broken !== undefined) throw new InvalidIssuerAnswerError(broken);
   const root = chain[chain.length - 1]!;
-  if (!(await root.isSelfSigned())) {
-    throw new InvalidIssuerAnswerError(`the chain does not end at a self-signed root (last: ${root.subject})`);
-  }
   const toPem = (c: x509.X509Certificate) => c.toString("pem") + "\n";
   return { cert, certPem: toPem(cert), chainPem: chain.map(toPem), rootPem: toPem(root) };
 }
 
+/**
+ * Why `cert` cannot be used at `now`, or undefined: expired, or starting later than the tolerated clock difference
+ * with its issuer (MAX_FUTURE_NOT_BEFORE_MS).
+ */
+export function validityProblem(cert: x509.X509Certificate, now: Date): string | undefined {
+  if (cert.notAfter.getTime() <= now.getTime()) return `the certificate expired at ${cert.notAfter.toISOString()}`;
+  if (cert.notBefore.getTime() > now.getTime() + MAX_FUTURE_NOT_BEFORE_MS)
+    return `the certificate is not valid before ${cert.notBefore.toISOString()} (clock skew?)`;
+  return undefined;
+}
+
+/**
+ * The one chain check: why `chain` (a certificate first, then each issuer up to the root) is not a chain, or
+ * undefined when each element is signed by the next and the last is a self-signed root. Signatures only: validity
+ * and extensions are the caller's checks.
+ */
+export async function chainProblem(chain: readonly x509.X509Certificate[]): Promise<string | undefined> {
+  for (let i = 0; i < chain.length - 1; i++) {
+    const child = chain[i]!;
+    const parent = chain[i + 1]!;
+    const ok = await child.verify({ publicKey: parent, signatureOnly: true }).catch(() => false);
+    if (!ok) return `chain element ${i} (${child.subject}) is not signed by the next (${parent.subject})`;
+  }
+  const root = chain[chain.length - 1];
+  if (!root) return "the chain is empty";
+  if (!(await root.isSelfSigned().catch(() => false)))
+    return `the chain does not end at a self-signed root (last: ${root.subject})`;
+  return undefined;
+}
+
 function parseAll(pem: string, where: string): x509.X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  let blocks: string[];
+  try {
+    blocks = splitPemCertificates(pem, where);
+  } catch (err) {
+    throw new InvalidIssuerAnswerError(err instanceof PemFormatError ? err.message : `${where} is not PEM`);
+  }
   if (blocks.length === 0) throw new InvalidIssuerAnswerError(`${where} holds no PEM certificate`);
   return blocks.map((b) => parseOne(b, where));
 }

@@ -17,7 +17,8 @@ import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
 import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import type { SigningBundle } from "./bundle.js";
-import { validateSignAnswer, type PkiSignAnswer } from "./chain.js";
+import { validateSignAnswer } from "./chain.js";
+import { signIntermediate } from "../vault/pki.js";
 import { createIntermediateCsr } from "./csr.js";
 
 export interface IntermediateAuthorityOptions {
@@ -188,14 +189,12 @@ export class IntermediateAuthority {
     const { privateKey, publicKey } = signingCryptoKeys(nodeKeys, o.keyAlgorithm);
     const answer = await this.auth.withToken((token) =>
       this.metrics.timeVault("sign_intermediate", () =>
-        this.vault.write<PkiSignAnswer>(o.caPath, token, {
+        signIntermediate(this.vault, o.caPath, token, {
           csr,
-          common_name: o.commonName,
-          ttl: `${Math.round(o.ttlSeconds)}s`,
-          format: "pem",
-          max_path_length: o.maxPathLength,
-          use_csr_values: false,
-          ...(o.organization ? { organization: o.organization } : {}),
+          commonName: o.commonName,
+          ttlSeconds: o.ttlSeconds,
+          maxPathLength: o.maxPathLength,
+          organization: o.organization,
         }),
       ),
     );

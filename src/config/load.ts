@@ -37,6 +37,7 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
+import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
@@ -254,8 +255,7 @@ export function loadConfig(
   if (c.trustAnchors.file) {
     try {
       const pem = readFileSync(c.trustAnchors.file, "utf8");
-      c.trustAnchors.pem =
-        pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((b) => `${b}\n`) ?? [];
+      c.trustAnchors.pem = splitPemCertificates(pem, c.trustAnchors.file);
       if (c.trustAnchors.pem.length === 0)
         problems.push(`--trust-anchors-file ${c.trustAnchors.file}: holds no PEM certificate`);
     } catch (err) {

@@ -4,6 +4,7 @@
 // (DEP0204) because it makes the key exportable again. Relay keys are plain WebCrypto keys.
 import { generateKeyPair as generateNodeKeyPair, webcrypto, type KeyObject } from "node:crypto";
 import { promisify } from "node:util";
+import { toPem } from "./pem.js";
 import { subtle } from "./x509.js";
 
 export type KeyAlgorithmName = "ECDSA_P256" | "ECDSA_P384" | "RSA_2048" | "RSA_3072" | "RSA_4096";
@@ -55,11 +56,7 @@ export async function exportPrivateKeyPem(key: CryptoKey): Promise<string> {
   return toPem(der, "PRIVATE KEY");
 }
 
-export function toPem(der: Uint8Array | ArrayBuffer, label: string): string {
-  const b64 = Buffer.from(der instanceof ArrayBuffer ? new Uint8Array(der) : der).toString("base64");
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
-}
+export { toPem };
 
 /** A node:crypto key pair: the private half signs leaves directly; see signingCryptoKeys() for WebCrypto users. */
 export interface NodeKeyPair {
@@ -105,4 +102,19 @@ export function signingCryptoKeys(keys: NodeKeyPair, name: KeyAlgorithmName): Cr
 /** PKCS#8 PEM of a node:crypto private key (for istiod's ca-key.pem, or key export over the socket). */
 export function exportNodePrivateKeyPem(key: KeyObject): string {
   return key.export({ type: "pkcs8", format: "pem" }).toString();
+}
+
+/** The kind of a node:crypto private or public key, or undefined for a kind not in KEY_ALGORITHMS. */
+export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
+  const d = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === "ec") {
+    if (d?.namedCurve === "prime256v1") return "ECDSA_P256";
+    if (d?.namedCurve === "secp384r1") return "ECDSA_P384";
+    return undefined;
+  }
+  if (key.asymmetricKeyType === "rsa") {
+    const bits = d?.modulusLength;
+    if (bits === 2048 || bits === 3072 || bits === 4096) return `RSA_${bits}`;
+  }
+  return undefined;
 }

@@ -4,8 +4,9 @@
 // material.
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { x509 } from "../crypto/x509.js";
-import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { keyAlgorithmOf, type KeyAlgorithmName } from "../crypto/keys.js";
 import { renewalDelayMs } from "../authority/intermediate-authority.js";
+import { chainProblem, validityProblem } from "../authority/chain.js";
 
 export interface TlsExpectation {
   /** A leaf (end-entity) certificate, or a CA (the signing intermediate). */
@@ -26,11 +27,10 @@ export type TlsInspection =
     }
   | { ok: false; reason: string };
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-export function splitPemCertificates(pem: string): string[] {
-  return (pem.match(PEM_CERT) ?? []).map((b) => b + "\n");
-}
+export { keyAlgorithmOf };
+// Relay callers treat a malformed bundle as holding no certificate (a Secret to rewrite, a root to report missing).
+export { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 
 /**
  * Inspects the decoded data of a TLS Secret (`tls.crt` = certificate then its intermediates, `tls.key`, `ca.crt` =
@@ -74,10 +74,8 @@ export async function inspectTlsSecret(
   const alg = keyAlgorithmOf(privateKey);
   if (alg !== expect.keyAlgorithm) return fail(`the key is ${alg ?? "of another kind"}, not ${expect.keyAlgorithm}`);
 
-  if (cert.notAfter.getTime() <= now.getTime())
-    return fail(`the certificate expired at ${cert.notAfter.toISOString()}`);
-  if (cert.notBefore.getTime() > now.getTime() + 5 * 60_000)
-    return fail(`the certificate is not valid before ${cert.notBefore.toISOString()}`);
+  const invalidAt = validityProblem(cert, now);
+  if (invalidAt !== undefined) return fail(invalidAt);
 
   const isCa = cert.getExtension(x509.BasicConstraintsExtension)?.ca === true;
   if (expect.kind === "ca" && !isCa) return fail("the certificate is not a CA");
@@ -89,16 +87,12 @@ export async function inspectTlsSecret(
       return fail(`the certificate's DNS names (${have.join(", ") || "none"}) are not ${want.join(", ")}`);
   }
 
-  const full = [...chain, root];
-  for (let i = 0; i < full.length - 1; i++) {
-    const ok = await full[i]!.verify({ publicKey: full[i + 1]!, signatureOnly: true }).catch(() => false);
-    if (!ok)
-      return fail(`chain element ${i} (${full[i]!.subject}) is not signed by the next (${full[i + 1]!.subject})`);
-  }
-  if (!(await root.isSelfSigned())) return fail("ca.crt is not a self-signed root");
+  if (!(await root.isSelfSigned().catch(() => false))) return fail("ca.crt is not a self-signed root");
+  const broken = await chainProblem([...chain, root]);
+  if (broken !== undefined) return fail(broken);
   if (trustedRootPem !== undefined) {
     const trusted = splitPemCertificates(trustedRootPem)[0];
-    if (!trusted || !Buffer.from(new x509.X509Certificate(trusted).rawData).equals(Buffer.from(root.rawData)))
+    if (!trusted || !sameCertificate(new x509.X509Certificate(trusted), root))
       return fail("ca.crt is not Vault's current root");
   }
   return {
@@ -111,23 +105,13 @@ export async function inspectTlsSecret(
   };
 }
 
+function sameCertificate(a: x509.X509Certificate, b: x509.X509Certificate): boolean {
+  return Buffer.from(a.rawData).equals(Buffer.from(b.rawData));
+}
+
 export function dnsNamesOf(cert: x509.X509Certificate): string[] {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   return (san?.names.items ?? []).filter((n) => n.type === "dns").map((n) => n.value.toLowerCase());
-}
-
-export function keyAlgorithmOf(key: KeyObject): KeyAlgorithmName | undefined {
-  const d = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === "ec") {
-    if (d?.namedCurve === "prime256v1") return "ECDSA_P256";
-    if (d?.namedCurve === "secp384r1") return "ECDSA_P384";
-    return undefined;
-  }
-  if (key.asymmetricKeyType === "rsa") {
-    const bits = d?.modulusLength;
-    if (bits === 2048 || bits === 3072 || bits === 4096) return `RSA_${bits}`;
-  }
-  return undefined;
 }
 
 /**

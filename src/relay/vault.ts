@@ -5,10 +5,10 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { HttpStatusError } from "../net/http-json.js";
 import type { AgentMetrics } from "../observability/metrics.js";
-import type { PkiSignAnswer } from "../authority/chain.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
+import { signIntermediate, signLeaf, type PkiSignAnswer } from "../vault/pki.js";
 import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
-import { splitPemCertificates } from "./inspect.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 import { x509 } from "../crypto/x509.js";
 
 export interface RelayVaultOptions {
@@ -60,16 +60,7 @@ export class RelayVault {
   ): Promise<VaultSecret<PkiSignAnswer>> {
     const path = `${this.opts.pkiMount}/sign/${role}`;
     return this.auth.withToken((token) =>
-      this.metrics.timeVault("sign_leaf", () =>
-        this.vault.write<PkiSignAnswer>(path, token, {
-          csr,
-          common_name: dnsNames[0],
-          alt_names: dnsNames.join(","),
-          ttl: `${Math.round(ttlSeconds)}s`,
-          format: "pem",
-          exclude_cn_from_sans: false,
-        }),
-      ),
+      this.metrics.timeVault("sign_leaf", () => signLeaf(this.vault, path, token, { csr, dnsNames, ttlSeconds })),
     );
   }
 
@@ -85,18 +76,9 @@ export class RelayVault {
     permittedDns: readonly string[] = [],
   ): Promise<VaultSecret<PkiSignAnswer>> {
     const path = `${this.opts.pkiMount}/root/sign-intermediate`;
+    const req = { csr, commonName, ttlSeconds, maxPathLength: 0, permittedDnsDomains: permittedDns };
     return this.auth.withToken((token) =>
-      this.metrics.timeVault("sign_intermediate", () =>
-        this.vault.write<PkiSignAnswer>(path, token, {
-          csr,
-          common_name: commonName,
-          ttl: `${Math.round(ttlSeconds)}s`,
-          format: "pem",
-          max_path_length: 0,
-          use_csr_values: false,
-          ...(permittedDns.length ? { permitted_dns_domains: permittedDns.join(",") } : {}),
-        }),
-      ),
+      this.metrics.timeVault("sign_intermediate", () => signIntermediate(this.vault, path, token, req)),
     );
   }
 

@@ -1,10 +1,16 @@
-// Signs workload leaf certificates with the in-memory intermediate. The CSR contributes only its public key (its SPKI,
-// copied verbatim) and its (policy-checked) URI SANs; every other field and extension is set here, so nothing
-// requested can widen the leaf. The certificate is encoded directly with der.ts (one fixed shape) and signed with
-// node:crypto; everything that depends only on the intermediate is computed once per bundle.
+// The one leaf signer: every end-entity certificate this project makes with an in-memory intermediate (SPIFFE workload
+// leaves, relay client certificates, the Istio CA listener's serving certificate) is encoded by issueLeaf. A CSR
+// contributes only its public key (its SPKI, copied verbatim) and the names its policy checked; every other field and
+// extension is set here, so nothing requested can widen the leaf. The certificate is encoded directly with der.ts (one
+// fixed shape) and signed with node:crypto; everything that depends only on the intermediate is computed once per
+// bundle.
 import { createHash, randomFillSync, sign, type KeyObject } from "node:crypto";
+import { isIP } from "node:net";
+import { CLOCK_SKEW_MS, floorToSecond } from "../crypto/validity.js";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { toPem } from "../crypto/pem.js";
 import {
+  DerError,
   DerReader,
   Tag,
   ascii,
@@ -16,11 +22,12 @@ import {
   octetString,
   oid,
   sequence,
+  set,
   smallInteger,
   time,
   tlv,
   type DerElement,
-} from "./der.js";
+} from "../crypto/der.js";
 import { CaValidityError, checkCsr, resolveTtl, type CheckCsrOptions, type LeafPolicy } from "./leaf-policy.js";
 
 export type SignLeafOptions = CheckCsrOptions;
@@ -46,8 +53,47 @@ export interface SignedLeaf {
   serialHex: string;
 }
 
-// Peers whose clocks run a little behind must still accept a fresh leaf.
-const CLOCK_SKEW_MS = 60_000;
+/** The CSR-checked subject key a leaf certifies: its SPKI is copied verbatim. */
+export interface LeafSubjectKey {
+  /** subjectPublicKeyInfo DER, exactly as sent. */
+  readonly spki: Uint8Array;
+  /** The subjectPublicKey BIT STRING's bytes, for the subject key identifier. */
+  readonly subjectPublicKey: Uint8Array;
+  /** RSA keys of servers get keyEncipherment too; ECDSA keys digitalSignature only (RFC 8813). */
+  readonly keyType: "RSA" | "EC";
+}
+
+export type ExtendedKeyUsage = "serverAuth" | "clientAuth";
+
+export interface SubjectAttribute {
+  readonly type: "CN" | "OU";
+  readonly value: string;
+}
+
+/** Everything that varies between the leaves this project signs; every other field is fixed in issueLeaf. */
+export interface LeafSpec extends LeafSubjectKey {
+  /** Subject attributes in order (one RDN each); empty for no subject, which makes the SAN extension critical. */
+  readonly subject?: readonly SubjectAttribute[];
+  readonly uris?: readonly string[];
+  readonly dnsNames?: readonly string[];
+  /** IPv4 or IPv6 addresses, as text. */
+  readonly ips?: readonly string[];
+  readonly extendedKeyUsages: readonly ExtendedKeyUsage[];
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+export interface IssuedLeaf {
+  der: Buffer;
+  certPem: string;
+  /** Lower-case hex, as in SigningBundle.serialHex. */
+  serialHex: string;
+}
+
+/** A new leaf's notBefore: backdated by the clock skew, never before the issuer's own notBefore. */
+export function leafNotBefore(issuer: Pick<LeafIssuer, "notBefore">, now: Date): Date {
+  return new Date(Math.max(floorToSecond(now.getTime() - CLOCK_SKEW_MS), issuer.notBefore.getTime()));
+}
 
 export async function signLeaf(
   bundle: LeafIssuer,
@@ -62,48 +108,109 @@ export async function signLeaf(
   const { spki, subjectPublicKey, uriSans, keyType } = await checkCsr(csrPem, policy, opts);
 
   // Certificates carry whole seconds; truncating here makes the returned notAfter exactly the encoded one.
-  const notBefore = new Date(Math.max(floorToSecond(now.getTime() - CLOCK_SKEW_MS), bundle.notBefore.getTime()));
+  const notBefore = leafNotBefore(bundle, now);
   const notAfter = new Date(floorToSecond(now.getTime() + ttl * 1000));
   if (notAfter.getTime() <= notBefore.getTime()) {
     throw new CaValidityError("ca_not_yet_valid", `intermediate is valid only from ${bundle.notBefore.toISOString()}`);
   }
+  // No subject: identity lives in the SAN only (as Istio does). Workload leaves serve and dial mTLS.
+  const { certPem, serialHex } = issueLeaf(bundle, {
+    spki,
+    subjectPublicKey,
+    keyType,
+    uris: uriSans,
+    extendedKeyUsages: SERVER_AND_CLIENT,
+    notBefore,
+    notAfter,
+  });
+  return { certPem, chainPem: [certPem, ...bundle.chainPem], notAfter, serialHex };
+}
 
-  const issuer = issuerContext(bundle);
+const SERVER_AND_CLIENT: readonly ExtendedKeyUsage[] = ["serverAuth", "clientAuth"];
+
+/**
+ * The one leaf encoder: a v3 end-entity certificate for `spec`'s key and names, signed by `issuer`. basicConstraints
+ * CA:false and keyUsage are critical and fixed; the SAN extension is critical exactly when the subject is empty (RFC
+ * 5280 4.2.1.6); AKI is the issuer's SKI, SKI the SHA-1 of the subject key. Synchronous: ~25 us for P-256.
+ */
+export function issueLeaf(issuer: LeafIssuer, spec: LeafSpec): IssuedLeaf {
+  const ctx = issuerContext(issuer);
   const serial = randomSerial();
+  const subject = spec.subject ?? [];
   const tbs = sequence(
     VERSION_V3,
     tlv(Tag.INTEGER, serial),
-    issuer.signatureAlgorithm,
-    issuer.name,
-    sequence(time(notBefore), time(notAfter)),
-    EMPTY_NAME, // no subject: identity lives in the SAN only (as Istio does)
-    spki,
+    ctx.signatureAlgorithm,
+    ctx.name,
+    sequence(time(spec.notBefore), time(spec.notAfter)),
+    subject.length === 0 ? EMPTY_NAME : name(subject),
+    spec.spki,
     explicit(
       3,
       sequence(
-        ...(keyType === "RSA" ? FIXED_EXTENSIONS_RSA : FIXED_EXTENSIONS_EC),
-        // RFC 5280 4.2.1.6: with an empty subject the SAN extension must be critical. [6] is uniformResourceIdentifier,
-        // an IA5String; checkCsr lets only SPIFFE IDs through, which are ASCII, and ascii() checks again.
-        extension(OID_SUBJECT_ALT_NAME, true, sequence(...uriSans.map((uri) => contextPrimitive(6, ascii(uri))))),
-        issuer.authorityKeyIdentifier,
-        extension(OID_SUBJECT_KEY_IDENTIFIER, false, octetString(sha1(subjectPublicKey))),
+        ...fixedExtensions(spec.keyType, spec.extendedKeyUsages),
+        extension(OID_SUBJECT_ALT_NAME, subject.length === 0, generalNames(spec)),
+        ctx.authorityKeyIdentifier,
+        extension(OID_SUBJECT_KEY_IDENTIFIER, false, octetString(sha1(spec.subjectPublicKey))),
       ),
     ),
   );
-  // ECDSA signatures come out DER-encoded (Ecdsa-Sig-Value), RSA ones as PKCS #1 v1.5: what X.509 carries. Signing
-  // is synchronous (~25 us for P-256); for more than one core, the gRPC server can use the worker pool.
-  const signature = sign(issuer.hash, tbs, issuer.key);
-  const certPem = pem(sequence(tbs, issuer.signatureAlgorithm, bitString(signature)));
+  // ECDSA signatures come out DER-encoded (Ecdsa-Sig-Value), RSA ones as PKCS #1 v1.5: what X.509 carries. For more
+  // than one core, the gRPC server can use the worker pool.
+  const signature = sign(ctx.hash, tbs, ctx.key);
+  const der = sequence(tbs, ctx.signatureAlgorithm, bitString(signature));
   return {
-    certPem,
-    chainPem: [certPem, ...bundle.chainPem],
-    notAfter,
+    der,
+    certPem: toPem(der, "CERTIFICATE"),
     serialHex: Buffer.from(serial.buffer, serial.byteOffset, serial.byteLength).toString("hex"),
   };
 }
 
-function floorToSecond(ms: number): number {
-  return Math.floor(ms / 1000) * 1000;
+const UTF8_STRING = 0x0c;
+const ATTRIBUTE_OIDS: Record<SubjectAttribute["type"], string> = { CN: "2.5.4.3", OU: "2.5.4.11" };
+
+/** A Name with one UTF8String attribute per RDN, in order. */
+function name(attributes: readonly SubjectAttribute[]): Buffer {
+  return sequence(
+    ...attributes.map((a) =>
+      set(sequence(oid(ATTRIBUTE_OIDS[a.type]), tlv(UTF8_STRING, Buffer.from(a.value, "utf8")))),
+    ),
+  );
+}
+
+/**
+ * GeneralNames: URIs ([6] IA5String), DNS names ([2] IA5String) and IP addresses ([7] OCTET STRING of 4 or 16
+ * bytes). ascii() refuses anything that is not 7-bit; callers pass only names their policy checked.
+ */
+function generalNames(spec: LeafSpec): Buffer {
+  const names = [
+    ...(spec.dnsNames ?? []).map((d) => contextPrimitive(2, ascii(d))),
+    ...(spec.ips ?? []).map((ip) => contextPrimitive(7, ipBytes(ip))),
+    ...(spec.uris ?? []).map((uri) => contextPrimitive(6, ascii(uri))),
+  ];
+  if (names.length === 0) throw new DerError("a leaf needs at least one subject alternative name");
+  return sequence(...names);
+}
+
+/** The 4 or 16 bytes of an IPv4 or IPv6 address in text form. */
+export function ipBytes(ip: string): Buffer {
+  const kind = isIP(ip);
+  if (kind === 4) return Buffer.from(ip.split(".").map(Number));
+  if (kind !== 6) throw new DerError("not an IP address");
+  let text = ip;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)?.[1];
+  if (v4 !== undefined) {
+    const [a, b, c, d] = v4.split(".").map(Number) as [number, number, number, number];
+    text = `${text.slice(0, -v4.length)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = "", tail] = text.split("::");
+  const words = (part: string) => (part === "" ? [] : part.split(":").map((w) => parseInt(w, 16)));
+  const left = words(head);
+  const right = tail === undefined ? [] : words(tail);
+  const all = [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  const out = Buffer.alloc(16);
+  all.forEach((w, i) => out.writeUInt16BE(w, i * 2));
+  return out;
 }
 
 const VERSION_V3 = explicit(0, smallInteger(2));
@@ -122,14 +229,33 @@ function extension(id: string, critical: boolean, value: Uint8Array): Buffer {
 const KEY_USAGE_RSA_LEAF = bitString(Uint8Array.of(0xa0), 5);
 const KEY_USAGE_EC_LEAF = bitString(Uint8Array.of(0x80), 7);
 
-/** The same for every leaf: basicConstraints CA:false (critical), keyUsage (critical), extKeyUsage server+client. */
-const fixedExtensions = (keyUsage: Buffer): readonly Buffer[] => [
-  extension("2.5.29.19", true, sequence()),
-  extension("2.5.29.15", true, keyUsage),
-  extension("2.5.29.37", false, sequence(oid("1.3.6.1.5.5.7.3.1"), oid("1.3.6.1.5.5.7.3.2"))),
-];
-const FIXED_EXTENSIONS_RSA = fixedExtensions(KEY_USAGE_RSA_LEAF);
-const FIXED_EXTENSIONS_EC = fixedExtensions(KEY_USAGE_EC_LEAF);
+const EKU_OIDS: Record<ExtendedKeyUsage, string> = {
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+};
+const fixedExtensionSets = new Map<string, readonly Buffer[]>();
+
+/** basicConstraints CA:false (critical), keyUsage for the key type (critical), extKeyUsage: cached per combination. */
+function fixedExtensions(keyType: "RSA" | "EC", ekus: readonly ExtendedKeyUsage[]): readonly Buffer[] {
+  const id = `${keyType}:${ekus.join(",")}`;
+  let exts = fixedExtensionSets.get(id);
+  if (!exts) {
+    if (ekus.length === 0) throw new DerError("a leaf needs at least one extended key usage");
+    exts = [
+      extension("2.5.29.19", true, sequence()),
+      // keyEncipherment is for RSA key transport by a TLS server: a client-only leaf never enciphers (and zlint's
+      // e_key_usage_and_extended_key_usage_inconsistent refuses it with clientAuth alone).
+      extension(
+        "2.5.29.15",
+        true,
+        keyType === "RSA" && ekus.includes("serverAuth") ? KEY_USAGE_RSA_LEAF : KEY_USAGE_EC_LEAF,
+      ),
+      extension("2.5.29.37", false, sequence(...ekus.map((e) => oid(EKU_OIDS[e])))),
+    ];
+    fixedExtensionSets.set(id, exts);
+  }
+  return exts;
+}
 
 function sha1(bytes: Uint8Array): Buffer {
   return createHash("sha1").update(bytes).digest();
@@ -153,14 +279,6 @@ function randomSerial(): Buffer {
   serialPoolOffset += SERIAL_BYTES;
   serial[0] = (serial[0]! & 0x7f) | 0x40;
   return serial;
-}
-
-/** PEM with 64-character lines, as toPem() writes it. */
-function pem(der: Uint8Array): string {
-  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
-  let body = "";
-  for (let i = 0; i < b64.length; i += 64) body += `${b64.slice(i, i + 64)}\n`;
-  return `-----BEGIN CERTIFICATE-----\n${body}-----END CERTIFICATE-----\n`;
 }
 
 /** Everything about the issuer that every leaf repeats, computed once per bundle. */

@@ -28,6 +28,7 @@ import {
   type FileHandle,
 } from "node:fs/promises";
 import path from "node:path";
+import { parsePemBlocks, type PemBlock } from "../crypto/pem.js";
 
 export interface CacertsFiles {
   caCertPem: string;
@@ -347,38 +348,6 @@ export function planRootCertText(onDisk: string | undefined, requested: string, 
       `ISTIO_MULTIROOT_MESH=true istiod needs one to contain the other: first add the new root next to the old one, ` +
       `then drop the old root once every workload trusts the new one`,
   );
-}
-
-interface PemBlock {
-  label: string;
-  /** Canonical base64 of the DER: equal for equal certificates whatever the line wrapping. */
-  derKey: string;
-  normalized: string;
-  start: number;
-  end: number;
-}
-
-const PEM_BLOCK = /-----BEGIN ([^-\r\n]+)-----([\s\S]*?)-----END ([^-\r\n]+)-----/g;
-const BASE64_BODY = /^[A-Za-z0-9+/]*={0,2}$/;
-
-/** PEM blocks of `pem` in order. Errors name `source` and the block number only, never any content (keys!). */
-function parsePemBlocks(pem: string, source: string): PemBlock[] {
-  const blocks: PemBlock[] = [];
-  for (const match of pem.matchAll(PEM_BLOCK)) {
-    const [whole, label = "", body = "", endLabel] = match;
-    const compact = body.replace(/\s+/g, "");
-    if (label !== endLabel || compact.length % 4 !== 0 || !BASE64_BODY.test(compact)) {
-      throw new Error(`${source}: PEM block ${blocks.length + 1} is malformed`);
-    }
-    const derKey = Buffer.from(compact, "base64").toString("base64");
-    const lines = derKey.match(/.{1,64}/g) ?? [];
-    const normalized = `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
-    blocks.push({ label, derKey, normalized, start: match.index, end: match.index + whole.length });
-  }
-  if (blocks.length !== (pem.match(/-----BEGIN /g) ?? []).length) {
-    throw new Error(`${source}: a PEM block has no matching END line`);
-  }
-  return blocks;
 }
 
 /** The PEM blocks of `pem`, each re-encoded canonically (64-column base64, `\n` line ends, trailing newline). */

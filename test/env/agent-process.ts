@@ -1,12 +1,15 @@
 // Runs the built agent (dist/src/main.js) as a separate process, the way a pod runs it, and talks to its socket.
-import { mkdtempSync, writeFileSync, existsSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { after, before } from "node:test";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "../../src/gen/istiodvaultagent/v1/agent.js";
 import { ManagedProcess, waitUntil } from "./process.js";
-import { repoRoot, type TestEnv } from "./harness.js";
-import { ISTIO_NS, ISTIOD_SA } from "./fixtures.js";
+import { freePort, repoRoot, type TestEnv, type TestEnvOptions } from "./harness.js";
+import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
+import { ISTIO_NS, ISTIOD_SA, startAgentTestEnv, type AgentTestEnv } from "./fixtures.js";
+import type { VaultSetupOptions } from "../../src/vault/setup.js";
 
 export interface AgentRun {
   process: ManagedProcess;
@@ -50,29 +53,41 @@ export function agentArgs(
   ];
 }
 
+export interface StartAgentOptions {
+  /** The run's directory (socket, token file, cacerts/, log); a new temporary one by default. */
+  dir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** false: no --cacerts-dir (the sidecar then serves only its socket). Default true. */
+  cacerts?: boolean;
+  /** false: return as soon as the sidecar process is spawned, before it holds a bundle. Default true. */
+  waitForBundle?: boolean;
+}
+
 /** Starts `istiod-vault-agent <command>` against the env; for `sidecar`, waits until its socket answers. */
 export async function startAgent(
   env: TestEnv,
   command: "sidecar" | "init",
   extra: string[] = [],
-  opts: { dir?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: StartAgentOptions = {},
 ): Promise<AgentRun> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "iva-agent-"));
   const socketPath = join(dir, "agent.sock");
   const cacertsDir = join(dir, "cacerts");
   const tokenPath = join(dir, "vault-token");
-  if (!existsSync(cacertsDir)) (await import("node:fs")).mkdirSync(cacertsDir, { mode: 0o750 });
+  const withCacerts = opts.cacerts ?? true;
+  if (withCacerts && !existsSync(cacertsDir)) mkdirSync(cacertsDir, { mode: 0o750 });
   if (!existsSync(tokenPath)) await writeIstiodToken(env, tokenPath);
   const logPath = join(dir, `agent-${command}.log`);
+  const run = { socketPath, tokenPath, ...(withCacerts ? { cacertsDir } : {}) };
   const proc = new ManagedProcess(
     `agent-${command}`,
     nodeBinary(),
-    [join(repoRoot(), "dist/src/main.js"), command, ...agentArgs(env, { socketPath, cacertsDir, tokenPath }, extra)],
+    [join(repoRoot(), "dist/src/main.js"), command, ...agentArgs(env, run, extra)],
     logPath,
     opts.env,
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
-  if (command === "sidecar") {
+  if (command === "sidecar" && opts.waitForBundle !== false) {
     await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
       timeoutMs: 60_000,
       process: proc,
@@ -94,36 +109,37 @@ export async function startAgent(
   };
 }
 
-export function getBundle(client: CertificateAuthorityAgentClient, timeoutMs = 5_000): Promise<SigningBundle> {
+type UnaryCall<Req, Res> = (
+  req: Req,
+  md: grpc.Metadata,
+  opts: Partial<grpc.CallOptions>,
+  cb: (err: grpc.ServiceError | null, res: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** One unary call on the agent's socket with a deadline. */
+function unary<Req, Res>(call: UnaryCall<Req, Res>, req: Req, timeoutMs: number): Promise<Res> {
   return new Promise((resolve, reject) =>
-    client.getSigningBundle({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+    call(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
       err ? reject(err) : resolve(res),
     ),
   );
 }
 
-export function signCertificate(
+export function getBundle(client: CertificateAuthorityAgentClient, timeoutMs = 5_000): Promise<SigningBundle> {
+  return unary(client.getSigningBundle.bind(client), {}, timeoutMs);
+}
+
+export async function signCertificate(
   client: CertificateAuthorityAgentClient,
   csrPem: string,
   ttlSeconds = 0,
   timeoutMs = 5_000,
 ): Promise<string[]> {
-  return new Promise((resolve, reject) =>
-    client.signCertificate(
-      { csrPem, ttlSeconds },
-      new grpc.Metadata(),
-      { deadline: Date.now() + timeoutMs },
-      (err, res) => (err ? reject(err) : resolve(res.certChainPem)),
-    ),
-  );
+  return (await unary(client.signCertificate.bind(client), { csrPem, ttlSeconds }, timeoutMs)).certChainPem;
 }
 
 export function rotate(client: CertificateAuthorityAgentClient, timeoutMs = 30_000): Promise<SigningBundle> {
-  return new Promise((resolve, reject) =>
-    client.rotate({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-      err ? reject(err) : resolve(res),
-    ),
-  );
+  return unary(client.rotate.bind(client), {}, timeoutMs);
 }
 
 /** Collects bundles from WatchSigningBundle until `count` arrived or the timeout passes. */
@@ -153,4 +169,105 @@ export function watchBundles(
       reject(err);
     });
   });
+}
+
+/** The frame most agent test files share: one environment, and the agent runs started in it. */
+export interface AgentSuite {
+  /** The environment (available once the suite's before() hook has run). */
+  readonly t: AgentTestEnv;
+  readonly env: TestEnv;
+  /** Every run tracked so far, in start order. */
+  readonly runs: readonly AgentRun[];
+  /** Registers a run to be stopped and removed when the suite ends. */
+  readonly track: (run: AgentRun) => AgentRun;
+  /** Registers a clean-up to run when the suite ends, before the runs stop (e.g. closing a client). */
+  readonly defer: (cleanup: () => void | Promise<void>) => void;
+  /** startAgent() in the suite's environment, tracked. */
+  readonly start: (command: "sidecar" | "init", extra?: string[], opts?: StartAgentOptions) => Promise<AgentRun>;
+}
+
+/**
+ * Call inside describe(): registers a before() hook that starts a fresh AgentTestEnv and an after() hook that stops
+ * every tracked run, removes its directory and stops the servers.
+ */
+export function agentSuite(
+  overrides: Partial<Omit<VaultSetupOptions, "kubernetes">> = {},
+  envOpts: TestEnvOptions = {},
+): AgentSuite {
+  let t: AgentTestEnv | undefined;
+  const runs: AgentRun[] = [];
+  const cleanups: (() => void | Promise<void>)[] = [];
+  before(async () => {
+    t = await startAgentTestEnv(overrides, envOpts);
+  });
+  after(async () => {
+    for (const c of cleanups) await c();
+    for (const r of runs) await r.stop();
+    if (!process.env.IVA_KEEP_ENV) for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
+    await t?.env.stop();
+  });
+  const suite: AgentSuite = {
+    get t() {
+      if (!t) throw new Error("the suite's environment is not started yet (use it inside before/it)");
+      return t;
+    },
+    get env() {
+      return suite.t.env;
+    },
+    runs,
+    track: (run) => (runs.push(run), run),
+    defer: (cleanup) => void cleanups.push(cleanup),
+    start: async (command, extra = [], opts = {}) => suite.track(await startAgent(suite.env, command, extra, opts)),
+  };
+  return suite;
+}
+
+/** The agent serving as a drop-in Istio CA (CreateCertificate over TLS, TokenReview by the test apiserver). */
+export interface IstioCaAgent {
+  run: AgentRun;
+  port: number;
+  /** The roots the agent serves (its CreateCertificate TLS certificate chains to them). */
+  rootPem: string;
+  client: IstioCertificateServiceClient;
+  /** CreateCertificate with `token` as the bearer (none: no authorization header). */
+  create(csr: string, token?: string, validitySeconds?: number): Promise<string[]>;
+}
+
+/** Starts a sidecar with the Istio CA server on a free port (tracked by the suite) and a client for it. */
+export async function startIstioCaAgent(
+  suite: AgentSuite,
+  extra: string[] = [],
+  opts: StartAgentOptions = {},
+): Promise<IstioCaAgent> {
+  const port = await freePort();
+  const args = [
+    `--istio-ca-addr=127.0.0.1:${port}`,
+    "--istio-ca-names=127.0.0.1,localhost",
+    `--kubeconfig=${suite.env.kube.kubeconfigPath}`,
+  ];
+  const run = await suite.start("sidecar", [...args, ...extra], opts);
+  const rootPem = (await getBundle(run.client)).rootCertPem.join("");
+  const client = new IstioCertificateServiceClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createSsl(Buffer.from(rootPem)),
+  );
+  suite.defer(() => client.close());
+  return {
+    run,
+    port,
+    rootPem,
+    client,
+    create(csr, token, validitySeconds = 3600) {
+      const md = new grpc.Metadata();
+      if (token) md.set("authorization", `Bearer ${token}`);
+      return new Promise<string[]>((resolve, reject) =>
+        client.createCertificate(
+          { csr, validityDuration: validitySeconds },
+          md,
+          { deadline: Date.now() + 10_000 },
+          (err, res) => (err ? reject(err) : resolve(res.certChain)),
+        ),
+      );
+    },
+  };
 }

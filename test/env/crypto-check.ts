@@ -54,3 +54,12 @@ export async function workloadCsr(uri: string, extra: { dns?: string[]; ca?: boo
   });
   return csr.toString("pem");
 }
+
+/** The workload most tests ask certificates for: service account default/sleep in cluster.local. */
+export const SLEEP_SPIFFE_ID = "spiffe://cluster.local/ns/default/sa/sleep";
+
+/** Every subjectAltName value of a certificate, in order (URIs, DNS names, …); [] without the extension. */
+export function subjectAltNames(certPem: string): string[] {
+  const san = new x509.X509Certificate(certPem).getExtension(x509.SubjectAlternativeNameExtension);
+  return san?.names.items.map((n) => n.value) ?? [];
+}

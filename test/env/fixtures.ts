@@ -69,3 +69,55 @@ export async function setupRelayVault(
     mode: 0o600,
   });
 }
+
+/**
+ * The PKI roles relay leaves are issued from, as an operator writes them: `relay-server` for the server's one DNS
+ * name, and with `client` a `relay-client` role for any hostname-shaped cluster name. ECDSA keys, so no
+ * keyEncipherment (RFC 8813); the EKU comes from the role alone (server_flag/client_flag off); nothing stored.
+ */
+export async function writeRelayPkiRoles(
+  env: TestEnv,
+  mount: string,
+  roles: { serverDns: string; client?: boolean },
+): Promise<void> {
+  const common = {
+    key_type: "any",
+    key_usage: ["DigitalSignature"],
+    max_ttl: "72h",
+    ttl: "24h",
+    enforce_hostnames: true,
+    allow_ip_sans: false,
+    allow_localhost: false,
+    server_flag: false,
+    client_flag: false,
+    no_store: true,
+  };
+  const root = env.vault.rootToken;
+  await env.vault.client.write(`${mount}/roles/relay-server`, root, {
+    ...common,
+    allowed_domains: [roles.serverDns],
+    allow_bare_domains: true,
+    allow_subdomains: false,
+    ext_key_usage: ["ServerAuth"],
+  });
+  if (roles.client) {
+    await env.vault.client.write(`${mount}/roles/relay-client`, root, {
+      ...common,
+      allow_any_name: true,
+      ext_key_usage: ["ClientAuth"],
+    });
+  }
+}
+
+/** Mounts a PKI engine at `mount` (10-year max TTL) with a new EC P-256 root CA; returns the root certificate. */
+export async function mountPkiRoot(env: TestEnv, mount: string, commonName: string): Promise<string> {
+  const root = env.vault.rootToken;
+  await env.vault.client.write(`sys/mounts/${mount}`, root, { type: "pki", config: { max_lease_ttl: "87600h" } });
+  const generated = await env.vault.client.write<{ certificate: string }>(`${mount}/root/generate/internal`, root, {
+    common_name: commonName,
+    ttl: "87600h",
+    key_type: "ec",
+    key_bits: 256,
+  });
+  return generated.data.certificate;
+}

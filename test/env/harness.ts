@@ -85,7 +85,22 @@ export interface VaultEnv {
   process: ManagedProcess;
   /** PEM file of the CA that signs OpenBao's TLS certificate. */
   caFile: string;
+  /** With TestEnv.start({ vaultAudit: true }): OpenBao's file audit log (one JSON entry a line, secrets HMAC'd). */
+  auditLogPath?: string;
 }
+
+/** One line of OpenBao's file audit log: what a test can see of a request without any access to the agent. */
+export interface VaultAuditEntry {
+  type: "request" | "response";
+  time: string;
+  error?: string;
+  auth?: { accessor?: string; metadata?: Record<string, string> | null };
+  request?: { operation?: string; path?: string; data?: Record<string, unknown> };
+  response?: { data?: Record<string, unknown>; auth?: { accessor?: string; metadata?: Record<string, string> } };
+}
+
+/** The audit device tests read (see VaultAuditEntry); accessors are logged in the clear, they are not credentials. */
+export const VAULT_AUDIT_DEVICE = "iva-test";
 
 export interface TestEnvOptions {
   /**
@@ -99,6 +114,11 @@ export interface TestEnvOptions {
    * ServiceAccount admission plugin so pods get their service-account token volume.
    */
   podGatewayIp?: string;
+  /**
+   * Dev OpenBao only: a file audit device (declared in a config file: OpenBao refuses to enable one over the API), so
+   * a test can see from outside which Vault calls the agent made (renew-self, generate/exported, …).
+   */
+  vaultAudit?: boolean;
 }
 
 export class TestEnv {
@@ -229,6 +249,16 @@ export class TestEnv {
     const certDir = join(this.dir, "openbao-tls");
     mkdirSync(certDir, { mode: 0o700 });
     const rootToken = `root-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+    const auditLogPath = this.opts.vaultAudit ? join(this.dir, "openbao-audit.log") : undefined;
+    const configArgs: string[] = [];
+    if (auditLogPath) {
+      const configPath = join(this.dir, "openbao-audit.hcl");
+      writeFileSync(
+        configPath,
+        `audit "file" "${VAULT_AUDIT_DEVICE}" {\n  options {\n    file_path = "${auditLogPath}"\n    hmac_accessor = "false"\n  }\n}\n`,
+      );
+      configArgs.push(`-config=${configPath}`);
+    }
     const proc = this.spawn(
       "openbao",
       bin,
@@ -241,6 +271,7 @@ export class TestEnv {
         `-dev-listen-address=127.0.0.1:${port}`,
         "-dev-no-store-token",
         "-log-level=warn",
+        ...configArgs,
       ],
       { HOME: this.dir },
     );
@@ -256,7 +287,44 @@ export class TestEnv {
       timeoutMs: 30_000,
       process: proc,
     });
-    this.vault = { url, caPem, rootToken, client, process: proc, caFile };
+    this.vault = { url, caPem, rootToken, client, process: proc, caFile, ...(auditLogPath ? { auditLogPath } : {}) };
+  }
+
+  /** Where the audit log ends now: pass it to vaultAudit() to read only what happened after this point. */
+  vaultAuditOffset(): number {
+    const path = this.auditLog();
+    return existsSync(path) ? readFileSync(path).length : 0;
+  }
+
+  /** The audit log's entries after `fromOffset` (a vaultAuditOffset()). */
+  vaultAudit(fromOffset = 0): VaultAuditEntry[] {
+    const path = this.auditLog();
+    if (!existsSync(path)) return [];
+    return readFileSync(path)
+      .subarray(fromOffset)
+      .toString("utf8")
+      .split("\n")
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as VaultAuditEntry);
+  }
+
+  /** The audit log's HMAC of `input` (sys/audit-hash), to compare a known value with the log's hashed fields. */
+  async vaultAuditHash(input: string): Promise<string> {
+    this.auditLog();
+    const res = await this.vault.client.write<{ hash: string }>(
+      `sys/audit-hash/${VAULT_AUDIT_DEVICE}`,
+      this.vault.rootToken,
+      {
+        input,
+      },
+    );
+    return res.data.hash;
+  }
+
+  private auditLog(): string {
+    const path = this.vault?.auditLogPath;
+    if (!path) throw new Error("the Vault audit log needs TestEnv.start({ vaultAudit: true })");
+    return path;
   }
 
   private persistent: { bin: string; configPath: string; unsealKey: string } | undefined;

@@ -411,6 +411,9 @@ interface Draft {
 
 const S = grpc.status;
 
+/** A draft the agent must refuse as malformed: INVALID_ARGUMENT for the CSR `der`. */
+const invalidCsr = (note: string, der: Uint8Array): Draft => ({ expected: S.INVALID_ARGUMENT, note, csr: csrPem(der) });
+
 class Gen {
   /** SignCertificate has no caller: any valid workload ID of the trust domain; CreateCertificate: the caller's. */
   readonly identity: string;
@@ -512,6 +515,26 @@ class Gen {
     ]);
     return other === this.identity ? `spiffe://${td}/ns/default/sa/other` : other;
   }
+
+  /** A good CSR whose URI SANs are `uri` alone or beside the caller's identity (either order), and their count. */
+  async csrWithUriBesideIdentity(uri: string): Promise<{ sans: number; csr: string }> {
+    const sans = this.rng.pick([[uri], [this.identity, uri], [uri, this.identity]]);
+    return { sans: sans.length, csr: csrPem(await this.goodDer({ sans: sans.map(uriName) })) };
+  }
+
+  /**
+   * A CSR for a well-formed identity the caller may not have (`kind` names it in the note): alone it is refused for
+   * what it names (PERMISSION_DENIED); beside the caller's own, the two URI SANs are refused as such (an X.509-SVID
+   * carries one) before any identity check.
+   */
+  async wrongIdentity(uri: string, kind: string): Promise<Draft> {
+    const { sans, csr } = await this.csrWithUriBesideIdentity(uri);
+    return {
+      expected: sans > 1 ? S.INVALID_ARGUMENT : S.PERMISSION_DENIED,
+      note: `SANs ${sans}, ${kind} ${uri.slice(0, 80)}`,
+      csr,
+    };
+  }
 }
 
 // Weights are relative; categories not applicable to an RPC are skipped for it.
@@ -564,7 +587,7 @@ const CATEGORIES: Category[] = [
       const content = r.bytes(n);
       // Half of them pass the cheap outer check: a SEQUENCE header whose length is exactly right.
       const der = r.chance(0.5) ? tlv(0x30, content) : content;
-      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `random DER x${der.length}`, csr: csrPem(der) });
+      return Promise.resolve(invalidCsr(`random DER x${der.length}`, der));
     },
   },
   {
@@ -582,7 +605,7 @@ const CATEGORIES: Category[] = [
         out = tlv(0x30, der.subarray(headerLen, Math.max(headerLen, cut)));
         note += ", outer length fixed";
       }
-      return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(out) };
+      return invalidCsr(note, out);
     },
   },
   {
@@ -685,7 +708,7 @@ const CATEGORIES: Category[] = [
           NULL,
           new Uint8Array(depth * 2),
         ]);
-        return { expected: S.INVALID_ARGUMENT, note: `indefinite-length nesting, depth ${depth}`, csr: csrPem(der) };
+        return invalidCsr(`indefinite-length nesting, depth ${depth}`, der);
       }
       // Inside an otherwise valid, correctly signed CSR, in a structure the policy has to read: the SAN extension's
       // value (v 2, not GeneralNames) or a SAN directoryName (v 3, beside the valid URI SAN).
@@ -766,7 +789,7 @@ const CATEGORIES: Category[] = [
       ];
       const [place, build] = r.pick(places);
       const der = await build();
-      return { expected: S.INVALID_ARGUMENT, note: `${form} (${bad.length} B) as ${place}`, csr: csrPem(der) };
+      return invalidCsr(`${form} (${bad.length} B) as ${place}`, der);
     },
   },
   {
@@ -781,7 +804,7 @@ const CATEGORIES: Category[] = [
         // The right signature value, encoded in a way DER does not allow: what is verified must be what was sent.
         const ec = await signedParts({ ...g.goodSpec(), signer: r.pick(g.ctx.keys.p256) });
         const [note, make] = r.pick(nonDerSignatures(ec.signature, r));
-        return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(make(ec)) };
+        return invalidCsr(note, make(ec));
       }
       if (v <= 2) {
         const sig = parts.signature.slice();
@@ -832,9 +855,9 @@ const CATEGORIES: Category[] = [
       const [note, algorithm] = r.pick(labels.filter(([, a]) => Buffer.compare(a, parts.algorithm) !== 0));
       if (algorithm.length === 0) {
         const sha1 = await signedParts({ ...g.goodSpec(), signer: g.ctx.keys.p256Sha1 });
-        return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(assemble(sha1)) };
+        return invalidCsr(note, assemble(sha1));
       }
-      return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(assemble({ ...parts, algorithm })) };
+      return invalidCsr(note, assemble({ ...parts, algorithm }));
     },
   },
   {
@@ -864,33 +887,13 @@ const CATEGORIES: Category[] = [
     name: "foreign-trust-domain",
     weight: 6,
     rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const foreign = `spiffe://${g.foreignTrustDomain()}/ns/${g.segment()}/sa/${g.segment()}`;
-      const sans = r.pick([[foreign], [g.identity, foreign], [foreign, g.identity]]);
-      const der = await g.goodDer({ sans: sans.map(uriName) });
-      return {
-        // Two URI SANs are refused as such (an X.509-SVID carries one) before any trust-domain check.
-        expected: sans.length > 1 ? S.INVALID_ARGUMENT : S.PERMISSION_DENIED,
-        note: `SANs ${sans.length}, foreign ${foreign.slice(0, 80)}`,
-        csr: csrPem(der),
-      };
-    },
+    make: (g) => g.wrongIdentity(`spiffe://${g.foreignTrustDomain()}/ns/${g.segment()}/sa/${g.segment()}`, "foreign"),
   },
   {
     name: "other-identity",
     weight: 6,
     rpcs: ["create"],
-    make: async (g) => {
-      const other = g.otherIdentity();
-      const sans = g.rng.pick([[other], [g.identity, other], [other, g.identity]]);
-      const der = await g.goodDer({ sans: sans.map(uriName) });
-      return {
-        expected: sans.length > 1 ? S.INVALID_ARGUMENT : S.PERMISSION_DENIED,
-        note: `SANs ${sans.length}, other ${other.slice(0, 80)}`,
-        csr: csrPem(der),
-      };
-    },
+    make: (g) => g.wrongIdentity(g.otherIdentity(), "other"),
   },
   {
     name: "non-spiffe-uri",
@@ -898,13 +901,8 @@ const CATEGORIES: Category[] = [
     rpcs: BOTH,
     make: async (g) => {
       const bad = g.nonSpiffeUri();
-      const sans = g.rng.pick([[bad], [g.identity, bad], [bad, g.identity]]);
-      const der = await g.goodDer({ sans: sans.map(uriName) });
-      return {
-        expected: S.INVALID_ARGUMENT,
-        note: `URI ${JSON.stringify(bad.slice(0, 60))} (${bad.length})`,
-        csr: csrPem(der),
-      };
+      const { csr } = await g.csrWithUriBesideIdentity(bad);
+      return { expected: S.INVALID_ARGUMENT, note: `URI ${JSON.stringify(bad.slice(0, 60))} (${bad.length})`, csr };
     },
   },
   {
@@ -933,7 +931,7 @@ const CATEGORIES: Category[] = [
       const names = chosen.map(([, make]) => make());
       if (r.chance(0.6)) names.push(uriName(g.identity));
       const der = await g.goodDer({ sans: r.shuffle(names) });
-      return { expected: S.INVALID_ARGUMENT, note: `SAN types ${chosen.map(([k]) => k).join(",")}`, csr: csrPem(der) };
+      return invalidCsr(`SAN types ${chosen.map(([k]) => k).join(",")}`, der);
     },
   },
   {
@@ -957,7 +955,7 @@ const CATEGORIES: Category[] = [
       ];
       const [note, spec] = r.pick(variants);
       const der = assemble(await signedParts({ ...g.goodSpec(), ...spec }));
-      return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(der) };
+      return invalidCsr(note, der);
     },
   },
   {
@@ -970,7 +968,7 @@ const CATEGORIES: Category[] = [
       const v = r.int(0, 3);
       if (v <= 1) {
         const der = await g.goodDer({ signer: k.rsa1024 });
-        return { expected: S.INVALID_ARGUMENT, note: "RSA-1024, correctly signed", csr: csrPem(der) };
+        return invalidCsr("RSA-1024, correctly signed", der);
       }
       // A made-up modulus: too small or too big; the key check comes before any signature check.
       const bits = r.pick([512, 1016, 2040, 8200, 16384]);
@@ -978,7 +976,7 @@ const CATEGORIES: Category[] = [
       n[0]! |= 0x80;
       const spki = seq(seq(oid(OID.rsaEncryption), NULL), bitString(seq(uintBytes(n), int(65537))));
       const der = await g.goodDer({ spki, signer: k.rsa2048 });
-      return { expected: S.INVALID_ARGUMENT, note: `RSA modulus of ${bits} bits`, csr: csrPem(der) };
+      return invalidCsr(`RSA modulus of ${bits} bits`, der);
     },
   },
   {
@@ -987,7 +985,7 @@ const CATEGORIES: Category[] = [
     rpcs: BOTH,
     make: async (g) => {
       const der = await g.goodDer({ signer: g.ctx.keys.rsaExponentOne });
-      return { expected: S.INVALID_ARGUMENT, note: "RSA-2048 with e=1, signature verifies", csr: csrPem(der) };
+      return invalidCsr("RSA-2048 with e=1, signature verifies", der);
     },
   },
   {
@@ -1014,7 +1012,7 @@ const CATEGORIES: Category[] = [
       }
       if (v <= 3) {
         const der = await g.goodDer({ signer: v === 2 ? k.p521 : k.ed25519 });
-        return { expected: S.INVALID_ARGUMENT, note: `${v === 2 ? "P-521" : "Ed25519"} (hand-made)`, csr: csrPem(der) };
+        return invalidCsr(`${v === 2 ? "P-521" : "Ed25519"} (hand-made)`, der);
       }
       const point = concat([Uint8Array.of(0x04), r.bytes(64)]);
       const [note, spki] = r.pick<[string, Uint8Array]>([
@@ -1029,7 +1027,7 @@ const CATEGORIES: Category[] = [
         ["EC key without curve", seq(seq(oid(OID.ecPublicKey)), bitString(point))],
       ]);
       const der = await g.goodDer({ spki });
-      return { expected: S.INVALID_ARGUMENT, note, csr: csrPem(der) };
+      return invalidCsr(note, der);
     },
   },
   {

@@ -1,9 +1,14 @@
 // Upstream istiod (pilot-discovery, built from istio.io/istio by build.sh) run out of cluster against the test
 // apiserver, every listener on a free 127.0.0.1 port, reading its plugged-in CA from `rootCaDir`.
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
-import { workloadCsr } from "./crypto-check.js";
+import { getBundle, startAgent, type AgentRun } from "./agent-process.js";
+import { publicKeyId, workloadCsr } from "./crypto-check.js";
+import type { AgentTestEnv } from "./fixtures.js";
 import { ManagedProcess, waitUntil } from "./process.js";
 import { freePort, serverBinaries, type TestEnv } from "./harness.js";
 
@@ -92,4 +97,86 @@ export async function requestWorkloadCertificate(
       (err, res) => (err ? reject(err) : resolve(res.certChain)),
     ),
   );
+}
+
+/**
+ * The pod's order with upstream istiod: the agent's init container fills `<dir>/cacerts`, then istiod starts on it.
+ * The sidecar that keeps the directory current is started by the test (startSidecar), with the same directory.
+ */
+export interface IstiodOnAgentCacerts {
+  dir: string;
+  istiod: IstiodRun;
+  client: IstioCertificateServiceClient;
+  sidecar: AgentRun | undefined;
+  /** A file of the cacerts directory istiod reads. */
+  cacerts(name: string): string;
+  /** Stops the running sidecar (if any) and starts one with `args`, on the same cacerts directory. */
+  startSidecar(args: string[]): Promise<AgentRun>;
+  /** CreateCertificate for default/sleep, as the workload's istio-proxy asks. */
+  createCertificate(validitySeconds?: number): Promise<string[]>;
+  /** Polls istiod until it signs with the intermediate the sidecar serves now; returns that chain. */
+  leafFromCurrentIntermediate(validitySeconds?: number): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+export async function startIstiodOnAgentCacerts(
+  t: AgentTestEnv,
+  opts: {
+    /** Flags of the init run (and of the sidecar, unless startSidecar gets others). */
+    agentArgs: string[];
+    istiodEnv?: Record<string, string>;
+    /** The roots the CreateCertificate client trusts; root-cert.pem by default. */
+    clientRootsPem?: (dir: string) => string;
+    /** Writes files the agent flags refer to, before init runs. */
+    prepare?: (dir: string) => void;
+  },
+): Promise<IstiodOnAgentCacerts> {
+  await t.env.createServiceAccount("default", "sleep");
+  const dir = mkdtempSync(join(tmpdir(), "iva-istiod-"));
+  opts.prepare?.(dir);
+  const cacerts = (name: string) => readFileSync(join(dir, "cacerts", name), "utf8");
+  const init = await startAgent(t.env, "init", opts.agentArgs, { dir });
+  assert.equal(await init.process.waitExit(), 0, init.log().slice(-2000));
+  const istiod = await startIstiod(t.env, join(dir, "cacerts"), opts.istiodEnv);
+  const client = istiodCaClient(istiod, opts.clientRootsPem?.(dir) ?? cacerts("root-cert.pem"));
+  const stack: IstiodOnAgentCacerts = {
+    dir,
+    istiod,
+    client,
+    sidecar: undefined,
+    cacerts,
+    async startSidecar(args) {
+      await stack.sidecar?.stop();
+      stack.sidecar = await startAgent(t.env, "sidecar", args, { dir });
+      return stack.sidecar;
+    },
+    createCertificate: (validitySeconds) =>
+      requestWorkloadCertificate(t.env, client, {
+        namespace: "default",
+        serviceAccount: "sleep",
+        ...(validitySeconds ? { validitySeconds } : {}),
+      }),
+    async leafFromCurrentIntermediate(validitySeconds) {
+      const sidecar = stack.sidecar;
+      if (!sidecar) throw new Error("leafFromCurrentIntermediate needs a running sidecar (startSidecar)");
+      let chain: string[] = [];
+      await waitUntil(
+        "istiod signs with the agent's current intermediate",
+        async () => {
+          const current = (await getBundle(sidecar.client)).signingCertPem;
+          chain = await stack.createCertificate(validitySeconds);
+          return publicKeyId(chain[1]!) === publicKeyId(current);
+        },
+        { timeoutMs: 30_000, intervalMs: 300 },
+      );
+      return chain;
+    },
+    async stop() {
+      client.close();
+      await stack.sidecar?.stop();
+      await istiod.process.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return stack;
 }

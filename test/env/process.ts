@@ -111,3 +111,23 @@ export async function waitUntil(
       (opts.process ? `\n${opts.process.logTail()}` : ""),
   );
 }
+
+/**
+ * Runs `step` over and over, `intervalMs` apart, until stop() (which waits for the step in progress): a background
+ * load or sampler beside what a test does. A step that throws is the step's business: catch inside it.
+ */
+export function repeatInBackground(step: () => Promise<void> | void, intervalMs: number): { stop(): Promise<void> } {
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      await step();
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}

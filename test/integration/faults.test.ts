@@ -1,6 +1,6 @@
 // Fault injection against the real servers. What every case checks: no wrong certificate is ever served, signing
 // keeps working while a valid intermediate is held, and the agent recovers on its own once the fault is gone.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import {
@@ -18,8 +18,9 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { spawnSync } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
-import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
+import { ISTIO_NS } from "../env/fixtures.js";
 import {
+  agentSuite,
   agentArgs,
   getBundle,
   nodeBinary,
@@ -28,29 +29,17 @@ import {
   startAgent,
   type AgentRun,
 } from "../env/agent-process.js";
-import { publicKeyId, workloadCsr } from "../env/crypto-check.js";
+import { publicKeyId, workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
 import { startCorruptingProxy, type CorruptingProxy } from "../env/corrupting-proxy.js";
 import { repoRoot } from "../env/harness.js";
-import { waitUntil } from "../env/process.js";
-
-const SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep";
+import { repeatInBackground, waitUntil } from "../env/process.js";
 
 describe("fault injection", () => {
-  let t: AgentTestEnv;
-  const runs: AgentRun[] = [];
-  const track = (r: AgentRun) => (runs.push(r), r);
-
-  before(async () => {
-    t = await startAgentTestEnv();
-  });
-  after(async () => {
-    for (const r of runs) await r.stop();
-    for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
-    await t?.env.stop();
-  });
+  const suite = agentSuite({}, { vaultAudit: true });
+  const { runs, track } = suite;
 
   const revokeAgentTokens = () =>
-    t.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", t.env.vault.rootToken, {});
+    suite.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", suite.env.vault.rootToken, {});
   const rotateFails = async (run: AgentRun, pattern: RegExp) => {
     const before = await getBundle(run.client);
     await assert.rejects(rotate(run.client), (e: grpc.ServiceError) => {
@@ -61,18 +50,18 @@ describe("fault injection", () => {
     const now = await getBundle(run.client);
     assert.equal(now.generation, before.generation, "the last good bundle keeps serving");
     assert.equal(now.signingCertPem, before.signingCertPem);
-    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 300);
+    const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 300);
     assert.equal(chain[1], before.signingCertPem, "signing continues with the held intermediate");
   };
 
   it("bad Vault answers (malformed JSON, a certificate for another key, HTTP 500) are refused; the old bundle serves", async () => {
-    const proxy: CorruptingProxy = await startCorruptingProxy(t.env.vault.url, t.env.vault.caPem);
+    const proxy: CorruptingProxy = await startCorruptingProxy(suite.env.vault.url, suite.env.vault.caPem);
     try {
       const dir = mkdtempSync(join(tmpdir(), "iva-agent-"));
       writeFileSync(join(dir, "proxy-ca.pem"), proxy.caPem);
       const run = track(
         await startAgent(
-          t.env,
+          suite.env,
           "sidecar",
           [`--vault-addr=${proxy.url}`, `--vault-cacert=${join(dir, "proxy-ca.pem")}`],
           { dir },
@@ -95,14 +84,14 @@ describe("fault injection", () => {
   });
 
   it("the service-account token file removed, then replaced by another identity's token: clear errors, recovery", async () => {
-    const run = track(await startAgent(t.env, "sidecar"));
+    const run = track(await startAgent(suite.env, "sidecar"));
     const saved = readFileSync(run.tokenPath, "utf8");
     await revokeAgentTokens();
     rmSync(run.tokenPath);
     await rotateFails(run, new RegExp(`cannot read the service-account token file ${run.tokenPath} \\(ENOENT\\)`));
     // Re-read at every login: a token for a service account the role does not bind is refused by Vault.
-    await t.env.createServiceAccount(ISTIO_NS, "intruder");
-    writeFileSync(run.tokenPath, await t.env.requestToken(ISTIO_NS, "intruder", "vault", 600));
+    await suite.env.createServiceAccount(ISTIO_NS, "intruder");
+    writeFileSync(run.tokenPath, await suite.env.requestToken(ISTIO_NS, "intruder", "vault", 600));
     await rotateFails(run, /auth\/kubernetes\/login answered HTTP 403/);
     writeFileSync(run.tokenPath, saved);
     assert.ok((await rotate(run.client)).generation > 1);
@@ -110,61 +99,86 @@ describe("fault injection", () => {
   });
 
   it("the Kubernetes auth role deleted, then recreated", async () => {
-    const run = track(await startAgent(t.env, "sidecar"));
-    const v = t.env.vault.client;
-    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken))
+    const run = track(await startAgent(suite.env, "sidecar"));
+    const v = suite.env.vault.client;
+    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken))
       .data;
-    await v.call("DELETE", "auth/kubernetes/role/istiod-agent", { token: t.env.vault.rootToken });
+    await v.call("DELETE", "auth/kubernetes/role/istiod-agent", { token: suite.env.vault.rootToken });
     await revokeAgentTokens();
     try {
       await rotateFails(run, /auth\/kubernetes\/login answered HTTP (400|403)/);
     } finally {
-      await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, role);
+      await v.write("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken, role);
     }
     assert.ok((await rotate(run.client)).generation > 1);
     await run.stop();
   });
 
-  it("tokens that reach their max TTL are replaced by a new login; rotations continue", async () => {
-    const v = t.env.vault.client;
-    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken))
+  it("a token is renewed (renew-self) while renewable and replaced by a new login at its max TTL; rotations continue", async () => {
+    const v = suite.env.vault.client;
+    const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken))
       .data;
-    await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, {
+    // Renewed at 2/3 of 12 s: at 8 s to a 12 s lease, at 16 s capped to the 8 s left of the 24 s max TTL.
+    await v.write("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken, {
       ...role,
-      token_ttl: 3,
-      token_max_ttl: 6,
+      token_ttl: 12,
+      token_max_ttl: 24,
     });
     try {
-      const run = track(await startAgent(t.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.5"]));
+      const auditFrom = suite.env.vaultAuditOffset();
+      const run = track(await startAgent(suite.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.5"]));
       const first = (await getBundle(run.client)).generation;
+      // What Vault saw, from its audit log: the agent's logins (with the new token's accessor) and every request
+      // made with one of those tokens.
+      const logins = () =>
+        suite.env
+          .vaultAudit(auditFrom)
+          .filter((e) => e.type === "response" && e.request?.path === "auth/kubernetes/login" && !e.error)
+          .map((e) => ({ accessor: e.auth?.accessor ?? e.response?.auth?.accessor, at: Date.parse(e.time) }));
       await waitUntil(
-        "several rotations across token expiries",
-        async () => (await getBundle(run.client)).generation >= first + 3,
-        {
-          timeoutMs: 40_000,
-        },
+        "a second login, and rotations throughout",
+        async () => logins().length >= 2 && (await getBundle(run.client)).generation >= first + 3,
+        { timeoutMs: 60_000, intervalMs: 500 },
       );
-      const logins = run
-        .log()
-        .split("\n")
-        .filter((l) => l.includes("logged in to Vault with Kubernetes auth")).length;
-      assert.ok(logins >= 2, `the agent logged in again after the max TTL (${logins} logins)`);
       await run.stop();
+      const [login1, login2] = logins() as [{ accessor: string; at: number }, { accessor: string; at: number }];
+      const audit = suite.env.vaultAudit(auditFrom).filter((e) => e.type === "response");
+      const withToken1 = audit.filter((e) => e.auth?.accessor === login1.accessor);
+      const renewals = withToken1.filter((e) => e.request?.path === "auth/token/renew-self");
+      assert.ok(renewals.length >= 1, `the first token was renewed with renew-self (${renewals.length} times)`);
+      assert.deepEqual(
+        renewals.filter((e) => e.error),
+        [],
+        "every renewal was accepted",
+      );
+      assert.ok(
+        withToken1.every((e) => Date.parse(e.time) < login1.at + 24_000),
+        "the first token was never used past its max TTL",
+      );
+      assert.ok(login2.at > Date.parse(renewals.at(-1)!.time), "the new login followed the last renewal");
+      assert.notEqual(login2.accessor, login1.accessor);
+      assert.deepEqual(
+        audit.filter((e) => e.error && e.request?.path !== "auth/token/revoke-self").map((e) => e.request?.path),
+        [],
+        "no request was refused (the token was replaced, not used until Vault said 403)",
+      );
+      assert.match(run.log(), /Vault token reached its max TTL; will log in again/);
+      assert.doesNotMatch(run.log(), /Vault answered 403/);
     } finally {
-      await v.write("auth/kubernetes/role/istiod-agent", t.env.vault.rootToken, role);
+      await v.write("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken, role);
     }
   });
 
   it("kube-apiserver down: signing and rotation with a held Vault token continue", async () => {
-    const run = track(await startAgent(t.env, "sidecar"));
-    t.env.apiserverProcess.signal("SIGSTOP");
+    const run = track(await startAgent(suite.env, "sidecar"));
+    suite.env.apiserverProcess.signal("SIGSTOP");
     try {
-      const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 300);
+      const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 300);
       assert.equal(chain.length, 3);
       const renewed = await rotate(run.client);
       assert.equal(renewed.generation, 2, "Vault signs with the held token; only a new login needs the apiserver");
     } finally {
-      t.env.apiserverProcess.signal("SIGCONT");
+      suite.env.apiserverProcess.signal("SIGCONT");
     }
     await run.stop();
   });
@@ -175,37 +189,33 @@ describe("fault injection", () => {
     mkdirSync(cacerts);
     const violations: string[] = [];
     let samples = 0;
-    let sampling = true;
     // istiod-style check of whatever is published: four files, key matches cert, cert is a CA signed by the root.
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          if (existsSync(join(cacerts, "..data"))) {
-            const target = readlinkSync(join(cacerts, "..data"));
-            const read = (n: string) => readFileSync(join(cacerts, target, n), "utf8");
-            const [cert, key, chain, root] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"].map(
-              read,
-            ) as [string, string, string, string];
-            const x = new X509Certificate(cert);
-            const r = new X509Certificate(root);
-            if (!x.ca) violations.push(`${target}: not a CA`);
-            if (!x.checkPrivateKey(createPrivateKey(key))) violations.push(`${target}: key does not match`);
-            if (!x.verify(r.publicKey)) violations.push(`${target}: not signed by root`);
-            if (!chain.startsWith(cert.trim().slice(0, 60)))
-              violations.push(`${target}: chain does not start with the cert`);
-            samples++;
-          }
-        } catch (err) {
-          // A directory removed between readlink and read is the previous set being cleaned up: not a violation.
-          if ((err as NodeJS.ErrnoException).code !== "ENOENT") violations.push(`read: ${(err as Error).message}`);
+    const sampler = repeatInBackground(() => {
+      try {
+        if (existsSync(join(cacerts, "..data"))) {
+          const target = readlinkSync(join(cacerts, "..data"));
+          const read = (n: string) => readFileSync(join(cacerts, target, n), "utf8");
+          const [cert, key, chain, root] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"].map(
+            read,
+          ) as [string, string, string, string];
+          const x = new X509Certificate(cert);
+          const r = new X509Certificate(root);
+          if (!x.ca) violations.push(`${target}: not a CA`);
+          if (!x.checkPrivateKey(createPrivateKey(key))) violations.push(`${target}: key does not match`);
+          if (!x.verify(r.publicKey)) violations.push(`${target}: not signed by root`);
+          if (!chain.startsWith(cert.trim().slice(0, 60)))
+            violations.push(`${target}: chain does not start with the cert`);
+          samples++;
         }
-        await new Promise((r) => setTimeout(r, 5));
+      } catch (err) {
+        // A directory removed between readlink and read is the previous set being cleaned up: not a violation.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") violations.push(`read: ${(err as Error).message}`);
       }
-    })();
+    }, 5);
     const keys = new Set<string>();
     try {
       for (let i = 0; i < 3; i++) {
-        const run = track(await startAgent(t.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.8"], { dir }));
+        const run = track(await startAgent(suite.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.8"], { dir }));
         keys.add(publicKeyId((await getBundle(run.client)).signingCertPem));
         await new Promise((r) => setTimeout(r, 2_500 + Math.random() * 2_000));
         run.process.signal("SIGKILL");
@@ -213,8 +223,7 @@ describe("fault injection", () => {
         run.client.close();
       }
     } finally {
-      sampling = false;
-      await sampler;
+      await sampler.stop();
     }
     assert.deepEqual(violations, []);
     assert.ok(samples > 100, `sampled the directory ${samples} times`);
@@ -227,7 +236,7 @@ describe("fault injection", () => {
     const token = join(dir, "token");
     writeFileSync(token, "not-a-real-token", { mode: 0o644 });
     const base = (extra: string[]) => [
-      ...agentArgs(t.env, { socketPath: join(dir, "s", "agent.sock"), tokenPath: token }).filter(
+      ...agentArgs(suite.env, { socketPath: join(dir, "s", "agent.sock"), tokenPath: token }).filter(
         (a) => !a.startsWith("--vault-cacert="),
       ),
       ...extra,
@@ -285,7 +294,7 @@ describe("fault injection", () => {
       const log = r.log();
       assert.doesNotMatch(log, /eyJ[\w-]{10,}\.[\w-]{10,}\./, "no JWT");
       assert.doesNotMatch(log, /PRIVATE KEY/);
-      assert.ok(!log.includes(t.env.vault.rootToken));
+      assert.ok(!log.includes(suite.env.vault.rootToken));
     }
   });
 });

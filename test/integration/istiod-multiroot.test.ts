@@ -4,112 +4,81 @@
 // during the overlap.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { istiodAgentPolicy } from "../../src/vault/policies.js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
-import { getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
-import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
-import { istiodCaClient, requestWorkloadCertificate, startIstiod, type IstiodRun } from "../env/istiod.js";
-import { waitUntil } from "../env/process.js";
+import { mountPkiRoot, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { opensslVerify } from "../env/crypto-check.js";
+import { repeatInBackground } from "../env/process.js";
+import { startIstiodOnAgentCacerts, type IstiodOnAgentCacerts } from "../env/istiod.js";
 
 describe("Vault root rotation with istiod in multi-root mode", () => {
   let t: AgentTestEnv;
-  let dir: string;
-  let istiod: IstiodRun;
-  let sidecar: AgentRun | undefined;
-  let client: IstioCertificateServiceClient;
+  let stack: IstiodOnAgentCacerts;
   let oldRoot: string;
   let newRoot: string;
 
-  const cacerts = (name: string) => readFileSync(join(dir, "cacerts", name), "utf8");
   const certs = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 
   before(async () => {
     t = await startAgentTestEnv();
-    await t.env.createServiceAccount("default", "sleep");
     const v = t.env.vault.client;
     const root = t.env.vault.rootToken;
     oldRoot = (await v.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
     // The new root lives in its own mount; the agent's role gets the sign path there too.
-    await v.write("sys/mounts/pki2", root, { type: "pki", config: { max_lease_ttl: "87600h" } });
-    newRoot = (
-      await v.write<{ certificate: string }>("pki2/root/generate/internal", root, {
-        common_name: "new root CA",
-        ttl: "87600h",
-        key_type: "ec",
-      })
-    ).data.certificate;
+    newRoot = await mountPkiRoot(t.env, "pki2", "new root CA");
     await v.write("sys/policy/istiod-agent-pki2", root, { policy: istiodAgentPolicy("pki2/root/sign-intermediate") });
     const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", root)).data;
     await v.write("auth/kubernetes/role/istiod-agent", root, {
       ...role,
       token_policies: ["istiod-agent", "istiod-agent-pki2"],
     });
-
-    dir = mkdtempSync(join(tmpdir(), "iva-multiroot-"));
-    writeFileSync(join(dir, "old-root.pem"), oldRoot);
-    writeFileSync(join(dir, "new-root.pem"), newRoot);
-    const init = await startAgent(t.env, "init", ["--multi-root"], { dir });
-    assert.equal(await init.process.waitExit(), 0, init.log().slice(-2000));
-    istiod = await startIstiod(t.env, join(dir, "cacerts"), { ISTIO_MULTIROOT_MESH: "true" });
-    client = istiodCaClient(istiod, `${oldRoot}\n${newRoot}\n`);
+    stack = await startIstiodOnAgentCacerts(t, {
+      agentArgs: ["--multi-root"],
+      istiodEnv: { ISTIO_MULTIROOT_MESH: "true" },
+      clientRootsPem: () => `${oldRoot}\n${newRoot}\n`,
+      prepare: (dir) => {
+        writeFileSync(join(dir, "old-root.pem"), oldRoot);
+        writeFileSync(join(dir, "new-root.pem"), newRoot);
+      },
+    });
   });
   after(async () => {
-    client?.close();
-    await sidecar?.stop();
-    await istiod?.process.stop();
+    await stack?.stop();
     await t?.env.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const createCertificate = () =>
-    requestWorkloadCertificate(t.env, client, { namespace: "default", serviceAccount: "sleep", validitySeconds: 3600 });
+  const createCertificate = () => stack.createCertificate(3600);
 
   /** Restarts the sidecar with `args` (a new intermediate at every start) and waits until istiod signs with it. */
   const phase = async (args: string[]) => {
-    await sidecar?.stop();
-    sidecar = await startAgent(t.env, "sidecar", ["--multi-root", ...args], { dir });
-    const current = (await getBundle(sidecar.client)).signingCertPem;
-    let chain: string[] = [];
-    await waitUntil(
-      "istiod signs with the new intermediate",
-      async () => publicKeyId((chain = await createCertificate())[1]!) === publicKeyId(current),
-      {
-        timeoutMs: 30_000,
-        intervalMs: 300,
-      },
-    );
-    return chain;
+    await stack.startSidecar(["--multi-root", ...args]);
+    return stack.leafFromCurrentIntermediate(3600);
   };
+  const cacerts = (name: string) => stack.cacerts(name);
+  const dir = () => stack.dir;
 
   it("add the new root, switch the signer, drop the old root: certificates throughout, old and new leaves verify", async () => {
     const failures: string[] = [];
     let requests = 0;
-    let running = true;
-    const load = (async () => {
-      while (running) {
-        try {
-          await createCertificate();
-          requests++;
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-        await new Promise((r) => setTimeout(r, 250));
+    const load = repeatInBackground(async () => {
+      try {
+        await createCertificate();
+        requests++;
+      } catch (err) {
+        failures.push((err as Error).message);
       }
-    })();
+    }, 250);
 
     try {
       // 1. Signing from the old root; the new root is added as a trust anchor: root-cert.pem = old + new.
-      const leafOld = await phase([`--trust-anchors-file=${join(dir, "new-root.pem")}`]);
+      const leafOld = await phase([`--trust-anchors-file=${join(dir(), "new-root.pem")}`]);
       assert.equal(certs(cacerts("root-cert.pem")).length, 2);
       // 2. The signer moves to the new root; the old root stays a trust anchor.
       const leafNew = await phase([
         "--ca-path=pki2/root/sign-intermediate",
-        `--trust-anchors-file=${join(dir, "old-root.pem")}`,
+        `--trust-anchors-file=${join(dir(), "old-root.pem")}`,
       ]);
       assert.equal(certs(cacerts("root-cert.pem")).length, 2);
       assert.equal(new x509.X509Certificate(leafNew[1]!).issuer, "CN=new root CA");
@@ -129,12 +98,11 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
         "an old-root leaf no longer verifies once the old root is dropped",
       );
     } finally {
-      running = false;
-      await load;
+      await load.stop();
     }
     assert.deepEqual(failures, [], `workload requests failed during the rotation (${requests} succeeded)`);
     assert.ok(requests >= 10, `the workload kept asking (${requests} requests)`);
-    const log = readFileSync(istiod.logPath, "utf8");
+    const log = readFileSync(stack.istiod.logPath, "utf8");
     assert.ok(!/\t(error|warn)\t.*(root|cacerts|cert)/i.test(log), "istiod refused no bundle");
   });
 });

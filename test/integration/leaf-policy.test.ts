@@ -1,22 +1,24 @@
 // Leaf policy on the real agent (real OpenBao-signed intermediate, real kube-apiserver TokenReview): one URI SAN per
 // leaf on both signing paths, zlint on every certificate kind the running agent hands out, no DEP0204 from the
 // running agent, and no useless leaves at the intermediate's expiry edge with Vault stopped.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
 import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { toPem } from "../../src/crypto/keys.js";
 import { x509 } from "../../src/crypto/x509.js";
-import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.js";
 import { generateKeyPair } from "../../src/crypto/keys.js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
-import { getBundle, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
-import { workloadCsr } from "../env/crypto-check.js";
+import {
+  agentSuite,
+  getBundle,
+  signCertificate,
+  type AgentRun,
+  startIstioCaAgent,
+  type IstioCaAgent,
+} from "../env/agent-process.js";
+import { workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
 import { freePort } from "../env/harness.js";
 import { EXCLUDED_LINTS, zlint } from "../env/zlint.js";
-
-const WORKLOAD = "spiffe://cluster.local/ns/default/sa/sleep";
 
 /** A workload CSR with the given URI SANs, in order (duplicates kept). */
 async function csrWithUris(uris: string[]): Promise<string> {
@@ -50,46 +52,17 @@ function servingCertificate(port: number, rootPem: string): Promise<string> {
 }
 
 describe("leaf policy on both signing paths (real agent)", () => {
-  let t: AgentTestEnv;
-  let run: AgentRun;
-  let client: IstioCertificateServiceClient;
-  let rootPem: string;
-  let port: number;
+  const suite = agentSuite();
+  let ca: IstioCaAgent;
 
   before(async () => {
-    t = await startAgentTestEnv();
-    await t.env.createServiceAccount("default", "sleep");
-    port = await freePort();
-    run = await startAgent(
-      t.env,
-      "sidecar",
-      [
-        `--istio-ca-addr=127.0.0.1:${port}`,
-        "--istio-ca-names=127.0.0.1,localhost",
-        `--kubeconfig=${t.env.kube.kubeconfigPath}`,
-      ],
-      // Any deprecation (DEP0204: KeyObject.from() on a non-extractable CryptoKey) kills the agent.
-      { env: { ...process.env, NODE_OPTIONS: "--throw-deprecation" } },
-    );
-    rootPem = (await getBundle(run.client)).rootCertPem.join("");
-    client = new IstioCertificateServiceClient(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(rootPem)));
-  });
-  after(async () => {
-    client?.close();
-    await run?.stop();
-    if (run) rmSync(run.dir, { recursive: true, force: true });
-    await t?.env.stop();
+    await suite.env.createServiceAccount("default", "sleep");
+    // Any deprecation (DEP0204: KeyObject.from() on a non-extractable CryptoKey) kills the agent.
+    ca = await startIstioCaAgent(suite, [], { env: { ...process.env, NODE_OPTIONS: "--throw-deprecation" } });
   });
 
-  const create = async (csr: string): Promise<string[]> => {
-    const md = new grpc.Metadata();
-    md.set("authorization", `Bearer ${await t.env.requestToken("default", "sleep", "istio-ca", 600)}`);
-    return await new Promise<string[]>((resolve, reject) =>
-      client.createCertificate({ csr, validityDuration: 3600 }, md, { deadline: Date.now() + 10_000 }, (err, res) =>
-        err ? reject(err) : resolve(res.certChain),
-      ),
-    );
-  };
+  const create = async (csr: string): Promise<string[]> =>
+    ca.create(csr, await suite.env.requestToken("default", "sleep", "istio-ca", 600));
   const refusedWith = async (p: Promise<unknown>, count: number): Promise<void> => {
     await assert.rejects(p, (e: grpc.ServiceError) => {
       assert.equal(e.code, grpc.status.INVALID_ARGUMENT, e.details);
@@ -104,52 +77,43 @@ describe("leaf policy on both signing paths (real agent)", () => {
 
   it("refuses CSRs with two URI SANs, or the caller's own ID twice, on SignCertificate and CreateCertificate", async () => {
     for (const uris of [
-      [WORKLOAD, "spiffe://cluster.local/ns/default/sa/other"],
-      [WORKLOAD, WORKLOAD],
+      [SLEEP_SPIFFE_ID, "spiffe://cluster.local/ns/default/sa/other"],
+      [SLEEP_SPIFFE_ID, SLEEP_SPIFFE_ID],
     ]) {
       const csr = await csrWithUris(uris);
-      await refusedWith(signCertificate(run.client, csr, 3600), 2);
+      await refusedWith(signCertificate(ca.run.client, csr, 3600), 2);
       await refusedWith(create(csr), 2);
     }
     // One URI SAN still works on both paths.
-    assert.equal((await signCertificate(run.client, await workloadCsr(WORKLOAD), 3600)).length, 3);
-    assert.equal((await create(await workloadCsr(WORKLOAD))).length, 3);
+    assert.equal((await signCertificate(ca.run.client, await workloadCsr(SLEEP_SPIFFE_ID), 3600)).length, 3);
+    assert.equal((await create(await workloadCsr(SLEEP_SPIFFE_ID))).length, 3);
   });
 
   it("zlint: the leaf from the socket, the leaf from CreateCertificate and the serving certificate are clean", async () => {
-    const fromSocket = await signCertificate(run.client, await workloadCsr(WORKLOAD), 3600);
+    const fromSocket = await signCertificate(ca.run.client, await workloadCsr(SLEEP_SPIFFE_ID), 3600);
     assertLintClean(fromSocket[0]!, "leaf via SignCertificate");
-    const fromIstioCa = await create(await workloadCsr(WORKLOAD));
+    const fromIstioCa = await create(await workloadCsr(SLEEP_SPIFFE_ID));
     assertLintClean(fromIstioCa[0]!, "leaf via CreateCertificate");
-    const serving = await servingCertificate(port, rootPem);
+    const serving = await servingCertificate(ca.port, ca.rootPem);
     assert.ok(new x509.X509Certificate(serving).getExtension(x509.SubjectKeyIdentifierExtension), "serving SKI");
     assertLintClean(serving, "Istio CA serving certificate");
   });
 
   it("ran every signing path under --throw-deprecation without a deprecation (DEP0204)", () => {
-    assert.equal(run.process.exitCode, undefined, `the agent exited:\n${run.log().slice(-2000)}`);
-    assert.doesNotMatch(run.log(), /DEP0204|DeprecationWarning/);
+    assert.equal(ca.run.process.exitCode, undefined, `the agent exited:\n${ca.run.log().slice(-2000)}`);
+    assert.doesNotMatch(ca.run.log(), /DEP0204|DeprecationWarning/);
   });
 });
 
 describe("no useless leaves at the intermediate's expiry edge (Vault stopped, signing under load)", () => {
-  let t: AgentTestEnv;
+  const suite = agentSuite({}, { vault: "persistent" });
   let run: AgentRun | undefined;
-
-  before(async () => {
-    t = await startAgentTestEnv({}, { vault: "persistent" });
-  });
-  after(async () => {
-    await run?.stop();
-    if (run) rmSync(run.dir, { recursive: true, force: true });
-    await t?.env.stop();
-  });
 
   it("issues no leaf with less than --min-leaf-ttl, turns unready --unready-before-expiry early, then says expired", async () => {
     const MIN_LEAF_S = 5;
     const MARGIN_S = 8;
     const httpPort = await freePort();
-    run = await startAgent(t.env, "sidecar", [
+    run = await suite.start("sidecar", [
       "--ttl=20s",
       "--grace-ratio=0.5",
       `--min-leaf-ttl=${MIN_LEAF_S}s`,
@@ -158,9 +122,9 @@ describe("no useless leaves at the intermediate's expiry edge (Vault stopped, si
     ]);
     const bundle = await getBundle(run.client);
     const notAfter = new x509.X509Certificate(bundle.signingCertPem).notAfter.getTime();
-    await t.env.stopVault();
+    await suite.env.stopVault();
     try {
-      const csr = await workloadCsr(WORKLOAD);
+      const csr = await workloadCsr(SLEEP_SPIFFE_ID);
       const lifetimes: number[] = [];
       const refusals: string[] = [];
       let unreadyAt: number | undefined;
@@ -206,7 +170,7 @@ describe("no useless leaves at the intermediate's expiry edge (Vault stopped, si
         return true;
       });
     } finally {
-      await t.env.startVaultAgain();
+      await suite.env.startVaultAgain();
     }
   });
 });

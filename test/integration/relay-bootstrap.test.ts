@@ -13,22 +13,26 @@ import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { makeTestCa } from "../env/pki.js";
+import * as relayIssuer from "../env/relay-issuer.js";
+import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
 import { opensslVerify } from "../env/crypto-check.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
-import { RelayCertificateIssuerClient, type Issued } from "../../src/gen/relay/v1/issuer.js";
+import type { Issued } from "../../src/gen/relay/v1/issuer.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type KubeSecret } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/relay/secrets.js";
+
+const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
+const EKU_CLIENT = relayIssuer.EKU_CLIENT_AUTH;
+const { assertRefused, secretPath, issuedAudits } = relayIssuer;
 
 const MGMT_NS = "gloo-mesh";
 const RELAY_SA = "relay-agent";
-const SERVER_DNS = "gloo-mesh-mgmt-server.gloo-mesh";
 const KV_PATH = "secret/data/relay/identity-token";
-const EKU_CLIENT = "1.3.6.1.5.5.7.3.2";
 const CLIENT_TTL_S = 20;
 const TOKEN_OVERLAP_S = 15;
 
@@ -39,22 +43,6 @@ interface Run {
   env: NodeJS.ProcessEnv;
   log(): string;
   stop(): Promise<void>;
-}
-
-interface TlsPair {
-  cert: string;
-  key: string;
-  ca: string;
-}
-
-interface AuditLine {
-  audit: string;
-  method: "bootstrap" | "renew";
-  cluster: string;
-  serial: string;
-  notAfter: string;
-  acceptedToken?: string;
-  time: string;
 }
 
 /** The test's environment minus anything that could point a process at Vault. */
@@ -71,33 +59,16 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
   let issuerPort: number;
   let issuerHttpPort: number;
   let agentA: Run;
-  let firstClientPair: TlsPair;
+  let firstClientPair: relayIssuer.TlsPair;
   let rootPem: string;
   let tokenV1: string;
   let tokenV2: string;
   const runs: Run[] = [];
 
   const b64 = (s: string) => Buffer.from(s).toString("base64");
-  const secretPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/secrets/${name}`;
-
-  async function getSecret(ns: string, name: string): Promise<KubeSecret | undefined> {
-    const res = await env.kube.admin.request<KubeSecret>("GET", secretPath(ns, name), undefined, {
-      acceptStatuses: [404],
-    });
-    return res.status === 404 ? undefined : res.body;
-  }
-
-  async function secretData(ns: string, name: string): Promise<Record<string, string>> {
-    const s = await getSecret(ns, name);
-    assert.ok(s, `Secret ${ns}/${name} exists`);
-    return Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
-  }
-
-  async function tlsPair(ns: string, name: string): Promise<TlsPair> {
-    const d = await secretData(ns, name);
-    assert.ok(d["tls.crt"] && d["tls.key"] && d["ca.crt"], `${ns}/${name} has tls.crt, tls.key and ca.crt`);
-    return { cert: d["tls.crt"], key: d["tls.key"], ca: d["ca.crt"] };
-  }
+  const getSecret = (ns: string, name: string) => relayIssuer.getSecret(env, ns, name);
+  const secretData = (ns: string, name: string) => relayIssuer.secretData(env, ns, name);
+  const tlsPair = (ns: string, name: string) => relayIssuer.tlsPair(env, ns, name);
 
   function start(name: string, args: string[], procEnv: NodeJS.ProcessEnv): Run {
     const logPath = join(dir, `${name}.log`);
@@ -154,57 +125,17 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     }
   }
 
-  function audits(): AuditLine[] {
-    return issuerRun
-      .log()
-      .split("\n")
-      .filter((l) => l.includes('"audit":"relay_certificate_issued"'))
-      .map((l) => JSON.parse(l) as AuditLine);
-  }
+  const audits = () => issuedAudits(issuerRun.log());
 
   async function kvToken(): Promise<string> {
     return (await env.vault.client.read<{ data: { token: string } }>(KV_PATH, env.vault.rootToken)).data.data.token;
   }
 
-  /** A direct gRPC client of the issuer: server verified with the root, optional client certificate. */
-  function issuerClient(client?: { cert: string; key: string }): RelayCertificateIssuerClient {
-    const creds = client
-      ? grpc.credentials.createSsl(Buffer.from(rootPem), Buffer.from(client.key), Buffer.from(client.cert))
-      : grpc.credentials.createSsl(Buffer.from(rootPem));
-    return new RelayCertificateIssuerClient(`127.0.0.1:${issuerPort}`, creds, {
-      "grpc.ssl_target_name_override": SERVER_DNS,
-      "grpc.default_authority": SERVER_DNS,
-    });
-  }
-
-  type Outcome = { ok: true; issued: Issued } | { ok: false; code: grpc.status; details: string };
-
-  function bootstrapCall(req: { csrPem: string; identityToken: string; clusterName: string }): Promise<Outcome> {
-    const c = issuerClient();
-    return new Promise((resolve) =>
-      c.bootstrap(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
-        c.close();
-        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
-      }),
-    );
-  }
-
-  function renewCall(csrPem: string, client?: { cert: string; key: string }): Promise<Outcome> {
-    const c = issuerClient(client);
-    return new Promise((resolve) =>
-      c.renew({ csrPem }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
-        c.close();
-        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
-      }),
-    );
-  }
-
-  function assertRefused(o: Outcome, code: grpc.status, reason: string, what: string): void {
-    assert.equal(o.ok, false, `${what}: expected a refusal`);
-    if (o.ok) return;
-    assert.equal(grpc.status[o.code], grpc.status[code], `${what}: status (${o.details})`);
-    assert.ok(o.details.startsWith(`${reason}: `), `${what}: reason ${reason}, got "${o.details}"`);
-  }
+  const issuer = (): relayIssuer.IssuerTarget => ({ port: issuerPort, rootPem });
+  const bootstrapCall = (req: { csrPem: string; identityToken: string; clusterName: string }) =>
+    relayIssuer.bootstrapCall(issuer(), req);
+  const renewCall = (csrPem: string, client?: relayIssuer.ClientPair) =>
+    relayIssuer.renewCall(issuer(), csrPem, client);
 
   /** A CSR from a fresh key with the given SANs / CA request; returns the CSR and the key. */
   async function csr(opts: {
@@ -231,7 +162,7 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
   }
 
   /** Bootstraps a certificate for `cluster` directly; returns it as a client pair (tls.crt without the root). */
-  async function directBootstrap(cluster: string, token: string): Promise<TlsPair & { issued: Issued }> {
+  async function directBootstrap(cluster: string, token: string): Promise<relayIssuer.TlsPair & { issued: Issued }> {
     const c = await csr({ cn: cluster, dns: [cluster] });
     const o = await bootstrapCall({ csrPem: c.pem, identityToken: token, clusterName: cluster });
     assert.ok(o.ok, `bootstrap of ${cluster}: ${o.ok ? "" : o.details}`);
@@ -251,7 +182,7 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
   }
 
   /** A TLS server like the relay's: the server Secret, client certificates required and verified against ca.crt. */
-  async function relayHandshake(server: TlsPair, client: TlsPair): Promise<void> {
+  async function relayHandshake(server: relayIssuer.TlsPair, client: relayIssuer.TlsPair): Promise<void> {
     const accepted: { authorized: boolean; san: string | undefined }[] = [];
     const srv = tls.createServer(
       { cert: server.cert, key: server.key, ca: server.ca, requestCert: true, rejectUnauthorized: true },
@@ -306,25 +237,8 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     t = await startAgentTestEnv();
     env = t.env;
     dir = mkdtempSync(join(tmpdir(), "iva-relay-boot-"));
-    const root = env.vault.rootToken;
-    const v = env.vault.client;
     // The relay server's own certificate still comes from Vault (management cluster).
-    await v.write("pki/roles/relay-server", root, {
-      key_type: "any",
-      key_usage: ["DigitalSignature"], // RFC 8813: no keyEncipherment for ECDSA keys
-      ext_key_usage: ["ServerAuth"],
-      max_ttl: "72h",
-      ttl: "24h",
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      server_flag: false,
-      client_flag: false,
-      no_store: true,
-    });
+    await writeRelayPkiRoles(env, "pki", { serverDns: SERVER_DNS });
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
       namespace: MGMT_NS,
@@ -349,10 +263,7 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
         "--issuer-peer-burst=1000",
         `--issuer-addr=127.0.0.1:${issuerPort}`,
         `--namespace=${MGMT_NS}`,
-        `--vault-addr=${env.vault.url}`,
-        `--vault-cacert=${env.vault.caFile}`,
-        `--token-path=${tokenPath}`,
-        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        ...relayIssuer.relayConnectionArgs(env, tokenPath),
         // Short lives: the server certificate rotates every ~15 s, the signing intermediate every ~30 s.
         "--ttl=30s",
         "--signing-ttl=60s",
@@ -551,37 +462,14 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
     // Renew: the caller's certificate decides who it is.
     assertRefused(await renewCall(ok.pem), grpc.status.UNAUTHENTICATED, "no_client_certificate", "Renew without mTLS");
 
-    const foreignKeys = await generateKeyPair("ECDSA_P256", true);
-    const now = Date.now();
-    const foreignCa = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: "01",
-      name: "CN=foreign relay CA",
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      keys: foreignKeys,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    const leafKeys = await generateKeyPair("ECDSA_P256", true);
-    const foreignLeaf = await x509.X509CertificateGenerator.create({
-      serialNumber: "02",
-      subject: "CN=cluster-a",
-      issuer: foreignCa.subject,
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: foreignKeys.privateKey,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [
-        new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster-a" }]),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      ],
-    });
+    const foreignLeaf = await (
+      await makeTestCa("foreign relay CA")
+    ).issue({ commonName: "cluster-a", dnsNames: ["cluster-a"], client: true });
     const renewA = await csr({ cn: "cluster-a", dns: ["cluster-a"] });
     assertRefused(
       await renewCall(renewA.pem, {
-        cert: foreignLeaf.toString("pem"),
-        key: await exportPrivateKeyPem(leafKeys.privateKey),
+        cert: foreignLeaf.certPem,
+        key: foreignLeaf.keyPem,
       }),
       grpc.status.UNAUTHENTICATED,
       "client_cert_untrusted",

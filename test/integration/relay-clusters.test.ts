@@ -11,35 +11,30 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import * as relayIssuer from "../env/relay-issuer.js";
+import {
+  mountPkiRoot,
+  setupRelayVault,
+  startAgentTestEnv,
+  writeRelayPkiRoles,
+  type AgentTestEnv,
+} from "../env/fixtures.js";
 import { freePort, repoRoot, type TestEnv } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
-import { RelayCertificateIssuerClient, type Issued } from "../../src/gen/relay/v1/issuer.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import type { KubeSecret } from "../../src/relay/secrets.js";
 
 const NS = "gloo-mesh";
+const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
+type Outcome = relayIssuer.IssuerOutcome;
+const { assertRefused } = relayIssuer;
 const RELAY_SA = "relay-server";
-const SERVER_DNS = "gloo-mesh-mgmt-server.gloo-mesh";
 const PREFIX = "secret/data/relay/cluster-tokens";
 const META = "secret/metadata/relay/cluster-tokens";
 const TOKEN_REFRESH_S = 2;
 const MAX_AGE_S = 25;
-
-interface AuditLine {
-  audit: string;
-  method: "bootstrap" | "renew";
-  cluster: string;
-  serial: string;
-  notAfter: string;
-  bootstrappedAt: string;
-  peer: string;
-}
-
-type Outcome = { ok: true; issued: Issued } | { ok: false; code: grpc.status; details: string };
 
 describe("relay per-cluster identities against real OpenBao + kube-apiserver", () => {
   let t: AgentTestEnv;
@@ -54,16 +49,9 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
   const procs: { p: ManagedProcess; log: string }[] = [];
   const seenTokens: string[] = [];
 
-  const b64d = (s: string) => Buffer.from(s, "base64").toString();
   const log = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
 
-  async function secretData(name: string): Promise<Record<string, string> | undefined> {
-    const res = await env.kube.admin.request<KubeSecret>("GET", `/api/v1/namespaces/${NS}/secrets/${name}`, undefined, {
-      acceptStatuses: [404],
-    });
-    if (res.status === 404) return undefined;
-    return Object.fromEntries(Object.entries(res.body.data ?? {}).map(([k, v]) => [k, b64d(v)]));
-  }
+  const secretData = (name: string) => relayIssuer.secretDataIfExists(env, NS, name);
 
   async function kvToken(cluster: string): Promise<{ token: string | undefined; version: number }> {
     const res = await env.vault.client.call<{
@@ -82,10 +70,7 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
         join(repoRoot(), "dist/src/main.js"),
         "relay",
         ...subcommand,
-        `--vault-addr=${env.vault.url}`,
-        `--vault-cacert=${env.vault.caFile}`,
-        `--token-path=${tokenPath}`,
-        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        ...relayIssuer.relayConnectionArgs(env, tokenPath),
         `--namespace=${NS}`,
         "--backoff-initial=200ms",
         "--backoff-max=2s",
@@ -100,40 +85,11 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
     return run;
   }
 
-  function client(pair?: { cert: string; key: string }): RelayCertificateIssuerClient {
-    const creds = pair
-      ? grpc.credentials.createSsl(Buffer.from(rootPem), Buffer.from(pair.key), Buffer.from(pair.cert))
-      : grpc.credentials.createSsl(Buffer.from(rootPem));
-    return new RelayCertificateIssuerClient(`127.0.0.1:${issuerPort}`, creds, {
-      "grpc.ssl_target_name_override": SERVER_DNS,
-      "grpc.default_authority": SERVER_DNS,
-    });
-  }
-
-  function bootstrapCall(csrPem: string, identityToken: string, clusterName: string): Promise<Outcome> {
-    const c = client();
-    return new Promise((resolve) =>
-      c.bootstrap(
-        { csrPem, identityToken, clusterName },
-        new grpc.Metadata(),
-        { deadline: Date.now() + 10_000 },
-        (err, res) => {
-          c.close();
-          resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
-        },
-      ),
-    );
-  }
-
-  function renewCall(csrPem: string, pair?: { cert: string; key: string }): Promise<Outcome> {
-    const c = client(pair);
-    return new Promise((resolve) =>
-      c.renew({ csrPem }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
-        c.close();
-        resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, issued: res });
-      }),
-    );
-  }
+  const issuerTarget = (): relayIssuer.IssuerTarget => ({ port: issuerPort, rootPem });
+  const bootstrapCall = (csrPem: string, identityToken: string, clusterName: string) =>
+    relayIssuer.bootstrapCall(issuerTarget(), { csrPem, identityToken, clusterName });
+  const renewCall = (csrPem: string, pair?: relayIssuer.ClientPair) =>
+    relayIssuer.renewCall(issuerTarget(), csrPem, pair);
 
   async function csr(cluster: string): Promise<{ pem: string; keyPem: string }> {
     const keys = await generateKeyPair("ECDSA_P256", true);
@@ -156,50 +112,15 @@ describe("relay per-cluster identities against real OpenBao + kube-apiserver", (
     return o.ok ? { o, pair: { cert: o.issued.certChainPem.slice(0, -1).join(""), key: c.keyPem } } : { o };
   }
 
-  function assertRefused(o: Outcome, code: grpc.status, reason: string, what: string): void {
-    assert.equal(o.ok, false, `${what}: expected a refusal`);
-    if (o.ok) return;
-    assert.equal(grpc.status[o.code], grpc.status[code], `${what}: status (${o.details})`);
-    assert.ok(o.details.startsWith(`${reason}: `), `${what}: reason ${reason}, got "${o.details}"`);
-  }
-
-  function audits(): AuditLine[] {
-    return log(issuerLog)
-      .split("\n")
-      .filter((l) => l.includes('"audit":"relay_certificate_issued"'))
-      .map((l) => JSON.parse(l) as AuditLine);
-  }
+  const audits = () => relayIssuer.issuedAudits(log(issuerLog));
 
   before(async () => {
     t = await startAgentTestEnv();
     env = t.env;
     dir = mkdtempSync(join(tmpdir(), "iva-relay-clusters-"));
-    const root = env.vault.rootToken;
-    const v = env.vault.client;
     // The relay's own PKI: a mount and root separate from the Istio root in pki/.
-    await v.write("sys/mounts/pki_relay", root, { type: "pki", config: { max_lease_ttl: "87600h" } });
-    rootPem = (
-      await v.write<{ certificate: string }>("pki_relay/root/generate/internal", root, {
-        common_name: "relay root CA",
-        ttl: "87600h",
-        key_type: "ec",
-        key_bits: 256,
-      })
-    ).data.certificate;
-    await v.write("pki_relay/roles/relay-server", root, {
-      key_type: "any",
-      key_usage: ["DigitalSignature"],
-      ext_key_usage: ["ServerAuth"],
-      max_ttl: "72h",
-      ttl: "24h",
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      no_store: true,
-    });
+    rootPem = await mountPkiRoot(env, "pki_relay", "relay root CA");
+    await writeRelayPkiRoles(env, "pki_relay", { serverDns: SERVER_DNS });
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
       namespace: NS,

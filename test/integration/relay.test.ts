@@ -10,36 +10,31 @@ import { join } from "node:path";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { EXCLUDED_LINTS, firstPem, zlint } from "../env/zlint.js";
-import { setupRelayVault, startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
+import { makeTestCa } from "../env/pki.js";
+import * as relayIssuer from "../env/relay-issuer.js";
+import { setupRelayVault, startAgentTestEnv, writeRelayPkiRoles, type AgentTestEnv } from "../env/fixtures.js";
 import type { TestEnv } from "../env/harness.js";
 import { freePort, repoRoot } from "../env/harness.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { ManagedProcess, waitUntil } from "../env/process.js";
 import { opensslVerify } from "../env/crypto-check.js";
-import { x509 } from "../../src/crypto/x509.js";
-import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type KubeSecret } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/relay/secrets.js";
+
+const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
+const EKU_CLIENT = relayIssuer.EKU_CLIENT_AUTH;
+const EKU_SERVER = relayIssuer.EKU_SERVER_AUTH;
 
 const RELAY_NS = "gloo-mesh";
 const RELAY_SA = "relay-agent";
-const SERVER_DNS = "gloo-mesh-mgmt-server.gloo-mesh";
 const KV_PATH = "secret/data/relay/identity-token";
-const EKU_SERVER = "1.3.6.1.5.5.7.3.1";
-const EKU_CLIENT = "1.3.6.1.5.5.7.3.2";
 
 interface RelayRun {
   process: ManagedProcess;
   logPath: string;
   log(): string;
   stop(): Promise<void>;
-}
-
-interface TlsPair {
-  cert: string;
-  key: string;
-  ca: string;
 }
 
 describe("relay against real OpenBao + kube-apiserver", () => {
@@ -54,32 +49,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     t = await startAgentTestEnv();
     env = t.env;
     dir = mkdtempSync(join(tmpdir(), "iva-relay-"));
-    const root = env.vault.rootToken;
     const v = env.vault.client;
     vaultRootPem = (await v.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
 
     // PKI roles for the two leaf kinds: the server name only, any (hostname-shaped) cluster name for agents.
-    const common = {
-      key_type: "any",
-      // RFC 8813: an ECDSA end-entity certificate must not assert keyEncipherment (the relay's keys are ECDSA)
-      key_usage: ["DigitalSignature"],
-      max_ttl: "72h",
-      ttl: "24h",
-      enforce_hostnames: true,
-      allow_ip_sans: false,
-      allow_localhost: false,
-      server_flag: false,
-      client_flag: false,
-      no_store: true,
-    };
-    await v.write("pki/roles/relay-server", root, {
-      ...common,
-      allowed_domains: [SERVER_DNS],
-      allow_bare_domains: true,
-      allow_subdomains: false,
-      ext_key_usage: ["ServerAuth"],
-    });
-    await v.write("pki/roles/relay-client", root, { ...common, allow_any_name: true, ext_key_usage: ["ClientAuth"] });
+    await writeRelayPkiRoles(env, "pki", { serverDns: SERVER_DNS, client: true });
     // KV v2 at secret/ (OpenBao's dev mode mounts it already; a real install may not).
     tokenPath = join(dir, "vault-token");
     await setupRelayVault(env, {
@@ -107,10 +81,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       [
         join(repoRoot(), "dist/src/main.js"),
         "relay",
-        `--vault-addr=${env.vault.url}`,
-        `--vault-cacert=${env.vault.caFile}`,
-        `--token-path=${tokenPath}`,
-        `--kubeconfig=${env.kube.kubeconfigPath}`,
+        ...relayIssuer.relayConnectionArgs(env, tokenPath),
         // This file covers the opt-in shared token on the Istio root's mount; relay-clusters.test.ts the defaults.
         "--pki-mount=pki",
         "--allow-istio-root-mount",
@@ -138,30 +109,11 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     return { code, log: run.log() };
   }
 
-  const secretPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/secrets/${name}`;
+  const getSecret = (ns: string, name: string) => relayIssuer.getSecret(env, ns, name);
+  const secretData = (ns: string, name: string) => relayIssuer.secretData(env, ns, name);
+  const tlsPair = (ns: string, name: string) => relayIssuer.tlsPair(env, ns, name);
 
-  async function getSecret(ns: string, name: string): Promise<KubeSecret | undefined> {
-    const res = await env.kube.admin.request<KubeSecret>("GET", secretPath(ns, name), undefined, {
-      acceptStatuses: [404],
-    });
-    return res.status === 404 ? undefined : res.body;
-  }
-
-  async function secretData(ns: string, name: string): Promise<Record<string, string>> {
-    const s = await getSecret(ns, name);
-    assert.ok(s, `Secret ${ns}/${name} exists`);
-    return Object.fromEntries(
-      Object.entries(s.data ?? {}).map(([k, val]) => [k, Buffer.from(val, "base64").toString("utf8")]),
-    );
-  }
-
-  async function tlsPair(ns: string, name: string): Promise<TlsPair> {
-    const d = await secretData(ns, name);
-    assert.ok(d["tls.crt"] && d["tls.key"] && d["ca.crt"], `${ns}/${name} has tls.crt, tls.key and ca.crt`);
-    return { cert: d["tls.crt"], key: d["tls.key"], ca: d["ca.crt"] };
-  }
-
-  function keyMatchesCert(pair: TlsPair): boolean {
+  function keyMatchesCert(pair: relayIssuer.TlsPair): boolean {
     return new X509Certificate(pair.cert).checkPrivateKey(createPrivateKey(pair.key));
   }
 
@@ -186,7 +138,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
   }
 
   /** A TLS server from the server Secret that requires and verifies client certificates. */
-  async function mtlsServer(pair: TlsPair) {
+  async function mtlsServer(pair: relayIssuer.TlsPair) {
     const accepted: { authorized: boolean; peerSan: string | undefined }[] = [];
     const clientErrors: string[] = [];
     const server = tls.createServer(
@@ -236,7 +188,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     });
   }
 
-  async function handshake(serverPair: TlsPair, clientPair: TlsPair): Promise<void> {
+  async function handshake(serverPair: relayIssuer.TlsPair, clientPair: relayIssuer.TlsPair): Promise<void> {
     const srv = await mtlsServer(serverPair);
     try {
       const res = await mtlsClient(srv.port, clientPair);
@@ -313,37 +265,14 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     await handshake(server, client);
 
     // A client certificate for the same name from a CA the relay does not trust.
-    const foreignKeys = await generateKeyPair("ECDSA_P256", true);
-    const now = Date.now();
-    const foreignCa = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: "01",
-      name: "CN=foreign relay CA",
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      keys: foreignKeys,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    const leafKeys = await generateKeyPair("ECDSA_P256", true);
-    const foreignLeaf = await x509.X509CertificateGenerator.create({
-      serialNumber: "02",
-      subject: "CN=cluster1",
-      issuer: foreignCa.subject,
-      notBefore: new Date(now - 60_000),
-      notAfter: new Date(now + 3600_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: foreignKeys.privateKey,
-      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
-      extensions: [
-        new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }]),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      ],
-    });
+    const foreignLeaf = await (
+      await makeTestCa("foreign relay CA")
+    ).issue({ commonName: "cluster1", dnsNames: ["cluster1"], client: true });
     const srv = await mtlsServer(server);
     try {
       const refused = await mtlsClient(srv.port, {
-        cert: foreignLeaf.toString("pem"),
-        key: await exportPrivateKeyPem(leafKeys.privateKey),
+        cert: foreignLeaf.certPem,
+        key: foreignLeaf.keyPem,
         ca: client.ca,
       });
       assert.equal(refused.data, "", "the server sent nothing to the foreign client");

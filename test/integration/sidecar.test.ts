@@ -1,13 +1,13 @@
 // The CA sidecar end to end against real OpenBao and kube-apiserver: init and sidecar as separate processes, the
 // socket API, rotation, token revocation, Vault outages, and what must never leak.
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, statSync, lstatSync, readdirSync, rmSync } from "node:fs";
+import { readFileSync, statSync, lstatSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
 import {
+  agentSuite,
   getBundle,
   nodeBinary,
   rotate,
@@ -19,32 +19,24 @@ import {
 import { freePort, repoRoot } from "../env/harness.js";
 import { setupVault } from "../../src/vault/setup.js";
 import { execFileSync } from "node:child_process";
-import { opensslVerify, publicKeyId, workloadCsr } from "../env/crypto-check.js";
+import { opensslVerify, publicKeyId, workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
 import { waitUntil } from "../env/process.js";
-
-const SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep";
+import { pemPrivateKeysInMemory } from "../env/process-memory.js";
 
 describe("CA sidecar against real OpenBao + kube-apiserver", () => {
-  let t: AgentTestEnv;
+  const suite = agentSuite({}, { vaultAudit: true });
+  const { runs, track } = suite;
   let vaultRootPem: string;
-  const runs: AgentRun[] = [];
 
   before(async () => {
-    t = await startAgentTestEnv();
-    vaultRootPem = (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
+    vaultRootPem = (await suite.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data
+      .certificate;
   });
-  after(async () => {
-    for (const r of runs) await r.stop();
-    for (const r of runs) rmSync(r.dir, { recursive: true, force: true });
-    await t?.env.stop();
-  });
-
-  const track = (r: AgentRun) => (runs.push(r), r);
 
   /** LIST <mount>/keys with the root token: how many keys the PKI mount stores. */
   async function pkiKeyCount(mount: string): Promise<number> {
-    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", `${mount}/keys?list=true`, {
-      token: t.env.vault.rootToken,
+    const res = await suite.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", `${mount}/keys?list=true`, {
+      token: suite.env.vault.rootToken,
       acceptStatuses: [404],
     });
     return res.body?.data?.keys?.length ?? 0;
@@ -52,9 +44,13 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   /** Accessors of every token Vault holds (root token; accessors are not credentials). */
   async function tokenAccessors(): Promise<string[]> {
-    const res = await t.env.vault.client.call<{ data?: { keys?: string[] } }>("GET", "auth/token/accessors?list=true", {
-      token: t.env.vault.rootToken,
-    });
+    const res = await suite.env.vault.client.call<{ data?: { keys?: string[] } }>(
+      "GET",
+      "auth/token/accessors?list=true",
+      {
+        token: suite.env.vault.rootToken,
+      },
+    );
     return res.body?.data?.keys ?? [];
   }
 
@@ -62,16 +58,16 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   async function lookupAccessor(
     accessor: string,
   ): Promise<{ path?: string; meta?: Record<string, string> | null } | undefined> {
-    const res = await t.env.vault.client.call<{ data?: { path?: string; meta?: Record<string, string> | null } }>(
+    const res = await suite.env.vault.client.call<{ data?: { path?: string; meta?: Record<string, string> | null } }>(
       "POST",
       "auth/token/lookup-accessor",
-      { token: t.env.vault.rootToken, body: { accessor }, acceptStatuses: [400, 403, 404] },
+      { token: suite.env.vault.rootToken, body: { accessor }, acceptStatuses: [400, 403, 404] },
     );
     return res.status === 200 ? res.body?.data : undefined;
   }
 
   it("init writes the four cacerts files and exits 0; openssl verifies ca-cert.pem against root-cert.pem", async () => {
-    const run = track(await startAgent(t.env, "init"));
+    const run = track(await startAgent(suite.env, "init"));
     assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
     const file = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
     for (const n of ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]) {
@@ -84,7 +80,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("sidecar serves a bundle over a 0660 socket that verifies to the Vault root, and signs leaves", async () => {
-    const run = track(await startAgent(t.env, "sidecar"));
+    const run = track(await startAgent(suite.env, "sidecar"));
     assert.equal(statSync(run.socketPath).mode & 0o777, 0o660);
     const b = await getBundle(run.client);
     assert.equal(b.generation, 1);
@@ -95,7 +91,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     );
     assert.match(opensslVerify(b.signingCertPem, b.rootCertPem.join("")), /OK/);
 
-    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 3600);
+    const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 3600);
     assert.equal(chain.length, 3, "leaf, intermediate, root");
     assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]), /OK/);
     assert.equal(chain[1], b.signingCertPem);
@@ -110,7 +106,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       },
     );
     await assert.rejects(
-      signCertificate(run.client, await workloadCsr(SPIFFE, { ca: true })),
+      signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID, { ca: true })),
       (e: grpc.ServiceError) => {
         assert.equal(e.code, grpc.status.PERMISSION_DENIED);
         assert.match(e.details, /ca_requested/);
@@ -129,7 +125,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   it("/readyz, /metrics, SIGHUP rotation and the status command", async () => {
     const port = await freePort();
-    const run = track(await startAgent(t.env, "sidecar", [`--http-addr=127.0.0.1:${port}`]));
+    const run = track(await startAgent(suite.env, "sidecar", [`--http-addr=127.0.0.1:${port}`]));
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.equal(ready.status, 200);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -162,16 +158,84 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     await run.stop();
   });
 
+  it("/readyz is 503 until a bundle is held (Vault frozen at start) and once it expires, 200 otherwise; /healthz is 200 throughout", async () => {
+    const port = await freePort();
+    const probe = async (path: "/readyz" | "/healthz") => (await fetch(`http://127.0.0.1:${port}${path}`)).status;
+    suite.env.vault.process.signal("SIGSTOP");
+    let run: AgentRun;
+    try {
+      run = track(
+        await startAgent(
+          suite.env,
+          "sidecar",
+          [`--http-addr=127.0.0.1:${port}`, "--ttl=20s", "--grace-ratio=0.5", "--unready-before-expiry=2s"],
+          { waitForBundle: false },
+        ),
+      );
+      await waitUntil("the health port listens", async () => (await probe("/healthz")) === 200, {
+        timeoutMs: 30_000,
+        process: run.process,
+      });
+      assert.equal(await probe("/readyz"), 503, "no bundle yet: Vault is unreachable");
+      await assert.rejects(getBundle(run.client, 1_000), "nothing to serve on the socket either");
+    } finally {
+      suite.env.vault.process.signal("SIGCONT");
+    }
+    await waitUntil("ready once Vault answers", async () => (await probe("/readyz")) === 200, { timeoutMs: 40_000 });
+    const held = await getBundle(run.client);
+    assert.equal(await probe("/healthz"), 200);
+
+    // Vault freezes again and stays frozen past the intermediate's expiry (less the 2 s margin): not ready, alive.
+    suite.env.vault.process.signal("SIGSTOP");
+    try {
+      await waitUntil("unready before the held intermediate expires", async () => (await probe("/readyz")) === 503, {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+      });
+      assert.ok(Date.now() >= held.notAfterUnix * 1000 - 2_000 - 1_000, "not before the readiness margin");
+      assert.equal(await probe("/healthz"), 200, "the process is alive and says so");
+    } finally {
+      suite.env.vault.process.signal("SIGCONT");
+    }
+    await waitUntil("ready again after renewal", async () => (await probe("/readyz")) === 200, { timeoutMs: 40_000 });
+    assert.ok((await getBundle(run.client)).generation > held.generation);
+    await run.stop();
+  });
+
+  it("without --cacerts-dir the key never leaves: none from Get/Watch/Rotate, no PEM of it in memory, no key file", async () => {
+    const run = track(await startAgent(suite.env, "sidecar", ["--rotate-min-interval=0s"], { cacerts: false }));
+    const watched = watchBundles(run.client, 2, 30_000);
+    const first = await getBundle(run.client);
+    const rotated = await rotate(run.client);
+    for (const b of [first, rotated, ...(await watched)])
+      assert.equal(b.privateKeyPem, "", `generation ${b.generation}`);
+    // Nor does the process ever hold it in an exportable form: its memory, read from outside, has no PEM key.
+    assert.equal(pemPrivateKeysInMemory(run.process.pid!), 0, "no PEM private key in the agent's memory");
+    // The same checks do see the key when export is asked for: the empty answers above are a refusal, not a gap.
+    const exporting = track(await startAgent(suite.env, "sidecar", ["--key-export"], { cacerts: false }));
+    assert.match((await getBundle(exporting.client)).privateKeyPem, /BEGIN PRIVATE KEY/);
+    assert.ok(pemPrivateKeysInMemory(exporting.process.pid!) >= 1, "with --key-export the PEM key is in memory");
+    await exporting.stop();
+    await run.stop();
+    const files = readdirSync(run.dir, { recursive: true, encoding: "utf8" });
+    assert.ok(!files.some((f) => f.startsWith("cacerts")), "no cacerts directory was created");
+    for (const f of files) {
+      const p = join(run.dir, f);
+      if (statSync(p).isFile()) assert.doesNotMatch(readFileSync(p, "latin1"), /PRIVATE KEY/, `${f} holds no key`);
+    }
+  });
+
   it("the opt-in Gloo flow: Vault generates the key at csrPath, the root mount signs it, the key is held in memory", async () => {
-    await setupVault(t.env.vault.client, t.env.vault.rootToken, {
-      ...t.setup,
-      role: { ...t.setup.role, name: "istiod-agent-gloo" },
+    await setupVault(suite.env.vault.client, suite.env.vault.rootToken, {
+      ...suite.t.setup,
+      role: { ...suite.t.setup.role, name: "istiod-agent-gloo" },
       policyName: "istiod-agent-gloo",
       csrPath: "pki_int/intermediate/generate/exported",
     });
     const keysBefore = await pkiKeyCount("pki_int");
+    const auditFrom = suite.env.vaultAuditOffset();
     const run = track(
-      await startAgent(t.env, "sidecar", [
+      await startAgent(suite.env, "sidecar", [
         "--auth-role=istiod-agent-gloo",
         "--csr-path=pki_int/intermediate/generate/exported",
         "--rotate-min-interval=0s", // three rotations back to back below
@@ -179,7 +243,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     );
     const b = await getBundle(run.client);
     assert.match(opensslVerify(b.signingCertPem, vaultRootPem), /OK/);
-    const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 600);
+    const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 600);
     assert.match(opensslVerify(chain[0]!, chain.at(-1)!, chain.slice(1, -1).join("")), /OK/);
     // Vault stores every key generated at csrPath; the agent deletes its copy after import, so across rotations the
     // number of keys in the mount stays where it was once the first key was deleted.
@@ -188,12 +252,37 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     assert.equal(await pkiKeyCount("pki_int"), keysAfterFirst, "LIST pki_int/keys: no key accumulates per rotation");
     assert.equal(keysAfterFirst, keysBefore, "the first generated key was deleted as well");
     assert.match(run.log(), /deleted Vault's stored copy of the generated intermediate key/);
+
+    // Vault's audit log, seen from outside the agent: every CSR sent to the sign path is one Vault generated at
+    // csrPath (the log HMACs both with the same key, so equal hashes mean equal CSRs), and every generated key_id was
+    // then deleted from the mount.
+    const audit = suite.env.vaultAudit(auditFrom);
+    const generated = audit.filter(
+      (e) => e.type === "response" && e.request?.path === "pki_int/intermediate/generate/exported" && !e.error,
+    );
+    const signed = audit.filter((e) => e.type === "request" && e.request?.path === "pki/root/sign-intermediate");
+    assert.equal(generated.length, 4, "one key generated by Vault per intermediate (start + 3 rotations)");
+    assert.equal(signed.length, 4);
+    assert.deepEqual(
+      signed.map((e) => e.request?.data?.csr),
+      generated.map((e) => e.response?.data?.csr),
+      "each CSR signed is the one Vault generated with the key",
+    );
+    const deletedIds = audit
+      .filter((e) => e.type === "request" && e.request?.operation === "delete")
+      .map((e) => /^pki_int\/key\/(.+)$/.exec(e.request?.path ?? "")?.[1])
+      .filter((id): id is string => id !== undefined);
+    assert.deepEqual(
+      await Promise.all(deletedIds.map((id) => suite.env.vaultAuditHash(decodeURIComponent(id)))),
+      generated.map((e) => e.response?.data?.key_id),
+      "each generated key deleted from pki_int",
+    );
     await run.stop();
   });
 
   it("revokes its own Vault token on SIGTERM: a lookup of that token fails afterwards", async () => {
     const before = new Set(await tokenAccessors());
-    const run = track(await startAgent(t.env, "sidecar"));
+    const run = track(await startAgent(suite.env, "sidecar"));
     await getBundle(run.client);
     const mine: string[] = [];
     for (const a of await tokenAccessors()) {
@@ -209,7 +298,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("with a short TTL, WatchSigningBundle delivers rotations, each with a new key", async () => {
-    const run = track(await startAgent(t.env, "sidecar", ["--ttl=12s", "--grace-ratio=0.5"]));
+    const run = track(await startAgent(suite.env, "sidecar", ["--ttl=12s", "--grace-ratio=0.5"]));
     const bundles = await watchBundles(run.client, 3, 60_000);
     const gens = bundles.map((b) => b.generation);
     assert.deepEqual(gens, [gens[0]!, gens[0]! + 1, gens[0]! + 2]);
@@ -223,9 +312,9 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("after its Vault token is revoked, the agent logs in again and the next rotation succeeds", async () => {
-    const run = track(await startAgent(t.env, "sidecar"));
+    const run = track(await startAgent(suite.env, "sidecar"));
     const before = await getBundle(run.client);
-    await t.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", t.env.vault.rootToken, {});
+    await suite.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", suite.env.vault.rootToken, {});
     const after = await rotate(run.client);
     assert.equal(after.generation, before.generation + 1);
     assert.notEqual(publicKeyId(after.signingCertPem), publicKeyId(before.signingCertPem));
@@ -234,17 +323,17 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("while OpenBao hangs (SIGSTOP) across a renewal point, signing keeps working; it renews after SIGCONT", async () => {
-    const run = track(await startAgent(t.env, "sidecar", ["--ttl=16s", "--grace-ratio=0.5"]));
+    const run = track(await startAgent(suite.env, "sidecar", ["--ttl=16s", "--grace-ratio=0.5"]));
     const first = await getBundle(run.client);
-    t.env.vault.process.signal("SIGSTOP");
+    suite.env.vault.process.signal("SIGSTOP");
     try {
       // The renewal point (~8 s in) passes while Vault is frozen: the current intermediate keeps signing.
       await new Promise((r) => setTimeout(r, 10_000));
-      const chain = await signCertificate(run.client, await workloadCsr(SPIFFE), 60);
+      const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 60);
       assert.equal(chain[1], first.signingCertPem, "signed by the intermediate held before the outage");
       assert.equal((await getBundle(run.client)).generation, first.generation);
     } finally {
-      t.env.vault.process.signal("SIGCONT");
+      suite.env.vault.process.signal("SIGCONT");
     }
     // Max backoff is 2 s and HTTP timeouts 15 s: a new bundle must follow well within 30 s.
     await waitUntil("renewal after SIGCONT", async () => (await getBundle(run.client)).generation > first.generation, {
@@ -254,7 +343,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("logs of the runs contain no token, JWT or private key, and no file outside cacerts holds key material", () => {
-    const secrets = [t.env.vault.rootToken];
+    const secrets = [suite.env.vault.rootToken];
     for (const r of runs) {
       secrets.push(readFileSync(r.tokenPath, "utf8").trim());
       const log = r.log();

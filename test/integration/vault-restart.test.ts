@@ -1,31 +1,20 @@
 // OpenBao fully stopped across a renewal point and started again from its file storage: the agent keeps signing with
 // the intermediate it holds, then renews on its own once Vault is back.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
-import { startAgentTestEnv, type AgentTestEnv } from "../env/fixtures.js";
-import { getBundle, signCertificate, startAgent, type AgentRun } from "../env/agent-process.js";
+import { agentSuite, getBundle, signCertificate, type AgentRun } from "../env/agent-process.js";
 import { opensslVerify, workloadCsr } from "../env/crypto-check.js";
 import { waitUntil } from "../env/process.js";
 
 describe("OpenBao with persistent storage stopped and started again", () => {
-  let t: AgentTestEnv;
+  const suite = agentSuite({}, { vault: "persistent" });
   let run: AgentRun | undefined;
 
-  before(async () => {
-    t = await startAgentTestEnv({}, { vault: "persistent" });
-  });
-  after(async () => {
-    await run?.stop();
-    if (run) rmSync(run.dir, { recursive: true, force: true });
-    await t?.env.stop();
-  });
-
   it("signing continues during the outage and the agent renews within its max backoff after the restart", async () => {
-    run = await startAgent(t.env, "sidecar", ["--ttl=20s", "--grace-ratio=0.5"]);
+    run = await suite.start("sidecar", ["--ttl=20s", "--grace-ratio=0.5"]);
     const first = await getBundle(run.client);
     const rootBefore = first.rootCertPem.join("");
-    await t.env.stopVault();
+    await suite.env.stopVault();
     try {
       // The renewal point (~10 s) passes while OpenBao is down.
       await new Promise((r) => setTimeout(r, 12_000));
@@ -34,7 +23,7 @@ describe("OpenBao with persistent storage stopped and started again", () => {
       assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]), /OK/);
       assert.match(run.log(), /could not renew the intermediate; still serving the current one/);
     } finally {
-      await t.env.startVaultAgain();
+      await suite.env.startVaultAgain();
     }
     const restartedAt = Date.now();
     // Max backoff is 2 s: the next attempt after the restart must succeed within a few seconds.
@@ -52,9 +41,9 @@ describe("OpenBao with persistent storage stopped and started again", () => {
 
   it("OpenBao sealed (503): renewal fails and the held intermediate keeps signing; unsealed, it renews", async () => {
     const held = await getBundle(run!.client);
-    await t.env.vault.client.call("PUT", "sys/seal", { token: t.env.vault.rootToken });
+    await suite.env.vault.client.call("PUT", "sys/seal", { token: suite.env.vault.rootToken });
     try {
-      assert.equal((await t.env.vault.client.health()).status, 503);
+      assert.equal((await suite.env.vault.client.health()).status, 503);
       await new Promise((r) => setTimeout(r, 12_000)); // past the next renewal point
       const chain = await signCertificate(run!.client, await workloadCsr("spiffe://cluster.local/ns/a/sa/b"), 60);
       const now = await getBundle(run!.client);
@@ -62,7 +51,7 @@ describe("OpenBao with persistent storage stopped and started again", () => {
       assert.equal(chain[1], held.signingCertPem);
       assert.match(run!.log(), /HTTP 503/);
     } finally {
-      await t.env.unsealVault();
+      await suite.env.unsealVault();
     }
     await waitUntil("renewal after unseal", async () => (await getBundle(run!.client)).generation > held.generation, {
       timeoutMs: 20_000,

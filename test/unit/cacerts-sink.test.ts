@@ -3,22 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import {
-  chmod,
-  chown,
-  copyFile,
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  stat,
-  symlink,
-  writeFile,
-} from "node:fs/promises";
+import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -65,17 +50,17 @@ function asArray(files: CacertsFiles): string[] {
 }
 
 async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), "cacerts-sink-"));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await fsp.mkdtemp(path.join(tmpdir(), "cacerts-sink-"));
+  t.after(() => fsp.rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
 async function dataDirs(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => DATA_DIR.test(name)).sort();
+  return (await fsp.readdir(dir)).filter((name) => DATA_DIR.test(name)).sort();
 }
 
 async function readTopLevel(dir: string): Promise<string[]> {
-  return Promise.all(NAMES.map((name) => readFile(path.join(dir, name), "utf8")));
+  return Promise.all(NAMES.map((name) => fsp.readFile(path.join(dir, name), "utf8")));
 }
 
 void test("writes the four files as links through ..data with the right modes and group", async (t) => {
@@ -84,18 +69,18 @@ void test("writes the four files as links through ..data with the right modes an
   const files = makeSet("one");
   await sink.write(files);
 
-  const target = await readlink(path.join(dir, "..data"));
+  const target = await fsp.readlink(path.join(dir, "..data"));
   assert.match(target, DATA_DIR);
   assert.deepEqual(await dataDirs(dir), [target]);
   for (const name of NAMES) {
-    assert.ok((await lstat(path.join(dir, name))).isSymbolicLink(), `${name} is a symlink`);
-    assert.equal(await readlink(path.join(dir, name)), `..data/${name}`);
-    const fileStat = await stat(path.join(dir, target, name));
+    assert.ok((await fsp.lstat(path.join(dir, name))).isSymbolicLink(), `${name} is a symlink`);
+    assert.equal(await fsp.readlink(path.join(dir, name)), `..data/${name}`);
+    const fileStat = await fsp.stat(path.join(dir, target, name));
     assert.equal(fileStat.mode & 0o777, 0o640, `${name} mode`);
     if (isRoot) assert.equal(fileStat.gid, 1337, `${name} group`);
   }
   assert.deepEqual(await readTopLevel(dir), asArray(files));
-  const dirStat = await stat(path.join(dir, target));
+  const dirStat = await fsp.stat(path.join(dir, target));
   assert.equal(dirStat.mode & 0o777, 0o750);
   if (isRoot) assert.equal(dirStat.gid, 1337);
   assert.deepEqual(await sink.read(), files);
@@ -113,7 +98,7 @@ void test("fileMode and group options are applied", async (t) => {
   const dir = await tempDir(t);
   const group = isRoot ? 4242 : (process.getegid?.() ?? 0);
   await new CacertsSink({ dir, fileMode: 0o600, group }).write(makeSet("opts"));
-  const fileStat = await stat(path.join(dir, "ca-key.pem"));
+  const fileStat = await fsp.stat(path.join(dir, "ca-key.pem"));
   assert.equal(fileStat.mode & 0o777, 0o600);
   assert.equal(fileStat.gid, group);
 });
@@ -122,20 +107,20 @@ void test("a second write swaps ..data and removes the previous data directory",
   const dir = await tempDir(t);
   const sink = new CacertsSink({ dir });
   await sink.write(makeSet("first"));
-  const first = await readlink(path.join(dir, "..data"));
+  const first = await fsp.readlink(path.join(dir, "..data"));
 
   const second = makeSet("second");
   await sink.write(second);
-  const current = await readlink(path.join(dir, "..data"));
+  const current = await fsp.readlink(path.join(dir, "..data"));
   assert.notEqual(current, first);
   assert.deepEqual(await dataDirs(dir), [current]);
   assert.deepEqual(await readTopLevel(dir), asArray(second));
-  for (const name of NAMES) assert.equal(await readlink(path.join(dir, name)), `..data/${name}`);
-  assert.equal((await readdir(dir)).includes("..data_tmp"), false);
+  for (const name of NAMES) assert.equal(await fsp.readlink(path.join(dir, name)), `..data/${name}`);
+  assert.equal((await fsp.readdir(dir)).includes("..data_tmp"), false);
 });
 
 // The reader runs in a worker thread so it truly reads in parallel with the writes. Reading four files by separate
-// open() calls can straddle a swap however the writer works, so the reader brackets each round with readlink(..data)
+// open() calls can straddle a swap however the writer works, so the reader brackets each round with fsp.readlink(..data)
 // (as a seqlock): a round during which ..data did not change must be exactly one complete written set. Rounds that
 // straddled a swap are counted and skipped, like a reader that retries.
 const READER_SOURCE = `
@@ -237,8 +222,8 @@ void test("the same root in different PEM formatting is not a change, and the on
   const next = makeSet("b", rewrapped);
   await sink.write(next);
   // istiod compares root-cert.pem byte for byte, so the bytes it loaded stay.
-  assert.equal(await readFile(path.join(dir, "root-cert.pem"), "utf8"), ROOT_A);
-  assert.equal(await readFile(path.join(dir, "ca-cert.pem"), "utf8"), next.caCertPem);
+  assert.equal(await fsp.readFile(path.join(dir, "root-cert.pem"), "utf8"), ROOT_A);
+  assert.equal(await fsp.readFile(path.join(dir, "ca-cert.pem"), "utf8"), next.caCertPem);
 });
 
 void test("multiRoot: adding a root (old + new) is accepted, dropping the old one afterwards too", async (t) => {
@@ -247,7 +232,7 @@ void test("multiRoot: adding a root (old + new) is accepted, dropping the old on
   await sink.write(makeSet("a", ROOT_A));
 
   await sink.write(makeSet("b", ROOT_A + ROOT_B));
-  const both = await readFile(path.join(dir, "root-cert.pem"), "utf8");
+  const both = await fsp.readFile(path.join(dir, "root-cert.pem"), "utf8");
   assert.ok(both.includes(ROOT_A), "istiod's bytes.Contains(new, old) holds");
   assert.deepEqual(splitPemBlocks(both), [ROOT_A, ROOT_B]);
 
@@ -256,10 +241,10 @@ void test("multiRoot: adding a root (old + new) is accepted, dropping the old on
   const sink2 = new CacertsSink({ dir: sink2Dir, multiRoot: true });
   await sink2.write(makeSet("a", ROOT_A));
   await sink2.write(makeSet("b", ROOT_B + ROOT_A));
-  assert.equal(await readFile(path.join(sink2Dir, "root-cert.pem"), "utf8"), ROOT_A + ROOT_B);
+  assert.equal(await fsp.readFile(path.join(sink2Dir, "root-cert.pem"), "utf8"), ROOT_A + ROOT_B);
 
   await sink.write(makeSet("c", ROOT_B));
-  const dropped = await readFile(path.join(dir, "root-cert.pem"), "utf8");
+  const dropped = await fsp.readFile(path.join(dir, "root-cert.pem"), "utf8");
   assert.equal(dropped, ROOT_B);
   assert.ok(both.includes(dropped), "istiod's bytes.Contains(old, new) holds");
 });
@@ -297,13 +282,13 @@ void test("a missing directory is an error naming the path and the permission ne
 
 void test("a path that is a file is refused", async (t) => {
   const file = path.join(await tempDir(t), "plain-file");
-  await writeFile(file, "x");
+  await fsp.writeFile(file, "x");
   await assert.rejects(new CacertsSink({ dir: file }).write(makeSet("a")), /is not a directory/);
 });
 
 void test("a read-only directory is refused", async (t) => {
   const dir = path.join(await tempDir(t), "read-only");
-  await mkdir(dir, { mode: 0o555 });
+  await fsp.mkdir(dir, { mode: 0o555 });
   if (!isRoot) {
     await assert.rejects(new CacertsSink({ dir }).write(makeSet("a")), (err: unknown) => {
       assert.ok(err instanceof CacertsDirError);
@@ -314,11 +299,17 @@ void test("a read-only directory is refused", async (t) => {
     return;
   }
   // Root bypasses directory permissions, so check as an unprivileged user (as istiod's pod would run the agent).
-  await chmod(path.dirname(dir), 0o755);
-  // The checkout may not be readable by that user: give it a copy of the (dependency-free) compiled sink module.
-  const sinkCopy = path.join(path.dirname(dir), "cacerts-sink.mjs");
-  await copyFile(new URL("../../src/sinks/cacerts.js", import.meta.url), sinkCopy);
-  await chmod(sinkCopy, 0o644);
+  await fsp.chmod(path.dirname(dir), 0o755);
+  // The checkout may not be readable by that user: give it a copy of the compiled sink module and its one import.
+  const modules = path.join(path.dirname(dir), "modules");
+  const sinkCopy = path.join(modules, "sinks", "cacerts.js");
+  for (const rel of ["sinks/cacerts.js", "crypto/pem.js"]) {
+    const copy = path.join(modules, rel);
+    await fsp.mkdir(path.dirname(copy), { recursive: true, mode: 0o755 });
+    await fsp.copyFile(new URL(`../../src/${rel}`, import.meta.url), copy);
+    await fsp.chmod(copy, 0o644);
+  }
+  await fsp.writeFile(path.join(modules, "package.json"), '{"type":"module"}\n', { mode: 0o644 });
   const sinkModule = pathToFileURL(sinkCopy).href;
   const files = JSON.stringify(makeSet("a"));
   const script = `import(${JSON.stringify(sinkModule)}).then(async ({ CacertsSink }) => {
@@ -340,36 +331,36 @@ void test("a read-only directory is refused", async (t) => {
 void test("leftovers of a crashed writer are removed on the first write; unrelated files stay", async (t) => {
   const dir = await tempDir(t);
   await new CacertsSink({ dir }).write(makeSet("before-crash"));
-  const published = await readlink(path.join(dir, "..data"));
+  const published = await fsp.readlink(path.join(dir, "..data"));
   // A writer killed after creating its data directory and ..data_tmp, before the rename.
   const stray = "..2020_01_01_00_00_00.000_crash1";
-  await mkdir(path.join(dir, stray), { mode: 0o750 });
-  await writeFile(path.join(dir, stray, "ca-key.pem"), "half");
-  await symlink(stray, path.join(dir, "..data_tmp"));
-  await writeFile(path.join(dir, "README"), "not ours\n", { mode: 0o644 });
-  await mkdir(path.join(dir, "..other-tool"));
+  await fsp.mkdir(path.join(dir, stray), { mode: 0o750 });
+  await fsp.writeFile(path.join(dir, stray, "ca-key.pem"), "half");
+  await fsp.symlink(stray, path.join(dir, "..data_tmp"));
+  await fsp.writeFile(path.join(dir, "README"), "not ours\n", { mode: 0o644 });
+  await fsp.mkdir(path.join(dir, "..other-tool"));
 
   // A new sink instance, as after a restart.
   const files = makeSet("after-crash");
   await new CacertsSink({ dir }).write(files);
 
-  const names = await readdir(dir);
+  const names = await fsp.readdir(dir);
   assert.equal(names.includes(stray), false);
   assert.equal(names.includes(published), false);
   assert.equal(names.includes("..data_tmp"), false);
-  assert.equal(await readFile(path.join(dir, "README"), "utf8"), "not ours\n");
-  assert.equal((await stat(path.join(dir, "README"))).mode & 0o777, 0o644);
+  assert.equal(await fsp.readFile(path.join(dir, "README"), "utf8"), "not ours\n");
+  assert.equal((await fsp.stat(path.join(dir, "README"))).mode & 0o777, 0o644);
   assert.ok(names.includes("..other-tool"));
-  assert.deepEqual(await dataDirs(dir), [await readlink(path.join(dir, "..data"))]);
+  assert.deepEqual(await dataDirs(dir), [await fsp.readlink(path.join(dir, "..data"))]);
   assert.deepEqual(await readTopLevel(dir), asArray(files));
 });
 
 void test("plain files at the four names (e.g. a copied secret) are replaced by links", async (t) => {
   const dir = await tempDir(t);
-  for (const name of NAMES) await writeFile(path.join(dir, name), name === "root-cert.pem" ? ROOT_A : "old\n");
+  for (const name of NAMES) await fsp.writeFile(path.join(dir, name), name === "root-cert.pem" ? ROOT_A : "old\n");
   const files = makeSet("a");
   await new CacertsSink({ dir }).write(files);
-  for (const name of NAMES) assert.equal(await readlink(path.join(dir, name)), `..data/${name}`);
+  for (const name of NAMES) assert.equal(await fsp.readlink(path.join(dir, name)), `..data/${name}`);
   assert.deepEqual(await readTopLevel(dir), asArray(files));
 });
 
@@ -384,7 +375,7 @@ void test("chown EPERM does not fail the write; it is reported in sink.warnings"
     chown: async (target, uid, gid) => {
       calls.push(`${path.basename(target)}:${uid}:${gid}`);
       if (deny) throw Object.assign(new Error(`EPERM: operation not permitted, chown '${target}'`), { code: "EPERM" });
-      await chown(target, uid, gid);
+      await fsp.chown(target, uid, gid);
     },
   });
   const files = makeSet("a");
@@ -394,14 +385,14 @@ void test("chown EPERM does not fail the write; it is reported in sink.warnings"
   assert.match(sink.warnings[0] ?? "", /group 4343 \(EPERM\)/);
   assert.ok((sink.warnings[0] ?? "").includes(dir));
   assert.ok(calls.includes("ca-key.pem:-1:4343"), "uid is kept (-1)");
-  assert.notEqual((await stat(path.join(dir, "ca-key.pem"))).gid, 4343);
-  assert.equal((await stat(path.join(dir, "ca-key.pem"))).mode & 0o777, 0o640);
+  assert.notEqual((await fsp.stat(path.join(dir, "ca-key.pem"))).gid, 4343);
+  assert.equal((await fsp.stat(path.join(dir, "ca-key.pem"))).mode & 0o777, 0o640);
 
   if (!isRoot) return; // the real chown below needs root
   deny = false;
   await sink.write(makeSet("b"));
   assert.deepEqual(sink.warnings, [], "warnings describe the latest write only");
-  assert.equal((await stat(path.join(dir, "ca-key.pem"))).gid, 4343);
+  assert.equal((await fsp.stat(path.join(dir, "ca-key.pem"))).gid, 4343);
 });
 
 void test("any other chown error fails the write and leaves the published set and no new directory", async (t) => {
@@ -437,7 +428,7 @@ void test("malformed input is refused without echoing key material", async (t) =
     assert.equal(err.message.includes(swapped.caKeyPem.split("\n")[1] ?? "-"), false);
     return true;
   });
-  assert.deepEqual(await readdir(dir), []);
+  assert.deepEqual(await fsp.readdir(dir), []);
 });
 
 void test("splitPemBlocks normalizes wrapping, CRLF and surrounding text", () => {
@@ -462,8 +453,8 @@ void test("a data directory swapped for a symlink mid-write does not redirect th
     chown: async (target) => {
       if (planted || !DATA_DIR.test(path.basename(target))) return;
       planted = true;
-      await rename(target, `${target}.moved`);
-      await symlink(attacker, target);
+      await fsp.rename(target, `${target}.moved`);
+      await fsp.symlink(attacker, target);
     },
   });
   await assert.rejects(sink.write(makeSet("b")), (err: unknown) => {
@@ -472,8 +463,8 @@ void test("a data directory swapped for a symlink mid-write does not redirect th
     return true;
   });
   assert.ok(planted, "the race was planted");
-  assert.deepEqual(await readdir(attacker), [], "nothing was written through the symlink");
+  assert.deepEqual(await fsp.readdir(attacker), [], "nothing was written through the symlink");
   assert.deepEqual(await readTopLevel(dir), asArray(original), "the published set is unchanged");
-  assert.equal((await lstat(path.join(dir, "..data"))).isSymbolicLink(), true);
-  assert.ok(DATA_DIR.test(await readlink(path.join(dir, "..data"))), "..data still names our own directory");
+  assert.equal((await fsp.lstat(path.join(dir, "..data"))).isSymbolicLink(), true);
+  assert.ok(DATA_DIR.test(await fsp.readlink(path.join(dir, "..data"))), "..data still names our own directory");
 });

@@ -4,7 +4,14 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { constants, generateKeyPairSync, sign as nodeSign, type KeyObject, type webcrypto } from "node:crypto";
+import {
+  X509Certificate as NodeX509Certificate,
+  constants,
+  generateKeyPairSync,
+  sign as nodeSign,
+  type KeyObject,
+  type webcrypto,
+} from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,10 +34,11 @@ import {
   spiffeTrustDomain,
   type LeafPolicy,
 } from "../../src/signing/leaf-policy.js";
-import { signLeaf } from "../../src/signing/leaf-signer.js";
-import { parseCsrPem } from "../../src/signing/fast-csr.js";
+import { ipBytes, signLeaf } from "../../src/signing/leaf-signer.js";
+import { parseCsrPem } from "../../src/crypto/csr-parse.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
+import { mulberry32 } from "../env/hostile.js";
 import {
   DerError,
   DerReader,
@@ -51,7 +59,7 @@ import {
   time,
   tlv,
   unsignedInteger,
-} from "../../src/signing/der.js";
+} from "../../src/crypto/der.js";
 
 const OPENSSL = "/usr/bin/openssl";
 const IDENTITY = "spiffe://cluster.local/ns/default/sa/web";
@@ -491,7 +499,7 @@ void describe("signLeaf with a short-lived intermediate", () => {
 });
 
 // ------------------------------------------------------------------------------------------------------------------
-// The fast path (der.ts, fast-csr.ts, leaf-signer.ts) against the @peculiar/x509 construction it replaced, and the DER
+// The fast path (crypto/der.ts, crypto/csr-parse.ts, leaf-signer.ts) against the @peculiar/x509 construction it replaced, and the DER
 // reader against malformed and random input.
 
 /** The leaf as the @peculiar/x509 generator built it before the fast path: the oracle for byte-for-byte equivalence. */
@@ -693,17 +701,8 @@ void describe("DER writer", () => {
   });
 });
 
-/** Deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (the hostile-input harness's mulberry32) so a failing fuzz case can be replayed. */
+const prng = mulberry32;
 
 function randomBytes(next: () => number, length: number): Buffer {
   const out = Buffer.alloc(length);
@@ -1252,5 +1251,22 @@ void describe("Istio CA serving certificate", () => {
       { type: "ip", value: names[1] },
     ]);
     assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, serving.certPem), /: OK\s*$/);
+  });
+
+  void it("encodes IPv4 and IPv6 serving names as 4 and 16 address bytes", async () => {
+    const hex = (ip: string) => ipBytes(ip).toString("hex");
+    assert.equal(hex("127.0.0.1"), "7f000001");
+    assert.equal(hex("::1"), "00000000000000000000000000000001");
+    assert.equal(hex("fe80::1:2"), "fe800000000000000000000000010002");
+    assert.equal(hex("2001:db8::"), "20010db8000000000000000000000000");
+    assert.equal(hex("::ffff:10.1.2.3"), "00000000000000000000ffff0a010203");
+    assert.equal(hex("1:2:3:4:5:6:7:8"), "00010002000300040005000600070008");
+    assert.throws(() => ipBytes("istiod.example"), /not an IP address/);
+    const ca = await makeCa("ECDSA_P256", validFor(-HOUR, 24 * HOUR));
+    const serving = await issueServingCertificate(ca.bundle, ["::1", "10.0.0.7"], Date.now());
+    assert.equal(
+      new NodeX509Certificate(serving.certPem).subjectAltName,
+      "IP Address:0:0:0:0:0:0:0:1, IP Address:10.0.0.7",
+    );
   });
 });

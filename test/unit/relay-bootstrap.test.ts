@@ -9,6 +9,7 @@ import { generateKeyPair } from "../../src/crypto/keys.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
 import { InvalidIssuedError, validateIssued } from "../../src/relay/bootstrap/agent.js";
+import { bootstrapTimeAttribute, readBootstrapTime } from "../../src/relay/bootstrap/bootstrap-time.js";
 import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
 import { checkClusterCsr, checkClusterName } from "../../src/relay/bootstrap/csr-policy.js";
 import {
@@ -251,8 +252,103 @@ void describe("relay bootstrap config", () => {
 
 void describe("relay bootstrap CSR policy", () => {
   void it("accepts one DNS SAN equal to the cluster (CN optional, same name)", async () => {
-    await checkClusterCsr((await makeCsr({ cn: "cluster1", dns: ["cluster1"] })).pem, "cluster1");
-    await checkClusterCsr((await makeCsr({ dns: ["cluster1"] })).pem, "cluster1");
+    for (const opts of [
+      { cn: "cluster1", dns: ["cluster1"] },
+      { dns: ["cluster1"] },
+      { cn: "Cluster1", dns: ["CLUSTER1"] },
+    ]) {
+      const { pem, keys } = await makeCsr(opts);
+      const checked = await checkClusterCsr(pem, "cluster1");
+      // What the issuer certifies is exactly the key that signed the CSR.
+      const spki = Buffer.from(await webcrypto.subtle.exportKey("spki", keys.publicKey));
+      assert.deepEqual(Buffer.from(checked.spki), spki, JSON.stringify(opts));
+      assert.equal(checked.keyType, "EC");
+      assert.deepEqual(Buffer.from(checked.subjectPublicKey), spki.subarray(spki.length - 65));
+    }
+  });
+
+  void it("refuses weak or odd keys, CA key usages, other SAN types, extra blocks and non-strings", async () => {
+    const withKeys = async (
+      keys: webcrypto.CryptoKeyPair,
+      signingAlgorithm: webcrypto.Algorithm | webcrypto.EcdsaParams,
+      extensions: x509.Extension[] = [],
+    ) =>
+      (
+        await x509.Pkcs10CertificateRequestGenerator.create({
+          name: "CN=cluster1",
+          keys,
+          signingAlgorithm,
+          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }]), ...extensions],
+        })
+      ).toString("pem");
+    const rsa1024 = await webcrypto.subtle.generateKey(
+      { name: "RSASSA-PKCS1-v1_5", modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+      false,
+      ["sign", "verify"],
+    );
+    await refusal(
+      checkClusterCsr(await withKeys(rsa1024, { name: "RSASSA-PKCS1-v1_5" }), "cluster1"),
+      "INVALID_ARGUMENT",
+      "key_too_weak",
+    );
+    const p521 = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-521" }, false, ["sign", "verify"]);
+    await refusal(
+      checkClusterCsr(await withKeys(p521, { name: "ECDSA", hash: "SHA-512" }), "cluster1"),
+      "INVALID_ARGUMENT",
+      "key_unsupported",
+    );
+    const p256 = await generateKeyPair("ECDSA_P256", false);
+    await refusal(
+      checkClusterCsr(await withKeys(p256, { name: "ECDSA", hash: "SHA-1" }), "cluster1"),
+      "INVALID_ARGUMENT",
+      "csr_signature",
+    );
+    const keyCertSign = new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true);
+    await refusal(
+      checkClusterCsr(await withKeys(p256, SIGN, [keyCertSign]), "cluster1"),
+      "PERMISSION_DENIED",
+      "ca_requested",
+    );
+    await refusal(
+      checkClusterCsr(
+        (
+          await x509.Pkcs10CertificateRequestGenerator.create({
+            keys: p256,
+            signingAlgorithm: SIGN,
+            extensions: [
+              new x509.SubjectAlternativeNameExtension([
+                { type: "dns", value: "cluster1" },
+                { type: "email", value: "a@cluster1" },
+              ]),
+            ],
+          })
+        ).toString("pem"),
+        "cluster1",
+      ),
+      "PERMISSION_DENIED",
+      "csr_extra_san",
+    );
+    // A second CN naming another cluster, after one naming this one.
+    await refusal(
+      checkClusterCsr(
+        (
+          await x509.Pkcs10CertificateRequestGenerator.create({
+            name: "CN=cluster1, CN=cluster2",
+            keys: p256,
+            signingAlgorithm: SIGN,
+            extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }])],
+          })
+        ).toString("pem"),
+        "cluster1",
+      ),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    const good = await withKeys(p256, SIGN);
+    await refusal(checkClusterCsr(good + good, "cluster1"), "INVALID_ARGUMENT", "csr_malformed");
+    await refusal(checkClusterCsr(`junk\n${good}`, "cluster1"), "INVALID_ARGUMENT", "csr_malformed");
+    await refusal(checkClusterCsr(42, "cluster1"), "INVALID_ARGUMENT", "csr_malformed");
+    assert.equal((await checkClusterCsr(good, "cluster1")).keyType, "EC");
   });
 
   void it("refuses other clusters, extra SANs, CAs, and malformed or forged CSRs", async () => {
@@ -263,6 +359,11 @@ void describe("relay bootstrap CSR policy", () => {
     );
     await refusal(
       checkClusterCsr((await makeCsr({ dns: ["cluster1", "cluster2"] })).pem, "cluster1"),
+      "PERMISSION_DENIED",
+      "csr_other_cluster",
+    );
+    await refusal(
+      checkClusterCsr((await makeCsr({ dns: ["cluster1", "cluster1"] })).pem, "cluster1"),
       "PERMISSION_DENIED",
       "csr_other_cluster",
     );
@@ -478,26 +579,24 @@ void describe("issued client certificates", () => {
     const root = await makeRoot("relay root");
     const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
     const bundle = bundleOf(root, inter);
-    const keys = await generateKeyPair("ECDSA_P256", true);
-    const csr = await checkClusterCsr(
-      (
-        await x509.Pkcs10CertificateRequestGenerator.create({
-          name: "CN=cluster1",
-          keys,
-          signingAlgorithm: SIGN,
-          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "cluster1" }])],
-        })
-      ).toString("pem"),
-      "cluster1",
-    );
+    const { pem, keys } = await makeCsr({ cn: "cluster1", dns: ["cluster1"] });
+    const csr = await checkClusterCsr(pem, "cluster1");
     const now = new Date();
-    const signed = await signClientCertificate(bundle, csr.publicKey, "cluster1", 100 * 24 * 3600, now);
+    const signed = signClientCertificate(bundle, csr, "cluster1", 100 * 24 * 3600, now);
     assert.ok(signed.notAfter.getTime() <= inter.cert.notAfter.getTime(), "capped by the intermediate");
     const rootPem = root.cert.toString("pem") + "\n";
     const issued = { certChainPem: signed.chainPem, notAfterUnix: Math.floor(signed.notAfter.getTime() / 1000) };
     const checked = await validateIssued(issued, keys.publicKey, rootPem, "cluster1", now);
     assert.equal(checked.serialHex, signed.serialHex);
     const leaf = new x509.X509Certificate(signed.chainPem[0]!);
+    assert.equal(leaf.subject, "CN=cluster1");
+    assert.deepEqual(
+      leaf.getExtension(x509.SubjectAlternativeNameExtension)?.names.items.map((n) => [n.type, n.value]),
+      [["dns", "cluster1"]],
+    );
+    assert.equal(leaf.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature);
+    assert.ok(await leaf.verify({ publicKey: inter.cert, signatureOnly: true }), "signed by the intermediate");
+    assert.equal(leaf.notBefore.getTime(), Math.floor((now.getTime() - 60_000) / 1000) * 1000, "backdated by the skew");
     assert.equal(leaf.getExtension(x509.BasicConstraintsExtension)?.ca, false);
     assert.deepEqual(
       [...(leaf.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? [])],
@@ -511,6 +610,27 @@ void describe("issued client certificates", () => {
     await assert.rejects(
       validateIssued(issued, keys.publicKey, foreign.cert.toString("pem"), "cluster1", now),
       /not signed by the next/,
+    );
+  });
+
+  void it("carry the bootstrap time the issuer reads back on Renew, and never outlive the chain's maximum age", async () => {
+    const root = await makeRoot("relay root");
+    const inter = await makeIntermediate(root, "relay-issuer-signing-ca");
+    const key = await checkClusterCsr((await makeCsr({ dns: ["cluster1"] })).pem, "cluster1");
+    const now = new Date();
+    const bootstrappedAt = new Date(Math.floor(now.getTime() / 1000) * 1000 - 3600_000);
+    const cap = new Date(now.getTime() + 7200_500);
+    const signed = signClientCertificate(bundleOf(root, inter), key, "cluster1", 24 * 3600, now, {
+      notAfterCap: cap,
+      subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
+    });
+    const leaf = new x509.X509Certificate(signed.chainPem[0]!);
+    assert.equal(readBootstrapTime(leaf)?.getTime(), bootstrappedAt.getTime());
+    assert.equal(signed.notAfter.getTime(), Math.floor(cap.getTime() / 1000) * 1000, "capped, whole seconds");
+    assert.equal(leaf.notAfter.getTime(), signed.notAfter.getTime());
+    assert.throws(
+      () => signClientCertificate(bundleOf(root, inter), key, "cluster1", 3600, now, { notAfterCap: now }),
+      (err: unknown) => err instanceof IssuerRefusal && err.reason === "bootstrap_too_old",
     );
   });
 });

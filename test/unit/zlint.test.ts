@@ -1,9 +1,9 @@
 // zlint on every kind of certificate the agent makes in process: workload leaves (the signer behind both the socket's
-// SignCertificate and the Istio CA's CreateCertificate) for each intermediate and workload key kind, and the Istio CA
-// serving certificate. Zero errors and zero warnings, with every lint on except the CA/Browser Forum rules for public
-// TLS certificates listed with their reasons in test/env/zlint.ts (EXCLUDED_LINTS). zlint cannot lint CSRs, so the
-// intermediate CSR the agent sends Vault is not covered here. The same lints run on leaves from the real agent in
-// test/integration/leaf-policy.test.ts.
+// SignCertificate and the Istio CA's CreateCertificate) for each intermediate and workload key kind, the Istio CA
+// serving certificate, and the relay issuer's client certificates (the same leaf signer). Zero errors and zero
+// warnings, with every lint on except the CA/Browser Forum rules for public TLS certificates listed with their reasons
+// in test/env/zlint.ts (EXCLUDED_LINTS). zlint cannot lint CSRs, so the intermediate CSR the agent sends Vault is not
+// covered here. The same lints run on leaves from the real agent in test/integration/leaf-policy.test.ts.
 import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
@@ -19,6 +19,9 @@ import { x509 } from "../../src/crypto/x509.js";
 import { signLeaf } from "../../src/signing/leaf-signer.js";
 import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "../../src/signing/leaf-policy.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
+import { bootstrapTimeAttribute } from "../../src/relay/bootstrap/bootstrap-time.js";
+import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
+import { checkClusterCsr } from "../../src/relay/bootstrap/csr-policy.js";
 import { EXCLUDED_LINTS, zlint, zlintBinary } from "../env/zlint.js";
 
 const policy: LeafPolicy = {
@@ -64,8 +67,11 @@ async function makeBundle(keyAlgorithm: KeyAlgorithmName): Promise<SigningBundle
   };
 }
 
-/** A workload CSR as istio-agent makes it: one SPIFFE URI SAN, empty subject. */
-async function workloadCsr(kind: "P-256" | "P-384" | "RSA-2048" | "RSA-3072"): Promise<string> {
+/** A workload CSR as istio-agent makes it: one SPIFFE URI SAN, empty subject (or another single SAN). */
+async function workloadCsr(
+  kind: "P-256" | "P-384" | "RSA-2048" | "RSA-3072",
+  san: { type: "url" | "dns"; value: string } = { type: "url", value: "spiffe://cluster.local/ns/a/sa/b" },
+): Promise<string> {
   const rsa = kind.startsWith("RSA");
   const pair = rsa
     ? generateKeyPairSync("rsa", { modulusLength: Number(kind.slice(4)) })
@@ -79,9 +85,7 @@ async function workloadCsr(kind: "P-256" | "P-384" | "RSA-2048" | "RSA-3072"): P
     signingAlgorithm: rsa
       ? { name: "RSASSA-PKCS1-v1_5" }
       : { name: "ECDSA", hash: kind === "P-384" ? "SHA-384" : "SHA-256" },
-    extensions: [
-      new x509.SubjectAlternativeNameExtension([{ type: "url", value: "spiffe://cluster.local/ns/a/sa/b" }]),
-    ],
+    extensions: [new x509.SubjectAlternativeNameExtension([san])],
   });
   return csr.toString("pem");
 }
@@ -107,8 +111,20 @@ void describe("zlint on the certificates the agent makes", () => {
 
     void it(`${keyAlgorithm} intermediate: the Istio CA serving certificate`, async () => {
       const bundle = await makeBundle(keyAlgorithm);
-      const serving = await issueServingCertificate(bundle, ["istiod-vault-agent.istio-system.svc"], Date.now());
+      const names = ["istiod-vault-agent.istio-system.svc", "10.0.0.7", "fd00::7"];
+      const serving = await issueServingCertificate(bundle, names, Date.now());
       assertLintClean(serving.certPem, `${keyAlgorithm} serving certificate`);
+    });
+
+    void it(`${keyAlgorithm} intermediate: relay client certificates for P-256 and RSA-2048 keys`, async () => {
+      const bundle = await makeBundle(keyAlgorithm);
+      for (const kind of ["P-256", "RSA-2048"] as const) {
+        const key = await checkClusterCsr(await workloadCsr(kind, { type: "dns", value: "cluster1" }), "cluster1");
+        const client = signClientCertificate(bundle, key, "cluster1", 3600, new Date(), {
+          subjectAttributes: [bootstrapTimeAttribute(new Date())],
+        });
+        assertLintClean(client.chainPem[0]!, `${keyAlgorithm} relay client certificate for a ${kind} key`);
+      }
     });
   }
 });

@@ -8,12 +8,13 @@
 // Why an OU and not a private extension: an extension needs an OID; the registration-free kind (2.25.<UUID>) has a
 // 128-bit arc that the certificate library truncates, and borrowing someone else's enterprise arc would be dishonest.
 import type { x509 } from "../../crypto/x509.js";
+import type { SubjectAttribute } from "../../signing/leaf-signer.js";
 
 const PREFIX = "relay-bootstrapped-at-";
 
 /** The subject attribute that records `at` (whole seconds, UTC): `OU=relay-bootstrapped-at-YYYYMMDDHHMMSSZ`. */
-export function bootstrapTimeAttribute(at: Date): string {
-  return `OU=${PREFIX}${at.toISOString().replace(/[-:T]/g, "").slice(0, 14)}Z`;
+export function bootstrapTimeAttribute(at: Date): SubjectAttribute {
+  return { type: "OU", value: `${PREFIX}${at.toISOString().replace(/[-:T]/g, "").slice(0, 14)}Z` };
 }
 
 /** The bootstrap time a certificate's subject carries, or undefined when it carries none (or a malformed one). */

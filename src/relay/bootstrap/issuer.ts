@@ -26,8 +26,9 @@ import {
   type RenewRequest,
 } from "../../gen/relay/v1/issuer.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
-import { splitPemCertificates } from "../inspect.js";
+import { uniquePemCertificates } from "../../crypto/pem.js";
 import { scrub } from "../relay.js";
+import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
 import { bootstrapTimeAttribute } from "./bootstrap-time.js";
@@ -297,14 +298,7 @@ export class RelayIssuer {
   /** Roots clients are verified against: Vault's root (from the intermediate's chain) and the Secret's ca.crt. */
   private trustRootsPem(): string[] {
     const bundle = this.deps.authority.current();
-    const pems = [...(bundle?.rootsPem ?? []), ...splitPemCertificates(this.identity?.caPem ?? "")];
-    const seen = new Set<string>();
-    return pems.filter((p) => {
-      const k = p.replace(/\s+/g, "");
-      if (seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    });
+    return uniquePemCertificates([...(bundle?.rootsPem ?? []), this.identity?.caPem ?? ""]);
   }
 
   private secureContextOptions(): tls.SecureContextOptions {
@@ -414,10 +408,10 @@ export class RelayIssuer {
       );
     if (this.opts.reservedNames.includes(cluster))
       throw denied("cluster_name_reserved", `"${cluster}" is a relay server name; no client certificate carries it`);
-    const { publicKey } = await checkClusterCsr(req.csrPem, cluster);
+    const key = await checkClusterCsr(req.csrPem, cluster);
     // Whole seconds: the certificate records the time as a GeneralizedTime without fractions.
     const bootstrappedAt = new Date(Math.floor(this.clock.now() / 1000) * 1000);
-    return this.sign("bootstrap", cluster, publicKey, bootstrappedAt, { acceptedToken: match, peer });
+    return this.sign("bootstrap", cluster, key, bootstrappedAt, { acceptedToken: match, peer });
   }
 
   private async renew(req: RenewRequest, peer: string): Promise<Issued> {
@@ -456,17 +450,17 @@ export class RelayIssuer {
         `this certificate chain was bootstrapped at ${bootstrappedAt.toISOString()}, more than the maximum age ` +
           `(${Math.round(this.opts.maxBootstrapAgeMs / 1000)}s) ago; bootstrap again with the cluster's identity token`,
       );
-    const { publicKey } = await checkClusterCsr(req.csrPem, client.cluster);
-    return this.sign("renew", client.cluster, publicKey, bootstrappedAt, { previousSerial: client.serialHex, peer });
+    const key = await checkClusterCsr(req.csrPem, client.cluster);
+    return this.sign("renew", client.cluster, key, bootstrappedAt, { previousSerial: client.serialHex, peer });
   }
 
-  private async sign(
+  private sign(
     method: Method,
     cluster: string,
-    publicKey: Parameters<typeof signClientCertificate>[1],
+    key: LeafSubjectKey,
     bootstrappedAt: Date,
     extra: Record<string, string>,
-  ): Promise<Issued> {
+  ): Issued {
     const bundle = this.deps.authority.current();
     if (!bundle)
       throw new IssuerRefusal(
@@ -475,17 +469,10 @@ export class RelayIssuer {
         "the issuer holds no valid signing intermediate yet (Vault unreachable?); retry shortly",
       );
     // No certificate outlives the chain's maximum age: after that only a new Bootstrap helps.
-    const signed = await signClientCertificate(
-      bundle,
-      publicKey,
-      cluster,
-      this.opts.clientTtlSeconds,
-      new Date(this.clock.now()),
-      {
-        notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
-        subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
-      },
-    );
+    const signed = signClientCertificate(bundle, key, cluster, this.opts.clientTtlSeconds, new Date(this.clock.now()), {
+      notAfterCap: new Date(bootstrappedAt.getTime() + this.opts.maxBootstrapAgeMs),
+      subjectAttributes: [bootstrapTimeAttribute(bootstrappedAt)],
+    });
     this.deps.metrics.issued.inc({ method });
     // The audit line: one per issued certificate.
     this.log.info(

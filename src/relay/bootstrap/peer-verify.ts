@@ -6,7 +6,9 @@
 import { X509Certificate } from "node:crypto";
 import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import { x509 } from "../../crypto/x509.js";
+import { CLOCK_SKEW_MS } from "../../crypto/validity.js";
 import { readBootstrapTime } from "./bootstrap-time.js";
+import { CLUSTER_NAME as DNS_NAME } from "./csr-policy.js";
 import { denied, printable, unauthenticated } from "./refusal.js";
 
 /** What the TLS handshake established about a connection's client certificate. */
@@ -33,8 +35,6 @@ export interface VerifiedClient {
 }
 
 const MAX_PATH = 5;
-const CLOCK_SKEW_MS = 60_000;
-const DNS_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** The client certificate chain of a TLS socket, as presented. */
 export function peerCertificateInfo(socket: TLSSocket): PeerCertificateInfo {

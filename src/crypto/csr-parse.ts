@@ -1,8 +1,9 @@
-// PKCS#10 (RFC 2986) parsing for the leaf path, with the DER reader in der.ts: only what the leaf policy looks at
-// (the public key, the requested SANs, basicConstraints and keyUsage) and what the signature check needs (the signed
-// bytes, the algorithm, the signature). Policy decisions live in leaf-policy.ts; this module only says what the CSR
-// contains, and throws CsrFormatError for anything that is not a well-formed CSR.
+// The one PKCS#10 (RFC 2986) parser, on the bounded DER reader in der.ts: only what the CSR policies look at (the
+// public key, the subject CNs, the requested SANs, basicConstraints and keyUsage) and what the signature check needs
+// (the signed bytes, the algorithm, the signature). Policy decisions live in csr-policy.ts; this module only says what
+// the CSR contains, and throws CsrFormatError for anything that is not a well-formed CSR.
 import { constants, createPublicKey, verify } from "node:crypto";
+import { decodeSinglePem, PemFormatError, toPem } from "./pem.js";
 import { DerError, DerReader, Tag, type DerElement } from "./der.js";
 
 /** The CSR is not a well-formed PEM PKCS#10 request. The message never carries the input. */
@@ -53,6 +54,11 @@ export interface ParsedCsr {
   readonly signature: Uint8Array;
   /** OIDs of the requested extensions (extensionRequest attribute), each at most once. */
   readonly extensionOids: readonly string[];
+  /**
+   * The subject's commonName values, in order. UTF8String, PrintableString, IA5String, VisibleString and BMPString
+   * are decoded; any other string type reads as "\uFFFD" (never equal to a name a policy expects).
+   */
+  readonly subjectCommonNames: readonly string[];
   /** Names from a requested subjectAltName extension, in order; empty without one. */
   readonly subjectAltNames: readonly CsrGeneralName[];
   /** basicConstraints cA from a requested basicConstraints extension. */
@@ -61,18 +67,16 @@ export interface ParsedCsr {
   readonly keyUsage: number;
 }
 
-const PEM_RE =
-  /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END (NEW )?CERTIFICATE REQUEST-----\s*$/;
-const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
+const CSR_LABELS = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
 
 /** Exactly one CERTIFICATE REQUEST block with strict base64 (no hex, no bare base64, no second block). */
 export function decodeCsrPem(pem: string): Uint8Array {
-  const match = PEM_RE.exec(pem);
-  const body = match?.[2]?.replace(/\r?\n/g, "");
-  if (body === undefined || body.length % 4 !== 0 || !BASE64_RE.test(body)) {
-    throw new CsrFormatError("CSR is not a PEM block of type CERTIFICATE REQUEST");
+  try {
+    return decodeSinglePem(pem, CSR_LABELS);
+  } catch (err) {
+    if (err instanceof PemFormatError) throw new CsrFormatError("CSR is not a PEM block of type CERTIFICATE REQUEST");
+    throw err;
   }
-  return Buffer.from(body, "base64");
 }
 
 export function parseCsrPem(pem: string): ParsedCsr {
@@ -155,7 +159,7 @@ function parse(der: Uint8Array): ParsedCsr {
 
   const info = request.children(infoEl, "certificationRequestInfo");
   if (info.readSmallInteger("version") !== 0) throw new DerError("version: expected v1 (0)");
-  readName(info, info.expect(Tag.SEQUENCE, "subject"));
+  const subjectCommonNames = readName(info, info.expect(Tag.SEQUENCE, "subject"));
   const spkiEl = info.expect(Tag.SEQUENCE, "subjectPKInfo");
   const { publicKey, subjectPublicKey } = readSpki(info.children(spkiEl, "subjectPKInfo"));
   // attributes [0] IMPLICIT SET OF Attribute; some encoders drop it when it is empty.
@@ -170,6 +174,7 @@ function parse(der: Uint8Array): ParsedCsr {
     publicKey,
     signatureAlgorithm,
     signature: signatureBits.bytes,
+    subjectCommonNames,
     extensionOids: extensions?.oids ?? [],
     subjectAltNames: extensions?.sans ?? [],
     requestsCa: extensions?.requestsCa ?? false,
@@ -177,19 +182,49 @@ function parse(der: Uint8Array): ParsedCsr {
   };
 }
 
-/** Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value ANY }: checked for shape, contents unused. */
-function readName(parent: DerReader, nameEl: DerElement): void {
+const OID_COMMON_NAME = "2.5.4.3";
+
+/** Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value ANY }: checked for shape; returns the commonName values. */
+function readName(parent: DerReader, nameEl: DerElement): string[] {
+  const commonNames: string[] = [];
   const rdns = parent.children(nameEl, "subject");
   while (!rdns.atEnd) {
     const rdn = rdns.children(rdns.expect(Tag.SET, "subject RDN"), "subject RDN");
     if (rdn.atEnd) throw new DerError("subject RDN: empty SET");
     while (!rdn.atEnd) {
       const atv = rdn.children(rdn.expect(Tag.SEQUENCE, "subject attribute"), "subject attribute");
-      atv.readOid("subject attribute type");
-      atv.next("subject attribute value");
+      const type = atv.readOid("subject attribute type");
+      const value = atv.next("subject attribute value");
+      if (type === OID_COMMON_NAME) commonNames.push(directoryString(value.tag, atv.content(value)));
       atv.finish("subject attribute");
     }
   }
+  return commonNames;
+}
+
+/** The text of a DirectoryString-like value; U+FFFD for types not decoded here. */
+function directoryString(tag: number, bytes: Uint8Array): string {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  switch (tag) {
+    case 0x0c: // UTF8String
+      return buf.toString("utf8");
+    case 0x13: // PrintableString
+    case 0x16: // IA5String
+    case 0x1a: // VisibleString
+      return buf.toString("latin1");
+    case 0x1e: // BMPString (UCS-2, big-endian)
+      return buf.length % 2 === 0 ? Buffer.from(buf).swap16().toString("utf16le") : "\uFFFD";
+    default:
+      return "\uFFFD";
+  }
+}
+
+/** The subjectPublicKey BIT STRING's bytes of a SubjectPublicKeyInfo DER (for a subject key identifier). */
+export function spkiSubjectPublicKey(spki: Uint8Array): Uint8Array {
+  const top = new DerReader(spki);
+  const outer = top.expect(Tag.SEQUENCE, "subjectPKInfo");
+  top.finish("subjectPKInfo");
+  return readSpki(top.children(outer, "subjectPKInfo")).subjectPublicKey;
 }
 
 function readSpki(spki: DerReader): { publicKey: CsrPublicKey; subjectPublicKey: Uint8Array } {
@@ -441,8 +476,7 @@ export function verifyCsrSignature(csr: ParsedCsr): boolean {
   if (pss && pss.mgf1Hash !== alg.hash) return false;
   // The SPKI as a PEM string, not as { key, format: "der", type: "spki" }: with an object argument Node 24 spends
   // ~14 us per call in argument checks, half of the import (bench/RESULTS.md). Same bytes either way.
-  const spkiBase64 = Buffer.from(csr.spki.buffer, csr.spki.byteOffset, csr.spki.byteLength).toString("base64");
-  const key = createPublicKey(`-----BEGIN PUBLIC KEY-----\n${spkiBase64}\n-----END PUBLIC KEY-----\n`);
+  const key = createPublicKey(toPem(csr.spki, "PUBLIC KEY"));
   const keyInput = pss ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength } : key;
   // Synchronous on purpose: the libuv thread pool's hand-off costs more than the ~55 us check (see bench/RESULTS.md).
   return verify(NODE_HASH[alg.hash], csr.info, keyInput, csr.signature);
