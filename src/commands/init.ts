@@ -1,14 +1,25 @@
 // `init`: the init container. Obtains an intermediate, writes the cacerts files istiod needs at start, exits 0.
 import { Agent } from "../agent.js";
-import { loadConfig, type FlagValues } from "../config/load.js";
+import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
+import type { Command } from "../cli/command.js";
+import { ConfigError } from "../config/config.js";
 import { createLogger } from "../observability/logger.js";
+
+export const command: Command = {
+  name: "init",
+  flags: AGENT_FLAGS,
+  help: () =>
+    agentHelp(
+      ["istiod-vault-agent init --vault-addr=URL --cacerts-dir=DIR [flags]"],
+      "Init container: obtains an intermediate, writes the cacerts files istiod needs at start, and exits 0.",
+    ),
+  run: runInit,
+};
 
 export async function runInit(flags: FlagValues): Promise<number> {
   const config = loadConfig(flags);
-  if (!config.cacerts.dir) {
-    console.error("init: --cacerts-dir is required (istiod's /etc/cacerts volume)");
-    return 2;
-  }
+  if (!config.cacerts.dir)
+    throw new ConfigError(["--cacerts-dir: missing; expected istiod's cacerts directory, e.g. /etc/cacerts"]);
   const log = createLogger({ level: config.logLevel });
   const agent = new Agent(config, log);
   const abort = new AbortController();

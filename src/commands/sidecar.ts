@@ -1,31 +1,30 @@
 // `sidecar`: the long-running agent beside istiod, optionally steered by a watched RootTrustPolicy.
 import { Agent } from "../agent.js";
 import { ConfigError } from "../config/config.js";
-import { loadConfig, type FlagValues } from "../config/load.js";
-import { KubeClient } from "../kube/client.js";
-import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
+import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
+import type { Command } from "../cli/command.js";
+import { runService } from "../cli/service.js";
+import { openKube } from "../cli/kube.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
 import { createLogger } from "../observability/logger.js";
 
+export const command: Command = {
+  name: "sidecar",
+  flags: AGENT_FLAGS,
+  help: () =>
+    agentHelp(
+      ["istiod-vault-agent sidecar --vault-addr=URL [--cacerts-dir=DIR] [flags]"],
+      "Runs beside istiod: obtains the intermediate, serves it on the socket (and in cacerts), renews it.\n" +
+        "SIGHUP rotates the intermediate now; SIGTERM/SIGINT stop gracefully (the Vault token is revoked).",
+    ),
+  run: runSidecar,
+};
+
 export async function runSidecar(flags: FlagValues): Promise<number> {
-  const log = createLogger({ level: typeof flags["log-level"] === "string" ? flags["log-level"] : "info" });
   const policy = await openPolicy(flags);
   const config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial });
+  const log = createLogger({ level: config.logLevel });
   const agent = new Agent(config, log);
-  const abort = new AbortController();
-  let stopping = false;
-  const stop = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal: sig }, "stopping");
-    abort.abort(new Error(`stopped by ${sig}`));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => {
-    log.info("SIGHUP: rotating the intermediate now");
-    agent.authority.rotate("signal").catch(() => undefined);
-  });
   log.info(
     {
       vault: config.vault.address,
@@ -36,9 +35,17 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
     },
     "starting sidecar",
   );
-  try {
-    await agent.run(abort.signal);
-    if (policy) {
+  // The agent serves /healthz, /readyz and /metrics itself (its readiness follows the intermediate).
+  return runService({
+    log,
+    name: "sidecar",
+    onHangup: () => {
+      log.info("SIGHUP: rotating the intermediate now");
+      agent.authority.rotate("signal").catch(() => undefined);
+    },
+    async start(signal) {
+      await agent.run(signal);
+      if (!policy) return;
       const controller = new RootTrustPolicyController(
         policy.kube,
         policy.ref,
@@ -57,17 +64,13 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       );
       controller.markApplied(policy.initial);
       agent.authority.subscribe(() => void controller.writeStatus());
-      void controller.run(abort.signal);
-    }
-    await new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve(), { once: true }));
-    return 0;
-  } catch (err) {
-    if (abort.signal.aborted) return 0;
-    throw err;
-  } finally {
-    await agent.stop();
-    await policy?.kube.close();
-  }
+      void controller.run(signal);
+    },
+    async close() {
+      await agent.stop();
+      await policy?.kube.close();
+    },
+  });
 }
 
 /** With --policy-name: the apiserver client and the policy as it is now (the agent starts from it). */
@@ -78,8 +81,7 @@ async function openPolicy(flags: FlagValues) {
     (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
     process.env.POD_NAMESPACE ??
     "istio-system";
-  const kube =
-    typeof flags.kubeconfig === "string" ? kubeClientFromKubeconfig(flags.kubeconfig) : await KubeClient.inCluster();
+  const kube = await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined);
   const ref = { namespace, name };
   const reader = new RootTrustPolicyController(
     kube,

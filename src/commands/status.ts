@@ -1,8 +1,20 @@
 // `status`: asks a running agent's socket for its bundle and prints the chain, expiry and generation.
 import * as grpc from "@grpc/grpc-js";
-import { loadConfig, type FlagValues } from "../config/load.js";
+import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
+import type { Command } from "../cli/command.js";
 import { x509 } from "../crypto/x509.js";
 import { CertificateAuthorityAgentClient, type SigningBundle } from "../gen/istiodvaultagent/v1/agent.js";
+
+export const command: Command = {
+  name: "status",
+  flags: AGENT_FLAGS,
+  help: () =>
+    agentHelp(
+      ["istiod-vault-agent status [--socket=PATH]"],
+      "Connects to a running agent's socket and prints its chain, expiry and generation.",
+    ),
+  run: runStatus,
+};
 
 export async function runStatus(flags: FlagValues): Promise<number> {
   const config = loadConfig(flags, process.env, { needVault: false });

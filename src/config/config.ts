@@ -1,6 +1,7 @@
 // The agent's typed configuration and its validation. Every problem is reported at once, each with the field path,
 // the value's problem and what is expected.
 import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+import { LOG_LEVELS, isHostPort, vaultUrlProblem } from "../cli/validate.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
@@ -135,14 +136,7 @@ export const DEFAULT_CONFIG: Config = {
   pod: { name: undefined, namespace: undefined },
 };
 
-export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(
-      `invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`,
-    );
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError } from "../cli/errors.js";
 
 /** Returns every problem with `c`; an empty list means valid. */
 export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
@@ -153,13 +147,8 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
         "vault.address: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)",
       );
     else {
-      try {
-        const u = new URL(c.vault.address);
-        if (u.protocol !== "https:" && u.protocol !== "http:")
-          p.push(`vault.address: "${c.vault.address}" must be an https:// URL`);
-      } catch {
-        p.push(`vault.address: "${c.vault.address}" is not a URL; expected e.g. https://vault.vault:8200`);
-      }
+      const problem = vaultUrlProblem(c.vault.address);
+      if (problem) p.push(`vault.address: ${problem}`);
     }
     if (c.vault.caPem !== undefined && !c.vault.caPem.includes("BEGIN CERTIFICATE")) {
       p.push("vault.caBundle: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks");
@@ -232,11 +221,7 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
       `serve.socketPath: "${c.serve.socketPath}" is ${Buffer.byteLength(c.serve.socketPath)} bytes; Unix socket paths must stay under 100 bytes`,
     );
   }
-  if (
-    c.serve.httpAddress &&
-    !/^[^\s:]*:\d{1,5}$/.test(c.serve.httpAddress) &&
-    !/^\[[0-9a-f:]+\]:\d{1,5}$/i.test(c.serve.httpAddress)
-  ) {
+  if (c.serve.httpAddress && !isHostPort(c.serve.httpAddress)) {
     p.push(`serve.httpAddress: "${c.serve.httpAddress}" must be host:port, e.g. 0.0.0.0:15300`);
   }
   const counts: [string, number, number][] = [
@@ -269,31 +254,15 @@ export function validateConfig(c: Config, opts: { needVault: boolean } = { needV
     p.push(`cacerts.dir: "${c.cacerts.dir}" must be an absolute path`);
   if (!Number.isInteger(c.cacerts.group) || c.cacerts.group < 0)
     p.push(`cacerts.group: ${c.cacerts.group} must be a numeric group id`);
-  if (c.istioCa.address !== undefined && !/^[^\s]*:\d{1,5}$/.test(c.istioCa.address)) {
+  if (c.istioCa.address !== undefined && !isHostPort(c.istioCa.address)) {
     p.push(`istioCa.address: "${c.istioCa.address}" must be host:port, e.g. 0.0.0.0:15012`);
   }
   if (c.istioCa.address !== undefined && c.istioCa.servingNames.length === 0)
     p.push("istioCa.servingNames: at least one DNS name is needed");
   if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
     p.push("backoff: initial must be ≥ 10ms and ≤ max");
-  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(c.logLevel))
-    p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
+  if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
   return p;
 }
 
-/** Parses a duration: a number of seconds, or Go/Vault style "720h", "30m", "45s", "2h30m", or "90d". */
-export function parseDuration(value: string | number): number {
-  if (typeof value === "number") return value;
-  const s = value.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
-  const re = /(\d+(?:\.\d+)?)(ms|d|h|m|s)/gy;
-  let total = 0;
-  let consumed = 0;
-  for (let m = re.exec(s); m; m = re.exec(s)) {
-    const n = Number(m[1]);
-    total += n * { d: 86400, h: 3600, m: 60, s: 1, ms: 0.001 }[m[2] as "d" | "h" | "m" | "s" | "ms"];
-    consumed = re.lastIndex;
-  }
-  if (consumed !== s.length || s.length === 0) return Number.NaN;
-  return total;
-}
+export { parseDuration } from "../cli/validate.js";

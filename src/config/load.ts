@@ -1,109 +1,214 @@
 // Builds the Config from, in rising precedence: defaults, a RootTrustPolicy file, the environment, then flags.
 // Every source's problems are collected and reported together.
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
 import {
   ConfigError,
   DEFAULT_CONFIG,
   DEFAULT_MIN_LEAF_TTL_SECONDS,
   DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
-  parseDuration,
   validateConfig,
   type Config,
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
-import type { KeyAlgorithmName } from "../crypto/keys.js";
+import { KEY_ALGORITHMS } from "../crypto/keys.js";
+import {
+  applyFlags,
+  parseCommandLine,
+  renderHelp,
+  valueFlag,
+  type FlagTable,
+  type FlagValues,
+  fieldFlags,
+  commandFlag,
+} from "../cli/flags.js";
+import {
+  duration,
+  durationMs,
+  list,
+  logLevel,
+  nonEmpty,
+  normalizeAuthMount,
+  optionalHostPort,
+  ratio,
+  text,
+  vaultPath,
+  wholeNumber,
+} from "../cli/validate.js";
+import { keyAlgorithm } from "../cli/key-algorithm.js";
+import { vaultAuthFlags } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
-/** Flag name → [description, kind]. One table drives parsing and --help. */
-export const AGENT_FLAGS = {
-  config: ["RootTrustPolicy file (YAML or JSON) to read settings from", "string"],
-  "vault-addr": ["Vault address, e.g. https://vault.vault:8200 (env VAULT_ADDR)", "string"],
-  "vault-cacert": ["PEM file of CAs that sign Vault's TLS certificate (env VAULT_CACERT)", "string"],
-  "vault-namespace": ["Vault namespace (env VAULT_NAMESPACE)", "string"],
-  "vault-skip-verify": ["DANGEROUS: do not verify Vault's TLS certificate (logged at every start)", "boolean"],
-  "auth-mount": ["Kubernetes auth mount path (default kubernetes)", "string"],
-  "auth-role": ["Kubernetes auth role (default istiod-agent)", "string"],
-  "token-path": [
-    "service-account token file, re-read at every login (default /var/run/secrets/tokens/vault-token)",
-    "string",
-  ],
-  "ca-path": ["Vault path that signs the intermediate CSR (default pki/root/sign-intermediate)", "string"],
-  "csr-path": ["opt-in Gloo flow: Vault path that generates an exported key and CSR", "string"],
-  ttl: ["intermediate TTL, e.g. 720h (default 30 days)", "string"],
-  "common-name": ["intermediate common name", "string"],
-  org: ["intermediate organization", "string"],
-  "key-algorithm": ["ECDSA_P256 (default), ECDSA_P384, RSA_2048, RSA_3072 or RSA_4096", "string"],
-  "max-path-length": ["intermediate max path length (default 0)", "string"],
-  "grace-ratio": ["renew when this fraction of the lifetime remains (default 0.333)", "string"],
-  "trust-domain": ["SPIFFE trust domain for leaves (default cluster.local)", "string"],
-  "leaf-default-ttl": ["leaf TTL when a caller asks for none (default 24h)", "string"],
-  "leaf-max-ttl": ["longest leaf TTL (default 90d; always capped by the intermediate)", "string"],
-  "min-leaf-ttl": [
-    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left (default 5m, or 15% of the renewal grace period if less)",
-    "string",
-  ],
-  "unready-before-expiry": [
-    "/readyz turns false this long before the intermediate expires (default 10m, or 30% of the renewal grace period if less)",
-    "string",
-  ],
-  socket: ["gRPC Unix socket path (default /var/run/istiod-vault-agent/agent.sock)", "string"],
-  "http-addr": ["host:port for /healthz, /readyz, /metrics (default 0.0.0.0:15300; empty disables)", "string"],
-  "key-export": ["include the private key in GetSigningBundle answers", "boolean"],
-  "cacerts-dir": ["write istiod's plugged-in CA files here (e.g. /etc/cacerts)", "string"],
-  "cacerts-group": ["numeric group for the cacerts files (default 1337, istiod's)", "string"],
-  "trust-anchors-file": ["PEM file of extra roots to serve beside the signing root (Vault root rotation)", "string"],
-  "multi-root": ["allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)", "boolean"],
-  "istio-ca-addr": ["serve istio.v1.auth.IstioCertificateService with TLS here (host:port); off by default", "string"],
-  "istio-ca-names": ["comma-separated DNS names/IPs for that listener's certificate", "string"],
-  "istio-ca-audience": ["audience callers' tokens must carry (default istio-ca)", "string"],
-  "istio-ca-max-in-flight": ["CreateCertificate calls handled at once; more are refused (default 64)", "string"],
-  "istio-ca-auth-failure-burst": [
-    "failed authentications one peer address may make before being refused without a TokenReview (default 20)",
-    "string",
-  ],
-  "istio-ca-auth-failures-per-minute": [
-    "failed authentications a peer address regains per minute (default 30)",
-    "string",
-  ],
-  "socket-max-watch-per-connection": ["WatchSigningBundle streams per socket connection (default 16)", "string"],
-  "socket-max-watch-total": ["WatchSigningBundle streams on the socket in total (default 256)", "string"],
-  "socket-watch-max-buffered-bytes": [
-    "unread bytes a Watch stream may hold before it is dropped (default 65536)",
-    "string",
-  ],
-  "socket-max-sign-in-flight-per-connection": [
-    "SignCertificate calls in flight per socket connection (default 32)",
-    "string",
-  ],
-  "rotate-min-interval": ["shortest time between two Vault signings caused by the Rotate RPC (default 30s)", "string"],
-  "policy-name": ["RootTrustPolicy to read and watch through the apiserver (live reload; status and events)", "string"],
-  "policy-namespace": ["namespace of that RootTrustPolicy (default: POD_NAMESPACE, else istio-system)", "string"],
-  kubeconfig: ["kubeconfig for running outside a pod (TokenReview for the Istio CA listener)", "string"],
-  "backoff-initial": ["first retry delay (default 1s)", "string"],
-  "backoff-max": ["longest retry delay (default 5m)", "string"],
-  "log-level": ["error, warn, info (default) or debug", "string"],
-  help: ["show this help", "boolean"],
-} as const;
+const flag = valueFlag<Config, string>;
+const { option, toggle, seconds, millis } = fieldFlags<Config>();
+const count = (min = 0) => wholeNumber(min);
+
+/** The agent's flags (sidecar, init, status, doctor, setup-vault): one table drives parsing, defaults and --help. */
+export const AGENT_FLAGS: FlagTable<Config> = {
+  config: commandFlag(
+    "RootTrustPolicy file (YAML or JSON) to read settings from; the environment and flags override it",
+    {
+      arg: "FILE",
+    },
+  ),
+  ...vaultAuthFlags<Config>(),
+  "vault-skip-verify": toggle(
+    "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
+    (c) => c.vault.insecureSkipVerify,
+    "VAULT_SKIP_VERIFY",
+  ),
+  "ca-path": option(
+    "Vault path that signs the intermediate CSR (pki_int/root/sign-intermediate signs from a Vault intermediate)",
+    vaultPath,
+    (c) => c.intermediate.caPath,
+  ),
+  "csr-path": option(
+    "opt-in Gloo flow: Vault path that generates an exported key and CSR (.../intermediate/generate/exported)",
+    vaultPath,
+    (c) => c.intermediate.csrPath,
+  ),
+  ttl: option("intermediate lifetime", duration("720h"), (c) => c.intermediate.ttlSeconds, {
+    arg: "DURATION",
+    format: "duration",
+  }),
+  "common-name": option("intermediate common name", nonEmpty, (c) => c.intermediate.commonName),
+  org: flag({ help: "intermediate organization", parse: text, set: (c, v) => (c.intermediate.organization = v) }),
+  "key-algorithm": option(
+    `intermediate key algorithm: ${KEY_ALGORITHMS.join(", ")} (any case)`,
+    keyAlgorithm,
+    (c) => c.intermediate.keyAlgorithm,
+  ),
+  "max-path-length": option("intermediate max path length", wholeNumber(0, 10), (c) => c.intermediate.maxPathLength),
+  "grace-ratio": option(
+    "renew when this fraction of the lifetime remains (±5% jitter)",
+    ratio(0.01, 0.99),
+    (c) => c.intermediate.rotationGraceRatio,
+  ),
+  "trust-domain": option("SPIFFE trust domain of the leaves", text, (c) => c.leaf.trustDomain),
+  "leaf-default-ttl": seconds(
+    "leaf lifetime when a caller asks for none (lowered to --leaf-max-ttl when that is less)",
+    duration("24h"),
+    (c) => c.leaf.defaultTtlSeconds,
+  ),
+  "leaf-max-ttl": seconds(
+    "longest leaf lifetime (always capped by the intermediate's)",
+    duration("90d"),
+    (c) => c.leaf.maxTtlSeconds,
+  ),
+  "min-leaf-ttl": seconds(
+    "refuse leaves (UNAVAILABLE) when the intermediate has less than this left; " +
+      "lowered to 15% of the renewal grace period (--ttl × --grace-ratio) when that is less",
+    duration("5m"),
+    (c) => c.leaf.minTtlSeconds,
+  ),
+  "unready-before-expiry": seconds(
+    "/readyz turns false this long before the intermediate expires; " +
+      "lowered to 30% of the renewal grace period when that is less",
+    duration("10m"),
+    (c) => c.serve.unreadyBeforeExpirySeconds,
+  ),
+  socket: option("gRPC Unix socket path", text, (c) => c.serve.socketPath, { arg: "PATH" }),
+  "http-addr": option(
+    "host:port for /healthz, /readyz and /metrics; empty disables",
+    optionalHostPort,
+    (c) => c.serve.httpAddress,
+    { arg: "HOST:PORT" },
+  ),
+  "key-export": toggle("include the private key in GetSigningBundle answers", (c) => c.serve.keyExport),
+  "cacerts-dir": option("write istiod's plugged-in CA files here (e.g. /etc/cacerts)", text, (c) => c.cacerts.dir, {
+    arg: "DIR",
+  }),
+  "cacerts-group": option("numeric group of the cacerts files (istiod's)", count(), (c) => c.cacerts.group),
+  "trust-anchors-file": option(
+    "PEM file of extra roots to serve beside the signing root (Vault root rotation; needs --multi-root)",
+    text,
+    (c) => c.trustAnchors.file,
+    { arg: "FILE" },
+  ),
+  "multi-root": toggle(
+    "allow root changes in cacerts (istiod must run with ISTIO_MULTIROOT_MESH=true)",
+    (c) => c.cacerts.multiRoot,
+  ),
+  "istio-ca-addr": option(
+    "serve istio.v1.auth.IstioCertificateService with TLS here; off by default",
+    text,
+    (c) => c.istioCa.address,
+    { arg: "HOST:PORT" },
+  ),
+  "istio-ca-names": option(
+    "comma-separated DNS names/IPs in that listener's certificate",
+    list,
+    (c) => c.istioCa.servingNames,
+  ),
+  "istio-ca-audience": option("audience callers' tokens must carry", text, (c) => c.istioCa.audience),
+  "istio-ca-max-in-flight": option(
+    "CreateCertificate calls handled at once; more are refused",
+    count(1),
+    (c) => c.istioCa.maxInFlight,
+  ),
+  "istio-ca-auth-failure-burst": option(
+    "failed authentications one peer address may make before being refused without a TokenReview",
+    count(1),
+    (c) => c.istioCa.authFailureBurst,
+  ),
+  "istio-ca-auth-failures-per-minute": option(
+    "failed authentications a peer address regains per minute",
+    count(1),
+    (c) => c.istioCa.authFailuresPerMinute,
+  ),
+  "socket-max-watch-per-connection": option(
+    "WatchSigningBundle streams per socket connection",
+    count(1),
+    (c) => c.serve.limits.maxWatchPerConnection,
+  ),
+  "socket-max-watch-total": option(
+    "WatchSigningBundle streams on the socket in total",
+    count(1),
+    (c) => c.serve.limits.maxWatchTotal,
+  ),
+  "socket-watch-max-buffered-bytes": option(
+    "unread bytes a Watch stream may hold before it is dropped",
+    count(4096),
+    (c) => c.serve.limits.maxWatchBufferedBytes,
+  ),
+  "socket-max-sign-in-flight-per-connection": option(
+    "SignCertificate calls in flight per socket connection",
+    count(1),
+    (c) => c.serve.limits.maxSignInFlightPerConnection,
+  ),
+  "rotate-min-interval": millis(
+    "shortest time between two Vault signings caused by the Rotate RPC",
+    durationMs("30s"),
+    (c) => c.serve.limits.rotateMinIntervalMs,
+  ),
+  "policy-name": commandFlag(
+    "RootTrustPolicy to read and watch through the apiserver (live reload; status and events)",
+  ),
+  "policy-namespace": commandFlag("namespace of that RootTrustPolicy", {
+    defaultText: "$POD_NAMESPACE, else istio-system",
+  }),
+  kubeconfig: option(
+    "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
+    text,
+    (c) => c.kube.kubeconfig,
+    { arg: "FILE" },
+  ),
+  "backoff-initial": option("first retry delay", durationMs("1s"), (c) => c.backoff.initialMs, {
+    arg: "DURATION",
+    format: "ms",
+  }),
+  "backoff-max": option("longest retry delay", durationMs("5m"), (c) => c.backoff.maxMs, {
+    arg: "DURATION",
+    format: "ms",
+  }),
+  "log-level": option("error, warn, info or debug", logLevel, (c) => c.logLevel),
+};
 
 export type FlagName = keyof typeof AGENT_FLAGS;
-export type FlagValues = Partial<Record<FlagName, string | boolean>>;
+export type { FlagValues };
 
 export function parseFlags(argv: string[]): FlagValues {
-  const options = Object.fromEntries(Object.entries(AGENT_FLAGS).map(([name, [, type]]) => [name, { type: type }]));
-  try {
-    const { values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
-    return values;
-  } catch (err) {
-    throw new ConfigError([`flags: ${(err as Error).message}`]);
-  }
-}
-
-export function flagHelp(): string {
-  return Object.entries(AGENT_FLAGS)
-    .map(([name, [desc, type]]) => `  --${name}${type === "string" ? " VALUE" : ""}\n      ${desc}`)
-    .join("\n");
+  return parseCommandLine(AGENT_FLAGS, argv).values;
 }
 
 export function loadConfig(
@@ -129,89 +234,17 @@ export function loadConfig(
     if (doc !== undefined) problems.push(...applyPolicyDocument(c, doc));
   }
 
-  // Environment (the names Vault's own CLI uses, and the pod's downward API).
-  if (env.VAULT_ADDR) c.vault.address = env.VAULT_ADDR;
-  if (env.VAULT_CACERT) c.vault.caFile = env.VAULT_CACERT;
-  if (env.VAULT_NAMESPACE) c.vault.namespace = env.VAULT_NAMESPACE;
-  if (env.VAULT_SKIP_VERIFY !== undefined && env.VAULT_SKIP_VERIFY !== "") {
-    // Strict parsing on purpose: node-vault treats *any* non-empty value, even "false", as "skip".
-    if (["true", "1"].includes(env.VAULT_SKIP_VERIFY)) c.vault.insecureSkipVerify = true;
-    else if (!["false", "0"].includes(env.VAULT_SKIP_VERIFY))
-      problems.push(`VAULT_SKIP_VERIFY: "${env.VAULT_SKIP_VERIFY}" must be true or false`);
+  // The environment (the names Vault's own CLI uses) and the flags, flag over variable.
+  const values = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
+  for (const [name, v] of Object.entries(values)) {
+    // A string flag given as a bare switch (no value) carries nothing.
+    if (typeof v === "boolean" && AGENT_FLAGS[name]?.kind !== "boolean") delete values[name];
   }
+  problems.push(...applyFlags(AGENT_FLAGS, values, env, c));
   if (env.POD_NAME) c.pod.name = env.POD_NAME;
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
-
-  // Flags.
-  const set = <T>(name: FlagName, apply: (v: string) => T | undefined, assign: (v: T) => void, expected: string) => {
-    const raw = flags[name];
-    if (raw === undefined || typeof raw === "boolean") return;
-    const v = apply(raw);
-    if (v === undefined || (typeof v === "number" && !Number.isFinite(v)))
-      problems.push(`--${name}: "${raw}" is invalid; expected ${expected}`);
-    else assign(v);
-  };
-  const text = (v: string) => v;
-  const seconds = (v: string) => parseDuration(v);
-  const num = (v: string) => (/^-?\d+(\.\d+)?$/.test(v) ? Number(v) : undefined);
-  set("vault-addr", text, (v) => (c.vault.address = v), "a URL");
-  set("vault-cacert", text, (v) => (c.vault.caFile = v), "a file path");
-  set("vault-namespace", text, (v) => (c.vault.namespace = v), "a namespace");
-  if (flags["vault-skip-verify"] === true) c.vault.insecureSkipVerify = true;
-  set("auth-mount", text, (v) => (c.auth.mountPath = v), "a mount path");
-  set("auth-role", text, (v) => (c.auth.role = v), "a role name");
-  set("token-path", text, (v) => (c.auth.tokenPath = v), "a file path");
-  set("ca-path", text, (v) => (c.intermediate.caPath = v), "a Vault path");
-  set("csr-path", text, (v) => (c.intermediate.csrPath = v), "a Vault path");
-  set("ttl", seconds, (v) => (c.intermediate.ttlSeconds = v), "a duration such as 720h");
-  set("common-name", text, (v) => (c.intermediate.commonName = v), "a name");
-  set("org", text, (v) => (c.intermediate.organization = v), "a name");
-  set("key-algorithm", text, (v) => (c.intermediate.keyAlgorithm = v as KeyAlgorithmName), "a key algorithm");
-  set("max-path-length", num, (v) => (c.intermediate.maxPathLength = v), "an integer");
-  set("grace-ratio", num, (v) => (c.intermediate.rotationGraceRatio = v), "a number between 0 and 1");
-  set("trust-domain", text, (v) => (c.leaf.trustDomain = v), "a trust domain");
-  set("leaf-default-ttl", seconds, (v) => (c.leaf.defaultTtlSeconds = v), "a duration such as 24h");
-  set("leaf-max-ttl", seconds, (v) => (c.leaf.maxTtlSeconds = v), "a duration such as 90d");
-  set("min-leaf-ttl", seconds, (v) => (c.leaf.minTtlSeconds = v), "a duration such as 5m");
-  set("unready-before-expiry", seconds, (v) => (c.serve.unreadyBeforeExpirySeconds = v), "a duration such as 10m");
-  set("socket", text, (v) => (c.serve.socketPath = v), "an absolute path");
-  if (typeof flags["http-addr"] === "string") c.serve.httpAddress = flags["http-addr"];
-  if (flags["key-export"] === true) c.serve.keyExport = true;
-  set("cacerts-dir", text, (v) => (c.cacerts.dir = v), "a directory");
-  set("cacerts-group", num, (v) => (c.cacerts.group = v), "a numeric group id");
-  if (flags["multi-root"] === true) c.cacerts.multiRoot = true;
-  set("trust-anchors-file", text, (v) => (c.trustAnchors.file = v), "a file path");
-  set("istio-ca-addr", text, (v) => (c.istioCa.address = v), "host:port");
-  set(
-    "istio-ca-names",
-    (v) =>
-      v
-        .split(",")
-        .map((x) => x.trim())
-        .filter(Boolean),
-    (v) => (c.istioCa.servingNames = v),
-    "names",
-  );
-  set("istio-ca-audience", text, (v) => (c.istioCa.audience = v), "an audience");
-  const count = (v: string) => (/^\d+$/.test(v) ? Number(v) : undefined);
-  const lim = c.serve.limits;
-  set("istio-ca-max-in-flight", count, (v) => (c.istioCa.maxInFlight = v), "a whole number");
-  set("istio-ca-auth-failure-burst", count, (v) => (c.istioCa.authFailureBurst = v), "a whole number");
-  set("istio-ca-auth-failures-per-minute", count, (v) => (c.istioCa.authFailuresPerMinute = v), "a whole number");
-  set("socket-max-watch-per-connection", count, (v) => (lim.maxWatchPerConnection = v), "a whole number");
-  set("socket-max-watch-total", count, (v) => (lim.maxWatchTotal = v), "a whole number");
-  set("socket-watch-max-buffered-bytes", count, (v) => (lim.maxWatchBufferedBytes = v), "a number of bytes");
-  set(
-    "socket-max-sign-in-flight-per-connection",
-    count,
-    (v) => (lim.maxSignInFlightPerConnection = v),
-    "a whole number",
-  );
-  set("rotate-min-interval", seconds, (v) => (lim.rotateMinIntervalMs = v * 1000), "a duration such as 30s");
-  set("kubeconfig", text, (v) => (c.kube.kubeconfig = v), "a file path");
-  set("backoff-initial", seconds, (v) => (c.backoff.initialMs = v * 1000), "a duration such as 1s");
-  set("backoff-max", seconds, (v) => (c.backoff.maxMs = v * 1000), "a duration such as 5m");
-  set("log-level", text, (v) => (c.logLevel = v), "a log level");
+  // The policy document may name the mount in any of its spellings too.
+  c.auth.mountPath = normalizeAuthMount(c.auth.mountPath);
 
   // A lower max TTL alone lowers the default with it, rather than being an error the operator did not cause.
   const defaultTtlUntouched = c.leaf.defaultTtlSeconds === DEFAULT_CONFIG.leaf.defaultTtlSeconds;
@@ -260,6 +293,11 @@ function scaledExpiryDefaults(c: Config): void {
     c.serve.unreadyBeforeExpirySeconds = Math.min(DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS, Math.floor(grace * 0.3));
 }
 
-function str(v: string | boolean | undefined): string | undefined {
+function str(v: string | boolean | string[] | undefined): string | undefined {
   return typeof v === "string" && v.length > 0 ? v : undefined;
+}
+
+/** The help of a command that takes the agent's flags (sidecar, init, status, doctor, setup-vault). */
+export function agentHelp(usage: string[], description: string, extra: FlagTable<Config> = {}): string {
+  return renderHelp(usage, description, { ...AGENT_FLAGS, ...extra }, DEFAULT_CONFIG);
 }

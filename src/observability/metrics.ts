@@ -1,5 +1,20 @@
-// Prometheus metrics. One registry per agent instance (tests run several in one process).
+// Prometheus metrics. One registry per agent instance (tests run several in one process), holding only the series of
+// the mode that runs: the sidecar all groups, the relay its Vault calls (and the issuer's intermediate), a bootstrap
+// agent none of them (its relay series register beside them).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Series groups, by name prefix: Vault calls, the served intermediate, and the sidecar's socket/cacerts serving. */
+export type MetricGroup = "vault" | "intermediate" | "serve";
+export const ALL_METRIC_GROUPS: readonly MetricGroup[] = ["vault", "intermediate", "serve"];
+
+const GROUP_OF: Record<string, MetricGroup> = {
+  iva_intermediate_: "intermediate",
+  iva_vault_: "vault",
+  iva_leaves_: "serve",
+  iva_limit_hits_: "serve",
+  iva_token_reviews_: "serve",
+  iva_cacerts_: "serve",
+};
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -92,7 +107,18 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
-  constructor(opts: { processMetrics?: boolean } = {}) {
+  /**
+   * `groups`: the series this mode exports (default all); the others still count but are not in the registry.
+   * `processMetrics`: Node's process series (off for one-shot runs).
+   */
+  constructor(opts: { processMetrics?: boolean; groups?: readonly MetricGroup[] } = {}) {
+    const groups = opts.groups ?? ALL_METRIC_GROUPS;
+    for (const metric of this.registry.getMetricsAsArray()) {
+      const name = metric.name;
+      const prefix = Object.keys(GROUP_OF).find((p) => name.startsWith(p));
+      if (prefix === undefined) throw new Error(`metric ${name} belongs to no group`);
+      if (!groups.includes(GROUP_OF[prefix]!)) this.registry.removeSingleMetric(name);
+    }
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "iva_" });
   }
 

@@ -3,8 +3,7 @@
 // if it exists) and the Secret relay-identity-token-secret-NAME in the management namespace, for the operator to copy
 // to that cluster. The token is never printed. Takes the server role's Vault, Kubernetes and path flags.
 import { ConfigError } from "../config/config.js";
-import { KubeClient } from "../kube/client.js";
-import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
+import { openKube } from "../cli/kube.js";
 import { createLogger } from "../observability/logger.js";
 import { AgentMetrics } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
@@ -16,36 +15,25 @@ import { RelayVault } from "./vault.js";
 
 export async function runRegisterCluster(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name.startsWith("-")) {
-    console.error(
-      "relay register-cluster: expected a cluster name first, e.g. relay register-cluster cluster1 [flags]",
-    );
-    return 2;
-  }
-  let cfg;
-  try {
-    // The server role's flags and checks; --clusters=NAME validates the name (DNS name, not a server name).
-    const parsed = parseRelayArgs(["--role=server", `--clusters=${name}`, "--once", "--http-addr=", ...rest]);
-    if (parsed.kind !== "run") throw new ConfigError(["--help / --print-policy: not used with register-cluster"]);
-    cfg = parsed.config;
-    if (cfg.sharedToken)
-      throw new ConfigError(["--shared-identity-token: register-cluster registers per-cluster tokens"]);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`relay register-cluster: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+  if (!name || name.startsWith("-"))
+    throw new ConfigError([
+      "register-cluster: expected a cluster name first, e.g. relay register-cluster cluster1 [flags]",
+    ]);
+  // The server role's flags and checks; --clusters=NAME validates the name (DNS name, not a server name).
+  const parsed = parseRelayArgs(["--role=server", `--clusters=${name}`, "--once", "--http-addr=", ...rest]);
+  if (parsed.kind !== "run") throw new ConfigError(["--help / --print-policy: not used with register-cluster"]);
+  const cfg = parsed.config;
+  if (cfg.sharedToken)
+    throw new ConfigError(["--shared-identity-token: register-cluster registers per-cluster tokens"]);
   const cluster = cfg.clusters[0]!;
   const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", command: "register-cluster" });
-  const kube = cfg.kubeconfig ? kubeClientFromKubeconfig(cfg.kubeconfig) : await KubeClient.inCluster();
+  const kube = await openKube(cfg.kubeconfig);
   const vault = new VaultClient({
     address: cfg.vault.address,
     tls: { caPem: cfg.vault.caPem },
     namespace: cfg.vault.namespace,
   });
-  const metrics = new AgentMetrics({ processMetrics: false });
+  const metrics = new AgentMetrics({ processMetrics: false, groups: ["vault"] });
   const auth = new KubernetesAuth(vault, cfg.auth, log, metrics);
   try {
     const kvPath = `${cfg.clusterTokensPath}/${cluster}`;

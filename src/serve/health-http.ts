@@ -2,6 +2,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import { splitHostPort } from "../cli/validate.js";
 
 export interface HealthHttpOptions {
   address: string;
@@ -54,10 +55,4 @@ export class HealthHttpServer {
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
-}
-
-function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(":");
-  const host = address.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
-  return { host, port: Number(address.slice(i + 1)) };
 }

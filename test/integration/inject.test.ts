@@ -7,7 +7,8 @@ import { TestEnv } from "../env/harness.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
 import { KubeClient } from "../../src/kube/client.js";
 import { kubeClientFromKubeconfig } from "../../src/kube/kubeconfig.js";
-import { INJECTED_ANNOTATION, runInject, type InjectOptions } from "../../src/inject/inject.js";
+import { runInject } from "../../src/commands/inject.js";
+import { INJECTED_ANNOTATION, type InjectOptions } from "../../src/inject/pod-template.js";
 
 const NS = "istio-system";
 const DEPLOYMENTS = `/apis/apps/v1/namespaces/${NS}/deployments`;

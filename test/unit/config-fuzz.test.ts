@@ -17,7 +17,7 @@ import { applyPolicyDocument, GLOO_RTP_API_VERSION, RTP_API_VERSION } from "../.
 import { caseSeed, hostileSeed, Rng } from "../env/hostile.js";
 
 const SEED = hostileSeed(process.env, "IVA_CONFIG_FUZZ_SEED");
-const FLAG_NAMES = Object.keys(AGENT_FLAGS) as FlagName[];
+const FLAG_NAMES = Object.keys(AGENT_FLAGS);
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 const PROTO_KEYS = ["__proto__", "constructor", "prototype", "toString", "valueOf", "hasOwnProperty", "toJSON"];
 const CONFIG_PATHS = ["vault", "auth", "intermediate", "leaf", "serve", "cacerts", "istioCa", "kube", "pod"];
@@ -31,7 +31,7 @@ const FIELD_RE = new RegExp(
     [
       "--[a-z-]+[ :]",
       "flags:",
-      "VAULT_SKIP_VERIFY:",
+      "VAULT_[A-Z_]+:",
       "RootTrustPolicy:",
       "(Gloo )?spec[.:]",
       `(${CONFIG_PATHS.join("|")})\\.[A-Za-z]+:`,
@@ -370,7 +370,7 @@ function randomArgv(r: Rng, files: Files): string[] {
   const argv: string[] = [];
   for (let i = r.int(0, 8); i > 0; i--) {
     const name = r.pick(FLAG_NAMES);
-    const kind = AGENT_FLAGS[name][1];
+    const kind = AGENT_FLAGS[name]!.kind;
     switch (r.int(0, 9)) {
       case 0:
         argv.push(`--${r.pick([...PROTO_KEYS, "TTL", "vault-adr", "-ttl", "", "ttl=", "=x"])}`);

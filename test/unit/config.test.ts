@@ -33,7 +33,7 @@ void describe("config", () => {
         const text = err.problems.join("\n");
         assert.match(text, /--ttl: "soon" is invalid; expected a duration/);
         assert.match(text, /vault.address: missing/);
-        assert.match(text, /keyAlgorithm: "DSA" is not supported; expected one of ECDSA_P256/);
+        assert.match(text, /--key-algorithm: "DSA" is invalid; expected one of ECDSA_P256/);
         assert.match(text, /trustDomain: "Bad Domain"/);
         assert.match(text, /socketPath: "rel\/path" must be an absolute path/);
         assert.equal(err.problems.length, 5);
@@ -68,12 +68,19 @@ void describe("config", () => {
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         const text = err.problems.join("\n");
-        assert.match(text, /maxWatchPerConnection \(--socket-max-watch-per-connection\): 0 must be an integer ≥ 1/);
-        assert.match(text, /--istio-ca-max-in-flight: "lots" is invalid; expected a whole number/);
+        assert.match(text, /--socket-max-watch-per-connection: "0" is invalid; expected a whole number ≥ 1/);
+        assert.match(text, /--istio-ca-max-in-flight: "lots" is invalid; expected a whole number ≥ 1/);
         assert.match(text, /--rotate-min-interval: "x" is invalid; expected a duration such as 30s/);
         return true;
       },
     );
+  });
+
+  void it("--key-algorithm is case-insensitive and --auth-mount takes every spelling of the mount", () => {
+    assert.equal(loadConfig(parseFlags(["--key-algorithm=ecdsa_p384"]), env).intermediate.keyAlgorithm, "ECDSA_P384");
+    for (const mount of ["kubernetes", "/kubernetes/", "auth/kubernetes/", "/v1/auth/kubernetes"])
+      assert.equal(loadConfig(parseFlags([`--auth-mount=${mount}`]), env).auth.mountPath, "kubernetes", mount);
+    assert.equal(loadConfig(parseFlags(["--auth-mount=auth/k8s-east/"]), env).auth.mountPath, "k8s-east");
   });
 
   void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {

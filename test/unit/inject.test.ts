@@ -4,15 +4,15 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError } from "../../src/config/config.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
+import { parseInjectArgs } from "../../src/commands/inject.js";
+import { describeChanges } from "../../src/inject/diff.js";
 import {
   INJECTED_ANNOTATION,
-  describeChanges,
   injectPodSpec,
   isInjected,
-  parseInjectArgs,
   removeInjection,
   type InjectOptions,
-} from "../../src/inject/inject.js";
+} from "../../src/inject/pod-template.js";
 
 /** An istiod Deployment as the istio-discovery chart renders it (default revision, third-party JWT). */
 
@@ -480,16 +480,19 @@ void describe("inject: parseInjectArgs", () => {
         assert.ok(e instanceof ConfigError);
         assert.equal(e.problems.length, 6, e.message);
         assert.match(e.message, /--native-sidecar: "maybe" is invalid; expected true, false or auto/);
-        assert.match(e.message, /--http-port: 15017 is used by istiod/);
+        assert.match(e.message, /--http-port: "15017" is invalid; expected a port .* not used by istiod/);
         assert.match(e.message, /--name and --revision/);
         assert.match(e.message, /--namespace: "Istio_System"/);
         assert.match(e.message, /--ca-path: "pki\/issue\/x"/);
-        assert.match(e.message, /--vault-addr: "vault:8200" must be an https:\/\//);
+        assert.match(e.message, /--vault-addr: "vault:8200" is invalid; expected an https:\/\//);
         return true;
       },
     );
     assert.throws(() => parseInjectArgs(["--bogus"]), ConfigError);
     assert.throws(() => parseInjectArgs(["--remove", "positional"]), ConfigError);
-    assert.throws(() => parseInjectArgs(["--remove", "--http-port=70000"]), /--http-port: "70000" is not a port/);
+    assert.throws(
+      () => parseInjectArgs(["--remove", "--http-port=70000"]),
+      /--http-port: "70000" is invalid; expected a port from 1 to 65535/,
+    );
   });
 });

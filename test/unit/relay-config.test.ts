@@ -5,6 +5,9 @@ import { join } from "node:path";
 import { ConfigError } from "../../src/config/config.js";
 import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
 import { relayPolicy } from "../../src/relay/policy.js";
+import { relayAgentMetrics } from "../../src/commands/relay.js";
+import { RelayMetrics } from "../../src/relay/metrics.js";
+import { AgentMetrics } from "../../src/observability/metrics.js";
 import { repoRoot } from "../env/harness.js";
 
 const env = { VAULT_ADDR: "https://vault.example:8200" };
@@ -162,6 +165,33 @@ void describe("relay config", () => {
     assert.deepEqual((both as { roles: string[] }).roles, ["server", "agent"]);
     const agent = parseRelayArgs(["--print-policy", "--role=agent"], {});
     assert.deepEqual((agent as { roles: string[] }).roles, ["agent"]);
+  });
+});
+
+void describe("relay metrics", () => {
+  const names = async (m: AgentMetrics) =>
+    (await m.registry.getMetricsAsJSON()).map((x) => x.name).filter((n) => !/^iva_(process|nodejs)_/.test(n));
+
+  void it("each relay mode exports only its own series, the sidecar all of its own", async () => {
+    const server = relayAgentMetrics(run(["--role=server", "--once"]));
+    new RelayMetrics(server.registry);
+    const serverNames = await names(server);
+    assert.ok(serverNames.includes("iva_relay_rotations_total"));
+    assert.ok(serverNames.includes("iva_vault_logins_total"), "the relay logs in to Vault");
+    for (const n of serverNames) assert.match(n, /^iva_(relay|vault)_/, `relay server exports ${n}`);
+
+    const issuer = await names(relayAgentMetrics(run(["--role=server", "--issuer"])));
+    assert.ok(issuer.includes("iva_intermediate_not_after_seconds"), "the issuer's signing intermediate");
+    for (const n of issuer) assert.match(n, /^iva_(vault|intermediate)_/, `relay issuer exports ${n}`);
+
+    const bootstrap = await names(
+      relayAgentMetrics(run(["--role=agent", "--cluster=c1", "--bootstrap=mgmt:9910"], {})),
+    );
+    assert.deepEqual(bootstrap, [], "no Vault in bootstrap mode, so no Vault or intermediate series");
+
+    const sidecar = await names(new AgentMetrics({ processMetrics: false }));
+    for (const n of ["iva_leaves_signed_total", "iva_cacerts_writes_total", "iva_vault_logins_total"])
+      assert.ok(sidecar.includes(n), `the sidecar exports ${n}`);
   });
 });
 

@@ -1,26 +1,17 @@
-// Process wiring for bootstrap mode: the agent (`relay --role agent --bootstrap=HOST:PORT`, no Vault at all) and the
-// issuer started beside `relay --role server --issuer`.
+// The issuer started beside `relay --role server --issuer` (the command's process wiring is in src/commands/relay.ts).
 import { createPrivateKey } from "node:crypto";
 import * as tls from "node:tls";
 import type { Logger } from "pino";
 import { IntermediateAuthority } from "../../authority/intermediate-authority.js";
-import { ConfigError } from "../../config/config.js";
-import { KubeClient } from "../../kube/client.js";
-import { kubeClientFromKubeconfig } from "../../kube/kubeconfig.js";
-import { createLogger } from "../../observability/logger.js";
-import { AgentMetrics } from "../../observability/metrics.js";
-import { HealthHttpServer } from "../../serve/health-http.js";
+import type { AgentMetrics } from "../../observability/metrics.js";
 import type { VaultClient } from "../../vault/client.js";
 import type { KubernetesAuth } from "../../vault/kubernetes-auth.js";
 import type { RelayConfig } from "../config.js";
-import { RelayMetrics } from "../metrics.js";
 import { scrub } from "../relay.js";
 import { SecretStore } from "../secrets.js";
-import { BootstrapAgent } from "./agent.js";
 import { KvIdentityTokenSource } from "./identity-tokens.js";
-import { IssuerClient } from "./issuer-client.js";
 import { RelayIssuer, type ServingIdentity } from "./issuer.js";
-import { BootstrapAgentMetrics, IssuerMetrics } from "./metrics.js";
+import { IssuerMetrics } from "./metrics.js";
 
 /** Common name of the issuer's in-memory signing intermediate. */
 export const ISSUER_SIGNING_CN = "relay-issuer-signing-ca";
@@ -139,96 +130,4 @@ async function readServingIdentity(
     return undefined;
   }
   return { certPem, keyPem, caPem };
-}
-
-/** `relay --role agent --bootstrap=HOST:PORT`: no Vault client is created at all. Returns the exit code. */
-export async function runBootstrapAgent(cfg: RelayConfig): Promise<number> {
-  const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", role: "agent", mode: "bootstrap" });
-  let kube: KubeClient;
-  try {
-    kube = cfg.kubeconfig ? kubeClientFromKubeconfig(cfg.kubeconfig) : await KubeClient.inCluster();
-  } catch (err) {
-    const e = new ConfigError([
-      `--kubeconfig: ${(err as Error).message}; expected a readable kubeconfig, or run in a pod with a service account`,
-    ]);
-    console.error(`relay: ${e.message}`);
-    return 2;
-  }
-  const agentMetrics = new AgentMetrics({ processMetrics: !cfg.once });
-  const metrics = new RelayMetrics(agentMetrics.registry);
-  const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
-  const client = new IssuerClient({ address: cfg.bootstrap.address!, serverName: cfg.bootstrap.serverName });
-  const agent = new BootstrapAgent(cfg, {
-    secrets,
-    client,
-    metrics,
-    agentMetrics: new BootstrapAgentMetrics(agentMetrics.registry),
-    log,
-  });
-  log.info(
-    {
-      issuer: cfg.bootstrap.address,
-      serverName: cfg.bootstrap.serverName,
-      cluster: cfg.cluster,
-      namespace: cfg.namespace,
-      rootSecret: cfg.secrets.root,
-      clientSecret: cfg.secrets.client,
-      tokenSecret: cfg.secrets.token,
-      graceRatio: cfg.graceRatio,
-      keyAlgorithm: cfg.keyAlgorithm,
-      adopt: cfg.adopt,
-      once: cfg.once,
-    },
-    "starting relay agent in bootstrap mode (certificates from the issuer; no Vault)",
-  );
-  if (cfg.once) {
-    try {
-      await agent.runOnce();
-      log.info("relay --once: the client certificate Secret is in place");
-      return 0;
-    } catch (err) {
-      log.error({ err: scrub((err as Error).message) }, "relay --once failed");
-      return 1;
-    } finally {
-      agent.stop();
-      await kube.close().catch(() => undefined);
-    }
-  }
-
-  const http = cfg.httpAddress
-    ? new HealthHttpServer({ address: cfg.httpAddress, ready: () => agent.ready(), registry: agentMetrics.registry })
-    : undefined;
-  const keepAlive = setInterval(() => undefined, 1 << 30);
-  let stopResolve: (signal: string) => void = () => undefined;
-  const stopped = new Promise<string>((resolve) => (stopResolve = resolve));
-  const onTerm = () => stopResolve("SIGTERM");
-  const onInt = () => stopResolve("SIGINT");
-  const onHup = () => {
-    log.info("SIGHUP: renewing the client certificate now");
-    agent.rotateNow();
-  };
-  process.on("SIGTERM", onTerm);
-  process.on("SIGINT", onInt);
-  process.on("SIGHUP", onHup);
-  try {
-    if (http) {
-      const addr = await http.start();
-      log.info({ address: `${addr.address}:${addr.port}` }, "serving /healthz, /readyz and /metrics");
-    }
-    await agent.start();
-    const signal = await stopped;
-    log.info({ signal }, "stopping relay");
-    return 0;
-  } catch (err) {
-    log.error({ err: scrub((err as Error).message) }, "relay failed");
-    return 1;
-  } finally {
-    process.off("SIGTERM", onTerm);
-    process.off("SIGINT", onInt);
-    process.off("SIGHUP", onHup);
-    clearInterval(keepAlive);
-    agent.stop();
-    await http?.stop();
-    await kube.close().catch(() => undefined);
-  }
 }

@@ -6,10 +6,11 @@
 import { CsrPolicyError, DEFAULT_MAX_CSR_BYTES, checkCsrBasics, clusterDnsIdentity } from "../../crypto/csr-policy.js";
 import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { IssuerRefusal, invalid, printable } from "./refusal.js";
+import { DNS_NAME } from "../../cli/validate.js";
 
 const MAX_CLUSTER_NAME = 253;
 /** A cluster name: a lower-case DNS name (it is the DNS SAN of the cluster's client certificate). */
-export const CLUSTER_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+export const CLUSTER_NAME = DNS_NAME;
 
 /** Checks that `cluster` is a usable cluster name (the DNS SAN of a relay client certificate). */
 export function checkClusterName(cluster: unknown): string {

@@ -11,6 +11,7 @@
 // The window starts when this process sees the change (it held the old version before); after a restart it starts at
 // the new KV version's created_time, so restarts never extend it. The previous token is read from KV by version.
 import { createHash, timingSafeEqual } from "node:crypto";
+import { isDnsName } from "../../cli/validate.js";
 import type { AgentMetrics } from "../../observability/metrics.js";
 import type { VaultClient, VaultSecret } from "../../vault/client.js";
 import type { KubernetesAuth } from "../../vault/kubernetes-auth.js";
@@ -196,8 +197,6 @@ export class IdentityTokenRegistry {
   }
 }
 
-const CLUSTER_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 /** Reads identity tokens from KV v2: the shared entry at `kvPath`, or one entry per cluster under `clusterPrefix`. */
 export class KvIdentityTokenSource implements IdentityTokenSource {
   constructor(
@@ -221,9 +220,7 @@ export class KvIdentityTokenSource implements IdentityTokenSource {
     );
     if (res.status === 404) return [];
     const keys = res.body?.data?.keys;
-    return Array.isArray(keys)
-      ? keys.filter((k): k is string => typeof k === "string" && CLUSTER_NAME.test(k) && k.length <= 253)
-      : [];
+    return Array.isArray(keys) ? keys.filter((k): k is string => typeof k === "string" && isDnsName(k)) : [];
   }
 
   latest(entry: string): Promise<KvTokenVersion | undefined> {

@@ -37,6 +37,7 @@ import type { IssuerMetrics } from "./metrics.js";
 import { peerCertificateInfo, verifyClientCertificate, type PeerCertificateInfo } from "./peer-verify.js";
 import { TokenBucketLimiter } from "./rate-limit.js";
 import { IssuerRefusal, denied, unauthenticated } from "./refusal.js";
+import { splitHostPort } from "../../cli/validate.js";
 
 export interface IssuerOptions {
   /** host:port of the TLS listener. */
@@ -506,10 +507,4 @@ export function peerHost(peer: string): string {
   const p = peer.replace(/^ipv[46]:/, "");
   const m = /^\[?([^\]]*?)\]?:\d+$/.exec(p);
   return m?.[1] ?? p;
-}
-
-export function splitHostPort(address: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(address);
-  if (!m) throw new Error(`"${address}" is not host:port`);
-  return { host: m[1] || "0.0.0.0", port: Number(m[2]) };
 }

@@ -2,12 +2,32 @@
 // fails: reachability and TLS, Kubernetes login, a policy that allows the sign path and nothing broader, and a
 // dry-run intermediate whose chain validates.
 import { readFile } from "node:fs/promises";
+import type { Command } from "../cli/command.js";
 import type { Config } from "../config/config.js";
+import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
 import { generateKeyPair } from "../crypto/keys.js";
 import { createIntermediateCsr } from "../authority/csr.js";
 import { validateSignAnswer, type PkiSignAnswer } from "../authority/chain.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
-import { VaultClient, trimSlashes } from "./client.js";
+import { VaultClient, trimSlashes } from "../vault/client.js";
+
+export const command: Command = {
+  name: "doctor",
+  flags: AGENT_FLAGS,
+  help: () =>
+    agentHelp(
+      ["istiod-vault-agent doctor --vault-addr=URL [flags]   (the same flags as the sidecar)"],
+      "Checks from the pod's point of view: Vault reachable and trusted, Kubernetes login, a least-privilege policy,\n" +
+        "and a dry-run intermediate whose chain validates. Exit 1 when a check fails.",
+    ),
+  async run(flags) {
+    const checks = await runDoctor(loadConfig(flags));
+    console.log(formatChecks(checks));
+    const failed = checks.filter((x) => !x.ok).length;
+    console.log(failed ? `\n${failed} check(s) failed` : "\nall checks passed");
+    return failed ? 1 : 0;
+  },
+};
 
 export interface DoctorCheck {
   name: string;

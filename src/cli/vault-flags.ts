@@ -1,0 +1,46 @@
+// The Vault and Kubernetes-auth section every Vault-using mode shares (sidecar, init, doctor, setup-vault, relay):
+// the same flags, environment variables and parsers; each mode's defaults object supplies its own defaults.
+import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
+import { authMount, nonEmpty, text, vaultName } from "./validate.js";
+
+export interface VaultAuthSection {
+  vault: { address: string; caFile: string | undefined; namespace: string | undefined };
+  auth: { mountPath: string; role: string; tokenPath: string };
+}
+
+/** The flags of the section, in help order. The address is checked with the rest of the config (vaultUrlProblem). */
+export function vaultAuthFlags<C extends VaultAuthSection>(): FlagTable<C> {
+  const { option } = fieldFlags<C>();
+  return {
+    "vault-addr": option("Vault (or OpenBao) address, e.g. https://vault.vault:8200", text, (c) => c.vault.address, {
+      env: "VAULT_ADDR",
+      arg: "URL",
+    }),
+    "vault-cacert": valueFlag<C, string>({
+      help: "PEM file of the CAs that sign Vault's TLS certificate",
+      defaultText: "the system CAs",
+      env: "VAULT_CACERT",
+      arg: "FILE",
+      parse: text,
+      set: (c, v) => (c.vault.caFile = v || undefined),
+    }),
+    "vault-namespace": valueFlag<C, string>({
+      help: "Vault namespace",
+      env: "VAULT_NAMESPACE",
+      parse: text,
+      set: (c, v) => (c.vault.namespace = v || undefined),
+    }),
+    "auth-mount": option(
+      "Kubernetes auth mount (kubernetes, auth/kubernetes and /v1/auth/kubernetes/ all mean the same)",
+      authMount,
+      (c) => c.auth.mountPath,
+    ),
+    "auth-role": option("Kubernetes auth role", vaultName, (c) => c.auth.role),
+    "token-path": option(
+      "projected service-account token file, re-read at every login",
+      nonEmpty,
+      (c) => c.auth.tokenPath,
+      { arg: "FILE" },
+    ),
+  };
+}

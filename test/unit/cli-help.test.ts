@@ -1,0 +1,285 @@
+// Every command's help, run through main(): -h, --help and --version answer 0, an unknown flag answers 2 naming it,
+// and every default the help prints is the default the parser uses: passing the printed value explicitly gives the
+// same configuration as leaving the flag out. Also: a command's --help loads only that command's modules.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { COMMAND_NAMES, main } from "../../src/main.js";
+import type { FlagTable } from "../../src/cli/flags.js";
+import { AGENT_FLAGS, loadConfig, parseFlags } from "../../src/config/load.js";
+import { INJECT_FLAGS, parseInjectArgs } from "../../src/commands/inject.js";
+import { SETUP_FLAGS, setupOptions } from "../../src/commands/setup-vault.js";
+import { RELAY_FLAGS, parseRelayArgs } from "../../src/relay/config.js";
+import { runOnce, runService } from "../../src/cli/service.js";
+import { createLogger } from "../../src/observability/logger.js";
+import { Registry } from "prom-client";
+import { repoRoot } from "../env/harness.js";
+
+const VAULT_ENV = { VAULT_ADDR: "https://vault.example:8200" };
+
+/** Runs main(argv) and captures what it prints. */
+async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const [log, error] = [console.log, console.error];
+  console.log = (...a: unknown[]) => void out.push(a.join(" "));
+  console.error = (...a: unknown[]) => void err.push(a.join(" "));
+  try {
+    const code = await main(argv);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+/** Flag → printed default, read from a help text ("  --name ARG" then "      help [env X; default: Y]"). */
+function printedDefaults(help: string): Map<string, string> {
+  const lines = help.split("\n");
+  const found = new Map<string, string>();
+  lines.forEach((line, i) => {
+    const flag = /^ {2}--([a-z0-9-]+)/.exec(line)?.[1];
+    const def = /\[(?:[^\]]*; )?default: ([^\]]*)\]$/.exec(lines[i + 1] ?? "")?.[1];
+    if (flag && def !== undefined) found.set(flag, def);
+  });
+  return found;
+}
+
+/** Numbers rounded as help prints them (0.333 for 1/3), so a printed ratio compares equal to the exact default. */
+function rounded(v: unknown): unknown {
+  return JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === "number" ? Math.round(x * 1000) / 1000 : x)));
+}
+
+/**
+ * For each flag whose help prints a default: `parse(base)` and `parse([...base, --flag=default])` must agree, for
+ * the first base argv the flag is accepted with. Flags whose default is descriptive (defaultText) are skipped.
+ */
+function checkDefaults(
+  help: string,
+  table: FlagTable<never>,
+  parse: (argv: string[]) => unknown,
+  bases: string[][] = [[]],
+): number {
+  let checked = 0;
+  for (const [flag, printed] of printedDefaults(help)) {
+    const spec = table[flag];
+    if (!spec || spec.defaultText !== undefined) continue;
+    const base = bases.find((b) => {
+      try {
+        parse([...b, `--${flag}=${printed}`]);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(base, `--${flag}=${printed} (the printed default) is refused by the parser`);
+    assert.deepEqual(
+      rounded(parse([...base, `--${flag}=${printed}`])),
+      rounded(parse(base)),
+      `--${flag}: help prints default ${printed}, but the parser's default differs`,
+    );
+    checked++;
+  }
+  return checked;
+}
+
+async function helpOf(command: string): Promise<string> {
+  const res = await run([command, "--help"]);
+  assert.equal(res.code, 0);
+  return res.out;
+}
+
+void describe("cli: help, version and exit codes", () => {
+  const version = (JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string }).version;
+
+  void it("every command answers -h, --help and --version with 0", async () => {
+    assert.deepEqual(COMMAND_NAMES.sort(), ["doctor", "init", "inject", "relay", "setup-vault", "sidecar", "status"]);
+    for (const command of COMMAND_NAMES) {
+      for (const flag of ["-h", "--help"]) {
+        const res = await run([command, flag]);
+        assert.equal(res.code, 0, `${command} ${flag}: ${res.err}`);
+        assert.match(res.out, new RegExp(`^usage: istiod-vault-agent ${command} `), `${command} ${flag}`);
+        assert.match(res.out, /^ {2}--help\n/m);
+      }
+      const v = await run([command, "--version"]);
+      assert.equal(v.code, 0, `${command} --version`);
+      assert.equal(v.out, `istiod-vault-agent ${version}`);
+    }
+    assert.equal((await run(["--version"])).out, `istiod-vault-agent ${version}`);
+    assert.equal((await run(["--help"])).code, 0);
+  });
+
+  void it("an unknown flag or command answers 2 and names it", async () => {
+    for (const command of COMMAND_NAMES) {
+      const res = await run([command, "--no-such-flag=1"]);
+      assert.equal(res.code, 2, `${command}`);
+      assert.match(res.err, /--no-such-flag/, `${command}: ${res.err}`);
+    }
+    const res = await run(["no-such-command"]);
+    assert.equal(res.code, 2);
+    assert.match(res.err, /unknown command "no-such-command"/);
+    assert.equal((await run([])).code, 2);
+  });
+
+  void it("a bad value answers 2, naming the flag and what is expected", async () => {
+    const res = await run(["status", "--ttl=soon"]);
+    assert.equal(res.code, 2);
+    assert.match(res.err, /--ttl: "soon" is invalid; expected a duration such as 720h/);
+    const relay = await run(["relay", "--role=server", "--key-algorithm=DSA"]);
+    assert.equal(relay.code, 2);
+    assert.match(relay.err, /--key-algorithm: "DSA" is invalid; expected one of ECDSA_P256/);
+    const setup = await run(["setup-vault", "--policy-name=istiod-agent"]);
+    assert.equal(
+      setup.code,
+      2,
+      "--policy-name names a RootTrustPolicy; setup-vault's Vault policy is --vault-policy-name",
+    );
+    assert.match(setup.err, /--policy-name: .*expected --vault-policy-name/);
+  });
+
+  void it("agent commands: every printed default is the default used", async () => {
+    const parse = (argv: string[]) => loadConfig(parseFlags(argv), VAULT_ENV);
+    for (const command of ["sidecar", "init", "status", "doctor"]) {
+      const checked = checkDefaults(await helpOf(command), AGENT_FLAGS, parse);
+      assert.ok(checked >= 25, `${command}: only ${checked} defaults checked`);
+    }
+  });
+
+  void it("setup-vault: its own printed defaults are the options it writes to Vault", async () => {
+    const help = await helpOf("setup-vault");
+    assert.equal(help.match(/^ {2}--policy-name /gm)?.length, 1, "--policy-name is listed once, with one meaning");
+    const config = loadConfig({}, VAULT_ENV);
+    const files = ["--kubernetes-host=https://k8s:6443", `--kubernetes-ca-file=${join(repoRoot(), "package.json")}`];
+    const parse = (argv: string[]) => {
+      const { opts, problems } = setupOptions(config, parseFlagsOf(SETUP_FLAGS, [...files, ...argv]));
+      if (problems.length) throw new Error(problems.join("; "));
+      return opts;
+    };
+    assert.ok(checkDefaults(help, SETUP_FLAGS, parse) >= 5);
+    assert.ok(checkDefaults(help, AGENT_FLAGS, (argv) => loadConfig(parseFlags(argv), VAULT_ENV)) >= 25);
+  });
+
+  void it("inject: every printed default is the default used", async () => {
+    const parse = (argv: string[]) => parseInjectArgs(["--vault-addr=https://vault:8200", ...argv]);
+    assert.ok(checkDefaults(await helpOf("inject"), INJECT_FLAGS, parse) >= 6);
+  });
+
+  void it("relay: every printed default is the default used, in each role", async () => {
+    const parse = (argv: string[]) => {
+      const parsed = parseRelayArgs(argv, VAULT_ENV);
+      assert.equal(parsed.kind, "run");
+      return parsed;
+    };
+    const bases = [
+      ["--role=server"],
+      ["--role=server", "--issuer"],
+      ["--role=server", "--shared-identity-token"],
+      ["--role=agent", "--cluster=c1", "--bootstrap=mgmt:9910"],
+    ];
+    assert.ok(checkDefaults(await helpOf("relay"), RELAY_FLAGS, parse, bases) >= 30);
+  });
+
+  void it("a command's --help loads neither the other commands nor their gRPC and X.509 stacks", () => {
+    const mainUrl = pathToFileURL(join(repoRoot(), "dist/src/main.js")).href;
+    const script = `
+      import { registerHooks } from "node:module";
+      const loaded = [];
+      registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.push(r.url); return r; } });
+      const { main } = await import(${JSON.stringify(mainUrl)});
+      console.log = () => {};
+      await main(["inject", "--help"]);
+      process.stderr.write(JSON.stringify(loaded));`;
+    const res = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(res.status, 0, res.stderr);
+    const out = res.stderr;
+    const loaded = JSON.parse(out.trim().split("\n").at(-1) ?? "[]") as string[];
+    assert.ok(
+      loaded.some((u) => u.endsWith("/commands/inject.js")),
+      "inject's module is loaded",
+    );
+    for (const other of ["/commands/sidecar.js", "/commands/relay.js", "/commands/status.js", "/src/agent.js"])
+      assert.ok(!loaded.some((u) => u.endsWith(other)), `inject --help loaded ${other}`);
+    for (const heavy of ["@grpc/grpc-js", "@peculiar/x509"])
+      assert.ok(!loaded.some((u) => u.includes(heavy)), `inject --help loaded ${heavy}`);
+  });
+});
+
+void describe("cli: the service lifecycle every long-running mode uses", () => {
+  const log = createLogger({ level: "silent" });
+
+  void it("serves health and metrics, renews on SIGHUP, stops on SIGTERM and closes once", async () => {
+    const events: string[] = [];
+    let ready = false;
+    const registry = new Registry();
+    const address = `127.0.0.1:${await freePort()}`;
+    const done = runService({
+      log,
+      name: "test",
+      http: { address, ready: () => ready, registry },
+      start: () => {
+        events.push("start");
+        return Promise.resolve();
+      },
+      onHangup: () => events.push("hangup"),
+      close: () => {
+        events.push("close");
+        return Promise.resolve();
+      },
+    });
+    // The server listens before start() runs.
+    while (!events.includes("start")) await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await fetch(`http://${address}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://${address}/readyz`)).status, 503, "not ready yet");
+    ready = true;
+    assert.equal((await fetch(`http://${address}/readyz`)).status, 200);
+    process.emit("SIGHUP");
+    process.emit("SIGTERM");
+    process.emit("SIGTERM");
+    assert.equal(await done, 0);
+    assert.deepEqual(events, ["start", "hangup", "close"]);
+    assert.equal(process.listenerCount("SIGTERM"), 0, "signal handlers are removed");
+    await assert.rejects(fetch(`http://${address}/healthz`), "the HTTP server is stopped");
+  });
+
+  void it("a failed start answers 1 and still closes; --once answers 0 or 1 and closes", async () => {
+    const closed: string[] = [];
+    const close = (what: string) => () => {
+      closed.push(what);
+      return Promise.resolve();
+    };
+    const failed = await runService({
+      log,
+      name: "test",
+      start: () => Promise.reject(new Error("no Vault")),
+      close: close("service"),
+    });
+    assert.equal(failed, 1);
+    assert.equal(await runOnce({ log, name: "test", close: close("ok") }, () => Promise.resolve(true)), 0);
+    assert.equal(await runOnce({ log, name: "test", close: close("false") }, () => Promise.resolve(false)), 1);
+    assert.equal(await runOnce({ log, name: "test", close: close("throws") }, () => Promise.reject(new Error("x"))), 1);
+    assert.deepEqual(closed, ["service", "ok", "false", "throws"]);
+  });
+});
+
+/** A port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function parseFlagsOf(table: FlagTable<never>, argv: string[]): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const a of argv) {
+    const m = /^--([a-z0-9-]+)=(.*)$/s.exec(a);
+    assert.ok(m && table[m[1]!], `test argv: ${a}`);
+    values[m[1]!] = m[2]!;
+  }
+  return values;
+}
