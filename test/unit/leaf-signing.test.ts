@@ -39,6 +39,7 @@ import { parseCsrPem } from "../../src/crypto/csr-parse.js";
 import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import { mulberry32 } from "../env/hostile.js";
+import { caCertificate, testSigningBundle } from "../env/ca-certs.js";
 import {
   DerError,
   DerReader,
@@ -89,51 +90,31 @@ async function makeCa(
   { withSki = true }: { withSki?: boolean } = {},
 ): Promise<TestCa> {
   const rootKeys = await generateKeyPair("ECDSA_P256", false);
-  const root = await x509.X509CertificateGenerator.createSelfSigned({
-    name: "CN=Test Root,O=istiod-vault-agent",
+  const root = await caCertificate({
+    subject: "CN=Test Root,O=istiod-vault-agent",
     keys: rootKeys,
-    signingAlgorithm: algorithmParams("ECDSA_P256").sign,
     notBefore: new Date(Date.now() - 24 * HOUR * 1000),
     notAfter: new Date(Date.now() + 365 * 24 * HOUR * 1000),
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey),
-    ],
   });
   // As the authority holds it: a node:crypto key, with a non-extractable WebCrypto view for @peculiar/x509.
   const intermediateNodeKeys = await generateNodeKeyPairFor(keyAlgorithm);
   const intermediateKeys = signingCryptoKeys(intermediateNodeKeys, keyAlgorithm);
-  const intermediate = await x509.X509CertificateGenerator.create({
+  const intermediate = await caCertificate({
     subject: "CN=Test Intermediate,O=istiod-vault-agent",
-    issuer: root.subjectName,
-    publicKey: intermediateKeys.publicKey,
-    signingKey: rootKeys.privateKey,
-    signingAlgorithm: algorithmParams("ECDSA_P256").sign,
+    keys: intermediateKeys,
+    issuer: { cert: root, privateKey: rootKeys.privateKey },
     ...intermediateValidity,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      ...(withSki ? [await x509.SubjectKeyIdentifierExtension.create(intermediateKeys.publicKey)] : []),
-      await x509.AuthorityKeyIdentifierExtension.create(root.publicKey),
-    ],
+    pathLength: 0,
+    subjectKeyIdentifier: withSki,
   });
   const rootPem = toPem(root.rawData, "CERTIFICATE");
   const intermediatePem = toPem(intermediate.rawData, "CERTIFICATE");
-  const bundle: SigningBundle = {
-    signingCert: intermediate,
-    signingCertPem: intermediatePem,
-    chainPem: [intermediatePem, rootPem],
-    rootsPem: [rootPem],
-    signingKey: intermediateNodeKeys.privateKey,
-    privateKey: intermediateKeys.privateKey,
+  const bundle = testSigningBundle(
+    intermediate,
+    rootPem,
+    { signingKey: intermediateNodeKeys.privateKey, privateKey: intermediateKeys.privateKey },
     keyAlgorithm,
-    privateKeyPem: undefined,
-    notBefore: intermediate.notBefore,
-    notAfter: intermediate.notAfter,
-    serialHex: intermediate.serialNumber.toLowerCase(),
-    generation: 1,
-  };
+  );
   return { bundle, rootPem, intermediatePem };
 }
 

@@ -20,8 +20,7 @@ import {
 import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
 import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
-
-const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
+import { ECDSA_SHA256 as SIGN, caCertificate, testSigningBundle } from "../env/ca-certs.js";
 
 function problems(argv: string[], env: NodeJS.ProcessEnv = {}): string[] {
   try {
@@ -78,17 +77,13 @@ interface TestCa {
 async function makeRoot(name: string): Promise<TestCa> {
   const keys = await generateKeyPair("ECDSA_P256", true);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  const cert = await caCertificate({
+    subject: `CN=${name}`,
+    keys,
     serialNumber: "01",
-    name: `CN=${name}`,
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 24 * 3600_000),
-    keys,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
+    subjectKeyIdentifier: false,
   });
   return { cert, keys };
 }
@@ -96,40 +91,23 @@ async function makeRoot(name: string): Promise<TestCa> {
 async function makeIntermediate(root: TestCa, name: string): Promise<TestCa> {
   const keys = await generateKeyPair("ECDSA_P256", true);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: "02",
+  const cert = await caCertificate({
     subject: `CN=${name}`,
-    issuer: root.cert.subject,
+    keys,
+    issuer: { cert: root.cert, privateKey: root.keys.privateKey },
+    serialNumber: "02",
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 12 * 3600_000),
-    publicKey: keys.publicKey,
-    signingKey: root.keys.privateKey,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
+    pathLength: 0,
+    authorityKeyIdentifier: false,
   });
   return { cert, keys };
 }
 
 function bundleOf(root: TestCa, inter: TestCa): SigningBundle {
-  const pem = (c: x509.X509Certificate) => c.toString("pem") + "\n";
-  return {
-    signingCert: inter.cert,
-    signingCertPem: pem(inter.cert),
-    chainPem: [pem(inter.cert), pem(root.cert)],
-    rootsPem: [pem(root.cert)],
-    signingKey: KeyObject.from(inter.keys.privateKey), // extractable test key: no DEP0204
-    privateKey: inter.keys.privateKey,
-    keyAlgorithm: "ECDSA_P256",
-    privateKeyPem: undefined,
-    notBefore: inter.cert.notBefore,
-    notAfter: inter.cert.notAfter,
-    serialHex: inter.cert.serialNumber,
-    generation: 1,
-  };
+  // extractable test key: KeyObject.from is no DEP0204
+  const keys = { signingKey: KeyObject.from(inter.keys.privateKey), privateKey: inter.keys.privateKey };
+  return testSigningBundle(inter.cert, root.cert.toString("pem") + "\n", keys, "ECDSA_P256");
 }
 
 async function leafFor(
