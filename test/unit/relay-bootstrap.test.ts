@@ -3,11 +3,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { KeyObject, webcrypto } from "node:crypto";
-import { ConfigError } from "../../src/config/config.js";
 import type { SigningBundle } from "../../src/authority/bundle.js";
 import { generateKeyPair } from "../../src/crypto/keys.js";
 import { x509 } from "../../src/crypto/x509.js";
-import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
+import type { RelayConfig } from "../../src/relay/config.js";
 import { InvalidIssuedError, validateIssued } from "../../src/relay/bootstrap/agent.js";
 import { bootstrapTimeAttribute, readBootstrapTime } from "../../src/relay/bootstrap/bootstrap-time.js";
 import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
@@ -21,22 +20,10 @@ import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/rel
 import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
 import { ECDSA_SHA256 as SIGN, caCertificate, testSigningBundle } from "../env/ca-certs.js";
+import { relayConfig, relayProblems } from "./relay-args.js";
 
-function problems(argv: string[], env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseRelayArgs(argv, env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail("expected a ConfigError");
-}
-
-function run(argv: string[], env: NodeJS.ProcessEnv = {}): RelayConfig {
-  const parsed = parseRelayArgs(argv, env);
-  assert.equal(parsed.kind, "run");
-  return (parsed as { config: RelayConfig }).config;
-}
+const run = (argv: string[], e: NodeJS.ProcessEnv = {}): RelayConfig => relayConfig(argv, e);
+const problems = (argv: string[], e: NodeJS.ProcessEnv = {}): string[] => relayProblems(argv, e);
 
 async function refusal(p: Promise<unknown>, code: string, reason: string): Promise<IssuerRefusal> {
   try {
@@ -152,23 +139,21 @@ void describe("relay bootstrap config", () => {
   });
 
   void it("agent --bootstrap refuses every Vault flag, naming it", () => {
-    const p = problems([
-      "--role=agent",
-      "--bootstrap=mgmt:9910",
-      "--cluster=cluster1",
-      "--vault-addr=https://vault:8200",
-      "--token-path=/t",
-      "--auth-role=relay",
-      "--pki-mount=pki",
-      "--kv-path=secret/data/x",
-      "--ttl=1h",
-    ]);
-    for (const flag of ["--vault-addr", "--token-path", "--auth-role", "--pki-mount", "--kv-path"])
+    const refused: Record<string, string> = {
+      "--vault-addr": "https://vault:8200",
+      "--token-path": "/t",
+      "--auth-role": "relay",
+      "--pki-mount": "pki",
+      "--kv-path": "secret/data/x",
+      "--ttl": "1h",
+    };
+    const vaultFlags = Object.entries(refused).map(([flag, value]) => `${flag}=${value}`);
+    const p = problems(["--role=agent", "--bootstrap=mgmt:9910", "--cluster=cluster1", ...vaultFlags]);
+    for (const flag of Object.keys(refused))
       assert.ok(
         p.some((m) => m.startsWith(`${flag}: not accepted with --bootstrap`)),
         `${flag} refused: ${p.join("\n")}`,
       );
-    assert.ok(p.some((m) => m.startsWith("--ttl: not accepted with --bootstrap")));
   });
 
   void it("agent --bootstrap still needs --cluster and a host:port", () => {
