@@ -7,6 +7,7 @@ import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig } from "../.
 import { loadConfig, parseFlags } from "../../src/config/load.js";
 import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "../../src/vault/policies.js";
 import { repoRoot } from "../env/harness.js";
+import { glooVaultAgentCa, rootTrustPolicy } from "./policy-docs.js";
 
 const env = { VAULT_ADDR: "https://vault.example:8200" };
 
@@ -164,12 +165,8 @@ void describe("config", () => {
 });
 
 describe("Gloo Mesh RootTrustPolicy translation", () => {
-  const gloo = (config: Record<string, unknown>, extraSpec: Record<string, unknown> = {}) => ({
-    apiVersion: "admin.gloo.solo.io/v2",
-    kind: "RootTrustPolicy",
-    metadata: { name: "root-trust", namespace: "gloo-mesh" },
-    spec: { config, ...extraSpec },
-  });
+  const gloo = (config: Record<string, unknown>, extraSpec: Record<string, unknown> = {}) =>
+    rootTrustPolicy("gloo", config, extraSpec);
 
   it("translates the supported Vault fields", () => {
     const c = loadConfig(
@@ -178,18 +175,7 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
       {
         needVault: true,
         policyDoc: gloo({
-          agentCa: {
-            vault: {
-              caPath: "pki/root/sign-intermediate",
-              csrPath: "pki_int/intermediate/generate/exported",
-              server: "https://vault.vault:8200",
-              kubernetesAuth: {
-                path: "/v1/auth/kube-cluster1",
-                role: "gloo-mesh-istiod",
-                mountedSaPath: "/var/run/secrets/kubernetes.io/serviceaccount",
-              },
-            },
-          },
+          agentCa: glooVaultAgentCa(),
           intermediateCertOptions: {
             ttlDays: 365,
             rsaKeySizeBytes: 4096,
