@@ -510,36 +510,42 @@ describe(`configuration fuzzing (IVA_CONFIG_FUZZ_SEED=${SEED})`, () => {
       assert.fail(`${kind} #${index} added to Object.prototype; input ${summarize(input())}`);
   }
 
-  it("command lines: parseFlags then loadConfig, with a random environment", () => {
+  /**
+   * 2,500 seeded cases of `kind`: `draw` makes the flag input (what to print on failure and how to turn it into
+   * FlagValues), then a random environment and needVault go with it into loadConfig.
+   */
+  function fuzzLoadConfig(
+    kind: string,
+    seedBase: number,
+    draw: (r: Rng) => { input: Record<string, unknown>; flags: () => FlagValues },
+  ): void {
     for (let i = 0; i < 2500; i++) {
-      const r = new Rng(caseSeed(SEED, i));
-      const argv = randomArgv(r, files);
+      const r = new Rng(caseSeed(SEED, seedBase + i));
+      const { input, flags } = draw(r);
       const env = randomEnv(r, files);
       const needVault = r.chance(0.7);
       check(
-        "argv",
+        kind,
         i,
-        () => ({ argv, env }),
-        () => loadConfig(parseFlags(argv), env, { needVault }),
+        () => ({ ...input, env }),
+        () => loadConfig(flags(), env, { needVault }),
         needVault,
       );
     }
+  }
+
+  it("command lines: parseFlags then loadConfig, with a random environment", () => {
+    fuzzLoadConfig("argv", 0, (r) => {
+      const argv = randomArgv(r, files);
+      return { input: { argv }, flags: () => parseFlags(argv) };
+    });
   });
 
   it("flag values of any kind straight into loadConfig", () => {
-    for (let i = 0; i < 2500; i++) {
-      const r = new Rng(caseSeed(SEED, 10_000 + i));
+    fuzzLoadConfig("flags", 10_000, (r) => {
       const flags = randomFlagValues(r, files);
-      const env = randomEnv(r, files);
-      const needVault = r.chance(0.7);
-      check(
-        "flags",
-        i,
-        () => ({ flags, env }),
-        () => loadConfig(flags, env, { needVault }),
-        needVault,
-      );
-    }
+      return { input: { flags }, flags: () => flags };
+    });
   });
 
   it("RootTrustPolicy documents (ours and Gloo's) with random types, missing and extra keys", () => {
