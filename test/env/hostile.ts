@@ -29,6 +29,13 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** `length` bytes drawn from `next` (a mulberry32 stream), one draw per byte. */
+export function randomBytes(next: () => number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) out[i] = Math.floor(next() * 256);
+  return out;
+}
+
 /** The seed of case `index` of a run: a 32-bit mix of both, so any case can be rebuilt on its own. */
 export function caseSeed(seed: number, index: number): number {
   let h = (seed ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
