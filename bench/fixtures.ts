@@ -13,6 +13,7 @@ import {
   type KeyAlgorithmName,
 } from "../src/crypto/keys.js";
 import { x509 } from "../src/crypto/x509.js";
+import { caCertificate, testSigningBundle } from "../test/env/ca-certs.js";
 import { DEFAULT_MAX_CSR_BYTES, type LeafPolicy } from "../src/signing/leaf-policy.js";
 
 export const TRUST_DOMAIN = "cluster.local";
@@ -35,34 +36,21 @@ export function identity(i: number): string {
 export async function prepareFixtures(dir: string, csrCount: number, keyAlgorithm: KeyAlgorithmName = "ECDSA_P256") {
   mkdirSync(dir, { recursive: true });
   const rootKeys = await generateKeyPair("ECDSA_P256", false);
-  const root = await x509.X509CertificateGenerator.createSelfSigned({
-    name: "CN=Bench Root,O=istiod-vault-agent",
+  const root = await caCertificate({
+    subject: "CN=Bench Root,O=istiod-vault-agent",
     keys: rootKeys,
-    signingAlgorithm: algorithmParams("ECDSA_P256").sign,
     notBefore: new Date(Date.now() - DAY),
     notAfter: new Date(Date.now() + 365 * DAY),
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey),
-    ],
   });
   // Extractable only so the key can be written for the Go benchmark; the Node side re-imports it non-extractable.
   const intermediateKeys = await generateKeyPair(keyAlgorithm, true);
-  const intermediate = await x509.X509CertificateGenerator.create({
+  const intermediate = await caCertificate({
     subject: "CN=Bench Intermediate,O=istiod-vault-agent",
-    issuer: root.subjectName,
-    publicKey: intermediateKeys.publicKey,
-    signingKey: rootKeys.privateKey,
-    signingAlgorithm: algorithmParams("ECDSA_P256").sign,
+    keys: intermediateKeys,
+    issuer: { cert: root, privateKey: rootKeys.privateKey },
     notBefore: new Date(Date.now() - DAY),
     notAfter: new Date(Date.now() + 30 * DAY),
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(intermediateKeys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(root.publicKey),
-    ],
+    pathLength: 0,
   });
   writeFileSync(join(dir, "root-cert.pem"), toPem(root.rawData, "CERTIFICATE"));
   writeFileSync(join(dir, "ca-cert.pem"), toPem(intermediate.rawData, "CERTIFICATE"));
@@ -109,19 +97,6 @@ export function loadFixtures(dir: string): Promise<Fixtures> {
   const csrs = read("csrs.pem")
     .split(/(?<=-----END CERTIFICATE REQUEST-----\n)/)
     .filter((s) => s.includes("BEGIN"));
-  const bundle: SigningBundle = {
-    signingCert: intermediate,
-    signingCertPem: intermediatePem,
-    chainPem: [intermediatePem, rootPem],
-    rootsPem: [rootPem],
-    signingKey,
-    privateKey,
-    keyAlgorithm,
-    privateKeyPem: undefined,
-    notBefore: intermediate.notBefore,
-    notAfter: intermediate.notAfter,
-    serialHex: intermediate.serialNumber.toLowerCase(),
-    generation: 1,
-  };
+  const bundle = testSigningBundle(intermediate, rootPem, { signingKey, privateKey }, keyAlgorithm);
   return Promise.resolve({ bundle, csrs, rootPem });
 }

@@ -95,23 +95,16 @@ func main() {
 }
 
 func load(dir string) (*issuer, [][]byte, error) {
-	read := func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) }
-	certPEM, err := read("ca-cert.pem")
-	if err != nil {
-		return nil, nil, err
+	// The files prepareFixtures (bench/fixtures.ts) writes, in this order.
+	var files [4][]byte
+	for i, name := range []string{"ca-cert.pem", "root-cert.pem", "ca-key.pem", "csrs.pem"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, nil, err
+		}
+		files[i] = b
 	}
-	rootPEM, err := read("root-cert.pem")
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err := read("ca-key.pem")
-	if err != nil {
-		return nil, nil, err
-	}
-	csrFile, err := read("csrs.pem")
-	if err != nil {
-		return nil, nil, err
-	}
+	certPEM, rootPEM, keyPEM, csrFile := files[0], files[1], files[2], files[3]
 	block, _ := pem.Decode(certPEM)
 	if block == nil {
 		return nil, nil, errors.New("ca-cert.pem: no PEM block")

@@ -59,6 +59,14 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     await t?.env.stop();
   });
 
+  /** A Vault Kubernetes-auth role `role` (setup-vault's policy) for istiod's service account `serviceAccount`. */
+  async function vaultRoleFor(role: string, serviceAccount: string): Promise<void> {
+    await setupVault(t.env.vault.client, t.env.vault.rootToken, {
+      ...t.setup,
+      role: { ...t.setup.role, name: role, serviceAccounts: [serviceAccount] },
+    });
+  }
+
   /** A RootTrustPolicy for one istiod Deployment, pointing the agent at OpenBao through the pod network. */
   function applyPolicy(name: string, role: string): void {
     const policy = parseYaml(readFileSync(join(repoRoot(), "manifests/examples/root-trust-policy.yaml"), "utf8")) as {
@@ -373,10 +381,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
   });
 
   it("a canary revision gets its own agent, policy and Vault role binding (istiod-canary) and issues", async () => {
-    await setupVault(t.env.vault.client, t.env.vault.rootToken, {
-      ...t.setup,
-      role: { ...t.setup.role, name: "istiod-canary-agent", serviceAccounts: ["istiod-canary"] },
-    });
+    await vaultRoleFor("istiod-canary-agent", "istiod-canary");
     kubectl(t.env, [
       "-n",
       ISTIO_NS,
@@ -404,10 +409,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     install({ release: "istiod-plain", revision: "plain", withAgent: false });
     const plain = await readyPod("istiod-plain");
     assert.match(node.containerLog(ISTIO_NS, plain.metadata.name, "discovery"), /Use self-signed certificate/);
-    await setupVault(t.env.vault.client, t.env.vault.rootToken, {
-      ...t.setup,
-      role: { ...t.setup.role, name: "istiod-plain-agent", serviceAccounts: ["istiod-plain"] },
-    });
+    await vaultRoleFor("istiod-plain-agent", "istiod-plain");
     kubectl(t.env, [
       "-n",
       ISTIO_NS,

@@ -29,6 +29,13 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** `length` bytes drawn from `next` (a mulberry32 stream), one draw per byte. */
+export function randomBytes(next: () => number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) out[i] = Math.floor(next() * 256);
+  return out;
+}
+
 /** The seed of case `index` of a run: a 32-bit mix of both, so any case can be rebuilt on its own. */
 export function caseSeed(seed: number, index: number): number {
   let h = (seed ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
@@ -547,664 +554,530 @@ interface Category {
 
 const BOTH: readonly Rpc[] = ["sign", "create"];
 
+function category(name: string, weight: number, rpcs: readonly Rpc[], make: Category["make"]): Category {
+  return { name, weight, rpcs, make };
+}
+
 const CATEGORIES: Category[] = [
-  {
-    name: "random-bytes",
-    weight: 6,
-    rpcs: BOTH,
-    make: (g) => {
-      const r = g.rng;
-      const n = r.int(0, r.chance(0.1) ? 9000 : 600);
-      const v = r.int(0, 3);
-      if (v === 0)
-        return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `printable x${n}`, csr: r.string(n, PRINTABLE) });
-      if (v === 1) {
-        const s = Array.from({ length: Math.min(n, 4000) }, () => String.fromCharCode(r.int(0, 0xffff))).join("");
-        return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `UTF-16 units x${s.length}`, csr: s });
-      }
-      if (v === 2) {
-        const body = r.string(n, `${PRINTABLE}\n`);
-        const csr = `-----BEGIN CERTIFICATE REQUEST-----\n${body}\n-----END CERTIFICATE REQUEST-----\n`;
-        return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `PEM armour around printable x${n}`, csr });
-      }
-      // Not UTF-8 at all: field 1 carries raw bytes (the decoder substitutes U+FFFD; the CSR is still garbage).
-      const bytes = r.bytes(Math.max(n, 1));
-      bytes[0] = 0xc0 | (bytes[0]! & 1); // an overlong-encoding lead byte: never valid UTF-8
-      return Promise.resolve({
-        expected: S.INVALID_ARGUMENT,
-        note: `invalid UTF-8 x${bytes.length}`,
-        raw: concat([field(1, 2, bytes), ttlField(g, g.validTtl())]),
-      });
-    },
-  },
-  {
-    name: "random-der-pem",
-    weight: 6,
-    rpcs: BOTH,
-    make: (g) => {
-      const r = g.rng;
-      const n = r.int(1, 5800);
-      const content = r.bytes(n);
-      // Half of them pass the cheap outer check: a SEQUENCE header whose length is exactly right.
-      const der = r.chance(0.5) ? tlv(0x30, content) : content;
-      return Promise.resolve(invalidCsr(`random DER x${der.length}`, der));
-    },
-  },
-  {
-    name: "truncated-der",
-    weight: 6,
-    rpcs: BOTH,
-    make: async (g) => {
-      const der = await g.goodDer();
-      const cut = g.rng.int(1, der.length - 1);
-      let out = der.subarray(0, cut);
-      let note = `cut at ${cut}/${der.length}`;
-      if (g.rng.chance(0.5) && cut > 8) {
-        // Re-frame what is left so the outer length is right and the damage is inside.
-        const headerLen = 2 + (der[1]! & 0x80 ? der[1]! & 0x7f : 0);
-        out = tlv(0x30, der.subarray(headerLen, Math.max(headerLen, cut)));
-        note += ", outer length fixed";
-      }
-      return invalidCsr(note, out);
-    },
-  },
-  {
-    name: "garbled-pem",
-    weight: 5,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const der = await g.goodDer();
-      const pem = csrPem(der);
-      const lines = pem.trimEnd().split("\n");
-      const body = lines.slice(1, -1);
-      const variants: Array<[string, () => string]> = [
-        ["label CERTIFICATE", () => pem.replace(/CERTIFICATE REQUEST/g, "CERTIFICATE")],
-        ["label PUBLIC KEY", () => pem.replace(/CERTIFICATE REQUEST/g, "PUBLIC KEY")],
-        ["lower-case label", () => pem.replace(/CERTIFICATE REQUEST/g, "certificate request")],
-        ["two CSR blocks", () => pem + pem],
-        ["no END line", () => lines.slice(0, -1).join("\n")],
-        ["no BEGIN line", () => lines.slice(1).join("\n")],
-        ["text after END", () => `${pem}trailing ${r.string(r.int(1, 40), ALNUM)}`],
-        ["text before BEGIN", () => `hello ${pem}`],
-        [
-          "bad base64 character",
-          () => {
-            const i = r.int(0, body.length - 1);
-            const line = body[i]!;
-            const at = r.int(0, line.length);
-            const bad = r.pick(["*", ".", "_", "-", " ", "\t", "!", "\u00e9", "%"]);
-            const changed = [...body];
-            changed[i] = line.slice(0, at) + bad + line.slice(at);
-            return [lines[0], ...changed, lines.at(-1)].join("\n");
-          },
-        ],
-        [
-          "padding in the middle",
-          () => [lines[0], body[0]!.slice(0, -2) + "==", ...body.slice(1), lines.at(-1)].join("\n"),
-        ],
-        [
-          "base64 length not a multiple of 4",
-          () => [lines[0], ...body.slice(0, -1), body.at(-1)!.replace(/=+$/, "").slice(0, -1), lines.at(-1)].join("\n"),
-        ],
-        ["BEGIN line runs into the body", () => pem.replace("-----\n", "-----")],
-        ["trailing DER bytes", () => csrPem(concat([der, r.bytes(r.int(1, 64))]))],
-        ["hex instead of base64", () => `${lines[0]}\n${Buffer.from(der).toString("hex")}\n${lines.at(-1)}\n`],
-      ];
-      const [note, make] = r.pick(variants);
-      return { expected: S.INVALID_ARGUMENT, note, csr: make() };
-    },
-  },
-  {
-    name: "huge-csr",
-    weight: 3,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      if (r.chance(0.3)) {
-        // A valid small CSR drowned in whitespace the PEM syntax allows.
-        const pem = csrPem(await g.goodDer());
-        const pad = r.int(g.ctx.maxCsrBytes + 1 - pem.length, 16_000);
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: `valid CSR + ${pad} B whitespace`,
-          csr: pem + " \n".repeat(pad >> 1) + "\n",
-        };
-      }
-      const csr = await bigCsr(g, r.int(g.ctx.maxCsrBytes + 1, 16_384));
-      return { expected: S.INVALID_ARGUMENT, note: `signed CSR of ${csr.length} B`, csr };
-    },
-  },
-  {
-    name: "huge-csr-60k",
-    weight: 1,
-    rpcs: BOTH,
-    make: async (g) => {
-      const csr = await bigCsr(g, g.rng.int(56_000, 61_000));
-      return { expected: S.INVALID_ARGUMENT, note: `signed CSR of ${csr.length} B`, csr };
-    },
-  },
-  {
-    name: "deep-asn1",
-    weight: 4,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const tags = r.pick([[0x30], [0x31], [0x30, 0xa0], [0xa3, 0x30, 0x31]]);
-      const v = r.int(0, 3);
-      if (v === 0) {
-        const depth = r.int(25, 1500);
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: `whole DER: depth ${depth}`,
-          csr: csrPem(nested(depth, [0x30, ...tags], NULL)),
-        };
-      }
-      if (v === 1) {
-        // Indefinite lengths all the way down (BER, never DER).
-        const depth = r.int(25, 2000);
-        const der = concat([
-          new Uint8Array(depth * 2).map((_, i) => (i % 2 ? 0x80 : 0x30)),
-          NULL,
-          new Uint8Array(depth * 2),
-        ]);
-        return invalidCsr(`indefinite-length nesting, depth ${depth}`, der);
-      }
-      // Inside an otherwise valid, correctly signed CSR, in a structure the policy has to read: the SAN extension's
-      // value (v 2, not GeneralNames) or a SAN directoryName (v 3, beside the valid URI SAN).
-      const depth = r.int(40, 1200);
-      const der =
-        v === 2
-          ? await g.goodDer({ extensions: [ext(oid(OID.san), nested(depth, tags, NULL))] })
-          : await g.goodDer({ sans: [uriName(g.identity), tlv(0xa4, nested(depth, [0x30, 0x31], NULL))] });
+  category("random-bytes", 6, BOTH, (g) => {
+    const r = g.rng;
+    const n = r.int(0, r.chance(0.1) ? 9000 : 600);
+    const v = r.int(0, 3);
+    if (v === 0)
+      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `printable x${n}`, csr: r.string(n, PRINTABLE) });
+    if (v === 1) {
+      const s = Array.from({ length: Math.min(n, 4000) }, () => String.fromCharCode(r.int(0, 0xffff))).join("");
+      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `UTF-16 units x${s.length}`, csr: s });
+    }
+    if (v === 2) {
+      const body = r.string(n, `${PRINTABLE}\n`);
+      const csr = `-----BEGIN CERTIFICATE REQUEST-----\n${body}\n-----END CERTIFICATE REQUEST-----\n`;
+      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note: `PEM armour around printable x${n}`, csr });
+    }
+    // Not UTF-8 at all: field 1 carries raw bytes (the decoder substitutes U+FFFD; the CSR is still garbage).
+    const bytes = r.bytes(Math.max(n, 1));
+    bytes[0] = 0xc0 | (bytes[0]! & 1); // an overlong-encoding lead byte: never valid UTF-8
+    return Promise.resolve({
+      expected: S.INVALID_ARGUMENT,
+      note: `invalid UTF-8 x${bytes.length}`,
+      raw: concat([field(1, 2, bytes), ttlField(g, g.validTtl())]),
+    });
+  }),
+  category("random-der-pem", 6, BOTH, (g) => {
+    const r = g.rng;
+    const n = r.int(1, 5800);
+    const content = r.bytes(n);
+    // Half of them pass the cheap outer check: a SEQUENCE header whose length is exactly right.
+    const der = r.chance(0.5) ? tlv(0x30, content) : content;
+    return Promise.resolve(invalidCsr(`random DER x${der.length}`, der));
+  }),
+  category("truncated-der", 6, BOTH, async (g) => {
+    const der = await g.goodDer();
+    const cut = g.rng.int(1, der.length - 1);
+    let out = der.subarray(0, cut);
+    let note = `cut at ${cut}/${der.length}`;
+    if (g.rng.chance(0.5) && cut > 8) {
+      // Re-frame what is left so the outer length is right and the damage is inside.
+      const headerLen = 2 + (der[1]! & 0x80 ? der[1]! & 0x7f : 0);
+      out = tlv(0x30, der.subarray(headerLen, Math.max(headerLen, cut)));
+      note += ", outer length fixed";
+    }
+    return invalidCsr(note, out);
+  }),
+  category("garbled-pem", 5, BOTH, async (g) => {
+    const r = g.rng;
+    const der = await g.goodDer();
+    const pem = csrPem(der);
+    const lines = pem.trimEnd().split("\n");
+    const body = lines.slice(1, -1);
+    const variants: Array<[string, () => string]> = [
+      ["label CERTIFICATE", () => pem.replace(/CERTIFICATE REQUEST/g, "CERTIFICATE")],
+      ["label PUBLIC KEY", () => pem.replace(/CERTIFICATE REQUEST/g, "PUBLIC KEY")],
+      ["lower-case label", () => pem.replace(/CERTIFICATE REQUEST/g, "certificate request")],
+      ["two CSR blocks", () => pem + pem],
+      ["no END line", () => lines.slice(0, -1).join("\n")],
+      ["no BEGIN line", () => lines.slice(1).join("\n")],
+      ["text after END", () => `${pem}trailing ${r.string(r.int(1, 40), ALNUM)}`],
+      ["text before BEGIN", () => `hello ${pem}`],
+      [
+        "bad base64 character",
+        () => {
+          const i = r.int(0, body.length - 1);
+          const line = body[i]!;
+          const at = r.int(0, line.length);
+          const bad = r.pick(["*", ".", "_", "-", " ", "\t", "!", "\u00e9", "%"]);
+          const changed = [...body];
+          changed[i] = line.slice(0, at) + bad + line.slice(at);
+          return [lines[0], ...changed, lines.at(-1)].join("\n");
+        },
+      ],
+      [
+        "padding in the middle",
+        () => [lines[0], body[0]!.slice(0, -2) + "==", ...body.slice(1), lines.at(-1)].join("\n"),
+      ],
+      [
+        "base64 length not a multiple of 4",
+        () => [lines[0], ...body.slice(0, -1), body.at(-1)!.replace(/=+$/, "").slice(0, -1), lines.at(-1)].join("\n"),
+      ],
+      ["BEGIN line runs into the body", () => pem.replace("-----\n", "-----")],
+      ["trailing DER bytes", () => csrPem(concat([der, r.bytes(r.int(1, 64))]))],
+      ["hex instead of base64", () => `${lines[0]}\n${Buffer.from(der).toString("hex")}\n${lines.at(-1)}\n`],
+    ];
+    const [note, make] = r.pick(variants);
+    return { expected: S.INVALID_ARGUMENT, note, csr: make() };
+  }),
+  category("huge-csr", 3, BOTH, async (g) => {
+    const r = g.rng;
+    if (r.chance(0.3)) {
+      // A valid small CSR drowned in whitespace the PEM syntax allows.
+      const pem = csrPem(await g.goodDer());
+      const pad = r.int(g.ctx.maxCsrBytes + 1 - pem.length, 16_000);
       return {
         expected: S.INVALID_ARGUMENT,
-        note: `signed CSR with ${v === 2 ? "a SAN value" : "a SAN directoryName"} nested ${depth} deep`,
-        csr: csrPem(der),
+        note: `valid CSR + ${pad} B whitespace`,
+        csr: pem + " \n".repeat(pad >> 1) + "\n",
       };
-    },
-  },
-  {
-    name: "long-oid",
-    weight: 4,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const forms: Array<[string, () => Uint8Array]> = [
-        [
-          "many arcs",
-          () =>
-            tlv(0x06, oidContent([1n, 2n, ...Array.from({ length: r.int(200, 3000) }, () => BigInt(r.int(0, 200)))])),
-        ],
-        [
-          "one huge arc",
-          () => tlv(0x06, oidContent([2n, 999n, BigInt(`0x${Buffer.from(r.bytes(r.int(64, 2500))).toString("hex")}`)])),
-        ],
-        [
-          "non-minimal arcs",
-          () => tlv(0x06, Uint8Array.from([0x2a, ...new Array<number>(r.int(1, 2000)).fill(0x80), 0x01])),
-        ],
-        [
-          "unterminated arc",
-          () => tlv(0x06, Uint8Array.from([0x2a, 0x86, 0x48, ...new Array<number>(r.int(1, 500)).fill(0xff)])),
-        ],
-        ["empty OID", () => Uint8Array.of(0x06, 0x00)],
-      ];
-      const [form, make] = r.pick(forms);
-      const bad = make();
-      const signer = g.goodSigner();
-      // No valid URI SAN anywhere: whichever check catches it, the answer is INVALID_ARGUMENT.
-      const places: Array<[string, () => Promise<Uint8Array>]> = [
-        ["signature algorithm", async () => assemble(await signedParts({ signer, algorithm: seq(bad) }))],
-        [
-          "key algorithm",
-          async () => assemble(await signedParts({ signer, spki: seq(seq(bad, NULL), bitString(r.bytes(65))) })),
-        ],
-        [
-          "EC curve",
-          async () =>
-            assemble(await signedParts({ signer, spki: seq(seq(oid(OID.ecPublicKey), bad), bitString(r.bytes(65))) })),
-        ],
-        ["attribute type", async () => assemble(await signedParts({ signer, attributes: [seq(bad, set(NULL))] }))],
-        ["extension id", async () => assemble(await signedParts({ signer, extensions: [ext(bad, NULL)] }))],
-        [
-          "subject attribute type",
-          async () => assemble(await signedParts({ signer, subject: seq(set(seq(bad, utf8("x")))) })),
-        ],
-        [
-          "SAN registeredID",
-          async () =>
-            assemble(
-              await signedParts({
-                signer,
-                extensions: [sanExt([tlv(0x88, bad.subarray(2 + (bad[1]! & 0x80 ? bad[1]! & 0x7f : 0)))])],
-              }),
-            ),
-        ],
-        [
-          "SAN otherName",
-          async () =>
-            assemble(await signedParts({ signer, extensions: [sanExt([tlv(0xa0, bad, tlv(0xa0, utf8("x")))])] })),
-        ],
-      ];
-      const [place, build] = r.pick(places);
-      const der = await build();
-      return invalidCsr(`${form} (${bad.length} B) as ${place}`, der);
-    },
-  },
-  {
-    name: "bad-signature",
-    weight: 8,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const parts = await signedParts(g.goodSpec());
-      const v = r.int(0, 7);
-      if (v === 7) {
-        // The right signature value, encoded in a way DER does not allow: what is verified must be what was sent.
-        const ec = await signedParts({ ...g.goodSpec(), signer: r.pick(g.ctx.keys.p256) });
-        const [note, make] = r.pick(nonDerSignatures(ec.signature, r));
-        return invalidCsr(note, make(ec));
-      }
-      if (v <= 2) {
-        const sig = parts.signature.slice();
-        const at = r.int(0, sig.length - 1);
-        sig[at]! ^= 1 << r.int(0, 7);
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: `signature bit flipped at ${at}/${sig.length}`,
-          csr: csrPem(assemble({ ...parts, signature: sig })),
-        };
-      }
-      if (v === 3) {
-        // Signed by one key, presenting another (accepted) key.
-        const [presented, signing] = r.shuffle([...g.ctx.keys.p256]);
-        const forged = await signedParts({ ...g.goodSpec(), signer: signing!, spki: presented!.spki });
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: "signed by a key other than the one presented",
-          csr: csrPem(assemble(forged)),
-        };
-      }
-      if (v === 4) {
-        // A valid signature over another request, pasted onto this one.
-        const other = await signedParts(g.goodSpec({ subject: name(`other-${g.segment()}`) }));
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: "signature of another request",
-          csr: csrPem(assemble({ ...parts, signature: other.signature })),
-        };
-      }
-      if (v === 5) {
-        const sig = r.pick([new Uint8Array(0), seq(int(0), int(0)), seq(int(1), int(1)), r.bytes(r.int(1, 600))]);
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: `degenerate signature (${sig.length} B)`,
-          csr: csrPem(assemble({ ...parts, signature: sig })),
-        };
-      }
-      const labels: Array<[string, Uint8Array]> = [
-        ["ECDSA SHA-384 label", seq(oid(OID.ecdsaSha384))],
-        ["ECDSA SHA-256 label", seq(oid(OID.ecdsaSha256))],
-        ["RSA SHA-256 label", seq(oid(OID.sha256WithRsa), NULL)],
-        ["MD5 RSA label", seq(oid(OID.md5WithRsa), NULL)],
-        ["Ed25519 label", seq(oid(OID.ed25519))],
-        ["SHA-1 ECDSA, correctly signed", new Uint8Array(0)],
-      ];
-      // Any label but the true one (which would make the request valid).
-      const [note, algorithm] = r.pick(labels.filter(([, a]) => Buffer.compare(a, parts.algorithm) !== 0));
-      if (algorithm.length === 0) {
-        const sha1 = await signedParts({ ...g.goodSpec(), signer: g.ctx.keys.p256Sha1 });
-        return invalidCsr(note, assemble(sha1));
-      }
-      return invalidCsr(note, assemble({ ...parts, algorithm }));
-    },
-  },
-  {
-    name: "ca-request",
-    weight: 6,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const v = r.int(0, 2);
-      const extensions: Uint8Array[] = [sanExt([uriName(g.identity)])];
-      const notes: string[] = [];
-      if (v !== 1) {
-        const pathLen = r.chance(0.5) ? [int(r.int(0, 5))] : [];
-        extensions.push(ext(oid(OID.basicConstraints), seq(TRUE, ...pathLen), r.chance(0.5)));
-        notes.push(`basicConstraints CA:true${pathLen.length ? " pathlen" : ""}`);
-      }
-      if (v !== 0) {
-        const bits = r.pick([[5], [6], [5, 6], [0, 5], [0, 2, 6], [0, 1, 2, 3, 4, 5, 6, 7, 8]]);
-        extensions.push(ext(oid(OID.keyUsage), keyUsage(bits), r.chance(0.5)));
-        notes.push(`keyUsage bits ${bits.join(",")}`);
-      }
-      const der = await g.goodDer({ extensions: r.shuffle(extensions) });
-      return { expected: S.PERMISSION_DENIED, note: notes.join(" + "), csr: csrPem(der) };
-    },
-  },
-  {
-    name: "foreign-trust-domain",
-    weight: 6,
-    rpcs: BOTH,
-    make: (g) => g.wrongIdentity(`spiffe://${g.foreignTrustDomain()}/ns/${g.segment()}/sa/${g.segment()}`, "foreign"),
-  },
-  {
-    name: "other-identity",
-    weight: 6,
-    rpcs: ["create"],
-    make: (g) => g.wrongIdentity(g.otherIdentity(), "other"),
-  },
-  {
-    name: "non-spiffe-uri",
-    weight: 6,
-    rpcs: BOTH,
-    make: async (g) => {
-      const bad = g.nonSpiffeUri();
-      const { csr } = await g.csrWithUriBesideIdentity(bad);
-      return { expected: S.INVALID_ARGUMENT, note: `URI ${JSON.stringify(bad.slice(0, 60))} (${bad.length})`, csr };
-    },
-  },
-  {
-    name: "non-uri-san",
-    weight: 6,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const kinds: Array<[string, () => Uint8Array]> = [
-        ["dns", () => tlv(0x82, latin1(r.pick(["localhost", "istiod.istio-system.svc", "*.example.com", g.identity])))],
-        ["email", () => tlv(0x81, latin1(`${g.segment()}@example.com`))],
-        ["ip", () => tlv(0x87, r.bytes(r.pick([4, 16, 0, 5, 32])))],
-        ["dn", () => tlv(0xa4, name(g.segment()))],
-        ["registeredID", () => tlv(0x88, oidContent([1n, 3n, 6n, 1n, BigInt(r.int(0, 1000))]))],
-        ["otherName UPN", () => tlv(0xa0, oid(OID.upn), tlv(0xa0, utf8(`${g.segment()}@corp`)))],
-        ["otherName GUID", () => tlv(0xa0, oid(OID.guid), tlv(0xa0, octet(r.bytes(16))))],
-        [
-          "otherName private OID",
-          () => tlv(0xa0, oid(`1.3.6.1.4.1.${r.int(1, 60000)}.1`), tlv(0xa0, utf8(g.identity))),
-        ],
-        ["x400Address", () => tlv(0xa3, seq(r.bytes(r.int(0, 30))))],
-        ["ediPartyName", () => tlv(0xa5, tlv(0xa1, utf8("edi")))],
-        ["unknown tag [9]", () => tlv(0x89, r.bytes(4))],
-      ];
-      const chosen = Array.from({ length: r.int(1, 3) }, () => r.pick(kinds));
-      const names = chosen.map(([, make]) => make());
-      if (r.chance(0.6)) names.push(uriName(g.identity));
-      const der = await g.goodDer({ sans: r.shuffle(names) });
-      return invalidCsr(`SAN types ${chosen.map(([k]) => k).join(",")}`, der);
-    },
-  },
-  {
-    name: "no-identity",
-    weight: 3,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const eku = ext(oid(OID.extKeyUsage), seq(oid(OID.serverAuth)));
-      const variants: Array<[string, Partial<CsrSpec>]> = [
-        ["no attributes", { extensions: undefined }],
-        ["extensionRequest without SAN", { extensions: [eku] }],
-        ["empty SAN", { extensions: [sanExt([])] }],
-        ["SAN value is garbage", { extensions: [ext(oid(OID.san), r.bytes(r.int(0, 40)))] }],
-        ["SAN twice", { extensions: [sanExt([uriName(g.identity)]), sanExt([uriName(g.identity)])] }],
-        ["empty extensionRequest", { extensions: [], attributes: [] }],
-        [
-          "extensionRequest with no value",
-          { extensions: undefined, attributes: [seq(oid(OID.extensionRequest), set())] },
-        ],
-      ];
-      const [note, spec] = r.pick(variants);
-      const der = assemble(await signedParts({ ...g.goodSpec(), ...spec }));
-      return invalidCsr(note, der);
-    },
-  },
-  {
-    name: "weak-or-odd-rsa",
-    weight: 3,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const k = g.ctx.keys;
-      const v = r.int(0, 3);
-      if (v <= 1) {
-        const der = await g.goodDer({ signer: k.rsa1024 });
-        return invalidCsr("RSA-1024, correctly signed", der);
-      }
-      // A made-up modulus: too small or too big; the key check comes before any signature check.
-      const bits = r.pick([512, 1016, 2040, 8200, 16384]);
-      const n = r.bytes(bits / 8);
-      n[0]! |= 0x80;
-      const spki = seq(seq(oid(OID.rsaEncryption), NULL), bitString(seq(uintBytes(n), int(65537))));
-      const der = await g.goodDer({ spki, signer: k.rsa2048 });
-      return invalidCsr(`RSA modulus of ${bits} bits`, der);
-    },
-  },
-  {
-    name: "rsa-exponent-1",
-    weight: 1,
-    rpcs: BOTH,
-    make: async (g) => {
-      const der = await g.goodDer({ signer: g.ctx.keys.rsaExponentOne });
-      return invalidCsr("RSA-2048 with e=1, signature verifies", der);
-    },
-  },
-  {
-    name: "unsupported-key",
-    weight: 4,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const k = g.ctx.keys;
-      const v = r.int(0, 7);
-      if (v <= 1) {
-        // The two real, correctly signed ones come from @peculiar/x509's own CSR generator.
-        const keys = v === 0 ? k.p521.keys : k.ed25519.keys;
-        const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-          keys,
-          signingAlgorithm: v === 0 ? { name: "ECDSA", hash: "SHA-512" } : { name: "Ed25519" },
-          extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: g.identity }])],
-        });
-        return {
-          expected: S.INVALID_ARGUMENT,
-          note: `${v === 0 ? "P-521" : "Ed25519"} (peculiar)`,
-          csr: csr.toString("pem"),
-        };
-      }
-      if (v <= 3) {
-        const der = await g.goodDer({ signer: v === 2 ? k.p521 : k.ed25519 });
-        return invalidCsr(`${v === 2 ? "P-521" : "Ed25519"} (hand-made)`, der);
-      }
-      const point = concat([Uint8Array.of(0x04), r.bytes(64)]);
-      const [note, spki] = r.pick<[string, Uint8Array]>([
-        ["secp256k1", seq(seq(oid(OID.ecPublicKey), oid(OID.secp256k1)), bitString(point))],
-        ["brainpoolP256r1", seq(seq(oid(OID.ecPublicKey), oid(OID.brainpoolP256r1)), bitString(point))],
-        ["X25519", seq(seq(oid(OID.x25519)), bitString(r.bytes(32)))],
-        ["Ed448", seq(seq(oid(OID.ed448)), bitString(r.bytes(57)))],
-        ["DSA", seq(seq(oid(OID.dsa), seq(int(7), int(5), int(3))), bitString(int(9)))],
-        ["explicit EC parameters", seq(seq(oid(OID.ecPublicKey), seq(int(1), seq(), seq())), bitString(point))],
-        ["P-256 point not on the curve", seq(seq(oid(OID.ecPublicKey), oid(OID.p256)), bitString(point))],
-        ["P-256 point at infinity", seq(seq(oid(OID.ecPublicKey), oid(OID.p256)), bitString(Uint8Array.of(0)))],
-        ["EC key without curve", seq(seq(oid(OID.ecPublicKey)), bitString(point))],
-      ]);
-      const der = await g.goodDer({ spki });
-      return invalidCsr(note, der);
-    },
-  },
-  {
-    name: "absurd-ttl",
-    weight: 6,
-    rpcs: ["sign"],
-    make: async (g) => {
-      const r = g.rng;
-      const ttl = r.pick([
-        -1,
-        -r.int(2, 2 ** 31),
-        -(2 ** 53 - 1),
-        MAX_SANE_TTL_SECONDS + 1,
-        r.int(MAX_SANE_TTL_SECONDS + 1, 2 ** 40),
-        2 ** 31,
-        2 ** 32 + 1,
-        2 ** 53 - 1,
-        100 * 365 * 86400,
-      ]);
-      const der = await g.goodDer();
-      return { expected: S.INVALID_ARGUMENT, note: `ttl ${ttl}`, csr: csrPem(der), ttl };
-    },
-  },
-  {
-    name: "ttl-too-long",
-    weight: 2,
-    rpcs: ["create"],
-    make: async (g) => {
-      const ttl = g.rng.pick([MAX_SANE_TTL_SECONDS + 1, g.rng.int(MAX_SANE_TTL_SECONDS + 1, 2 ** 45), 2 ** 53 - 1]);
-      return { expected: S.INVALID_ARGUMENT, note: `validity ${ttl}`, csr: csrPem(await g.goodDer()), ttl };
-    },
-  },
-  {
-    // Valid int64 values a JavaScript number cannot hold: the contract answer is still "invalid TTL".
-    name: "ttl-beyond-int53",
-    weight: 2,
-    rpcs: BOTH,
-    make: async (g) => {
-      const r = g.rng;
-      const positive = [2n ** 53n + 1n, 2n ** 62n, 2n ** 63n - 1n, 2n ** 53n + BigInt(r.int(2, 2 ** 30))];
-      // CreateCertificate maps "0 or less" to the default, so a huge negative validity is not an error there.
-      const ttl = r.pick(g.rpc === "sign" ? [...positive, -(2n ** 63n), -(2n ** 53n) - 7n] : positive);
-      const csr = csrPem(await g.goodDer());
-      const raw = concat([field(1, 2, Buffer.from(csr)), field(g.rpc === "sign" ? 2 : 3, 0, varint(ttl))]);
-      return { expected: S.INVALID_ARGUMENT, note: `int64 ttl ${ttl}`, raw };
-    },
-  },
-  {
-    name: "malformed-protobuf",
-    weight: 2,
-    rpcs: BOTH,
-    make: (g) => {
-      const r = g.rng;
-      const csr = Buffer.from("-----BEGIN CERTIFICATE REQUEST-----\n");
-      const ttlNo = g.rpc === "sign" ? 2 : 3;
-      const variants: Array<[string, () => Uint8Array]> = [
-        ["length past the end", () => concat([Uint8Array.of(0x0a), varint(BigInt(r.int(100, 1e6))), csr])],
-        ["length varint cut short", () => Uint8Array.of(0x0a, 0xff, 0xff)],
-        ["wire type 6", () => concat([Uint8Array.of((1 << 3) | 6), r.bytes(8)])],
-        ["wire type 7", () => concat([Uint8Array.of((9 << 3) | 7), r.bytes(8)])],
-        [
-          "11-byte varint",
-          () => concat([Uint8Array.of(ttlNo << 3), new Uint8Array(10).fill(0xff), Uint8Array.of(0x01)]),
-        ],
-        [
-          "unknown field, length past the end",
-          () => concat([field(1, 2, csr), Uint8Array.of((7 << 3) | 2, 0xff, 0x7f)]),
-        ],
-        ["unterminated groups", () => new Uint8Array(r.int(100, 30_000)).fill((5 << 3) | 3)],
-      ];
-      if (g.rpc === "create") {
-        variants.push([
-          "metadata Struct nested past the decoder's limit",
-          () => concat([field(1, 2, csr), field(4, 2, nestedStruct(r.int(120, 2000)))]),
-        ]);
-      }
-      const [note, make] = r.pick(variants);
-      return Promise.resolve({ expected: S.INVALID_ARGUMENT, note, raw: make() });
-    },
-  },
-  {
-    name: "oversized-message",
-    weight: 1,
-    rpcs: BOTH,
-    make: (g) => {
-      const r = g.rng;
-      const n = r.int(g.ctx.maxMessageBytes + 1, 256 * 1024);
-      const csr = `-----BEGIN CERTIFICATE REQUEST-----\n${r
-        .string(64, B64URL)
-        .repeat(Math.ceil(n / 64))
-        .slice(0, n)}\n-----END CERTIFICATE REQUEST-----\n`;
-      return Promise.resolve({
-        expected: S.RESOURCE_EXHAUSTED,
-        note: `message of ~${csr.length} B`,
-        csr,
-        // The size limit applies before any handler runs, so authentication makes no difference.
-        authorization: r.chance(0.3) ? null : undefined,
-      });
-    },
-  },
-  {
-    name: "gzip-bomb",
-    weight: 1,
-    rpcs: BOTH,
-    make: (g) => {
-      const n = g.rng.int(g.ctx.maxMessageBytes + 1, 4 * 1024 * 1024);
-      return Promise.resolve({
-        expected: S.RESOURCE_EXHAUSTED,
-        note: `${n} B that gzip to a few KiB`,
-        csr: "A".repeat(n),
-        gzip: true,
-        authorization: g.rng.chance(0.3) ? null : undefined,
-      });
-    },
-  },
-  {
-    name: "auth-missing-or-malformed",
-    weight: 3,
-    rpcs: ["create"],
-    make: async (g) => {
-      const r = g.rng;
-      const t = g.ctx.tokens.valid;
-      const header = r.pick<string | null>([
-        null,
-        "",
-        "Bearer",
-        "Bearer ",
-        `Basic ${Buffer.from("user:pass").toString("base64")}`,
-        `Token ${r.string(40, B64URL)}`,
-        `Bearer ${r.string(20, B64URL)} ${r.string(20, B64URL)}`,
-        `BearerX ${r.string(20, B64URL)}`,
-        `Bearer:${r.string(20, B64URL)}`,
-        r.string(r.int(1, 200), PRINTABLE).trim() || "x",
-        // The valid token, but not as a bearer credential.
-        t,
-        `Basic ${t}`,
-      ]);
-      const note =
-        header === null
-          ? "no authorization header"
-          : header.includes(t)
-            ? "valid token, wrong scheme"
-            : `header ${JSON.stringify(header.slice(0, 30))}`;
-      return { expected: S.UNAUTHENTICATED, note, csr: csrPem(await g.goodDer()), authorization: header };
-    },
-  },
-  {
-    name: "auth-bad-token",
-    weight: 3,
-    rpcs: ["create"],
-    make: async (g) => {
-      const r = g.rng;
-      const t = g.ctx.tokens;
-      const tampered = (): string => {
-        // Not the last character of a segment: its low bits may be padding that decodes to the same bytes.
-        let at = r.int(0, t.valid.length - 2);
-        while (t.valid[at] === "." || t.valid[at + 1] === ".") at--;
-        const c = t.valid[at] === "A" ? "g" : "A";
-        return t.valid.slice(0, at) + c + t.valid.slice(at + 1);
+    }
+    const csr = await bigCsr(g, r.int(g.ctx.maxCsrBytes + 1, 16_384));
+    return { expected: S.INVALID_ARGUMENT, note: `signed CSR of ${csr.length} B`, csr };
+  }),
+  category("huge-csr-60k", 1, BOTH, async (g) => {
+    const csr = await bigCsr(g, g.rng.int(56_000, 61_000));
+    return { expected: S.INVALID_ARGUMENT, note: `signed CSR of ${csr.length} B`, csr };
+  }),
+  category("deep-asn1", 4, BOTH, async (g) => {
+    const r = g.rng;
+    const tags = r.pick([[0x30], [0x31], [0x30, 0xa0], [0xa3, 0x30, 0x31]]);
+    const v = r.int(0, 3);
+    if (v === 0) {
+      const depth = r.int(25, 1500);
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: `whole DER: depth ${depth}`,
+        csr: csrPem(nested(depth, [0x30, ...tags], NULL)),
       };
-      const jwtPart = (): string => r.string(r.int(10, 300), B64URL);
-      const [note, makeToken] = r.pick<[string, () => string]>([
-        ["random token", () => r.string(r.int(1, 3000), B64URL)],
-        ["JWT-shaped garbage", () => `eyJ${jwtPart()}.${jwtPart()}.${jwtPart()}`],
-        [
-          "unsigned JWT",
-          () =>
-            `${b64url('{"alg":"none"}')}.${b64url(JSON.stringify({ sub: "system:serviceaccount:default:sleep", aud: ["istio-ca"] }))}.`,
-        ],
-        ["tampered valid token", tampered],
-        ["token for another audience", () => t.wrongAudience],
-        ["token of a deleted service account", () => t.deletedServiceAccount],
+    }
+    if (v === 1) {
+      // Indefinite lengths all the way down (BER, never DER).
+      const depth = r.int(25, 2000);
+      const der = concat([
+        new Uint8Array(depth * 2).map((_, i) => (i % 2 ? 0x80 : 0x30)),
+        NULL,
+        new Uint8Array(depth * 2),
       ]);
-      const token = makeToken();
-      return { expected: S.UNAUTHENTICATED, note, csr: csrPem(await g.goodDer()), authorization: `Bearer ${token}` };
-    },
-  },
+      return invalidCsr(`indefinite-length nesting, depth ${depth}`, der);
+    }
+    // Inside an otherwise valid, correctly signed CSR, in a structure the policy has to read: the SAN extension's
+    // value (v 2, not GeneralNames) or a SAN directoryName (v 3, beside the valid URI SAN).
+    const depth = r.int(40, 1200);
+    const der =
+      v === 2
+        ? await g.goodDer({ extensions: [ext(oid(OID.san), nested(depth, tags, NULL))] })
+        : await g.goodDer({ sans: [uriName(g.identity), tlv(0xa4, nested(depth, [0x30, 0x31], NULL))] });
+    return {
+      expected: S.INVALID_ARGUMENT,
+      note: `signed CSR with ${v === 2 ? "a SAN value" : "a SAN directoryName"} nested ${depth} deep`,
+      csr: csrPem(der),
+    };
+  }),
+  category("long-oid", 4, BOTH, async (g) => {
+    const r = g.rng;
+    const forms: Array<[string, () => Uint8Array]> = [
+      [
+        "many arcs",
+        () => tlv(0x06, oidContent([1n, 2n, ...Array.from({ length: r.int(200, 3000) }, () => BigInt(r.int(0, 200)))])),
+      ],
+      [
+        "one huge arc",
+        () => tlv(0x06, oidContent([2n, 999n, BigInt(`0x${Buffer.from(r.bytes(r.int(64, 2500))).toString("hex")}`)])),
+      ],
+      [
+        "non-minimal arcs",
+        () => tlv(0x06, Uint8Array.from([0x2a, ...new Array<number>(r.int(1, 2000)).fill(0x80), 0x01])),
+      ],
+      [
+        "unterminated arc",
+        () => tlv(0x06, Uint8Array.from([0x2a, 0x86, 0x48, ...new Array<number>(r.int(1, 500)).fill(0xff)])),
+      ],
+      ["empty OID", () => Uint8Array.of(0x06, 0x00)],
+    ];
+    const [form, make] = r.pick(forms);
+    const bad = make();
+    const signer = g.goodSigner();
+    // No valid URI SAN anywhere: whichever check catches it, the answer is INVALID_ARGUMENT.
+    const places: Array<[string, () => Promise<Uint8Array>]> = [
+      ["signature algorithm", async () => assemble(await signedParts({ signer, algorithm: seq(bad) }))],
+      [
+        "key algorithm",
+        async () => assemble(await signedParts({ signer, spki: seq(seq(bad, NULL), bitString(r.bytes(65))) })),
+      ],
+      [
+        "EC curve",
+        async () =>
+          assemble(await signedParts({ signer, spki: seq(seq(oid(OID.ecPublicKey), bad), bitString(r.bytes(65))) })),
+      ],
+      ["attribute type", async () => assemble(await signedParts({ signer, attributes: [seq(bad, set(NULL))] }))],
+      ["extension id", async () => assemble(await signedParts({ signer, extensions: [ext(bad, NULL)] }))],
+      [
+        "subject attribute type",
+        async () => assemble(await signedParts({ signer, subject: seq(set(seq(bad, utf8("x")))) })),
+      ],
+      [
+        "SAN registeredID",
+        async () =>
+          assemble(
+            await signedParts({
+              signer,
+              extensions: [sanExt([tlv(0x88, bad.subarray(2 + (bad[1]! & 0x80 ? bad[1]! & 0x7f : 0)))])],
+            }),
+          ),
+      ],
+      [
+        "SAN otherName",
+        async () =>
+          assemble(await signedParts({ signer, extensions: [sanExt([tlv(0xa0, bad, tlv(0xa0, utf8("x")))])] })),
+      ],
+    ];
+    const [place, build] = r.pick(places);
+    const der = await build();
+    return invalidCsr(`${form} (${bad.length} B) as ${place}`, der);
+  }),
+  category("bad-signature", 8, BOTH, async (g) => {
+    const r = g.rng;
+    const parts = await signedParts(g.goodSpec());
+    const v = r.int(0, 7);
+    if (v === 7) {
+      // The right signature value, encoded in a way DER does not allow: what is verified must be what was sent.
+      const ec = await signedParts({ ...g.goodSpec(), signer: r.pick(g.ctx.keys.p256) });
+      const [note, make] = r.pick(nonDerSignatures(ec.signature, r));
+      return invalidCsr(note, make(ec));
+    }
+    if (v <= 2) {
+      const sig = parts.signature.slice();
+      const at = r.int(0, sig.length - 1);
+      sig[at]! ^= 1 << r.int(0, 7);
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: `signature bit flipped at ${at}/${sig.length}`,
+        csr: csrPem(assemble({ ...parts, signature: sig })),
+      };
+    }
+    if (v === 3) {
+      // Signed by one key, presenting another (accepted) key.
+      const [presented, signing] = r.shuffle([...g.ctx.keys.p256]);
+      const forged = await signedParts({ ...g.goodSpec(), signer: signing!, spki: presented!.spki });
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: "signed by a key other than the one presented",
+        csr: csrPem(assemble(forged)),
+      };
+    }
+    if (v === 4) {
+      // A valid signature over another request, pasted onto this one.
+      const other = await signedParts(g.goodSpec({ subject: name(`other-${g.segment()}`) }));
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: "signature of another request",
+        csr: csrPem(assemble({ ...parts, signature: other.signature })),
+      };
+    }
+    if (v === 5) {
+      const sig = r.pick([new Uint8Array(0), seq(int(0), int(0)), seq(int(1), int(1)), r.bytes(r.int(1, 600))]);
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: `degenerate signature (${sig.length} B)`,
+        csr: csrPem(assemble({ ...parts, signature: sig })),
+      };
+    }
+    const labels: Array<[string, Uint8Array]> = [
+      ["ECDSA SHA-384 label", seq(oid(OID.ecdsaSha384))],
+      ["ECDSA SHA-256 label", seq(oid(OID.ecdsaSha256))],
+      ["RSA SHA-256 label", seq(oid(OID.sha256WithRsa), NULL)],
+      ["MD5 RSA label", seq(oid(OID.md5WithRsa), NULL)],
+      ["Ed25519 label", seq(oid(OID.ed25519))],
+      ["SHA-1 ECDSA, correctly signed", new Uint8Array(0)],
+    ];
+    // Any label but the true one (which would make the request valid).
+    const [note, algorithm] = r.pick(labels.filter(([, a]) => Buffer.compare(a, parts.algorithm) !== 0));
+    if (algorithm.length === 0) {
+      const sha1 = await signedParts({ ...g.goodSpec(), signer: g.ctx.keys.p256Sha1 });
+      return invalidCsr(note, assemble(sha1));
+    }
+    return invalidCsr(note, assemble({ ...parts, algorithm }));
+  }),
+  category("ca-request", 6, BOTH, async (g) => {
+    const r = g.rng;
+    const v = r.int(0, 2);
+    const extensions: Uint8Array[] = [sanExt([uriName(g.identity)])];
+    const notes: string[] = [];
+    if (v !== 1) {
+      const pathLen = r.chance(0.5) ? [int(r.int(0, 5))] : [];
+      extensions.push(ext(oid(OID.basicConstraints), seq(TRUE, ...pathLen), r.chance(0.5)));
+      notes.push(`basicConstraints CA:true${pathLen.length ? " pathlen" : ""}`);
+    }
+    if (v !== 0) {
+      const bits = r.pick([[5], [6], [5, 6], [0, 5], [0, 2, 6], [0, 1, 2, 3, 4, 5, 6, 7, 8]]);
+      extensions.push(ext(oid(OID.keyUsage), keyUsage(bits), r.chance(0.5)));
+      notes.push(`keyUsage bits ${bits.join(",")}`);
+    }
+    const der = await g.goodDer({ extensions: r.shuffle(extensions) });
+    return { expected: S.PERMISSION_DENIED, note: notes.join(" + "), csr: csrPem(der) };
+  }),
+  category("foreign-trust-domain", 6, BOTH, (g) =>
+    g.wrongIdentity(`spiffe://${g.foreignTrustDomain()}/ns/${g.segment()}/sa/${g.segment()}`, "foreign"),
+  ),
+  category("other-identity", 6, ["create"], (g) => g.wrongIdentity(g.otherIdentity(), "other")),
+  category("non-spiffe-uri", 6, BOTH, async (g) => {
+    const bad = g.nonSpiffeUri();
+    const { csr } = await g.csrWithUriBesideIdentity(bad);
+    return { expected: S.INVALID_ARGUMENT, note: `URI ${JSON.stringify(bad.slice(0, 60))} (${bad.length})`, csr };
+  }),
+  category("non-uri-san", 6, BOTH, async (g) => {
+    const r = g.rng;
+    const kinds: Array<[string, () => Uint8Array]> = [
+      ["dns", () => tlv(0x82, latin1(r.pick(["localhost", "istiod.istio-system.svc", "*.example.com", g.identity])))],
+      ["email", () => tlv(0x81, latin1(`${g.segment()}@example.com`))],
+      ["ip", () => tlv(0x87, r.bytes(r.pick([4, 16, 0, 5, 32])))],
+      ["dn", () => tlv(0xa4, name(g.segment()))],
+      ["registeredID", () => tlv(0x88, oidContent([1n, 3n, 6n, 1n, BigInt(r.int(0, 1000))]))],
+      ["otherName UPN", () => tlv(0xa0, oid(OID.upn), tlv(0xa0, utf8(`${g.segment()}@corp`)))],
+      ["otherName GUID", () => tlv(0xa0, oid(OID.guid), tlv(0xa0, octet(r.bytes(16))))],
+      ["otherName private OID", () => tlv(0xa0, oid(`1.3.6.1.4.1.${r.int(1, 60000)}.1`), tlv(0xa0, utf8(g.identity)))],
+      ["x400Address", () => tlv(0xa3, seq(r.bytes(r.int(0, 30))))],
+      ["ediPartyName", () => tlv(0xa5, tlv(0xa1, utf8("edi")))],
+      ["unknown tag [9]", () => tlv(0x89, r.bytes(4))],
+    ];
+    const chosen = Array.from({ length: r.int(1, 3) }, () => r.pick(kinds));
+    const names = chosen.map(([, make]) => make());
+    if (r.chance(0.6)) names.push(uriName(g.identity));
+    const der = await g.goodDer({ sans: r.shuffle(names) });
+    return invalidCsr(`SAN types ${chosen.map(([k]) => k).join(",")}`, der);
+  }),
+  category("no-identity", 3, BOTH, async (g) => {
+    const r = g.rng;
+    const eku = ext(oid(OID.extKeyUsage), seq(oid(OID.serverAuth)));
+    const variants: Array<[string, Partial<CsrSpec>]> = [
+      ["no attributes", { extensions: undefined }],
+      ["extensionRequest without SAN", { extensions: [eku] }],
+      ["empty SAN", { extensions: [sanExt([])] }],
+      ["SAN value is garbage", { extensions: [ext(oid(OID.san), r.bytes(r.int(0, 40)))] }],
+      ["SAN twice", { extensions: [sanExt([uriName(g.identity)]), sanExt([uriName(g.identity)])] }],
+      ["empty extensionRequest", { extensions: [], attributes: [] }],
+      [
+        "extensionRequest with no value",
+        { extensions: undefined, attributes: [seq(oid(OID.extensionRequest), set())] },
+      ],
+    ];
+    const [note, spec] = r.pick(variants);
+    const der = assemble(await signedParts({ ...g.goodSpec(), ...spec }));
+    return invalidCsr(note, der);
+  }),
+  category("weak-or-odd-rsa", 3, BOTH, async (g) => {
+    const r = g.rng;
+    const k = g.ctx.keys;
+    const v = r.int(0, 3);
+    if (v <= 1) {
+      const der = await g.goodDer({ signer: k.rsa1024 });
+      return invalidCsr("RSA-1024, correctly signed", der);
+    }
+    // A made-up modulus: too small or too big; the key check comes before any signature check.
+    const bits = r.pick([512, 1016, 2040, 8200, 16384]);
+    const n = r.bytes(bits / 8);
+    n[0]! |= 0x80;
+    const spki = seq(seq(oid(OID.rsaEncryption), NULL), bitString(seq(uintBytes(n), int(65537))));
+    const der = await g.goodDer({ spki, signer: k.rsa2048 });
+    return invalidCsr(`RSA modulus of ${bits} bits`, der);
+  }),
+  category("rsa-exponent-1", 1, BOTH, async (g) => {
+    const der = await g.goodDer({ signer: g.ctx.keys.rsaExponentOne });
+    return invalidCsr("RSA-2048 with e=1, signature verifies", der);
+  }),
+  category("unsupported-key", 4, BOTH, async (g) => {
+    const r = g.rng;
+    const k = g.ctx.keys;
+    const v = r.int(0, 7);
+    if (v <= 1) {
+      // The two real, correctly signed ones come from @peculiar/x509's own CSR generator.
+      const keys = v === 0 ? k.p521.keys : k.ed25519.keys;
+      const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+        keys,
+        signingAlgorithm: v === 0 ? { name: "ECDSA", hash: "SHA-512" } : { name: "Ed25519" },
+        extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: g.identity }])],
+      });
+      return {
+        expected: S.INVALID_ARGUMENT,
+        note: `${v === 0 ? "P-521" : "Ed25519"} (peculiar)`,
+        csr: csr.toString("pem"),
+      };
+    }
+    if (v <= 3) {
+      const der = await g.goodDer({ signer: v === 2 ? k.p521 : k.ed25519 });
+      return invalidCsr(`${v === 2 ? "P-521" : "Ed25519"} (hand-made)`, der);
+    }
+    const point = concat([Uint8Array.of(0x04), r.bytes(64)]);
+    const [note, spki] = r.pick<[string, Uint8Array]>([
+      ["secp256k1", seq(seq(oid(OID.ecPublicKey), oid(OID.secp256k1)), bitString(point))],
+      ["brainpoolP256r1", seq(seq(oid(OID.ecPublicKey), oid(OID.brainpoolP256r1)), bitString(point))],
+      ["X25519", seq(seq(oid(OID.x25519)), bitString(r.bytes(32)))],
+      ["Ed448", seq(seq(oid(OID.ed448)), bitString(r.bytes(57)))],
+      ["DSA", seq(seq(oid(OID.dsa), seq(int(7), int(5), int(3))), bitString(int(9)))],
+      ["explicit EC parameters", seq(seq(oid(OID.ecPublicKey), seq(int(1), seq(), seq())), bitString(point))],
+      ["P-256 point not on the curve", seq(seq(oid(OID.ecPublicKey), oid(OID.p256)), bitString(point))],
+      ["P-256 point at infinity", seq(seq(oid(OID.ecPublicKey), oid(OID.p256)), bitString(Uint8Array.of(0)))],
+      ["EC key without curve", seq(seq(oid(OID.ecPublicKey)), bitString(point))],
+    ]);
+    const der = await g.goodDer({ spki });
+    return invalidCsr(note, der);
+  }),
+  category("absurd-ttl", 6, ["sign"], async (g) => {
+    const r = g.rng;
+    const ttl = r.pick([
+      -1,
+      -r.int(2, 2 ** 31),
+      -(2 ** 53 - 1),
+      MAX_SANE_TTL_SECONDS + 1,
+      r.int(MAX_SANE_TTL_SECONDS + 1, 2 ** 40),
+      2 ** 31,
+      2 ** 32 + 1,
+      2 ** 53 - 1,
+      100 * 365 * 86400,
+    ]);
+    const der = await g.goodDer();
+    return { expected: S.INVALID_ARGUMENT, note: `ttl ${ttl}`, csr: csrPem(der), ttl };
+  }),
+  category("ttl-too-long", 2, ["create"], async (g) => {
+    const ttl = g.rng.pick([MAX_SANE_TTL_SECONDS + 1, g.rng.int(MAX_SANE_TTL_SECONDS + 1, 2 ** 45), 2 ** 53 - 1]);
+    return { expected: S.INVALID_ARGUMENT, note: `validity ${ttl}`, csr: csrPem(await g.goodDer()), ttl };
+  }),
+  // Valid int64 values a JavaScript number cannot hold: the contract answer is still "invalid TTL".
+  category("ttl-beyond-int53", 2, BOTH, async (g) => {
+    const r = g.rng;
+    const positive = [2n ** 53n + 1n, 2n ** 62n, 2n ** 63n - 1n, 2n ** 53n + BigInt(r.int(2, 2 ** 30))];
+    // CreateCertificate maps "0 or less" to the default, so a huge negative validity is not an error there.
+    const ttl = r.pick(g.rpc === "sign" ? [...positive, -(2n ** 63n), -(2n ** 53n) - 7n] : positive);
+    const csr = csrPem(await g.goodDer());
+    const raw = concat([field(1, 2, Buffer.from(csr)), field(g.rpc === "sign" ? 2 : 3, 0, varint(ttl))]);
+    return { expected: S.INVALID_ARGUMENT, note: `int64 ttl ${ttl}`, raw };
+  }),
+  category("malformed-protobuf", 2, BOTH, (g) => {
+    const r = g.rng;
+    const csr = Buffer.from("-----BEGIN CERTIFICATE REQUEST-----\n");
+    const ttlNo = g.rpc === "sign" ? 2 : 3;
+    const variants: Array<[string, () => Uint8Array]> = [
+      ["length past the end", () => concat([Uint8Array.of(0x0a), varint(BigInt(r.int(100, 1e6))), csr])],
+      ["length varint cut short", () => Uint8Array.of(0x0a, 0xff, 0xff)],
+      ["wire type 6", () => concat([Uint8Array.of((1 << 3) | 6), r.bytes(8)])],
+      ["wire type 7", () => concat([Uint8Array.of((9 << 3) | 7), r.bytes(8)])],
+      ["11-byte varint", () => concat([Uint8Array.of(ttlNo << 3), new Uint8Array(10).fill(0xff), Uint8Array.of(0x01)])],
+      ["unknown field, length past the end", () => concat([field(1, 2, csr), Uint8Array.of((7 << 3) | 2, 0xff, 0x7f)])],
+      ["unterminated groups", () => new Uint8Array(r.int(100, 30_000)).fill((5 << 3) | 3)],
+    ];
+    if (g.rpc === "create") {
+      variants.push([
+        "metadata Struct nested past the decoder's limit",
+        () => concat([field(1, 2, csr), field(4, 2, nestedStruct(r.int(120, 2000)))]),
+      ]);
+    }
+    const [note, make] = r.pick(variants);
+    return Promise.resolve({ expected: S.INVALID_ARGUMENT, note, raw: make() });
+  }),
+  category("oversized-message", 1, BOTH, (g) => {
+    const r = g.rng;
+    const n = r.int(g.ctx.maxMessageBytes + 1, 256 * 1024);
+    const csr = `-----BEGIN CERTIFICATE REQUEST-----\n${r
+      .string(64, B64URL)
+      .repeat(Math.ceil(n / 64))
+      .slice(0, n)}\n-----END CERTIFICATE REQUEST-----\n`;
+    return Promise.resolve({
+      expected: S.RESOURCE_EXHAUSTED,
+      note: `message of ~${csr.length} B`,
+      csr,
+      // The size limit applies before any handler runs, so authentication makes no difference.
+      authorization: r.chance(0.3) ? null : undefined,
+    });
+  }),
+  category("gzip-bomb", 1, BOTH, (g) => {
+    const n = g.rng.int(g.ctx.maxMessageBytes + 1, 4 * 1024 * 1024);
+    return Promise.resolve({
+      expected: S.RESOURCE_EXHAUSTED,
+      note: `${n} B that gzip to a few KiB`,
+      csr: "A".repeat(n),
+      gzip: true,
+      authorization: g.rng.chance(0.3) ? null : undefined,
+    });
+  }),
+  category("auth-missing-or-malformed", 3, ["create"], async (g) => {
+    const r = g.rng;
+    const t = g.ctx.tokens.valid;
+    const header = r.pick<string | null>([
+      null,
+      "",
+      "Bearer",
+      "Bearer ",
+      `Basic ${Buffer.from("user:pass").toString("base64")}`,
+      `Token ${r.string(40, B64URL)}`,
+      `Bearer ${r.string(20, B64URL)} ${r.string(20, B64URL)}`,
+      `BearerX ${r.string(20, B64URL)}`,
+      `Bearer:${r.string(20, B64URL)}`,
+      r.string(r.int(1, 200), PRINTABLE).trim() || "x",
+      // The valid token, but not as a bearer credential.
+      t,
+      `Basic ${t}`,
+    ]);
+    const note =
+      header === null
+        ? "no authorization header"
+        : header.includes(t)
+          ? "valid token, wrong scheme"
+          : `header ${JSON.stringify(header.slice(0, 30))}`;
+    return { expected: S.UNAUTHENTICATED, note, csr: csrPem(await g.goodDer()), authorization: header };
+  }),
+  category("auth-bad-token", 3, ["create"], async (g) => {
+    const r = g.rng;
+    const t = g.ctx.tokens;
+    const tampered = (): string => {
+      // Not the last character of a segment: its low bits may be padding that decodes to the same bytes.
+      let at = r.int(0, t.valid.length - 2);
+      while (t.valid[at] === "." || t.valid[at + 1] === ".") at--;
+      const c = t.valid[at] === "A" ? "g" : "A";
+      return t.valid.slice(0, at) + c + t.valid.slice(at + 1);
+    };
+    const jwtPart = (): string => r.string(r.int(10, 300), B64URL);
+    const [note, makeToken] = r.pick<[string, () => string]>([
+      ["random token", () => r.string(r.int(1, 3000), B64URL)],
+      ["JWT-shaped garbage", () => `eyJ${jwtPart()}.${jwtPart()}.${jwtPart()}`],
+      [
+        "unsigned JWT",
+        () =>
+          `${b64url('{"alg":"none"}')}.${b64url(JSON.stringify({ sub: "system:serviceaccount:default:sleep", aud: ["istio-ca"] }))}.`,
+      ],
+      ["tampered valid token", tampered],
+      ["token for another audience", () => t.wrongAudience],
+      ["token of a deleted service account", () => t.deletedServiceAccount],
+    ]);
+    const token = makeToken();
+    return { expected: S.UNAUTHENTICATED, note, csr: csrPem(await g.goodDer()), authorization: `Bearer ${token}` };
+  }),
 ];
 
 /**
@@ -1342,49 +1215,27 @@ export async function controlCsrs(ctx: HostileContext, rpc: Rpc): Promise<Array<
   const g = new Gen(new Rng(ctx.seed), ctx, rpc);
   const k = ctx.keys;
   const out: Array<{ note: string; csr: string }> = [];
-  for (const signer of [k.p256[0]!, k.p256[3]!, k.p384, k.rsa2048]) {
-    out.push({
-      note: `${signer.label}, empty subject`,
-      csr: csrPem(assemble(await signedParts({ ...g.goodSpec(), signer, subject: seq() }))),
-    });
-  }
-  out.push({
-    note: "P-256, CN subject, critical SAN",
-    csr: csrPem(
-      assemble(
-        await signedParts({
-          signer: k.p256[1]!,
-          subject: name("workload"),
-          extensions: [sanExt([uriName(g.identity)], true)],
-        }),
-      ),
-    ),
+  const control = async (note: string, spec: Parameters<typeof signedParts>[0]): Promise<void> => {
+    out.push({ note, csr: csrPem(assemble(await signedParts(spec))) });
+  };
+  for (const signer of [k.p256[0]!, k.p256[3]!, k.p384, k.rsa2048])
+    await control(`${signer.label}, empty subject`, { ...g.goodSpec(), signer, subject: seq() });
+  await control("P-256, CN subject, critical SAN", {
+    signer: k.p256[1]!,
+    subject: name("workload"),
+    extensions: [sanExt([uriName(g.identity)], true)],
   });
-  out.push({
-    note: "P-256, SAN + leaf keyUsage + EKU",
-    csr: csrPem(
-      assemble(
-        await signedParts({
-          signer: k.p256[2]!,
-          extensions: [
-            sanExt([uriName(g.identity)]),
-            ext(oid(OID.keyUsage), keyUsage([0, 2])),
-            ext(oid(OID.extKeyUsage), seq(oid(OID.serverAuth))),
-          ],
-        }),
-      ),
-    ),
+  await control("P-256, SAN + leaf keyUsage + EKU", {
+    signer: k.p256[2]!,
+    extensions: [
+      sanExt([uriName(g.identity)]),
+      ext(oid(OID.keyUsage), keyUsage([0, 2])),
+      ext(oid(OID.extKeyUsage), seq(oid(OID.serverAuth))),
+    ],
   });
-  out.push({
-    note: "P-256, basicConstraints CA:false",
-    csr: csrPem(
-      assemble(
-        await signedParts({
-          signer: k.p256[0]!,
-          extensions: [sanExt([uriName(g.identity)]), ext(oid(OID.basicConstraints), seq(), true)],
-        }),
-      ),
-    ),
+  await control("P-256, basicConstraints CA:false", {
+    signer: k.p256[0]!,
+    extensions: [sanExt([uriName(g.identity)]), ext(oid(OID.basicConstraints), seq(), true)],
   });
   out.push({ note: "CSR just under the size cap", csr: await bigCsrUnder(g, ctx.maxCsrBytes) });
   return out;

@@ -3,9 +3,9 @@
 import { webcrypto } from "node:crypto";
 import { x509 } from "../../src/crypto/x509.js";
 import { exportPrivateKeyPem, toPem } from "../../src/crypto/keys.js";
+import { ECDSA_SHA256 as SIGN, caCertificate } from "./ca-certs.js";
 
 const EC = { name: "ECDSA", namedCurve: "P-256" } as const;
-const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
 
 export interface IssuedPem {
   certPem: string;
@@ -25,18 +25,12 @@ export interface TestCa extends IssuedPem {
 export async function makeTestCa(commonName: string): Promise<TestCa> {
   const keys = await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"]);
   const now = Date.now();
-  const caCert = await x509.X509CertificateGenerator.createSelfSigned({
+  const caCert = await caCertificate({
+    subject: `CN=${commonName}`,
+    keys,
     serialNumber: randomSerial(),
-    name: `CN=${commonName}`,
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 7 * 24 * 3600_000),
-    keys,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
   });
   return {
     certPem: caCert.toString("pem") + "\n",

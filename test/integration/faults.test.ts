@@ -26,7 +26,6 @@ import {
   nodeBinary,
   rotate,
   signCertificate,
-  startAgent,
   type AgentRun,
 } from "../env/agent-process.js";
 import { publicKeyId, workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
@@ -36,7 +35,6 @@ import { repeatInBackground, waitUntil } from "../env/process.js";
 
 describe("fault injection", () => {
   const suite = agentSuite({}, { vaultAudit: true });
-  const { runs, track } = suite;
 
   const revokeAgentTokens = () =>
     suite.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", suite.env.vault.rootToken, {});
@@ -59,13 +57,10 @@ describe("fault injection", () => {
     try {
       const dir = mkdtempSync(join(tmpdir(), "iva-agent-"));
       writeFileSync(join(dir, "proxy-ca.pem"), proxy.caPem);
-      const run = track(
-        await startAgent(
-          suite.env,
-          "sidecar",
-          [`--vault-addr=${proxy.url}`, `--vault-cacert=${join(dir, "proxy-ca.pem")}`],
-          { dir },
-        ),
+      const run = await suite.start(
+        "sidecar",
+        [`--vault-addr=${proxy.url}`, `--vault-cacert=${join(dir, "proxy-ca.pem")}`],
+        { dir },
       );
       proxy.mode = "malformed-json";
       await rotateFails(run, /not JSON/);
@@ -84,7 +79,7 @@ describe("fault injection", () => {
   });
 
   it("the service-account token file removed, then replaced by another identity's token: clear errors, recovery", async () => {
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     const saved = readFileSync(run.tokenPath, "utf8");
     await revokeAgentTokens();
     rmSync(run.tokenPath);
@@ -99,7 +94,7 @@ describe("fault injection", () => {
   });
 
   it("the Kubernetes auth role deleted, then recreated", async () => {
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     const v = suite.env.vault.client;
     const role = (await v.read<Record<string, unknown>>("auth/kubernetes/role/istiod-agent", suite.env.vault.rootToken))
       .data;
@@ -126,7 +121,7 @@ describe("fault injection", () => {
     });
     try {
       const auditFrom = suite.env.vaultAuditOffset();
-      const run = track(await startAgent(suite.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.5"]));
+      const run = await suite.start("sidecar", ["--ttl=10s", "--grace-ratio=0.5"]);
       const first = (await getBundle(run.client)).generation;
       // What Vault saw, from its audit log: the agent's logins (with the new token's accessor) and every request
       // made with one of those tokens.
@@ -170,7 +165,7 @@ describe("fault injection", () => {
   });
 
   it("kube-apiserver down: signing and rotation with a held Vault token continue", async () => {
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     suite.env.apiserverProcess.signal("SIGSTOP");
     try {
       const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 300);
@@ -215,7 +210,7 @@ describe("fault injection", () => {
     const keys = new Set<string>();
     try {
       for (let i = 0; i < 3; i++) {
-        const run = track(await startAgent(suite.env, "sidecar", ["--ttl=10s", "--grace-ratio=0.8"], { dir }));
+        const run = await suite.start("sidecar", ["--ttl=10s", "--grace-ratio=0.8"], { dir });
         keys.add(publicKeyId((await getBundle(run.client)).signingCertPem));
         await new Promise((r) => setTimeout(r, 2_500 + Math.random() * 2_000));
         run.process.signal("SIGKILL");
@@ -290,7 +285,7 @@ describe("fault injection", () => {
   });
 
   it("nothing secret reached the agents' logs", () => {
-    for (const r of runs) {
+    for (const r of suite.runs) {
       const log = r.log();
       assert.doesNotMatch(log, /eyJ[\w-]{10,}\.[\w-]{10,}\./, "no JWT");
       assert.doesNotMatch(log, /PRIVATE KEY/);

@@ -408,56 +408,26 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
 
   it("refuses bad Bootstrap and Renew requests, each with the rule that failed", async () => {
     const ok = await csr({ cn: "cluster-t", dns: ["cluster-t"] });
-
-    assertRefused(
-      await bootstrapCall({ csrPem: ok.pem, identityToken: "not-the-token", clusterName: "cluster-t" }),
-      grpc.status.UNAUTHENTICATED,
-      "token_invalid",
-      "wrong token",
-    );
-    assertRefused(
-      await bootstrapCall({ csrPem: ok.pem, identityToken: "", clusterName: "cluster-t" }),
-      grpc.status.UNAUTHENTICATED,
-      "token_missing",
-      "no token",
-    );
     const other = await csr({ cn: "cluster-t", dns: ["cluster-other"] });
-    assertRefused(
-      await bootstrapCall({ csrPem: other.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
-      grpc.status.PERMISSION_DENIED,
-      "csr_other_cluster",
-      "CSR naming another cluster",
-    );
     const ca = await csr({ cn: "cluster-t", dns: ["cluster-t"], ca: true });
-    assertRefused(
-      await bootstrapCall({ csrPem: ca.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
-      grpc.status.PERMISSION_DENIED,
-      "ca_requested",
-      "CA CSR",
-    );
     const uri = await csr({ dns: ["cluster-t"], uri: ["spiffe://cluster.local/ns/x/sa/y"] });
-    assertRefused(
-      await bootstrapCall({ csrPem: uri.pem, identityToken: tokenV1, clusterName: "cluster-t" }),
-      grpc.status.PERMISSION_DENIED,
-      "csr_extra_san",
-      "CSR with a URI SAN",
-    );
-    assertRefused(
-      await bootstrapCall({ csrPem: "not a csr", identityToken: tokenV1, clusterName: "cluster-t" }),
-      grpc.status.INVALID_ARGUMENT,
-      "csr_malformed",
-      "malformed CSR",
-    );
     // Flip a bit in the signature (the last bytes of the DER).
     const der = Buffer.from(ok.pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
     der[der.length - 2] = der[der.length - 2]! ^ 0x01;
     const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64").replace(/.{64}/g, "$&\n")}\n-----END CERTIFICATE REQUEST-----\n`;
-    assertRefused(
-      await bootstrapCall({ csrPem: tampered, identityToken: tokenV1, clusterName: "cluster-t" }),
-      grpc.status.INVALID_ARGUMENT,
-      "csr_signature",
-      "CSR whose signature does not verify",
-    );
+    const { UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT } = grpc.status;
+    // [what, CSR, identity token, status, reason] of each Bootstrap for cluster-t, sent in this order.
+    const refusals: [string, string, string, grpc.status, string][] = [
+      ["wrong token", ok.pem, "not-the-token", UNAUTHENTICATED, "token_invalid"],
+      ["no token", ok.pem, "", UNAUTHENTICATED, "token_missing"],
+      ["CSR naming another cluster", other.pem, tokenV1, PERMISSION_DENIED, "csr_other_cluster"],
+      ["CA CSR", ca.pem, tokenV1, PERMISSION_DENIED, "ca_requested"],
+      ["CSR with a URI SAN", uri.pem, tokenV1, PERMISSION_DENIED, "csr_extra_san"],
+      ["malformed CSR", "not a csr", tokenV1, INVALID_ARGUMENT, "csr_malformed"],
+      ["CSR whose signature does not verify", tampered, tokenV1, INVALID_ARGUMENT, "csr_signature"],
+    ];
+    for (const [what, csrPem, identityToken, code, reason] of refusals)
+      assertRefused(await bootstrapCall({ csrPem, identityToken, clusterName: "cluster-t" }), code, reason, what);
 
     // Renew: the caller's certificate decides who it is.
     assertRefused(await renewCall(ok.pem), grpc.status.UNAUTHENTICATED, "no_client_certificate", "Renew without mTLS");

@@ -2,6 +2,7 @@
 // socket API, rotation, token revocation, Vault outages, and what must never leak.
 import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFileSync, statSync, lstatSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,20 +13,17 @@ import {
   nodeBinary,
   rotate,
   signCertificate,
-  startAgent,
   watchBundles,
   type AgentRun,
 } from "../env/agent-process.js";
 import { freePort, repoRoot } from "../env/harness.js";
 import { setupVault } from "../../src/vault/setup.js";
-import { execFileSync } from "node:child_process";
 import { opensslVerify, publicKeyId, workloadCsr, SLEEP_SPIFFE_ID } from "../env/crypto-check.js";
 import { waitUntil } from "../env/process.js";
 import { pemPrivateKeysInMemory } from "../env/process-memory.js";
 
 describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   const suite = agentSuite({}, { vaultAudit: true });
-  const { runs, track } = suite;
   let vaultRootPem: string;
 
   before(async () => {
@@ -67,7 +65,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   }
 
   it("init writes the four cacerts files and exits 0; openssl verifies ca-cert.pem against root-cert.pem", async () => {
-    const run = track(await startAgent(suite.env, "init"));
+    const run = await suite.start("init");
     assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
     const file = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
     for (const n of ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]) {
@@ -80,7 +78,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("sidecar serves a bundle over a 0660 socket that verifies to the Vault root, and signs leaves", async () => {
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     assert.equal(statSync(run.socketPath).mode & 0o777, 0o660);
     const b = await getBundle(run.client);
     assert.equal(b.generation, 1);
@@ -125,7 +123,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   it("/readyz, /metrics, SIGHUP rotation and the status command", async () => {
     const port = await freePort();
-    const run = track(await startAgent(suite.env, "sidecar", [`--http-addr=127.0.0.1:${port}`]));
+    const run = await suite.start("sidecar", [`--http-addr=127.0.0.1:${port}`]);
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.equal(ready.status, 200);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -164,13 +162,10 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     suite.env.vault.process.signal("SIGSTOP");
     let run: AgentRun;
     try {
-      run = track(
-        await startAgent(
-          suite.env,
-          "sidecar",
-          [`--http-addr=127.0.0.1:${port}`, "--ttl=20s", "--grace-ratio=0.5", "--unready-before-expiry=2s"],
-          { waitForBundle: false },
-        ),
+      run = await suite.start(
+        "sidecar",
+        [`--http-addr=127.0.0.1:${port}`, "--ttl=20s", "--grace-ratio=0.5", "--unready-before-expiry=2s"],
+        { waitForBundle: false },
       );
       await waitUntil("the health port listens", async () => (await probe("/healthz")) === 200, {
         timeoutMs: 30_000,
@@ -203,7 +198,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("without --cacerts-dir the key never leaves: none from Get/Watch/Rotate, no PEM of it in memory, no key file", async () => {
-    const run = track(await startAgent(suite.env, "sidecar", ["--rotate-min-interval=0s"], { cacerts: false }));
+    const run = await suite.start("sidecar", ["--rotate-min-interval=0s"], { cacerts: false });
     const watched = watchBundles(run.client, 2, 30_000);
     const first = await getBundle(run.client);
     const rotated = await rotate(run.client);
@@ -212,7 +207,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     // Nor does the process ever hold it in an exportable form: its memory, read from outside, has no PEM key.
     assert.equal(pemPrivateKeysInMemory(run.process.pid!), 0, "no PEM private key in the agent's memory");
     // The same checks do see the key when export is asked for: the empty answers above are a refusal, not a gap.
-    const exporting = track(await startAgent(suite.env, "sidecar", ["--key-export"], { cacerts: false }));
+    const exporting = await suite.start("sidecar", ["--key-export"], { cacerts: false });
     assert.match((await getBundle(exporting.client)).privateKeyPem, /BEGIN PRIVATE KEY/);
     assert.ok(pemPrivateKeysInMemory(exporting.process.pid!) >= 1, "with --key-export the PEM key is in memory");
     await exporting.stop();
@@ -234,13 +229,11 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     });
     const keysBefore = await pkiKeyCount("pki_int");
     const auditFrom = suite.env.vaultAuditOffset();
-    const run = track(
-      await startAgent(suite.env, "sidecar", [
-        "--auth-role=istiod-agent-gloo",
-        "--csr-path=pki_int/intermediate/generate/exported",
-        "--rotate-min-interval=0s", // three rotations back to back below
-      ]),
-    );
+    const run = await suite.start("sidecar", [
+      "--auth-role=istiod-agent-gloo",
+      "--csr-path=pki_int/intermediate/generate/exported",
+      "--rotate-min-interval=0s", // three rotations back to back below
+    ]);
     const b = await getBundle(run.client);
     assert.match(opensslVerify(b.signingCertPem, vaultRootPem), /OK/);
     const chain = await signCertificate(run.client, await workloadCsr(SLEEP_SPIFFE_ID), 600);
@@ -282,7 +275,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   it("revokes its own Vault token on SIGTERM: a lookup of that token fails afterwards", async () => {
     const before = new Set(await tokenAccessors());
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     await getBundle(run.client);
     const mine: string[] = [];
     for (const a of await tokenAccessors()) {
@@ -298,7 +291,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("with a short TTL, WatchSigningBundle delivers rotations, each with a new key", async () => {
-    const run = track(await startAgent(suite.env, "sidecar", ["--ttl=12s", "--grace-ratio=0.5"]));
+    const run = await suite.start("sidecar", ["--ttl=12s", "--grace-ratio=0.5"]);
     const bundles = await watchBundles(run.client, 3, 60_000);
     const gens = bundles.map((b) => b.generation);
     assert.deepEqual(gens, [gens[0]!, gens[0]! + 1, gens[0]! + 2]);
@@ -312,7 +305,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("after its Vault token is revoked, the agent logs in again and the next rotation succeeds", async () => {
-    const run = track(await startAgent(suite.env, "sidecar"));
+    const run = await suite.start("sidecar");
     const before = await getBundle(run.client);
     await suite.env.vault.client.write("sys/leases/revoke-prefix/auth/kubernetes/login", suite.env.vault.rootToken, {});
     const after = await rotate(run.client);
@@ -323,7 +316,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
   });
 
   it("while OpenBao hangs (SIGSTOP) across a renewal point, signing keeps working; it renews after SIGCONT", async () => {
-    const run = track(await startAgent(suite.env, "sidecar", ["--ttl=16s", "--grace-ratio=0.5"]));
+    const run = await suite.start("sidecar", ["--ttl=16s", "--grace-ratio=0.5"]);
     const first = await getBundle(run.client);
     suite.env.vault.process.signal("SIGSTOP");
     try {
@@ -344,7 +337,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
 
   it("logs of the runs contain no token, JWT or private key, and no file outside cacerts holds key material", () => {
     const secrets = [suite.env.vault.rootToken];
-    for (const r of runs) {
+    for (const r of suite.runs) {
       secrets.push(readFileSync(r.tokenPath, "utf8").trim());
       const log = r.log();
       assert.ok(log.length > 0, "the agent logged something");
@@ -354,7 +347,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       assert.doesNotMatch(log, /PRIVATE KEY/, "no private key");
     }
     // Key material: every ca-key.pem the agent wrote; none of their bodies may appear outside a cacerts directory.
-    const keyBodies = runs
+    const keyBodies = suite.runs
       .map((r) => {
         try {
           return readFileSync(join(r.cacertsDir, "ca-key.pem"), "utf8")

@@ -13,8 +13,9 @@ import { isDeepStrictEqual } from "node:util";
 import { stringify as toYaml } from "yaml";
 import { ConfigError, DEFAULT_CONFIG, validateConfig, type Config } from "../../src/config/config.js";
 import { AGENT_FLAGS, loadConfig, parseFlags, type FlagName, type FlagValues } from "../../src/config/load.js";
-import { applyPolicyDocument, GLOO_RTP_API_VERSION, RTP_API_VERSION } from "../../src/config/root-trust-policy.js";
+import { applyPolicyDocument, RTP_API_VERSION } from "../../src/config/root-trust-policy.js";
 import { caseSeed, hostileSeed, Rng } from "../env/hostile.js";
+import { glooVaultAgentCa, rootTrustPolicy } from "./policy-docs.js";
 
 const SEED = hostileSeed(process.env, "IVA_CONFIG_FUZZ_SEED");
 const FLAG_NAMES = Object.keys(AGENT_FLAGS);
@@ -148,64 +149,39 @@ function deepObject(depth: number): unknown {
 // --- RootTrustPolicy documents ---------------------------------------------------------------------------------------
 
 function ourPolicy(r: Rng): Record<string, unknown> {
-  return {
-    apiVersion: RTP_API_VERSION,
-    kind: "RootTrustPolicy",
-    metadata: { name: "istiod", namespace: "istio-system" },
-    spec: {
-      config: {
-        agentCa: {
-          vault: {
-            server: "https://vault.vault:8200",
-            caBundle: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-            namespace: "admin",
-            caPath: r.pick(["pki/root/sign-intermediate", "pki_int/root/sign-intermediate"]),
-            csrPath: "pki_int/intermediate/generate/exported",
-            kubernetesAuth: { mountPath: "/v1/auth/kubernetes", role: "istiod-agent", serviceAccountTokenPath: "/t" },
-          },
-        },
-        intermediateCertOptions: {
-          ttl: r.pick(["720h", "48h", "30d"]),
-          keyAlgorithm: r.pick(["ECDSA_P256", "RSA_3072"]),
-          orgName: "Acme",
-          commonName: "intermediate",
-          secretRotationGracePeriodRatio: r.pick([0.25, 0.5]),
-          maxPathLength: r.int(0, 3),
-        },
-        workloadCertOptions: { trustDomain: "cluster.local", defaultTtl: "12h", maxTtl: "48h" },
+  return rootTrustPolicy("ours", {
+    agentCa: {
+      vault: {
+        server: "https://vault.vault:8200",
+        caBundle: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        namespace: "admin",
+        caPath: r.pick(["pki/root/sign-intermediate", "pki_int/root/sign-intermediate"]),
+        csrPath: "pki_int/intermediate/generate/exported",
+        kubernetesAuth: { mountPath: "/v1/auth/kubernetes", role: "istiod-agent", serviceAccountTokenPath: "/t" },
       },
     },
-  };
+    intermediateCertOptions: {
+      ttl: r.pick(["720h", "48h", "30d"]),
+      keyAlgorithm: r.pick(["ECDSA_P256", "RSA_3072"]),
+      orgName: "Acme",
+      commonName: "intermediate",
+      secretRotationGracePeriodRatio: r.pick([0.25, 0.5]),
+      maxPathLength: r.int(0, 3),
+    },
+    workloadCertOptions: { trustDomain: "cluster.local", defaultTtl: "12h", maxTtl: "48h" },
+  });
 }
 
 function glooPolicy(r: Rng): Record<string, unknown> {
-  return {
-    apiVersion: GLOO_RTP_API_VERSION,
-    kind: "RootTrustPolicy",
-    metadata: { name: "root-trust", namespace: "gloo-mesh" },
-    spec: {
-      config: {
-        agentCa: {
-          vault: {
-            caPath: "pki/root/sign-intermediate",
-            csrPath: "pki_int/intermediate/generate/exported",
-            server: "https://vault.vault:8200",
-            kubernetesAuth: {
-              path: "/v1/auth/kube-cluster1",
-              role: "gloo-mesh-istiod",
-              mountedSaPath: "/var/run/secrets/kubernetes.io/serviceaccount",
-            },
-          },
-        },
-        intermediateCertOptions: {
-          ttlDays: r.pick([30, 365]),
-          rsaKeySizeBytes: r.pick([2048, 4096]),
-          orgName: "Solo",
-          secretRotationGracePeriodRatio: 0.1,
-        },
-      },
+  return rootTrustPolicy("gloo", {
+    agentCa: glooVaultAgentCa(),
+    intermediateCertOptions: {
+      ttlDays: r.pick([30, 365]),
+      rsaKeySizeBytes: r.pick([2048, 4096]),
+      orgName: "Solo",
+      secretRotationGracePeriodRatio: 0.1,
     },
-  };
+  });
 }
 
 /** Every [parent, key] pair in a document tree (own enumerable keys only). */
@@ -534,36 +510,42 @@ describe(`configuration fuzzing (IVA_CONFIG_FUZZ_SEED=${SEED})`, () => {
       assert.fail(`${kind} #${index} added to Object.prototype; input ${summarize(input())}`);
   }
 
-  it("command lines: parseFlags then loadConfig, with a random environment", () => {
+  /**
+   * 2,500 seeded cases of `kind`: `draw` makes the flag input (what to print on failure and how to turn it into
+   * FlagValues), then a random environment and needVault go with it into loadConfig.
+   */
+  function fuzzLoadConfig(
+    kind: string,
+    seedBase: number,
+    draw: (r: Rng) => { input: Record<string, unknown>; flags: () => FlagValues },
+  ): void {
     for (let i = 0; i < 2500; i++) {
-      const r = new Rng(caseSeed(SEED, i));
-      const argv = randomArgv(r, files);
+      const r = new Rng(caseSeed(SEED, seedBase + i));
+      const { input, flags } = draw(r);
       const env = randomEnv(r, files);
       const needVault = r.chance(0.7);
       check(
-        "argv",
+        kind,
         i,
-        () => ({ argv, env }),
-        () => loadConfig(parseFlags(argv), env, { needVault }),
+        () => ({ ...input, env }),
+        () => loadConfig(flags(), env, { needVault }),
         needVault,
       );
     }
+  }
+
+  it("command lines: parseFlags then loadConfig, with a random environment", () => {
+    fuzzLoadConfig("argv", 0, (r) => {
+      const argv = randomArgv(r, files);
+      return { input: { argv }, flags: () => parseFlags(argv) };
+    });
   });
 
   it("flag values of any kind straight into loadConfig", () => {
-    for (let i = 0; i < 2500; i++) {
-      const r = new Rng(caseSeed(SEED, 10_000 + i));
+    fuzzLoadConfig("flags", 10_000, (r) => {
       const flags = randomFlagValues(r, files);
-      const env = randomEnv(r, files);
-      const needVault = r.chance(0.7);
-      check(
-        "flags",
-        i,
-        () => ({ flags, env }),
-        () => loadConfig(flags, env, { needVault }),
-        needVault,
-      );
-    }
+      return { input: { flags }, flags: () => flags };
+    });
   });
 
   it("RootTrustPolicy documents (ours and Gloo's) with random types, missing and extra keys", () => {

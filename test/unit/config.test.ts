@@ -7,8 +7,15 @@ import { ConfigError, DEFAULT_CONFIG, parseDuration, validateConfig } from "../.
 import { loadConfig, parseFlags } from "../../src/config/load.js";
 import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "../../src/vault/policies.js";
 import { repoRoot } from "../env/harness.js";
+import { glooVaultAgentCa, rootTrustPolicy } from "./policy-docs.js";
 
 const env = { VAULT_ADDR: "https://vault.example:8200" };
+
+/** Asserts that the fields of `actual` named in `expected` have those values (others are not compared). */
+function assertFields<T extends object>(actual: T, expected: Partial<T>): void {
+  const named = Object.fromEntries(Object.keys(expected).map((k) => [k, actual[k as keyof T]]));
+  assert.deepEqual(named, expected);
+}
 
 void describe("config", () => {
   void it("defaults with a Vault address are valid and fit a standard istiod install", () => {
@@ -113,12 +120,13 @@ void describe("config", () => {
     );
     const c = loadConfig(parseFlags([`--config=${file}`, "--ttl=72h"]), {});
     assert.equal(c.vault.address, "https://vault.vault:8200");
-    assert.equal(c.intermediate.caPath, "pki_int/root/sign-intermediate");
-    assert.equal(c.auth.mountPath, "k8s");
-    assert.equal(c.auth.role, "agent");
-    assert.equal(c.intermediate.ttlSeconds, 72 * 3600);
-    assert.equal(c.intermediate.keyAlgorithm, "RSA_3072");
-    assert.equal(c.intermediate.rotationGraceRatio, 0.25);
+    assertFields(c.auth, { mountPath: "k8s", role: "agent" });
+    assertFields(c.intermediate, {
+      caPath: "pki_int/root/sign-intermediate",
+      ttlSeconds: 72 * 3600,
+      keyAlgorithm: "RSA_3072",
+      rotationGraceRatio: 0.25,
+    });
     writeFileSync(file, "apiVersion: v1\nkind: ConfigMap\ndata: {}\n");
     assert.throws(
       () => loadConfig(parseFlags([`--config=${file}`]), env),
@@ -164,12 +172,8 @@ void describe("config", () => {
 });
 
 describe("Gloo Mesh RootTrustPolicy translation", () => {
-  const gloo = (config: Record<string, unknown>, extraSpec: Record<string, unknown> = {}) => ({
-    apiVersion: "admin.gloo.solo.io/v2",
-    kind: "RootTrustPolicy",
-    metadata: { name: "root-trust", namespace: "gloo-mesh" },
-    spec: { config, ...extraSpec },
-  });
+  const gloo = (config: Record<string, unknown>, extraSpec: Record<string, unknown> = {}) =>
+    rootTrustPolicy("gloo", config, extraSpec);
 
   it("translates the supported Vault fields", () => {
     const c = loadConfig(
@@ -178,18 +182,7 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
       {
         needVault: true,
         policyDoc: gloo({
-          agentCa: {
-            vault: {
-              caPath: "pki/root/sign-intermediate",
-              csrPath: "pki_int/intermediate/generate/exported",
-              server: "https://vault.vault:8200",
-              kubernetesAuth: {
-                path: "/v1/auth/kube-cluster1",
-                role: "gloo-mesh-istiod",
-                mountedSaPath: "/var/run/secrets/kubernetes.io/serviceaccount",
-              },
-            },
-          },
+          agentCa: glooVaultAgentCa(),
           intermediateCertOptions: {
             ttlDays: 365,
             rsaKeySizeBytes: 4096,
@@ -200,13 +193,17 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
       },
     );
     assert.equal(c.vault.address, "https://vault.example:8200", "the flag still wins over the policy");
-    assert.equal(c.intermediate.csrPath, "pki_int/intermediate/generate/exported");
-    assert.equal(c.auth.mountPath, "kube-cluster1");
-    assert.equal(c.auth.role, "gloo-mesh-istiod");
-    assert.equal(c.auth.tokenPath, "/var/run/secrets/kubernetes.io/serviceaccount/token");
-    assert.equal(c.intermediate.ttlSeconds, 365 * 86400);
-    assert.equal(c.intermediate.keyAlgorithm, "RSA_4096");
-    assert.equal(c.intermediate.rotationGraceRatio, 0.1);
+    assertFields(c.auth, {
+      mountPath: "kube-cluster1",
+      role: "gloo-mesh-istiod",
+      tokenPath: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    });
+    assertFields(c.intermediate, {
+      csrPath: "pki_int/intermediate/generate/exported",
+      ttlSeconds: 365 * 86400,
+      keyAlgorithm: "RSA_4096",
+      rotationGraceRatio: 0.1,
+    });
   });
 
   it("names every field it does not support", () => {

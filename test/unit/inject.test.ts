@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError } from "../../src/config/config.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
-import { parseInjectArgs } from "../../src/commands/inject.js";
+import { DEFAULT_INJECT_OPTIONS, injectHelp, parseInjectArgs } from "../../src/commands/inject.js";
 import { describeChanges } from "../../src/inject/diff.js";
 import {
   INJECTED_ANNOTATION,
@@ -398,58 +398,60 @@ void describe("inject: removeInjection", () => {
 void describe("inject: parseInjectArgs", () => {
   void it("applies the defaults", () => {
     assert.deepEqual(parseInjectArgs(["--vault-addr=https://vault.vault:8200"]), {
-      namespace: "istio-system",
+      ...DEFAULT_INJECT_OPTIONS,
       name: "istiod",
-      revision: undefined,
-      image: "istiod-vault-agent:0.1.0",
       vaultAddress: "https://vault.vault:8200",
-      vaultCaConfigMap: undefined,
-      role: "istiod-agent",
-      audience: "vault",
-      caPath: "pki/root/sign-intermediate",
-      trustDomain: undefined,
-      httpPort: 15300,
-      nativeSidecar: "auto",
-      remove: false,
-      dryRun: false,
-      extraArgs: [],
-      kubeconfig: undefined,
-      help: false,
     });
   });
 
+  void it("documents in --help the defaults it applies", () => {
+    const o = parseInjectArgs(["--vault-addr=https://vault.vault:8200"]);
+    const help = injectHelp();
+    // The defaults the README and the chart rely on, as parsing applies them and as --help states them.
+    const documented: [string, keyof InjectOptions, string][] = [
+      ["--namespace", "namespace", "istio-system"],
+      ["--name", "name", "istiod"],
+      ["--image", "image", "istiod-vault-agent:0.1.0"],
+      ["--auth-role", "role", "istiod-agent"],
+      ["--audience", "audience", "vault"],
+      ["--ca-path", "caPath", "pki/root/sign-intermediate"],
+      ["--http-port", "httpPort", "15300"],
+      ["--native-sidecar", "nativeSidecar", "auto"],
+    ];
+    for (const [flag, field, value] of documented) {
+      assert.equal(String(o[field]), value, field);
+      const paragraph = help
+        .slice(help.indexOf(`  ${flag} VALUE\n`))
+        .split("\n")
+        .slice(0, 2)
+        .join("\n");
+      assert.ok(paragraph.endsWith(`[default: ${value}]`), `${flag} in --help: ${paragraph}`);
+    }
+  });
+
   void it("parses every flag", () => {
-    const o = parseInjectArgs([
-      "--namespace=istio-canary",
-      "--revision=1-24-0",
-      "--image=reg/agent:1",
-      "--vault-addr=https://v:8200",
-      "--vault-ca-configmap=vault-ca",
-      "--auth-role=r",
-      "--audience=aud",
-      "--ca-path=pki_int/root/sign-intermediate",
-      "--trust-domain=example.org",
-      "--http-port=15301",
-      "--native-sidecar=false",
-      "--agent-arg=--ttl=24h",
-      "--agent-arg=--log-level=debug",
-      "--dry-run",
-      "--kubeconfig=/tmp/kc",
-    ]);
-    assert.equal(o.namespace, "istio-canary");
-    assert.equal(o.revision, "1-24-0");
-    assert.equal(o.name, undefined);
-    assert.equal(o.image, "reg/agent:1");
-    assert.equal(o.vaultCaConfigMap, "vault-ca");
-    assert.equal(o.role, "r");
-    assert.equal(o.audience, "aud");
-    assert.equal(o.caPath, "pki_int/root/sign-intermediate");
-    assert.equal(o.trustDomain, "example.org");
-    assert.equal(o.httpPort, 15301);
-    assert.equal(o.nativeSidecar, false);
-    assert.deepEqual(o.extraArgs, ["--ttl=24h", "--log-level=debug"]);
-    assert.equal(o.dryRun, true);
-    assert.equal(o.kubeconfig, "/tmp/kc");
+    // Each flag with the fields it sets; every other field keeps its default (and --revision clears --name's).
+    const cases: [string, Partial<InjectOptions>][] = [
+      ["--namespace=istio-canary", { namespace: "istio-canary" }],
+      ["--revision=1-24-0", { revision: "1-24-0", name: undefined }],
+      ["--image=reg/agent:1", { image: "reg/agent:1" }],
+      ["--vault-addr=https://v:8200", { vaultAddress: "https://v:8200" }],
+      ["--vault-ca-configmap=vault-ca", { vaultCaConfigMap: "vault-ca" }],
+      ["--auth-role=r", { role: "r" }],
+      ["--audience=aud", { audience: "aud" }],
+      ["--ca-path=pki_int/root/sign-intermediate", { caPath: "pki_int/root/sign-intermediate" }],
+      ["--trust-domain=example.org", { trustDomain: "example.org" }],
+      ["--http-port=15301", { httpPort: 15301 }],
+      ["--native-sidecar=false", { nativeSidecar: false }],
+      ["--agent-arg=--ttl=24h", {}],
+      ["--agent-arg=--log-level=debug", { extraArgs: ["--ttl=24h", "--log-level=debug"] }],
+      ["--dry-run", { dryRun: true }],
+      ["--kubeconfig=/tmp/kc", { kubeconfig: "/tmp/kc" }],
+    ];
+    assert.deepEqual(
+      parseInjectArgs(cases.map(([flag]) => flag)),
+      Object.assign({ ...DEFAULT_INJECT_OPTIONS }, ...cases.map(([, fields]) => fields)),
+    );
     assert.equal(parseInjectArgs(["--vault-addr=https://v", "--native-sidecar=true"]).nativeSidecar, true);
   });
 

@@ -3,11 +3,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { KeyObject, webcrypto } from "node:crypto";
-import { ConfigError } from "../../src/config/config.js";
 import type { SigningBundle } from "../../src/authority/bundle.js";
 import { generateKeyPair } from "../../src/crypto/keys.js";
 import { x509 } from "../../src/crypto/x509.js";
-import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
+import type { RelayConfig } from "../../src/relay/config.js";
 import { InvalidIssuedError, validateIssued } from "../../src/relay/bootstrap/agent.js";
 import { bootstrapTimeAttribute, readBootstrapTime } from "../../src/relay/bootstrap/bootstrap-time.js";
 import { signClientCertificate } from "../../src/relay/bootstrap/client-signer.js";
@@ -20,24 +19,11 @@ import {
 import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
 import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
+import { ECDSA_SHA256 as SIGN, caCertificate, testSigningBundle } from "../env/ca-certs.js";
+import { relayConfig, relayProblems } from "./relay-args.js";
 
-const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
-
-function problems(argv: string[], env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseRelayArgs(argv, env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail("expected a ConfigError");
-}
-
-function run(argv: string[], env: NodeJS.ProcessEnv = {}): RelayConfig {
-  const parsed = parseRelayArgs(argv, env);
-  assert.equal(parsed.kind, "run");
-  return (parsed as { config: RelayConfig }).config;
-}
+const run = (argv: string[], e: NodeJS.ProcessEnv = {}): RelayConfig => relayConfig(argv, e);
+const problems = (argv: string[], e: NodeJS.ProcessEnv = {}): string[] => relayProblems(argv, e);
 
 async function refusal(p: Promise<unknown>, code: string, reason: string): Promise<IssuerRefusal> {
   try {
@@ -78,17 +64,13 @@ interface TestCa {
 async function makeRoot(name: string): Promise<TestCa> {
   const keys = await generateKeyPair("ECDSA_P256", true);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  const cert = await caCertificate({
+    subject: `CN=${name}`,
+    keys,
     serialNumber: "01",
-    name: `CN=${name}`,
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 24 * 3600_000),
-    keys,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
+    subjectKeyIdentifier: false,
   });
   return { cert, keys };
 }
@@ -96,40 +78,23 @@ async function makeRoot(name: string): Promise<TestCa> {
 async function makeIntermediate(root: TestCa, name: string): Promise<TestCa> {
   const keys = await generateKeyPair("ECDSA_P256", true);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: "02",
+  const cert = await caCertificate({
     subject: `CN=${name}`,
-    issuer: root.cert.subject,
+    keys,
+    issuer: { cert: root.cert, privateKey: root.keys.privateKey },
+    serialNumber: "02",
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 12 * 3600_000),
-    publicKey: keys.publicKey,
-    signingKey: root.keys.privateKey,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
+    pathLength: 0,
+    authorityKeyIdentifier: false,
   });
   return { cert, keys };
 }
 
 function bundleOf(root: TestCa, inter: TestCa): SigningBundle {
-  const pem = (c: x509.X509Certificate) => c.toString("pem") + "\n";
-  return {
-    signingCert: inter.cert,
-    signingCertPem: pem(inter.cert),
-    chainPem: [pem(inter.cert), pem(root.cert)],
-    rootsPem: [pem(root.cert)],
-    signingKey: KeyObject.from(inter.keys.privateKey), // extractable test key: no DEP0204
-    privateKey: inter.keys.privateKey,
-    keyAlgorithm: "ECDSA_P256",
-    privateKeyPem: undefined,
-    notBefore: inter.cert.notBefore,
-    notAfter: inter.cert.notAfter,
-    serialHex: inter.cert.serialNumber,
-    generation: 1,
-  };
+  // extractable test key: KeyObject.from is no DEP0204
+  const keys = { signingKey: KeyObject.from(inter.keys.privateKey), privateKey: inter.keys.privateKey };
+  return testSigningBundle(inter.cert, root.cert.toString("pem") + "\n", keys, "ECDSA_P256");
 }
 
 async function leafFor(
@@ -174,23 +139,21 @@ void describe("relay bootstrap config", () => {
   });
 
   void it("agent --bootstrap refuses every Vault flag, naming it", () => {
-    const p = problems([
-      "--role=agent",
-      "--bootstrap=mgmt:9910",
-      "--cluster=cluster1",
-      "--vault-addr=https://vault:8200",
-      "--token-path=/t",
-      "--auth-role=relay",
-      "--pki-mount=pki",
-      "--kv-path=secret/data/x",
-      "--ttl=1h",
-    ]);
-    for (const flag of ["--vault-addr", "--token-path", "--auth-role", "--pki-mount", "--kv-path"])
+    const refused: Record<string, string> = {
+      "--vault-addr": "https://vault:8200",
+      "--token-path": "/t",
+      "--auth-role": "relay",
+      "--pki-mount": "pki",
+      "--kv-path": "secret/data/x",
+      "--ttl": "1h",
+    };
+    const vaultFlags = Object.entries(refused).map(([flag, value]) => `${flag}=${value}`);
+    const p = problems(["--role=agent", "--bootstrap=mgmt:9910", "--cluster=cluster1", ...vaultFlags]);
+    for (const flag of Object.keys(refused))
       assert.ok(
         p.some((m) => m.startsWith(`${flag}: not accepted with --bootstrap`)),
         `${flag} refused: ${p.join("\n")}`,
       );
-    assert.ok(p.some((m) => m.startsWith("--ttl: not accepted with --bootstrap")));
   });
 
   void it("agent --bootstrap still needs --cluster and a host:port", () => {

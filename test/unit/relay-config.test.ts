@@ -2,31 +2,18 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError } from "../../src/config/config.js";
 import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
 import { relayPolicy } from "../../src/relay/policy.js";
 import { relayAgentMetrics } from "../../src/commands/relay.js";
 import { RelayMetrics } from "../../src/relay/metrics.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
 import { repoRoot } from "../env/harness.js";
+import { relayConfig, relayProblems } from "./relay-args.js";
 
 const env = { VAULT_ADDR: "https://vault.example:8200" };
 
-function run(argv: string[], e: NodeJS.ProcessEnv = env): RelayConfig {
-  const parsed = parseRelayArgs(argv, e);
-  assert.equal(parsed.kind, "run");
-  return (parsed as { config: RelayConfig }).config;
-}
-
-function problems(argv: string[], e: NodeJS.ProcessEnv = env): string[] {
-  try {
-    parseRelayArgs(argv, e);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail("expected a ConfigError");
-}
+const run = (argv: string[], e: NodeJS.ProcessEnv = env): RelayConfig => relayConfig(argv, e);
+const problems = (argv: string[], e: NodeJS.ProcessEnv = env): string[] => relayProblems(argv, e);
 
 void describe("relay config", () => {
   void it("server defaults fit a standard Gloo install", () => {

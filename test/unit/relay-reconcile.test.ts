@@ -96,48 +96,75 @@ function scriptedRelayVault(ca: ScriptedCa, clock: FakeClock) {
   return { vault, calls };
 }
 
+/** What both reconcilers take besides their issuer: the Secrets, relay metrics, logger, clock and jitter. */
+function reconcilerDeps(kube: MemoryKube, clock: FakeClock, registry = new Registry()) {
+  return {
+    secrets: new SecretStore(kube.client(), NS, false),
+    metrics: new RelayMetrics(registry, () => clock.now()),
+    log,
+    clock,
+    random: () => 0.5,
+  };
+}
+
+interface Reconciler {
+  start(): Promise<void>;
+  stop(): void;
+  ready(): boolean;
+}
+
+/**
+ * Starts `reconciler` on an empty Secret: one certificate is issued and stored, kept until 2/3 of its life, then
+ * renewed. `issued` counts the issuer's calls. Returns the first certificate; the reconciler is left running.
+ */
+async function assertIssuesThenRenews(
+  h: { clock: FakeClock; kube: MemoryKube; issued: () => number },
+  reconciler: Reconciler,
+): Promise<string> {
+  await reconciler.start();
+  assert.equal(h.issued(), 1);
+  const first = h.kube.data(CLIENT)["tls.crt"];
+  assert.ok(first);
+  assert.ok(reconciler.ready());
+  await h.clock.advance(2_000 * S - 1);
+  assert.equal(h.issued(), 1, "kept before 2/3 of its life");
+  await h.clock.advance(1);
+  await until(() => h.issued() === 2 && h.kube.data(CLIENT)["tls.crt"] !== first, "the renewal");
+  return first;
+}
+
+/** Starts and stops one reconciler, runs `between`, then starts a second one on the same Secrets and returns it. */
+async function restarted<R extends Reconciler>(make: () => R, between: () => unknown): Promise<R> {
+  const a = make();
+  await a.start();
+  a.stop();
+  await between();
+  const b = make();
+  await b.start();
+  return b;
+}
+
 async function relaySetup() {
   const clock = new FakeClock();
   const ca = await scriptedCa(clock.now());
   const kube = new MemoryKube();
   const { vault, calls } = scriptedRelayVault(ca, clock);
-  const make = () =>
-    new Relay(config(), {
-      vault,
-      secrets: new SecretStore(kube.client(), NS, false),
-      metrics: new RelayMetrics(new Registry(), () => clock.now()),
-      log,
-      clock,
-      random: () => 0.5,
-    });
-  return { clock, kube, calls, make };
+  const make = () => new Relay(config(), { vault, ...reconcilerDeps(kube, clock) });
+  return { clock, kube, calls, make, issued: () => calls.signLeaf };
 }
 
 void describe("Relay certificate reconcile (fake clock)", { timeout: 60_000 }, () => {
   void it("issues a missing certificate, keeps it until the renewal point, then renews it", async () => {
-    const { clock, kube, calls, make } = await relaySetup();
-    const relay = make();
-    await relay.start();
-    assert.equal(calls.signLeaf, 1);
-    const first = kube.data(CLIENT)["tls.crt"];
-    assert.ok(first);
-    assert.ok(relay.ready());
-    await clock.advance(2_000 * S - 1);
-    assert.equal(calls.signLeaf, 1, "kept before 2/3 of its life");
-    await clock.advance(1);
-    await until(() => calls.signLeaf === 2 && kube.data(CLIENT)["tls.crt"] !== first, "the renewal");
+    const h = await relaySetup();
+    const relay = h.make();
+    await assertIssuesThenRenews(h, relay);
     relay.stop();
   });
 
   void it("a restarted relay keeps the valid certificate it finds in the Secret", async () => {
     const { clock, kube, calls, make } = await relaySetup();
-    const a = make();
-    await a.start();
-    a.stop();
-    await clock.advance(1_000 * S);
+    const b = await restarted(make, () => clock.advance(1_000 * S));
     const kept = kube.data(CLIENT)["tls.crt"];
-    const b = make();
-    await b.start();
     assert.equal(calls.signLeaf, 1, "nothing issued at restart");
     assert.equal(kube.data(CLIENT)["tls.crt"], kept);
     assert.ok(b.ready());
@@ -146,13 +173,11 @@ void describe("Relay certificate reconcile (fake clock)", { timeout: 60_000 }, (
 
   void it("replaces a stored certificate that is unusable (key no longer matches)", async () => {
     const { kube, calls, make } = await relaySetup();
-    const a = make();
-    await a.start();
-    a.stop();
-    const data = kube.data(CLIENT);
-    kube.put(CLIENT, { ...data, "tls.key": otherKeyPem() });
-    const b = make();
-    await b.start();
+    let data: Record<string, string> = {};
+    const b = await restarted(make, () => {
+      data = kube.data(CLIENT);
+      kube.put(CLIENT, { ...data, "tls.key": otherKeyPem() });
+    });
     assert.equal(calls.signLeaf, 2, "a new certificate and key replace the broken pair");
     assert.notEqual(kube.data(CLIENT)["tls.crt"], data["tls.crt"]);
     b.stop();
@@ -209,42 +234,29 @@ async function bootstrapSetup() {
   const make = () => {
     const registry = new Registry();
     return new BootstrapAgent(config(), {
-      secrets: new SecretStore(kube.client(), NS, false),
+      ...reconcilerDeps(kube, clock, registry),
       client,
-      metrics: new RelayMetrics(registry, () => clock.now()),
       agentMetrics: new BootstrapAgentMetrics(registry),
-      log,
-      clock,
-      random: () => 0.5,
     });
   };
-  return { clock, kube, state, make };
+  return { clock, kube, state, make, issued: () => state.calls.length };
 }
 
 void describe("BootstrapAgent reconcile (fake clock)", { timeout: 60_000 }, () => {
   void it("bootstraps with the identity token, then renews over mTLS at the renewal point", async () => {
-    const { clock, kube, state, make } = await bootstrapSetup();
-    const agent = make();
-    await agent.start();
-    assert.deepEqual(state.calls, [{ method: "bootstrap", token: "identity-token-1" }]);
-    const first = kube.data(CLIENT)["tls.crt"];
-    await clock.advance(2_000 * S - 1);
-    assert.equal(state.calls.length, 1, "kept before 2/3 of its life");
-    await clock.advance(1);
-    await until(() => state.calls.length === 2 && kube.data(CLIENT)["tls.crt"] !== first, "the renewal");
-    assert.equal(state.calls[1]!.method, "renew", "renewed with the held certificate, not the token");
-    assert.equal(state.calls[1]!.certPem, first);
+    const h = await bootstrapSetup();
+    const agent = h.make();
+    const first = await assertIssuesThenRenews(h, agent);
+    assert.deepEqual(h.state.calls[0], { method: "bootstrap", token: "identity-token-1" });
+    assert.equal(h.state.calls[1]!.method, "renew", "renewed with the held certificate, not the token");
+    assert.equal(h.state.calls[1]!.certPem, first);
     agent.stop();
   });
 
   void it("a restarted agent keeps the valid certificate in the Secret and calls nobody", async () => {
     const { kube, state, make } = await bootstrapSetup();
-    const a = make();
-    await a.start();
-    a.stop();
-    kube.put("relay-identity-token-secret", {}); // the token is gone: it must not be needed
-    const b = make();
-    await b.start();
+    // The token is gone before the restart: it must not be needed.
+    const b = await restarted(make, () => kube.put("relay-identity-token-secret", {}));
     assert.equal(state.calls.length, 1);
     assert.ok(b.ready());
     b.stop();

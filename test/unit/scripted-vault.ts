@@ -2,9 +2,9 @@
 // dates from the fake clock. No server is involved.
 import { webcrypto } from "node:crypto";
 import { x509 } from "../../src/crypto/x509.js";
+import { ECDSA_SHA256 as SIGN, caCertificate } from "../env/ca-certs.js";
 
 const EC = { name: "ECDSA", namedCurve: "P-256" } as const;
-const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;
 
 export interface ScriptedCa {
   rootPem: string;
@@ -19,17 +19,14 @@ export interface ScriptedCa {
 
 export async function scriptedCa(now: number): Promise<ScriptedCa> {
   const keys = await webcrypto.subtle.generateKey(EC, false, ["sign", "verify"]);
-  const root = await x509.X509CertificateGenerator.createSelfSigned({
+  // No subject key identifier: the shape of the root these tests were written against.
+  const root = await caCertificate({
+    subject: "CN=scripted test root",
+    keys,
     serialNumber: "01",
-    name: "CN=scripted test root",
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 3650 * 24 * 3600_000),
-    keys,
-    signingAlgorithm: SIGN,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
+    subjectKeyIdentifier: false,
   });
   const rootPem = root.toString("pem") + "\n";
   let serial = 0x100;
