@@ -3,7 +3,7 @@
 import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync, lstatSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, statSync, lstatSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -172,7 +172,9 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
         process: run.process,
       });
       assert.equal(await probe("/readyz"), 503, "no bundle yet: Vault is unreachable");
-      await assert.rejects(getBundle(run.client, 1_000), "nothing to serve on the socket either");
+      // The socket is bound right after the health port; asking before it exists would test the connect, not the agent.
+      await waitUntil("the socket exists", async () => existsSync(run.socketPath), { timeoutMs: 10_000 });
+      await assert.rejects(getBundle(run.client, 5_000), /no valid intermediate is held yet/, "nothing to serve yet");
     } finally {
       suite.env.vault.process.signal("SIGCONT");
     }
