@@ -15,7 +15,7 @@ import { RELAY_FLAGS, parseRelayArgs, relayHelp, type RelayConfig } from "../rel
 import { RelayMetrics } from "../relay/metrics.js";
 import { relayPolicy } from "../relay/policy.js";
 import { Relay, scrub } from "../relay/relay.js";
-import { SecretStore } from "../relay/secrets.js";
+import { SecretStore } from "../kube/secret-store.js";
 import { BootstrapAgent } from "../relay/bootstrap/agent.js";
 import { startIssuer, type RunningIssuer } from "../relay/bootstrap/command.js";
 import { IssuerClient } from "../relay/bootstrap/issuer-client.js";

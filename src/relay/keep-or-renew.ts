@@ -10,7 +10,7 @@ import {
   type HeldCertificate,
   type KeepOrRenew,
 } from "../authority/renewal.js";
-import type { TlsInspection } from "./inspect.js";
+import type { TlsInspection } from "../kube/tls-secret.js";
 import type { RelayMetrics } from "./metrics.js";
 import { SecretStore, type DesiredSecret, type KubeSecret, type WriteOutcome } from "../kube/secret-store.js";
 

@@ -10,7 +10,8 @@ import { VaultClient } from "../vault/client.js";
 import { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import { parseRelayArgs } from "./config.js";
 import { clusterTokenSecretName, scrub } from "./relay.js";
-import { ANNOTATION_PREFIX, SecretStore } from "./secrets.js";
+import { SecretStore } from "../kube/secret-store.js";
+import { ANNOTATION_PREFIX } from "./keep-or-renew.js";
 import { RelayVault } from "./vault.js";
 
 export async function runRegisterCluster(argv: string[]): Promise<number> {

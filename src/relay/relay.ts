@@ -12,8 +12,9 @@ import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
 import { Backoff, nextRunAfterSuccess } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
-import { createLeafCsr, type LeafUsage } from "./csr.js";
-import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
+import { createLeafCsr, type LeafUsage } from "../authority/csr.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
+import { dnsNamesOf, inspectTlsSecret, type TlsExpectation } from "../kube/tls-secret.js";
 import {
   ANNOTATION_PREFIX,
   decideForSecret,

@@ -18,7 +18,7 @@ import {
   type IdentityTokenSource,
 } from "../../src/relay/bootstrap/identity-tokens.js";
 import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
-import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
+import { TokenBucketLimiter } from "../../src/util/token-bucket.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
 
 const SIGN = { name: "ECDSA", hash: "SHA-256" } as const;

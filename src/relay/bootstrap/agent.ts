@@ -9,13 +9,16 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
+import { chainProblem } from "../../authority/chain.js";
 import type { HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff, nextRunAfterSuccess } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import type { RelayConfig } from "../config.js";
-import { createLeafCsr } from "../csr.js";
-import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } from "../inspect.js";
+import { createLeafCsr } from "../../authority/csr.js";
+import { keyAlgorithmOf } from "../../crypto/keys.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../../crypto/pem.js";
+import { dnsNamesOf, inspectTlsSecret } from "../../kube/tls-secret.js";
 import type { RelayMetrics } from "../metrics.js";
 import { decideForSecret, writeIssued, type RenewalSettings, type SecretContext } from "../keep-or-renew.js";
 import { scrub } from "../relay.js";
@@ -341,14 +344,8 @@ export async function validateIssued(
     throw new InvalidIssuedError("the certificate is a CA, expected a leaf");
   if (leaf.notAfter.getTime() <= now.getTime())
     throw new InvalidIssuedError(`the certificate expired at ${leaf.notAfter.toISOString()}`);
-  const full = [...withoutRoot, root];
-  for (let i = 0; i < full.length - 1; i++) {
-    const ok = await full[i]!.verify({ publicKey: full[i + 1]!, signatureOnly: true }).catch(() => false);
-    if (!ok)
-      throw new InvalidIssuedError(
-        `chain element ${i} (${full[i]!.subject}) is not signed by the next (${full[i + 1]!.subject}); is ca.crt the relay root?`,
-      );
-  }
+  const broken = await chainProblem([...withoutRoot, root]);
+  if (broken !== undefined) throw new InvalidIssuedError(`${broken}; is ca.crt the relay root?`);
   return {
     tlsCrt: withoutRoot.map((c) => c.toString("pem") + "\n").join(""),
     serialHex: leaf.serialNumber.toLowerCase(),

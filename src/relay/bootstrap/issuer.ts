@@ -35,7 +35,7 @@ import { bootstrapTimeAttribute } from "./bootstrap-time.js";
 import { IdentityTokenRegistry, type IdentityTokenSource } from "./identity-tokens.js";
 import type { IssuerMetrics } from "./metrics.js";
 import { peerCertificateInfo, verifyClientCertificate, type PeerCertificateInfo } from "./peer-verify.js";
-import { TokenBucketLimiter } from "./rate-limit.js";
+import { TokenBucketLimiter } from "../../util/token-bucket.js";
 import { IssuerRefusal, denied, unauthenticated } from "./refusal.js";
 import { splitHostPort } from "../../cli/validate.js";
 
