@@ -340,21 +340,17 @@ export class Relay {
     const secret = await this.secrets.get(item.secret);
     this.secrets.assertWritable(item.secret, secret);
     const now = this.clock.now();
-    const decision = decideForSecret(this.ctx(item), this.renewal, {
+    const decision = decideForSecret(this.ctx(item), this.renewal, item, {
       secret,
       stored: secret
         ? await inspectTlsSecret(SecretStore.decode(secret), this.expectationFor(item), trusted, new Date(now))
         : undefined,
-      forced: force ? trigger : undefined,
-      held: item.held,
+      force,
       trigger,
       now,
       what: "certificate",
     });
-    if (decision.action === "keep") {
-      item.held = decision.held;
-      return decision.held.renewAt - now;
-    }
+    if (decision.action === "keep") return decision.held.renewAt - now;
     return this.issue(item, secret, trigger, decision.reason);
   }
 

@@ -10,7 +10,6 @@ import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
 import { chainProblem } from "../../authority/chain.js";
-import type { HeldCertificate } from "../../authority/renewal.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff, nextRunAfterSuccess } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
@@ -20,7 +19,13 @@ import { keyAlgorithmOf } from "../../crypto/keys.js";
 import { splitPemCertificatesOrNone as splitPemCertificates } from "../../crypto/pem.js";
 import { dnsNamesOf, inspectTlsSecret } from "../../kube/tls-secret.js";
 import type { RelayMetrics } from "../metrics.js";
-import { decideForSecret, writeIssued, type RenewalSettings, type SecretContext } from "../keep-or-renew.js";
+import {
+  decideForSecret,
+  writeIssued,
+  type HeldSlot,
+  type RenewalSettings,
+  type SecretContext,
+} from "../keep-or-renew.js";
 import { scrub } from "../relay.js";
 import { SecretStore } from "../../kube/secret-store.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
@@ -52,7 +57,7 @@ export class BootstrapAgent {
   private readonly log: Logger;
   private readonly backoff: Backoff;
   private readonly cluster: string;
-  private held: HeldCertificate | undefined;
+  private readonly slot: HeldSlot = {};
   private timer: Timer | undefined;
   private running: Promise<number> | undefined;
   private stopped = false;
@@ -72,7 +77,7 @@ export class BootstrapAgent {
 
   /** A certificate is held in the Secret and has not expired. */
   ready(): boolean {
-    return this.held !== undefined && this.held.notAfter > this.clock.now();
+    return this.slot.held !== undefined && this.slot.held.notAfter > this.clock.now();
   }
 
   /** Reconciles now, then keeps the certificate renewed until stop(). */
@@ -140,7 +145,7 @@ export class BootstrapAgent {
           trigger,
           err: message,
           retryInMs: delay,
-          heldNotAfter: this.held ? new Date(this.held.notAfter).toISOString() : undefined,
+          heldNotAfter: this.slot.held ? new Date(this.slot.held.notAfter).toISOString() : undefined,
         },
         "could not obtain a relay client certificate from the issuer",
       );
@@ -173,20 +178,16 @@ export class BootstrapAgent {
           new Date(now),
         )
       : undefined;
-    const decision = decideForSecret(this.ctx(), this.renewal, {
+    const decision = decideForSecret(this.ctx(), this.renewal, this.slot, {
       secret,
       stored,
-      forced: force ? trigger : undefined,
+      force,
       mismatch: heldAlgorithm !== this.cfg.keyAlgorithm ? `the key is not ${this.cfg.keyAlgorithm}` : undefined,
-      held: this.held,
       trigger,
       now,
       what: "client certificate",
     });
-    if (decision.action === "keep") {
-      this.held = decision.held;
-      return decision.held.renewAt - now;
-    }
+    if (decision.action === "keep") return decision.held.renewAt - now;
     const { reason } = decision;
     // A certificate still valid for this cluster and the relay root authenticates its own renewal (mTLS); without
     // one, the agent falls back to bootstrapping with the identity token.
@@ -236,7 +237,7 @@ export class BootstrapAgent {
       trigger,
       () => this.clock.now(),
     );
-    this.held = held;
+    this.slot.held = held;
     this.log.info(
       {
         secret: this.qualified(s.client),
