@@ -5,14 +5,14 @@ import { ConfigError } from "../config/config.js";
 import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
 import {
   applyFlags,
+  commandFlag,
+  fieldFlags,
   parseCommandLine,
   readFlagFile,
   renderHelp,
   valueFlag,
   type FlagTable,
   type FlagValues,
-  fieldFlags,
-  commandFlag,
 } from "../cli/flags.js";
 import {
   Expected,
