@@ -129,12 +129,7 @@ export interface RelayBootstrapConfig {
 
 /** Flags that configure Vault access: refused in --bootstrap mode, where the agent never talks to Vault. */
 export const VAULT_FLAGS = [
-  "vault-addr",
-  "vault-cacert",
-  "vault-namespace",
-  "auth-mount",
-  "auth-role",
-  "token-path",
+  ...Object.keys(vaultAuthFlags<RelayConfig>()),
   "pki-mount",
   "server-role",
   "client-role",
