@@ -9,6 +9,7 @@ import type { HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
+import { scrub } from "../observability/logger.js";
 import { Backoff, nextRunAfterSuccess } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
@@ -462,14 +463,6 @@ function failureReason(err: unknown): string {
   if (err instanceof HttpStatusError) return `${err.service}_http_${err.status}`;
   if (err instanceof HttpTransportError) return `${err.service}_unreachable`;
   return "error";
-}
-
-/** Masks anything key- or token-like in a message before it is logged (a second line of defence). */
-export function scrub(message: string): string {
-  return message
-    .replace(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g, "<private key>")
-    .replace(/eyJ[\w-]+\.[\w-]+\.[\w-]+/g, "<jwt>")
-    .replace(/\b(hvs|hvb|hvr|s|b)\.[A-Za-z0-9]{20,}/g, "<token>");
 }
 
 /** The Secret that carries one registered cluster's identity token on the management cluster. */

@@ -26,7 +26,7 @@ import {
   type RenewalSettings,
   type SecretContext,
 } from "../keep-or-renew.js";
-import { scrub } from "../relay.js";
+import { scrub } from "../../observability/logger.js";
 import { SecretStore } from "../../kube/secret-store.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
 import type { BootstrapAgentMetrics } from "./metrics.js";

@@ -7,7 +7,7 @@ import type { AgentMetrics } from "../../observability/metrics.js";
 import type { VaultClient } from "../../vault/client.js";
 import type { KubernetesAuth } from "../../vault/kubernetes-auth.js";
 import type { RelayConfig } from "../config.js";
-import { scrub } from "../relay.js";
+import { scrub } from "../../observability/logger.js";
 import { SecretStore } from "../../kube/secret-store.js";
 import { KvIdentityTokenSource } from "./identity-tokens.js";
 import { RelayIssuer, type ServingIdentity } from "./issuer.js";

@@ -27,7 +27,7 @@ import {
 } from "../../gen/relay/v1/issuer.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import { uniquePemCertificates } from "../../crypto/pem.js";
-import { scrub } from "../relay.js";
+import { scrub } from "../../observability/logger.js";
 import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
