@@ -3,40 +3,17 @@
 // runs, so one command's --help does not load the others' gRPC, HTTP or X.509 stacks.
 import { EXIT_USAGE, runCommand, version, type Command } from "./cli/command.js";
 
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command: Command }> }> = {
-  sidecar: {
-    summary:
-      "run beside istiod: obtain the intermediate, serve it on the socket and in cacerts, renew it (long-running)",
-    load: () => import("./commands/sidecar.js"),
-  },
-  init: {
-    summary: "obtain an intermediate, write the cacerts files istiod needs at start, and exit 0 (init container)",
-    load: () => import("./commands/init.js"),
-  },
-  status: {
-    summary: "connect to a running agent's socket and print its chain, expiry and generation",
-    load: () => import("./commands/status.js"),
-  },
-  "setup-vault": {
-    summary:
-      "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
-    load: () => import("./commands/setup-vault.js"),
-  },
-  doctor: {
-    summary:
-      "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
-    load: () => import("./commands/doctor.js"),
-  },
-  relay: {
-    summary:
-      "relay companion mode: keep the Gloo relay mTLS Secrets issued from Vault and rotated (--role server|agent)",
-    load: () => import("./commands/relay.js"),
-  },
-  inject: {
-    summary:
-      "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
-    load: () => import("./commands/inject.js"),
-  },
+// Each command is src/commands/<name>.ts, exporting `command`.
+const COMMANDS: Record<string, string> = {
+  sidecar: "run beside istiod: obtain the intermediate, serve it on the socket and in cacerts, renew it (long-running)",
+  init: "obtain an intermediate, write the cacerts files istiod needs at start, and exit 0 (init container)",
+  status: "connect to a running agent's socket and print its chain, expiry and generation",
+  "setup-vault":
+    "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
+  doctor:
+    "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
+  relay: "relay companion mode: keep the Gloo relay mTLS Secrets issued from Vault and rotated (--role server|agent)",
+  inject: "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
 };
 
 export const COMMAND_NAMES = Object.keys(COMMANDS);
@@ -47,7 +24,7 @@ function usage(): string {
     "       istiod-vault-agent --version",
     "",
     "commands:",
-    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(12)} ${c.summary}`),
+    ...Object.entries(COMMANDS).map(([n, summary]) => `  ${n.padEnd(12)} ${summary}`),
     "",
     "Run 'istiod-vault-agent <command> --help' for the flags of a command.",
     "Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error.",
@@ -68,12 +45,11 @@ export async function main(argv: string[]): Promise<number> {
     console.error(usage());
     return EXIT_USAGE;
   }
-  const entry = COMMANDS[name];
-  if (!entry || !Object.hasOwn(COMMANDS, name)) {
+  if (!Object.hasOwn(COMMANDS, name)) {
     console.error(`unknown command "${name}"\n\n${usage()}`);
     return EXIT_USAGE;
   }
-  const { command } = await entry.load();
+  const { command } = (await import(`./commands/${name}.js`)) as { command: Command };
   return runCommand(command, rest);
 }
 

@@ -20,20 +20,29 @@ import type { SigningBundle } from "./bundle.js";
 import { validateSignAnswer } from "./chain.js";
 import { signIntermediate } from "../vault/pki.js";
 import { createIntermediateCsr } from "./csr.js";
+import { uniquePemCertificates } from "../crypto/pem.js";
 import { jitterFraction, renewalDelayMs } from "./renewal.js";
 
 export { renewalDelayMs } from "./renewal.js";
 
-export interface IntermediateAuthorityOptions {
+/** The intermediate to obtain: the `intermediate` section of the configuration. */
+export interface IntermediateProfile {
+  /** Vault path that signs the CSR, e.g. pki/root/sign-intermediate or pki_int/root/sign-intermediate. */
   caPath: string;
+  /** Gloo-compatible opt-in: Vault generates an exported key+CSR here (and stores the key: deleted after import). */
   csrPath: string | undefined;
   ttlSeconds: number;
   commonName: string;
   organization: string | undefined;
   keyAlgorithm: KeyAlgorithmName;
   maxPathLength: number;
+  /** Renew when this fraction of the lifetime remains (Gloo's secretRotationGracePeriodRatio). Default 1/3. */
   rotationGraceRatio: number;
+  /** ± jitter on the renewal point, as a fraction of the lifetime. */
   jitterRatio: number;
+}
+
+export interface IntermediateAuthorityOptions extends IntermediateProfile {
   /** Keep the key exportable and its PEM in the bundle (needed for istiod's cacerts files). */
   keyExport: boolean;
   backoff: BackoffOptions;
@@ -204,7 +213,7 @@ export class IntermediateAuthority {
       signingCert: chain.cert,
       signingCertPem: chain.certPem,
       chainPem: chain.chainPem,
-      rootsPem: uniqueCertificates([chain.rootPem, ...o.extraRootsPem]),
+      rootsPem: uniquePemCertificates([chain.rootPem, ...o.extraRootsPem]),
       signingKey: nodeKeys.privateKey,
       privateKey,
       keyAlgorithm: o.keyAlgorithm,
@@ -312,15 +321,4 @@ export function unavailableReason(held: SigningBundle | undefined, now: number, 
     return `the intermediate (generation ${held.generation}) expired at ${held.notAfter.toISOString()} and could not be renewed yet${last}`;
   }
   return `no valid intermediate is held yet${last}`;
-}
-
-/** PEM certificates with duplicates (same DER, whatever the formatting) removed, first occurrence kept. */
-function uniqueCertificates(pems: readonly string[]): string[] {
-  const seen = new Set<string>();
-  return pems.filter((p) => {
-    const key = p.replace(/-----[^-]+-----|\s/g, "");
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }

@@ -1,6 +1,7 @@
 // The agent's typed configuration and its validation. Every problem is reported at once, each with the field path,
 // the value's problem and what is expected.
-import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
+import type { IntermediateProfile } from "../authority/intermediate-authority.js";
+import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort, vaultUrlProblem } from "../cli/validate.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
@@ -19,21 +20,7 @@ export interface Config {
     role: string;
     tokenPath: string;
   };
-  intermediate: {
-    /** Vault path that signs the CSR, e.g. pki/root/sign-intermediate or pki_int/root/sign-intermediate. */
-    caPath: string;
-    /** Gloo-compatible opt-in: Vault generates an exported key+CSR here (and stores the key: deleted after import). */
-    csrPath: string | undefined;
-    ttlSeconds: number;
-    commonName: string;
-    organization: string | undefined;
-    keyAlgorithm: KeyAlgorithmName;
-    maxPathLength: number;
-    /** Renew when this fraction of the lifetime remains (Gloo's secretRotationGracePeriodRatio). Default 1/3. */
-    rotationGraceRatio: number;
-    /** ± jitter on the renewal point, as a fraction of the lifetime. */
-    jitterRatio: number;
-  };
+  intermediate: IntermediateProfile;
   leaf: {
     trustDomain: string;
     defaultTtlSeconds: number;

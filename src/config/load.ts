@@ -26,7 +26,6 @@ import {
   duration,
   durationMs,
   list,
-  logLevel,
   nonEmpty,
   normalizeAuthMount,
   optionalHostPort,
@@ -36,6 +35,7 @@ import {
   wholeNumber,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
+import { retryLogFlags } from "../cli/service-flags.js";
 import { vaultAuthFlags } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
@@ -193,15 +193,7 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     (c) => c.kube.kubeconfig,
     { arg: "FILE" },
   ),
-  "backoff-initial": option("first retry delay", durationMs("1s"), (c) => c.backoff.initialMs, {
-    arg: "DURATION",
-    format: "ms",
-  }),
-  "backoff-max": option("longest retry delay", durationMs("5m"), (c) => c.backoff.maxMs, {
-    arg: "DURATION",
-    format: "ms",
-  }),
-  "log-level": option("error, warn, info or debug", logLevel, (c) => c.logLevel),
+  ...retryLogFlags<Config>(),
 };
 
 export type FlagName = keyof typeof AGENT_FLAGS;

@@ -103,119 +103,98 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
   }
   const config = path(doc, "spec.config", problems);
   if (!config) return problems;
-  const reader = new FieldReader(problems);
+  const reader = new FieldReader(problems, config, "spec.config");
 
-  const vault = reader.obj(config, "spec.config.agentCa.vault", ["agentCa", "vault"]);
+  const vault = reader.obj(["agentCa", "vault"]);
   if (vault) {
-    reader.string(vault, "server", "spec.config.agentCa.vault.server", (v) => (c.vault.address = v));
-    reader.string(vault, "caBundle", "spec.config.agentCa.vault.caBundle", (v) => (c.vault.caPem = v));
-    reader.string(vault, "namespace", "spec.config.agentCa.vault.namespace", (v) => (c.vault.namespace = v));
-    reader.string(vault, "caPath", "spec.config.agentCa.vault.caPath", (v) => (c.intermediate.caPath = v));
-    reader.string(vault, "csrPath", "spec.config.agentCa.vault.csrPath", (v) => (c.intermediate.csrPath = v));
-    const ka = reader.obj(vault, "spec.config.agentCa.vault.kubernetesAuth", ["kubernetesAuth"]);
+    vault.string("server", (v) => (c.vault.address = v));
+    vault.string("caBundle", (v) => (c.vault.caPem = v));
+    vault.string("namespace", (v) => (c.vault.namespace = v));
+    vault.string("caPath", (v) => (c.intermediate.caPath = v));
+    vault.string("csrPath", (v) => (c.intermediate.csrPath = v));
+    const ka = vault.obj(["kubernetesAuth"]);
     if (ka) {
-      reader.string(
-        ka,
-        "mountPath",
-        "spec.config.agentCa.vault.kubernetesAuth.mountPath",
-        (v) => (c.auth.mountPath = v.replace(/^\/?v1\/auth\//, "")),
-      );
-      reader.string(ka, "role", "spec.config.agentCa.vault.kubernetesAuth.role", (v) => (c.auth.role = v));
-      reader.string(
-        ka,
-        "serviceAccountTokenPath",
-        "spec.config.agentCa.vault.kubernetesAuth.serviceAccountTokenPath",
-        (v) => (c.auth.tokenPath = v),
-      );
-      reader.string(ka, "audience", "spec.config.agentCa.vault.kubernetesAuth.audience", () => undefined);
+      ka.string("mountPath", (v) => (c.auth.mountPath = v.replace(/^\/?v1\/auth\//, "")));
+      ka.string("role", (v) => (c.auth.role = v));
+      ka.string("serviceAccountTokenPath", (v) => (c.auth.tokenPath = v));
+      ka.string("audience", () => undefined);
     }
   }
-  const ico = reader.obj(config, "spec.config.intermediateCertOptions", ["intermediateCertOptions"]);
+  const ico = reader.obj(["intermediateCertOptions"]);
   if (ico) {
-    reader.duration(ico, "ttl", "spec.config.intermediateCertOptions.ttl", (v) => (c.intermediate.ttlSeconds = v));
-    reader.string(
-      ico,
-      "keyAlgorithm",
-      "spec.config.intermediateCertOptions.keyAlgorithm",
-      (v) => (c.intermediate.keyAlgorithm = v as KeyAlgorithmName),
-    );
-    reader.string(
-      ico,
-      "orgName",
-      "spec.config.intermediateCertOptions.orgName",
-      (v) => (c.intermediate.organization = v),
-    );
-    reader.string(
-      ico,
-      "commonName",
-      "spec.config.intermediateCertOptions.commonName",
-      (v) => (c.intermediate.commonName = v),
-    );
-    reader.number(
-      ico,
-      "secretRotationGracePeriodRatio",
-      "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio",
-      (v) => (c.intermediate.rotationGraceRatio = v),
-    );
-    reader.number(
-      ico,
-      "maxPathLength",
-      "spec.config.intermediateCertOptions.maxPathLength",
-      (v) => (c.intermediate.maxPathLength = v),
-    );
+    ico.duration("ttl", (v) => (c.intermediate.ttlSeconds = v));
+    ico.string("keyAlgorithm", (v) => (c.intermediate.keyAlgorithm = v as KeyAlgorithmName));
+    ico.string("orgName", (v) => (c.intermediate.organization = v));
+    ico.string("commonName", (v) => (c.intermediate.commonName = v));
+    ico.number("secretRotationGracePeriodRatio", (v) => (c.intermediate.rotationGraceRatio = v));
+    ico.number("maxPathLength", (v) => (c.intermediate.maxPathLength = v));
   }
-  const leaf = reader.obj(config, "spec.config.workloadCertOptions", ["workloadCertOptions"]);
+  const leaf = reader.obj(["workloadCertOptions"]);
   if (leaf) {
-    reader.string(leaf, "trustDomain", "spec.config.workloadCertOptions.trustDomain", (v) => (c.leaf.trustDomain = v));
-    reader.duration(
-      leaf,
-      "defaultTtl",
-      "spec.config.workloadCertOptions.defaultTtl",
-      (v) => (c.leaf.defaultTtlSeconds = v),
-    );
-    reader.duration(leaf, "maxTtl", "spec.config.workloadCertOptions.maxTtl", (v) => (c.leaf.maxTtlSeconds = v));
-    reader.duration(leaf, "minTtl", "spec.config.workloadCertOptions.minTtl", (v) => (c.leaf.minTtlSeconds = v));
+    leaf.string("trustDomain", (v) => (c.leaf.trustDomain = v));
+    leaf.duration("defaultTtl", (v) => (c.leaf.defaultTtlSeconds = v));
+    leaf.duration("maxTtl", (v) => (c.leaf.maxTtlSeconds = v));
+    leaf.duration("minTtl", (v) => (c.leaf.minTtlSeconds = v));
   }
   return problems;
 }
 
+/** Reads the fields of one object of the document; problems name the field's path. */
 class FieldReader {
-  constructor(private readonly problems: string[]) {}
+  constructor(
+    private readonly problems: string[],
+    private readonly o: Obj,
+    private readonly where: string,
+  ) {}
 
-  obj(parent: Obj, where: string, keys: string[]): Obj | undefined {
-    let cur: unknown = parent;
+  /** The object at `keys` below this one; undefined when absent (or not an object: a problem). */
+  obj(keys: string[]): FieldReader | undefined {
+    let cur: unknown = this.o;
     for (const k of keys) {
       if (!isObj(cur) || cur[k] === undefined) return undefined;
       cur = cur[k];
     }
+    const where = [this.where, ...keys].join(".");
     if (!isObj(cur)) {
       this.problems.push(`${where}: expected an object`);
       return undefined;
     }
-    return cur;
+    return new FieldReader(this.problems, cur, where);
   }
 
-  string(o: Obj, key: string, where: string, assign: (v: string) => void): void {
-    const v = o[key];
-    if (v === undefined) return;
-    if (typeof v !== "string" || v.length === 0) this.problems.push(`${where}: expected a non-empty string`);
-    else assign(v);
+  string(key: string, assign: (v: string) => void): void {
+    this.read(
+      key,
+      assign,
+      (v) => (typeof v === "string" && v.length > 0 ? v : undefined),
+      "expected a non-empty string",
+    );
   }
 
-  number(o: Obj, key: string, where: string, assign: (v: number) => void): void {
-    const v = o[key];
-    if (v === undefined) return;
-    if (typeof v !== "number" || !Number.isFinite(v)) this.problems.push(`${where}: expected a number`);
-    else assign(v);
+  number(key: string, assign: (v: number) => void): void {
+    this.read(key, assign, (v) => (typeof v === "number" && Number.isFinite(v) ? v : undefined), "expected a number");
   }
 
-  duration(o: Obj, key: string, where: string, assign: (v: number) => void): void {
-    const v = o[key];
+  duration(key: string, assign: (v: number) => void): void {
+    const seconds = (v: unknown) => {
+      const s = typeof v === "string" || typeof v === "number" ? parseDuration(v) : Number.NaN;
+      return Number.isFinite(s) ? s : undefined;
+    };
+    this.read(key, assign, seconds, (v) => `${JSON.stringify(v)} is not a duration; expected e.g. 720h or 30d`);
+  }
+
+  private read<T>(
+    key: string,
+    assign: (v: T) => void,
+    parse: (v: unknown) => T | undefined,
+    expected: string | ((v: unknown) => string),
+  ): void {
+    const v = this.o[key];
     if (v === undefined) return;
-    const s = typeof v === "string" || typeof v === "number" ? parseDuration(v) : Number.NaN;
-    if (!Number.isFinite(s))
-      this.problems.push(`${where}: ${JSON.stringify(v)} is not a duration; expected e.g. 720h or 30d`);
-    else assign(s);
+    const parsed = parse(v);
+    if (parsed === undefined)
+      this.problems.push(`${this.where}.${key}: ${typeof expected === "string" ? expected : expected(v)}`);
+    else assign(parsed);
   }
 }
 

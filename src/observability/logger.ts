@@ -42,3 +42,11 @@ export function createLogger(
     opts.destination ?? pino.destination({ dest: 2, sync: true }),
   );
 }
+
+/** Masks anything key- or token-like in a message before it is logged (a second line of defence). */
+export function scrub(message: string): string {
+  return message
+    .replace(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g, "<private key>")
+    .replace(/eyJ[\w-]+\.[\w-]+\.[\w-]+/g, "<jwt>")
+    .replace(/\b(hvs|hvb|hvr|s|b)\.[A-Za-z0-9]{20,}/g, "<token>");
+}

@@ -16,36 +16,45 @@ const GROUP_OF: Record<string, MetricGroup> = {
   iva_cacerts_: "serve",
 };
 
+/** Makes series in `registry` from a name, help and label names; everything else is prom-client's default. */
+export function seriesIn(registry: Registry) {
+  return {
+    counter: <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers: [registry] }),
+    gauge: <L extends string = string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[] = [],
+      collect?: (this: Gauge<L>) => void,
+    ) => new Gauge<L>({ name, help, labelNames, registers: [registry], ...(collect && { collect }) }),
+  };
+}
+
 export class AgentMetrics {
   readonly registry = new Registry();
+  private readonly series = seriesIn(this.registry);
 
-  readonly intermediateNotAfter = new Gauge({
-    name: "iva_intermediate_not_after_seconds",
-    help: "NotAfter of the served intermediate CA certificate (Unix seconds).",
-    registers: [this.registry],
-  });
-  readonly intermediateSecondsToExpiry = new Gauge({
-    name: "iva_intermediate_seconds_to_expiry",
-    help: "Seconds until the served intermediate CA certificate expires.",
-    registers: [this.registry],
-  });
-  readonly intermediateGeneration = new Gauge({
-    name: "iva_intermediate_generation",
-    help: "Generation of the served intermediate (1 after start, +1 per rotation).",
-    registers: [this.registry],
-  });
-  readonly rotations = new Counter({
-    name: "iva_intermediate_rotations_total",
-    help: "Attempts to obtain a new intermediate, by outcome.",
-    labelNames: ["outcome", "trigger"] as const,
-    registers: [this.registry],
-  });
-  readonly vaultRequests = new Counter({
-    name: "iva_vault_requests_total",
-    help: "Vault calls by operation and outcome.",
-    labelNames: ["operation", "outcome"] as const,
-    registers: [this.registry],
-  });
+  readonly intermediateNotAfter = this.series.gauge(
+    "iva_intermediate_not_after_seconds",
+    "NotAfter of the served intermediate CA certificate (Unix seconds).",
+  );
+  readonly intermediateSecondsToExpiry = this.series.gauge(
+    "iva_intermediate_seconds_to_expiry",
+    "Seconds until the served intermediate CA certificate expires.",
+  );
+  readonly intermediateGeneration = this.series.gauge(
+    "iva_intermediate_generation",
+    "Generation of the served intermediate (1 after start, +1 per rotation).",
+  );
+  readonly rotations = this.series.counter(
+    "iva_intermediate_rotations_total",
+    "Attempts to obtain a new intermediate, by outcome.",
+    ["outcome", "trigger"],
+  );
+  readonly vaultRequests = this.series.counter("iva_vault_requests_total", "Vault calls by operation and outcome.", [
+    "operation",
+    "outcome",
+  ]);
   readonly vaultRequestSeconds = new Histogram({
     name: "iva_vault_request_duration_seconds",
     help: "Vault call durations by operation.",
@@ -53,59 +62,45 @@ export class AgentMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
     registers: [this.registry],
   });
-  readonly vaultLogins = new Counter({
-    name: "iva_vault_logins_total",
-    help: "Kubernetes-auth logins by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
-  readonly vaultTokenRenewals = new Counter({
-    name: "iva_vault_token_renewals_total",
-    help: "Vault token self-renewals by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
-  readonly vaultTokenRevocations = new Counter({
-    name: "iva_vault_token_revocations_total",
-    help: "Vault token revoke-self calls at shutdown, by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
-  readonly vaultKeyDeletions = new Counter({
-    name: "iva_vault_key_deletions_total",
-    help: "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
-  readonly leavesSigned = new Counter({
-    name: "iva_leaves_signed_total",
-    help: "Leaf certificates signed over the socket.",
-    registers: [this.registry],
-  });
-  readonly leavesRefused = new Counter({
-    name: "iva_leaves_refused_total",
-    help: "Leaf signing requests refused, by the policy rule that refused them.",
-    labelNames: ["reason"] as const,
-    registers: [this.registry],
-  });
-  readonly limitHits = new Counter({
-    name: "iva_limit_hits_total",
-    help: "Requests or streams refused or dropped because a resource limit was reached, by limit.",
-    labelNames: ["reason"] as const,
-    registers: [this.registry],
-  });
-  readonly tokenReviews = new Counter({
-    name: "iva_token_reviews_total",
-    help: "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
-  readonly sinkWrites = new Counter({
-    name: "iva_cacerts_writes_total",
-    help: "Writes of the cacerts directory, by outcome.",
-    labelNames: ["outcome"] as const,
-    registers: [this.registry],
-  });
+  readonly vaultLogins = this.series.counter("iva_vault_logins_total", "Kubernetes-auth logins by outcome.", [
+    "outcome",
+  ]);
+  readonly vaultTokenRenewals = this.series.counter(
+    "iva_vault_token_renewals_total",
+    "Vault token self-renewals by outcome.",
+    ["outcome"],
+  );
+  readonly vaultTokenRevocations = this.series.counter(
+    "iva_vault_token_revocations_total",
+    "Vault token revoke-self calls at shutdown, by outcome.",
+    ["outcome"],
+  );
+  readonly vaultKeyDeletions = this.series.counter(
+    "iva_vault_key_deletions_total",
+    "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
+    ["outcome"],
+  );
+  readonly leavesSigned = this.series.counter("iva_leaves_signed_total", "Leaf certificates signed over the socket.");
+  readonly leavesRefused = this.series.counter(
+    "iva_leaves_refused_total",
+    "Leaf signing requests refused, by the policy rule that refused them.",
+    ["reason"],
+  );
+  readonly limitHits = this.series.counter(
+    "iva_limit_hits_total",
+    "Requests or streams refused or dropped because a resource limit was reached, by limit.",
+    ["reason"],
+  );
+  readonly tokenReviews = this.series.counter(
+    "iva_token_reviews_total",
+    "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
+    ["outcome"],
+  );
+  readonly sinkWrites = this.series.counter(
+    "iva_cacerts_writes_total",
+    "Writes of the cacerts directory, by outcome.",
+    ["outcome"],
+  );
 
   /**
    * `groups`: the series this mode exports (default all); the others still count but are not in the registry.

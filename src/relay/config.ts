@@ -5,24 +5,22 @@ import { ConfigError } from "../config/config.js";
 import { KEY_ALGORITHMS, type KeyAlgorithmName } from "../crypto/keys.js";
 import {
   applyFlags,
+  commandFlag,
+  fieldFlags,
   parseCommandLine,
   readFlagFile,
   renderHelp,
   valueFlag,
   type FlagTable,
   type FlagValues,
-  fieldFlags,
-  commandFlag,
 } from "../cli/flags.js";
 import {
   Expected,
   dnsName,
   duration,
-  durationMs,
   hostPort,
   isDnsName,
   list,
-  logLevel,
   namespaceName,
   optionalHostPort,
   positive,
@@ -33,6 +31,7 @@ import {
   vaultUrlProblem,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
+import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
 import { vaultAuthFlags, type VaultAuthSection } from "../cli/vault-flags.js";
 
 export type RelayRole = "server" | "agent";
@@ -130,12 +129,7 @@ export interface RelayBootstrapConfig {
 
 /** Flags that configure Vault access: refused in --bootstrap mode, where the agent never talks to Vault. */
 export const VAULT_FLAGS = [
-  "vault-addr",
-  "vault-cacert",
-  "vault-namespace",
-  "auth-mount",
-  "auth-role",
-  "token-path",
+  ...Object.keys(vaultAuthFlags<RelayConfig>()),
   "pki-mount",
   "server-role",
   "client-role",
@@ -198,7 +192,7 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
 
 type C = RelayConfig;
 const flag = valueFlag<C, string>;
-const { option, toggle, seconds, millis } = fieldFlags<C>();
+const { option, toggle, seconds } = fieldFlags<C>();
 const lifetime = (min: number, max?: number) => duration("720h or 20s", min, max);
 /** A burst: a whole number of requests, at least 1. */
 const burst = (v: string) => Math.max(1, Math.floor(positive(100_000)(v)));
@@ -323,16 +317,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
     lifetime(1, 7 * 86400),
     (c) => c.resyncSeconds,
   ),
-  "backoff-initial": millis(
-    "first retry delay after a failure",
-    durationMs("1s", 0.01, 3600),
-    (c) => c.backoff.initialMs,
-  ),
-  "backoff-max": option("longest retry delay", durationMs("5m", 0.01, 86400), (c) => c.backoff.maxMs, {
-    arg: "DURATION",
-    format: "ms",
-  }),
-  "log-level": option("error, warn, info or debug", logLevel, (c) => c.logLevel),
+  ...retryLogFlags<C>(),
   issuer: toggle(
     "server role: also serve the certificate issuer (TLS gRPC, relay server certificate) that agents started " +
       "with --bootstrap use instead of Vault; it signs with an in-memory intermediate from <pki>/root/sign-intermediate",
@@ -523,8 +508,8 @@ function validateShape(c: RelayConfig, flags: FlagValues): string[] {
     if (flags["server-dns"] !== undefined)
       p.push("--server-dns: only used with --role server; expected the client certificate's name in --cluster instead");
   }
-  if (c.backoff.maxMs < c.backoff.initialMs)
-    p.push(`--backoff-max: ${c.backoff.maxMs}ms is below --backoff-initial; expected max ≥ initial`);
+  const backoff = backoffProblem(c);
+  if (backoff) p.push(backoff);
   return p;
 }
 

@@ -10,7 +10,7 @@ import {
   type HeldCertificate,
   type KeepOrRenew,
 } from "../authority/renewal.js";
-import type { TlsInspection } from "./inspect.js";
+import type { TlsInspection } from "../kube/tls-secret.js";
 import type { RelayMetrics } from "./metrics.js";
 import { SecretStore, type DesiredSecret, type KubeSecret, type WriteOutcome } from "../kube/secret-store.js";
 
@@ -39,23 +39,32 @@ export interface SecretDecisionInput {
   secret: KubeSecret | undefined;
   /** The inspection of the Secret's data; undefined when there is no Secret. */
   stored: TlsInspection | undefined;
-  /** The trigger when a renewal was asked for (SIGHUP). */
-  forced: string | undefined;
+  /** A renewal was asked for (SIGHUP). */
+  force: boolean;
   mismatch?: string | undefined;
-  held: HeldCertificate | undefined;
   trigger: string;
   now: number;
   /** What is kept, for the log line ("certificate", "client certificate"). */
   what: string;
 }
 
-export function decideForSecret(ctx: SecretContext, r: RenewalSettings, i: SecretDecisionInput): KeepOrRenew {
+/** Where a Secret's certificate is remembered between reconciliations; set here when it is kept. */
+export interface HeldSlot {
+  held?: HeldCertificate | undefined;
+}
+
+export function decideForSecret(
+  ctx: SecretContext,
+  r: RenewalSettings,
+  slot: HeldSlot,
+  i: SecretDecisionInput,
+): KeepOrRenew {
   const decision = keepOrRenew({
     stored: i.stored,
     managed: i.secret !== undefined && SecretStore.isManaged(i.secret),
-    forced: i.forced,
+    forced: i.force ? i.trigger : undefined,
     mismatch: i.mismatch,
-    held: i.held,
+    held: slot.held,
     issuedAt: i.secret?.metadata.annotations?.[ISSUED_AT_ANNOTATION],
     now: i.now,
     graceRatio: r.graceRatio,
@@ -75,6 +84,7 @@ export function decideForSecret(ctx: SecretContext, r: RenewalSettings, i: Secre
         `keeping the valid ${i.what} already in the Secret`,
       );
     ctx.metrics.held(ctx.name, new Date(held.notAfter));
+    slot.held = held;
   }
   return decision;
 }

@@ -1,6 +1,7 @@
 // Relay metrics, registered beside the agent's Vault metrics in one prom-client Registry: time left per Secret,
 // rotations and failures per Secret, and Secret writes by operation.
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Counter, Gauge, Registry } from "prom-client";
+import { seriesIn } from "../observability/metrics.js";
 
 export class RelayMetrics {
   private readonly expiries = new Map<string, number>();
@@ -12,40 +13,36 @@ export class RelayMetrics {
   readonly writes: Counter<"secret" | "operation">;
 
   constructor(registry: Registry, now: () => number = Date.now) {
+    const series = seriesIn(registry);
     const expiries = this.expiries;
-    this.notAfter = new Gauge({
-      name: "iva_relay_secret_not_after_seconds",
-      help: "NotAfter of the certificate held in each relay Secret (Unix seconds).",
-      labelNames: ["secret"] as const,
-      registers: [registry],
-    });
-    this.secondsToExpiry = new Gauge({
-      name: "iva_relay_secret_seconds_to_expiry",
-      help: "Seconds until the certificate held in each relay Secret expires.",
-      labelNames: ["secret"] as const,
-      registers: [registry],
-      collect() {
+    this.notAfter = series.gauge(
+      "iva_relay_secret_not_after_seconds",
+      "NotAfter of the certificate held in each relay Secret (Unix seconds).",
+      ["secret"],
+    );
+    this.secondsToExpiry = series.gauge(
+      "iva_relay_secret_seconds_to_expiry",
+      "Seconds until the certificate held in each relay Secret expires.",
+      ["secret"],
+      function () {
         for (const [secret, at] of expiries) this.set({ secret }, Math.round((at - now()) / 1000));
       },
-    });
-    this.rotations = new Counter({
-      name: "iva_relay_rotations_total",
-      help: "New certificates (or identity token / root copies) written into relay Secrets, by Secret and trigger.",
-      labelNames: ["secret", "trigger"] as const,
-      registers: [registry],
-    });
-    this.failures = new Counter({
-      name: "iva_relay_failures_total",
-      help: "Failed reconciliations of a relay Secret, by Secret and reason.",
-      labelNames: ["secret", "reason"] as const,
-      registers: [registry],
-    });
-    this.writes = new Counter({
-      name: "iva_relay_secret_writes_total",
-      help: "Kubernetes Secret writes by Secret and operation (created, updated, adopted).",
-      labelNames: ["secret", "operation"] as const,
-      registers: [registry],
-    });
+    );
+    this.rotations = series.counter(
+      "iva_relay_rotations_total",
+      "New certificates (or identity token / root copies) written into relay Secrets, by Secret and trigger.",
+      ["secret", "trigger"],
+    );
+    this.failures = series.counter(
+      "iva_relay_failures_total",
+      "Failed reconciliations of a relay Secret, by Secret and reason.",
+      ["secret", "reason"],
+    );
+    this.writes = series.counter(
+      "iva_relay_secret_writes_total",
+      "Kubernetes Secret writes by Secret and operation (created, updated, adopted).",
+      ["secret", "operation"],
+    );
   }
 
   /** Records the NotAfter of the certificate a Secret now holds. */

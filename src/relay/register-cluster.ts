@@ -9,8 +9,10 @@ import { AgentMetrics } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
 import { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import { parseRelayArgs } from "./config.js";
-import { clusterTokenSecretName, scrub } from "./relay.js";
-import { ANNOTATION_PREFIX, SecretStore } from "./secrets.js";
+import { scrub } from "../observability/logger.js";
+import { clusterTokenSecretName } from "./relay.js";
+import { SecretStore } from "../kube/secret-store.js";
+import { ANNOTATION_PREFIX } from "./keep-or-renew.js";
 import { RelayVault } from "./vault.js";
 
 export async function runRegisterCluster(argv: string[]): Promise<number> {

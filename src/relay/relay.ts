@@ -9,11 +9,13 @@ import type { HeldCertificate } from "../authority/renewal.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../crypto/keys.js";
 import { x509 } from "../crypto/x509.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
+import { scrub } from "../observability/logger.js";
 import { Backoff, nextRunAfterSuccess } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { RelayConfig } from "./config.js";
-import { createLeafCsr, type LeafUsage } from "./csr.js";
-import { dnsNamesOf, inspectTlsSecret, splitPemCertificates, type TlsExpectation } from "./inspect.js";
+import { createLeafCsr, type LeafUsage } from "../authority/csr.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
+import { dnsNamesOf, inspectTlsSecret, type TlsExpectation } from "../kube/tls-secret.js";
 import {
   ANNOTATION_PREFIX,
   decideForSecret,
@@ -339,21 +341,17 @@ export class Relay {
     const secret = await this.secrets.get(item.secret);
     this.secrets.assertWritable(item.secret, secret);
     const now = this.clock.now();
-    const decision = decideForSecret(this.ctx(item), this.renewal, {
+    const decision = decideForSecret(this.ctx(item), this.renewal, item, {
       secret,
       stored: secret
         ? await inspectTlsSecret(SecretStore.decode(secret), this.expectationFor(item), trusted, new Date(now))
         : undefined,
-      forced: force ? trigger : undefined,
-      held: item.held,
+      force,
       trigger,
       now,
       what: "certificate",
     });
-    if (decision.action === "keep") {
-      item.held = decision.held;
-      return decision.held.renewAt - now;
-    }
+    if (decision.action === "keep") return decision.held.renewAt - now;
     return this.issue(item, secret, trigger, decision.reason);
   }
 
@@ -465,14 +463,6 @@ function failureReason(err: unknown): string {
   if (err instanceof HttpStatusError) return `${err.service}_http_${err.status}`;
   if (err instanceof HttpTransportError) return `${err.service}_unreachable`;
   return "error";
-}
-
-/** Masks anything key- or token-like in a message before it is logged (a second line of defence). */
-export function scrub(message: string): string {
-  return message
-    .replace(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g, "<private key>")
-    .replace(/eyJ[\w-]+\.[\w-]+\.[\w-]+/g, "<jwt>")
-    .replace(/\b(hvs|hvb|hvr|s|b)\.[A-Za-z0-9]{20,}/g, "<token>");
 }
 
 /** The Secret that carries one registered cluster's identity token on the management cluster. */

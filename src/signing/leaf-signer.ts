@@ -95,14 +95,17 @@ export function leafNotBefore(issuer: Pick<LeafIssuer, "notBefore">, now: Date):
   return new Date(Math.max(floorToSecond(now.getTime() - CLOCK_SKEW_MS), issuer.notBefore.getTime()));
 }
 
-export async function signLeaf(
-  bundle: LeafIssuer,
+/** Signs a workload leaf for `csrPem` under `bundle`: signLeaf on this thread, SigningPool.sign on a worker. */
+export type SignLeafFn<B extends LeafIssuer = LeafIssuer> = (
+  bundle: B,
   csrPem: string,
   ttlSeconds: number,
   policy: LeafPolicy,
   now: Date,
-  opts: SignLeafOptions = {},
-): Promise<SignedLeaf> {
+  opts?: SignLeafOptions,
+) => Promise<SignedLeaf>;
+
+export const signLeaf: SignLeafFn = async (bundle, csrPem, ttlSeconds, policy, now, opts = {}) => {
   // TTL first: it is the cheapest check and also refuses early when the intermediate has expired.
   const ttl = resolveTtl(ttlSeconds, policy, bundle.notAfter, now);
   const { spki, subjectPublicKey, uriSans, keyType } = await checkCsr(csrPem, policy, opts);
@@ -124,7 +127,7 @@ export async function signLeaf(
     notAfter,
   });
   return { certPem, chainPem: [certPem, ...bundle.chainPem], notAfter, serialHex };
-}
+};
 
 const SERVER_AND_CLIENT: readonly ExtendedKeyUsage[] = ["serverAuth", "clientAuth"];
 

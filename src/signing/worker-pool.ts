@@ -8,7 +8,7 @@ import type { SigningBundle } from "../authority/bundle.js";
 import type { KeyObject } from "node:crypto";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy, type LeafPolicyCode } from "./leaf-policy.js";
-import { signLeaf, type LeafIssuer, type SignLeafOptions, type SignedLeaf } from "./leaf-signer.js";
+import { signLeaf, type LeafIssuer, type SignLeafFn, type SignLeafOptions, type SignedLeaf } from "./leaf-signer.js";
 
 const WORKER_ROLE = "istiod-vault-agent-signing-worker";
 
@@ -70,14 +70,7 @@ export class SigningPool {
     this.workers = Array.from({ length: size }, () => this.spawn());
   }
 
-  sign(
-    bundle: SigningBundle,
-    csrPem: string,
-    ttlSeconds: number,
-    policy: LeafPolicy,
-    now: Date,
-    opts: SignLeafOptions = {},
-  ): Promise<SignedLeaf> {
+  readonly sign: SignLeafFn<SigningBundle> = (bundle, csrPem, ttlSeconds, policy, now, opts = {}) => {
     if (this.closed) return Promise.reject(new Error("the signing pool is closed"));
     // The least busy worker; ties go to the first, which keeps a light load on few threads.
     let target = this.workers[0]!;
@@ -109,7 +102,7 @@ export class SigningPool {
       target.inflight++;
       target.worker.postMessage(message);
     });
-  }
+  };
 
   async close(): Promise<void> {
     this.closed = true;

@@ -29,14 +29,17 @@ export interface SignLeafRequest {
   ttlSeconds: number;
 }
 
-/** `path` is a PKI sign-intermediate endpoint, e.g. pki/root/sign-intermediate. */
-export async function signIntermediate(
+/** A PKI signing call: `path` is the endpoint, `req` what to sign. */
+type PkiSign<R> = (
   vault: Pick<VaultClient, "write">,
   path: string,
   token: string,
-  req: SignIntermediateRequest,
-): Promise<VaultSecret<PkiSignAnswer>> {
-  return vault.write<PkiSignAnswer>(path, token, {
+  req: R,
+) => Promise<VaultSecret<PkiSignAnswer>>;
+
+/** `path` is a PKI sign-intermediate endpoint, e.g. pki/root/sign-intermediate. */
+export const signIntermediate: PkiSign<SignIntermediateRequest> = (vault, path, token, req) =>
+  vault.write<PkiSignAnswer>(path, token, {
     csr: req.csr,
     common_name: req.commonName,
     ttl: `${Math.round(req.ttlSeconds)}s`,
@@ -46,16 +49,10 @@ export async function signIntermediate(
     ...(req.organization ? { organization: req.organization } : {}),
     ...(req.permittedDnsDomains?.length ? { permitted_dns_domains: req.permittedDnsDomains.join(",") } : {}),
   });
-}
 
 /** `path` is a PKI sign/<role> endpoint; the role decides the extensions. */
-export async function signLeaf(
-  vault: Pick<VaultClient, "write">,
-  path: string,
-  token: string,
-  req: SignLeafRequest,
-): Promise<VaultSecret<PkiSignAnswer>> {
-  return vault.write<PkiSignAnswer>(path, token, {
+export const signLeaf: PkiSign<SignLeafRequest> = (vault, path, token, req) =>
+  vault.write<PkiSignAnswer>(path, token, {
     csr: req.csr,
     common_name: req.dnsNames[0],
     alt_names: req.dnsNames.join(","),
@@ -63,4 +60,3 @@ export async function signLeaf(
     format: "pem",
     exclude_cn_from_sans: false,
   });
-}

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { RelayCertificateIssuerClient, type Issued } from "../../src/gen/relay/v1/issuer.js";
-import type { KubeSecret } from "../../src/relay/secrets.js";
+import type { KubeSecret } from "../../src/kube/secret-store.js";
 import type { TestEnv } from "./harness.js";
 
 /** The relay server's DNS name, as Gloo's management server is addressed. */

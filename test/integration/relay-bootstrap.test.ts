@@ -24,7 +24,7 @@ import { x509 } from "../../src/crypto/x509.js";
 import { exportPrivateKeyPem, generateKeyPair } from "../../src/crypto/keys.js";
 import type { Issued } from "../../src/gen/relay/v1/issuer.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/kube/secret-store.js";
 
 const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
 const EKU_CLIENT = relayIssuer.EKU_CLIENT_AUTH;

@@ -20,7 +20,7 @@ import { ManagedProcess, waitUntil } from "../env/process.js";
 import { opensslVerify } from "../env/crypto-check.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 import { relayPolicy } from "../../src/relay/policy.js";
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/relay/secrets.js";
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/kube/secret-store.js";
 
 const SERVER_DNS = relayIssuer.RELAY_SERVER_DNS;
 const EKU_CLIENT = relayIssuer.EKU_CLIENT_AUTH;

@@ -17,7 +17,7 @@ import {
   type IdentityTokenSource,
 } from "../../src/relay/bootstrap/identity-tokens.js";
 import { verifyClientCertificate, type PeerCertificateInfo } from "../../src/relay/bootstrap/peer-verify.js";
-import { TokenBucketLimiter } from "../../src/relay/bootstrap/rate-limit.js";
+import { TokenBucketLimiter } from "../../src/util/token-bucket.js";
 import { IssuerRefusal } from "../../src/relay/bootstrap/refusal.js";
 import { ECDSA_SHA256 as SIGN, caCertificate, testSigningBundle } from "../env/ca-certs.js";
 import { relayConfig, relayProblems } from "./relay-args.js";

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { effectiveStart, inspectTlsSecret, renewAtMs, type TlsExpectation } from "../../src/relay/inspect.js";
+import { effectiveStart, renewAtMs } from "../../src/authority/renewal.js";
+import { inspectTlsSecret, type TlsExpectation } from "../../src/kube/tls-secret.js";
 import { makeTestCa, type TestCa } from "../env/pki.js";
 
 const LEAF: TlsExpectation = { kind: "leaf", dnsNames: ["relay.example"], keyAlgorithm: "ECDSA_P256" };

@@ -9,16 +9,24 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { exportPrivateKeyPem, generateKeyPair, type CryptoKey, type KeyAlgorithmName } from "../../crypto/keys.js";
 import { subtle, x509 } from "../../crypto/x509.js";
-import type { HeldCertificate } from "../../authority/renewal.js";
+import { chainProblem } from "../../authority/chain.js";
 import type { Issued } from "../../gen/relay/v1/issuer.js";
 import { Backoff, nextRunAfterSuccess } from "../../util/backoff.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import type { RelayConfig } from "../config.js";
-import { createLeafCsr } from "../csr.js";
-import { dnsNamesOf, inspectTlsSecret, keyAlgorithmOf, splitPemCertificates } from "../inspect.js";
+import { createLeafCsr } from "../../authority/csr.js";
+import { keyAlgorithmOf } from "../../crypto/keys.js";
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../../crypto/pem.js";
+import { dnsNamesOf, inspectTlsSecret } from "../../kube/tls-secret.js";
 import type { RelayMetrics } from "../metrics.js";
-import { decideForSecret, writeIssued, type RenewalSettings, type SecretContext } from "../keep-or-renew.js";
-import { scrub } from "../relay.js";
+import {
+  decideForSecret,
+  writeIssued,
+  type HeldSlot,
+  type RenewalSettings,
+  type SecretContext,
+} from "../keep-or-renew.js";
+import { scrub } from "../../observability/logger.js";
 import { SecretStore } from "../../kube/secret-store.js";
 import { IssuerCallError, type IssuerClient } from "./issuer-client.js";
 import type { BootstrapAgentMetrics } from "./metrics.js";
@@ -49,7 +57,7 @@ export class BootstrapAgent {
   private readonly log: Logger;
   private readonly backoff: Backoff;
   private readonly cluster: string;
-  private held: HeldCertificate | undefined;
+  private readonly slot: HeldSlot = {};
   private timer: Timer | undefined;
   private running: Promise<number> | undefined;
   private stopped = false;
@@ -69,7 +77,7 @@ export class BootstrapAgent {
 
   /** A certificate is held in the Secret and has not expired. */
   ready(): boolean {
-    return this.held !== undefined && this.held.notAfter > this.clock.now();
+    return this.slot.held !== undefined && this.slot.held.notAfter > this.clock.now();
   }
 
   /** Reconciles now, then keeps the certificate renewed until stop(). */
@@ -137,7 +145,7 @@ export class BootstrapAgent {
           trigger,
           err: message,
           retryInMs: delay,
-          heldNotAfter: this.held ? new Date(this.held.notAfter).toISOString() : undefined,
+          heldNotAfter: this.slot.held ? new Date(this.slot.held.notAfter).toISOString() : undefined,
         },
         "could not obtain a relay client certificate from the issuer",
       );
@@ -170,20 +178,16 @@ export class BootstrapAgent {
           new Date(now),
         )
       : undefined;
-    const decision = decideForSecret(this.ctx(), this.renewal, {
+    const decision = decideForSecret(this.ctx(), this.renewal, this.slot, {
       secret,
       stored,
-      forced: force ? trigger : undefined,
+      force,
       mismatch: heldAlgorithm !== this.cfg.keyAlgorithm ? `the key is not ${this.cfg.keyAlgorithm}` : undefined,
-      held: this.held,
       trigger,
       now,
       what: "client certificate",
     });
-    if (decision.action === "keep") {
-      this.held = decision.held;
-      return decision.held.renewAt - now;
-    }
+    if (decision.action === "keep") return decision.held.renewAt - now;
     const { reason } = decision;
     // A certificate still valid for this cluster and the relay root authenticates its own renewal (mTLS); without
     // one, the agent falls back to bootstrapping with the identity token.
@@ -233,7 +237,7 @@ export class BootstrapAgent {
       trigger,
       () => this.clock.now(),
     );
-    this.held = held;
+    this.slot.held = held;
     this.log.info(
       {
         secret: this.qualified(s.client),
@@ -341,14 +345,8 @@ export async function validateIssued(
     throw new InvalidIssuedError("the certificate is a CA, expected a leaf");
   if (leaf.notAfter.getTime() <= now.getTime())
     throw new InvalidIssuedError(`the certificate expired at ${leaf.notAfter.toISOString()}`);
-  const full = [...withoutRoot, root];
-  for (let i = 0; i < full.length - 1; i++) {
-    const ok = await full[i]!.verify({ publicKey: full[i + 1]!, signatureOnly: true }).catch(() => false);
-    if (!ok)
-      throw new InvalidIssuedError(
-        `chain element ${i} (${full[i]!.subject}) is not signed by the next (${full[i + 1]!.subject}); is ca.crt the relay root?`,
-      );
-  }
+  const broken = await chainProblem([...withoutRoot, root]);
+  if (broken !== undefined) throw new InvalidIssuedError(`${broken}; is ca.crt the relay root?`);
   return {
     tlsCrt: withoutRoot.map((c) => c.toString("pem") + "\n").join(""),
     serialHex: leaf.serialNumber.toLowerCase(),

@@ -27,7 +27,7 @@ import {
 } from "../../gen/relay/v1/issuer.js";
 import { systemClock, type Clock, type Timer } from "../../util/clock.js";
 import { uniquePemCertificates } from "../../crypto/pem.js";
-import { scrub } from "../relay.js";
+import { scrub } from "../../observability/logger.js";
 import type { LeafSubjectKey } from "../../signing/leaf-signer.js";
 import { signClientCertificate } from "./client-signer.js";
 import { checkClusterCsr, checkClusterName } from "./csr-policy.js";
@@ -35,7 +35,7 @@ import { bootstrapTimeAttribute } from "./bootstrap-time.js";
 import { IdentityTokenRegistry, type IdentityTokenSource } from "./identity-tokens.js";
 import type { IssuerMetrics } from "./metrics.js";
 import { peerCertificateInfo, verifyClientCertificate, type PeerCertificateInfo } from "./peer-verify.js";
-import { TokenBucketLimiter } from "./rate-limit.js";
+import { TokenBucketLimiter } from "../../util/token-bucket.js";
 import { IssuerRefusal, denied, unauthenticated } from "./refusal.js";
 import { splitHostPort } from "../../cli/validate.js";
 

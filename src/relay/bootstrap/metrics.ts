@@ -1,5 +1,6 @@
 // Metrics of the bootstrap issuer and agent, registered in the relay's prom-client Registry.
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Counter, Gauge, Registry } from "prom-client";
+import { seriesIn } from "../../observability/metrics.js";
 
 export class IssuerMetrics {
   readonly issued: Counter<"method">;
@@ -9,33 +10,29 @@ export class IssuerMetrics {
   readonly registeredClusters: Gauge;
 
   constructor(registry: Registry) {
-    this.issued = new Counter({
-      name: "iva_relay_issuer_issued_total",
-      help: "Relay client certificates the issuer signed, by method (bootstrap, renew).",
-      labelNames: ["method"] as const,
-      registers: [registry],
-    });
-    this.refused = new Counter({
-      name: "iva_relay_issuer_refused_total",
-      help: "Issuer requests refused, by method and reason (the rule that failed).",
-      labelNames: ["method", "reason"] as const,
-      registers: [registry],
-    });
-    this.tokenRotations = new Counter({
-      name: "iva_relay_issuer_token_rotations_total",
-      help: "Times the issuer saw the identity token change in Vault KV.",
-      registers: [registry],
-    });
-    this.previousTokenValidUntil = new Gauge({
-      name: "iva_relay_issuer_previous_token_valid_until_seconds",
-      help: "When the previous identity token stops being accepted (Unix seconds; 0 when none is).",
-      registers: [registry],
-    });
-    this.registeredClusters = new Gauge({
-      name: "iva_relay_issuer_registered_clusters",
-      help: "Clusters with an identity token in Vault KV (0 with --shared-identity-token).",
-      registers: [registry],
-    });
+    const series = seriesIn(registry);
+    this.issued = series.counter(
+      "iva_relay_issuer_issued_total",
+      "Relay client certificates the issuer signed, by method (bootstrap, renew).",
+      ["method"],
+    );
+    this.refused = series.counter(
+      "iva_relay_issuer_refused_total",
+      "Issuer requests refused, by method and reason (the rule that failed).",
+      ["method", "reason"],
+    );
+    this.tokenRotations = series.counter(
+      "iva_relay_issuer_token_rotations_total",
+      "Times the issuer saw the identity token change in Vault KV.",
+    );
+    this.previousTokenValidUntil = series.gauge(
+      "iva_relay_issuer_previous_token_valid_until_seconds",
+      "When the previous identity token stops being accepted (Unix seconds; 0 when none is).",
+    );
+    this.registeredClusters = series.gauge(
+      "iva_relay_issuer_registered_clusters",
+      "Clusters with an identity token in Vault KV (0 with --shared-identity-token).",
+    );
   }
 }
 
@@ -43,11 +40,11 @@ export class BootstrapAgentMetrics {
   readonly requests: Counter<"method" | "outcome">;
 
   constructor(registry: Registry) {
-    this.requests = new Counter({
-      name: "iva_relay_bootstrap_requests_total",
-      help: "Calls the agent made to the issuer, by method (bootstrap, renew) and outcome (ok or a gRPC status).",
-      labelNames: ["method", "outcome"] as const,
-      registers: [registry],
-    });
+    const series = seriesIn(registry);
+    this.requests = series.counter(
+      "iva_relay_bootstrap_requests_total",
+      "Calls the agent made to the issuer, by method (bootstrap, renew) and outcome (ok or a gRPC status).",
+      ["method", "outcome"],
+    );
   }
 }

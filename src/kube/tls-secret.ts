@@ -1,11 +1,13 @@
-// Checks whether a TLS Secret the relay manages still holds a usable certificate and key: the pair matches, the
-// certificate is current, has the expected names, kind and key algorithm, and chains to the trusted root. Used at
-// start (an existing Secret is kept rather than rotated needlessly) and at every resync. Reasons never quote key
-// material.
+// Checks whether a TLS Secret (tls.crt, tls.key, ca.crt) still holds a usable certificate and key: the pair matches,
+// the certificate is current, has the expected names, kind and key algorithm, and chains to the trusted root. The
+// relay uses it at start (an existing Secret is kept rather than rotated needlessly) and at every resync. Reasons
+// never quote key material.
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { x509 } from "../crypto/x509.js";
 import { keyAlgorithmOf, type KeyAlgorithmName } from "../crypto/keys.js";
 import { chainProblem, validityProblem } from "../authority/chain.js";
+// A malformed bundle holds no certificate here: the Secret is rewritten, a root is reported missing.
+import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 
 export interface TlsExpectation {
   /** A leaf (end-entity) certificate, or a CA (the signing intermediate). */
@@ -25,11 +27,6 @@ export type TlsInspection =
       rootPem: string;
     }
   | { ok: false; reason: string };
-
-export { keyAlgorithmOf };
-// Relay callers treat a malformed bundle as holding no certificate (a Secret to rewrite, a root to report missing).
-export { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
-import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 
 /**
  * Inspects the decoded data of a TLS Secret (`tls.crt` = certificate then its intermediates, `tls.key`, `ca.crt` =
@@ -112,6 +109,3 @@ export function dnsNamesOf(cert: x509.X509Certificate): string[] {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   return (san?.names.items ?? []).filter((n) => n.type === "dns").map((n) => n.value.toLowerCase());
 }
-
-// Moved to the shared keep-or-renew module; re-exported for existing importers.
-export { effectiveStart, renewAtMs } from "../authority/renewal.js";
