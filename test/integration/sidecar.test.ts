@@ -173,7 +173,7 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
       });
       assert.equal(await probe("/readyz"), 503, "no bundle yet: Vault is unreachable");
       // The socket is bound right after the health port; asking before it exists would test the connect, not the agent.
-      await waitUntil("the socket exists", async () => existsSync(run.socketPath), { timeoutMs: 10_000 });
+      await waitUntil("the socket exists", () => Promise.resolve(existsSync(run.socketPath)), { timeoutMs: 10_000 });
       await assert.rejects(getBundle(run.client, 5_000), /no valid intermediate is held yet/, "nothing to serve yet");
     } finally {
       suite.env.vault.process.signal("SIGCONT");
