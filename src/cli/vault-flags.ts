@@ -1,7 +1,7 @@
 // The Vault and Kubernetes-auth section every Vault-using mode shares (sidecar, init, doctor, setup-vault, relay):
 // the same flags, environment variables and parsers; each mode's defaults object supplies its own defaults.
 import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
-import { authMount, nonEmpty, text, vaultName } from "./validate.js";
+import { authMount, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
 
 export interface VaultAuthSection {
   vault: { address: string; caFile: string | undefined; namespace: string | undefined };
@@ -43,4 +43,26 @@ export function vaultAuthFlags<C extends VaultAuthSection>(): FlagTable<C> {
       { arg: "FILE" },
     ),
   };
+}
+
+/**
+ * The Vault connection problems every Vault-using mode reports the same way: a missing or unusable address, a CA
+ * bundle without a certificate. `name` says how the mode names the field (a config path or a flag).
+ */
+export function vaultConnectionProblems(
+  vault: { address: string; caPem?: string },
+  name: { address: string; ca: string },
+): string[] {
+  const p: string[] = [];
+  if (!vault.address) {
+    p.push(
+      `${name.address}: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)`,
+    );
+  } else {
+    const problem = vaultUrlProblem(vault.address);
+    if (problem) p.push(`${name.address}: ${problem}`);
+  }
+  if (vault.caPem !== undefined && !vault.caPem.includes("BEGIN CERTIFICATE"))
+    p.push(`${name.ca}: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks`);
+  return p;
 }

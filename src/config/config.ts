@@ -2,7 +2,8 @@
 // the value's problem and what is expected.
 import type { IntermediateProfile } from "../authority/intermediate-authority.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
-import { LOG_LEVELS, isHostPort, vaultUrlProblem } from "../cli/validate.js";
+import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
+import { vaultConnectionProblems } from "../cli/vault-flags.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
@@ -129,17 +130,7 @@ export { ConfigError } from "../cli/errors.js";
 export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
   const p: string[] = [];
   if (opts.needVault) {
-    if (!c.vault.address)
-      p.push(
-        "vault.address: missing; expected the Vault URL, e.g. https://vault.vault:8200 (flag --vault-addr or VAULT_ADDR)",
-      );
-    else {
-      const problem = vaultUrlProblem(c.vault.address);
-      if (problem) p.push(`vault.address: ${problem}`);
-    }
-    if (c.vault.caPem !== undefined && !c.vault.caPem.includes("BEGIN CERTIFICATE")) {
-      p.push("vault.caBundle: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks");
-    }
+    p.push(...vaultConnectionProblems(c.vault, { address: "vault.address", ca: "vault.caBundle" }));
     if (!c.auth.role) p.push("auth.role: missing; expected the Vault Kubernetes-auth role name, e.g. istiod-agent");
     if (!c.auth.mountPath || /\s/.test(c.auth.mountPath))
       p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);

@@ -28,11 +28,10 @@ import {
   text,
   vaultName,
   vaultPath,
-  vaultUrlProblem,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
-import { vaultAuthFlags, type VaultAuthSection } from "../cli/vault-flags.js";
+import { vaultAuthFlags, vaultConnectionProblems, type VaultAuthSection } from "../cli/vault-flags.js";
 
 export type RelayRole = "server" | "agent";
 
@@ -443,17 +442,9 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
 /** What a run needs beyond the policy's inputs: Vault address and CA, the cluster name, files. */
 function validateRuntime(c: RelayConfig, flags: FlagValues): string[] {
   const p: string[] = [];
-  if (!c.vault.address) {
-    p.push("--vault-addr: missing; expected the Vault URL, e.g. https://vault.vault:8200 (or env VAULT_ADDR)");
-  } else {
-    const problem = vaultUrlProblem(c.vault.address);
-    if (problem) p.push(`--vault-addr: ${problem}`);
-  }
-  if (c.vault.caFile) {
+  if (c.vault.caFile)
     c.vault.caPem = readFlagFile("--vault-cacert", c.vault.caFile, "a PEM bundle of CA certificates", p);
-    if (c.vault.caPem !== undefined && !c.vault.caPem.includes("BEGIN CERTIFICATE"))
-      p.push(`--vault-cacert: ${c.vault.caFile} holds no PEM certificate; expected a PEM bundle of CA certificates`);
-  }
+  p.push(...vaultConnectionProblems(c.vault, { address: "--vault-addr", ca: `--vault-cacert ${c.vault.caFile}` }));
   // Relay certificates (and a --signing-intermediate CA whose key sits in a Secret) must not chain to the mesh root.
   if (c.pkiMount === c.istioPkiMount && !c.allowIstioRootMount)
     p.push(

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseRelayArgs, type RelayConfig } from "../../src/relay/config.js";
 import { relayPolicy } from "../../src/relay/policy.js";
@@ -130,6 +131,15 @@ void describe("relay config", () => {
     ]) {
       assert.match(text, new RegExp(`^${flag}: .*expected`, "m"), `${flag} is reported with what is expected`);
     }
+  });
+
+  void it("reports Vault connection problems in the sidecar's words (one check for every mode)", () => {
+    const junk = join(mkdtempSync(join(tmpdir(), "relay-cfg-")), "not-a-ca.pem");
+    writeFileSync(junk, "no certificate here\n");
+    const text = problems(["--role=server", `--vault-cacert=${junk}`], { VAULT_ADDR: "ftp://vault" }).join("\n");
+    assert.match(text, /^--vault-addr: "ftp:\/\/vault" must be an https:\/\/ \(or http:\/\/\) URL/m);
+    assert.match(text, /^--vault-cacert .*not-a-ca\.pem: not a PEM certificate bundle; expected one or more/m);
+    assert.match(problems(["--role=server"], {}).join("\n"), /^--vault-addr: missing; expected the Vault URL/m);
   });
 
   void it("needs a role, and a cluster name for the agent", () => {
