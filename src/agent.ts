@@ -7,7 +7,7 @@ import { IntermediateAuthority } from "./authority/intermediate-authority.js";
 import { authorityOptions, freezeConfig, leafPolicy, planApply, planSummary, type AgentPlan } from "./agent-plan.js";
 import { AgentMetrics } from "./observability/metrics.js";
 import { AgentGrpcServer } from "./serve/agent-grpc.js";
-import { HealthHttpServer } from "./serve/health-http.js";
+import type { HealthHttpOptions } from "./serve/health-http.js";
 import { CacertsSink, type CacertsFiles } from "./sinks/cacerts.js";
 import type { LeafPolicy } from "./signing/leaf-policy.js";
 import { systemClock, type Clock } from "./util/clock.js";
@@ -42,7 +42,6 @@ export class Agent {
   /** apply() calls run one after another, each from the snapshot the previous one left. */
   private applying: Promise<unknown> = Promise.resolve();
   private grpc: AgentGrpcServer | undefined;
-  private http: HealthHttpServer | undefined;
   private istioCa: IstioCaServer | undefined;
   private kube: KubeClient | undefined;
   private unsubscribeSink: (() => void) | undefined;
@@ -149,25 +148,25 @@ export class Agent {
     }
   }
 
+  /**
+   * What the service lifecycle serves on /readyz and /metrics for this agent. Unready a margin before expiry: while
+   * renewal fails, the pod leaves the Service before leaves would be refused (--min-leaf-ttl) or the intermediate dies.
+   */
+  healthEndpoints(): Omit<HealthHttpOptions, "address"> {
+    return {
+      ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
+      registry: this.metrics.registry,
+      beforeMetrics: () => {
+        const b = this.authority.current();
+        this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - this.clock.now()) / 1000 : 0);
+      },
+    };
+  }
+
   /** Long-running mode: obtain the first bundle, then serve and renew until stop(). */
   async run(signal?: AbortSignal): Promise<void> {
     // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
     await this.sink?.preflight();
-    if (this.config.serve.httpAddress) {
-      this.http = new HealthHttpServer({
-        address: this.config.serve.httpAddress,
-        // Unready a margin before expiry: while renewal fails, the pod leaves the Service before leaves would be
-        // refused (--min-leaf-ttl) or the intermediate dies.
-        ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
-        registry: this.metrics.registry,
-        beforeMetrics: () => {
-          const b = this.authority.current();
-          this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - this.clock.now()) / 1000 : 0);
-        },
-      });
-      const addr = await this.http.start();
-      this.log.info({ address: `${addr.address}:${addr.port}` }, "health and metrics listening");
-    }
     this.grpc = new AgentGrpcServer(
       {
         socketPath: this.config.serve.socketPath,
@@ -224,7 +223,6 @@ export class Agent {
     await this.istioCa?.stop();
     await this.kube?.close();
     await this.grpc?.stop();
-    await this.http?.stop();
     await this.backend.vault.close();
   }
 }

@@ -1,8 +1,7 @@
 // One lifecycle for every long-running mode (sidecar, relay server/agent, relay bootstrap agent): the health and
 // metrics HTTP server, SIGTERM/SIGINT for a graceful stop, SIGHUP for "renew now", and --once where the mode has it.
 import type { Logger } from "pino";
-import type { Registry } from "prom-client";
-import { HealthHttpServer } from "../serve/health-http.js";
+import { HealthHttpServer, type HealthHttpOptions } from "../serve/health-http.js";
 import { EXIT_FAILURE, EXIT_OK } from "./command.js";
 
 export interface ServiceSpec {
@@ -10,7 +9,7 @@ export interface ServiceSpec {
   /** Logged with failures: "relay", "sidecar". */
   name: string;
   /** Serves /healthz, /readyz and /metrics here unless empty or undefined. */
-  http?: { address: string; ready: () => boolean; registry: Registry } | undefined;
+  http?: HealthHttpOptions | undefined;
   /** Starts the mode's work; resolves once it runs (its timers may be unref'd). */
   start(signal: AbortSignal): Promise<void>;
   /** SIGHUP: e.g. renew now. */

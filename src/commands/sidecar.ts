@@ -35,10 +35,11 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
     },
     "starting sidecar",
   );
-  // The agent serves /healthz, /readyz and /metrics itself (its readiness follows the intermediate).
+  // /healthz answers from the start; /readyz follows the intermediate the agent holds.
   return runService({
     log,
     name: "sidecar",
+    http: config.serve.httpAddress ? { address: config.serve.httpAddress, ...agent.healthEndpoints() } : undefined,
     onHangup: () => {
       log.info("SIGHUP: rotating the intermediate now");
       agent.authority.rotate("signal").catch(() => undefined);
