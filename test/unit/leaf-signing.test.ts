@@ -40,22 +40,7 @@ import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import { mulberry32, randomBytes } from "../env/hostile.js";
 import { caCertificate, testSigningBundle } from "../env/ca-certs.js";
-import {
-  DerReader,
-  Tag,
-  bitString,
-  boolean as dBoolean,
-  contextConstructed,
-  contextPrimitive,
-  explicit,
-  nullValue,
-  octetString,
-  oid,
-  sequence,
-  set,
-  smallInteger,
-  tlv,
-} from "../../src/crypto/der.js";
+import * as asn1 from "../../src/crypto/der.js";
 
 const OPENSSL = "/usr/bin/openssl";
 const IDENTITY = "spiffe://cluster.local/ns/default/sa/web";
@@ -513,14 +498,14 @@ async function referenceLeaf(ca: TestCa, leaf: x509.X509Certificate, uriSans: st
 
 /** The DER of the n-th element (0-based) inside the top-level SEQUENCE of `der`. */
 function nthChild(der: Uint8Array, n: number): Uint8Array {
-  const top = new DerReader(der);
-  const children = top.children(top.expect(Tag.SEQUENCE, "top"), "top");
+  const top = new asn1.DerReader(der);
+  const children = top.children(top.expect(asn1.Tag.SEQUENCE, "top"), "top");
   let el = children.next();
   for (let i = 0; i < n; i++) el = children.next();
   return children.raw(el);
 }
 
-/** The subject Name DER of a certificate (tbsCertificate's 6th field, after the explicit version). */
+/** The subject Name DER of a certificate (tbsCertificate's 6th field, after the asn1.explicit version). */
 function subjectDer(certDer: Uint8Array): Uint8Array {
   return nthChild(nthChild(certDer, 0), 5);
 }
@@ -652,36 +637,49 @@ function buildCsr(
 ): BuiltCsr {
   const { privateKey, publicKey } = spec.key ?? generateKeyPairSync("ec", { namedCurve: "P-256" });
   const extensions = spec.extensions ?? [
-    sequence(oid("2.5.29.17"), octetString(sequence(contextPrimitive(6, Buffer.from(IDENTITY))))),
+    asn1.sequence(
+      asn1.oid("2.5.29.17"),
+      asn1.octetString(asn1.sequence(asn1.contextPrimitive(6, Buffer.from(IDENTITY)))),
+    ),
   ];
-  const attributes = spec.attributes ?? [sequence(oid("1.2.840.113549.1.9.14"), set(sequence(...extensions)))];
-  const info = sequence(
-    smallInteger(0),
-    spec.subject ?? sequence(),
+  const attributes = spec.attributes ?? [
+    asn1.sequence(asn1.oid("1.2.840.113549.1.9.14"), asn1.set(asn1.sequence(...extensions))),
+  ];
+  const info = asn1.sequence(
+    asn1.smallInteger(0),
+    spec.subject ?? asn1.sequence(),
     spec.spki ?? publicKey.export({ type: "spki", format: "der" }),
-    contextConstructed(0, ...attributes),
+    asn1.contextConstructed(0, ...attributes),
   );
   const signature = spec.sign ? spec.sign(info, privateKey) : nodeSign("sha256", info, privateKey);
-  const der = sequence(info, spec.signatureAlgorithm ?? sequence(oid("1.2.840.10045.4.3.2")), bitString(signature));
+  const der = asn1.sequence(
+    info,
+    spec.signatureAlgorithm ?? asn1.sequence(asn1.oid("1.2.840.10045.4.3.2")),
+    asn1.bitString(signature),
+  );
   return { pem: toPem(der, "CERTIFICATE REQUEST"), info };
 }
 
 const ext = (id: string, value: Buffer, critical = false): Buffer =>
-  critical ? sequence(oid(id), dBoolean(true), octetString(value)) : sequence(oid(id), octetString(value));
-const sanExt = (...names: Buffer[]): Buffer => ext("2.5.29.17", sequence(...names));
-const uriName = (uri: string): Buffer => contextPrimitive(6, Buffer.from(uri, "latin1"));
+  critical
+    ? asn1.sequence(asn1.oid(id), asn1.boolean(true), asn1.octetString(value))
+    : asn1.sequence(asn1.oid(id), asn1.octetString(value));
+const sanExt = (...names: Buffer[]): Buffer => ext("2.5.29.17", asn1.sequence(...names));
+const uriName = (uri: string): Buffer => asn1.contextPrimitive(6, Buffer.from(uri, "latin1"));
 
 void describe("fast CSR parser", () => {
   const check = (pem: string, opts = {}): Promise<unknown> => checkCsr(pem, policy, opts);
 
   void it("accepts a hand-built CSR that openssl also accepts", async () => {
     const { pem } = buildCsr({
-      subject: sequence(set(sequence(oid("2.5.4.3"), tlv(0x0c, Buffer.from("web"))))),
+      subject: asn1.sequence(asn1.set(asn1.sequence(asn1.oid("2.5.4.3"), asn1.tlv(0x0c, Buffer.from("web"))))),
       attributes: [
-        sequence(oid("1.2.840.113549.1.9.7"), set(tlv(0x0c, Buffer.from("challenge")))),
-        sequence(
-          oid("1.2.840.113549.1.9.14"),
-          set(sequence(sanExt(uriName(IDENTITY)), ext("2.5.29.37", sequence(oid("1.3.6.1.5.5.7.3.2"))))),
+        asn1.sequence(asn1.oid("1.2.840.113549.1.9.7"), asn1.set(asn1.tlv(0x0c, Buffer.from("challenge")))),
+        asn1.sequence(
+          asn1.oid("1.2.840.113549.1.9.14"),
+          asn1.set(
+            asn1.sequence(sanExt(uriName(IDENTITY)), ext("2.5.29.37", asn1.sequence(asn1.oid("1.3.6.1.5.5.7.3.2")))),
+          ),
         ),
       ],
     });
@@ -702,22 +700,30 @@ void describe("fast CSR parser", () => {
 
   void it("accepts a CSR without the attributes field", async () => {
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const info = sequence(smallInteger(0), sequence(), publicKey.export({ type: "spki", format: "der" }));
-    const der = sequence(info, sequence(oid("1.2.840.10045.4.3.2")), bitString(nodeSign("sha256", info, privateKey)));
+    const info = asn1.sequence(
+      asn1.smallInteger(0),
+      asn1.sequence(),
+      publicKey.export({ type: "spki", format: "der" }),
+    );
+    const der = asn1.sequence(
+      info,
+      asn1.sequence(asn1.oid("1.2.840.10045.4.3.2")),
+      asn1.bitString(nodeSign("sha256", info, privateKey)),
+    );
     await assertRefused(check(toPem(der, "CERTIFICATE REQUEST")), "INVALID_ARGUMENT", "no_identity");
   });
 
   void it("verifies RSA-PSS signatures (as the @peculiar path did) and refuses mismatched MGF1 hashes", async () => {
     const key = generateKeyPairSync("rsa", { modulusLength: 2048 });
-    const sha256 = sequence(oid("2.16.840.1.101.3.4.2.1"), nullValue());
-    const sha384 = sequence(oid("2.16.840.1.101.3.4.2.2"), nullValue());
+    const sha256 = asn1.sequence(asn1.oid("2.16.840.1.101.3.4.2.1"), asn1.nullValue());
+    const sha384 = asn1.sequence(asn1.oid("2.16.840.1.101.3.4.2.2"), asn1.nullValue());
     const pssAlg = (mgfHash: Buffer): Buffer =>
-      sequence(
-        oid("1.2.840.113549.1.1.10"),
-        sequence(
-          explicit(0, sha256),
-          explicit(1, sequence(oid("1.2.840.113549.1.1.8"), mgfHash)),
-          explicit(2, smallInteger(32)),
+      asn1.sequence(
+        asn1.oid("1.2.840.113549.1.1.10"),
+        asn1.sequence(
+          asn1.explicit(0, sha256),
+          asn1.explicit(1, asn1.sequence(asn1.oid("1.2.840.113549.1.1.8"), mgfHash)),
+          asn1.explicit(2, asn1.smallInteger(32)),
         ),
       );
     const pssSign = (info: Buffer, k: KeyObject): Buffer =>
@@ -728,7 +734,7 @@ void describe("fast CSR parser", () => {
     await assertRefused(check(mismatched.pem), "INVALID_ARGUMENT", "csr_signature");
     const defaultSha1 = buildCsr({
       key,
-      signatureAlgorithm: sequence(oid("1.2.840.113549.1.1.10"), sequence()),
+      signatureAlgorithm: asn1.sequence(asn1.oid("1.2.840.113549.1.1.10"), asn1.sequence()),
       sign: pssSign,
     });
     await assertRefused(check(defaultSha1.pem), "INVALID_ARGUMENT", "csr_signature");
@@ -737,9 +743,9 @@ void describe("fast CSR parser", () => {
   void it("refuses non-canonical public keys: RSA without NULL parameters, compressed or hybrid EC points", async () => {
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const rsaPublicKey = rsa.publicKey.export({ type: "pkcs1", format: "der" });
-    const rsaNoParams = sequence(sequence(oid("1.2.840.113549.1.1.1")), bitString(rsaPublicKey));
+    const rsaNoParams = asn1.sequence(asn1.sequence(asn1.oid("1.2.840.113549.1.1.1")), asn1.bitString(rsaPublicKey));
     const rsaSign = (info: Buffer, k: KeyObject): Buffer => nodeSign("sha256", info, k);
-    const rsaAlg = sequence(oid("1.2.840.113549.1.1.11"), nullValue());
+    const rsaAlg = asn1.sequence(asn1.oid("1.2.840.113549.1.1.11"), asn1.nullValue());
     await assert.rejects(
       check(buildCsr({ key: rsa, spki: rsaNoParams, signatureAlgorithm: rsaAlg, sign: rsaSign }).pem),
       {
@@ -748,7 +754,10 @@ void describe("fast CSR parser", () => {
       },
     );
     // The same key with NULL parameters (what every encoder writes) is accepted.
-    const rsaCanonical = sequence(sequence(oid("1.2.840.113549.1.1.1"), nullValue()), bitString(rsaPublicKey));
+    const rsaCanonical = asn1.sequence(
+      asn1.sequence(asn1.oid("1.2.840.113549.1.1.1"), asn1.nullValue()),
+      asn1.bitString(rsaPublicKey),
+    );
     const accepted = buildCsr({ key: rsa, spki: rsaCanonical, signatureAlgorithm: rsaAlg, sign: rsaSign });
     assert.deepEqual(((await check(accepted.pem)) as { uriSans: string[] }).uriSans, [IDENTITY]);
 
@@ -759,11 +768,14 @@ void describe("fast CSR parser", () => {
       const y = Buffer.from(jwk.y!, "base64url");
       const odd = y[y.length - 1]! & 1;
       const ecSpki = (point: Buffer): Buffer =>
-        sequence(
-          sequence(oid("1.2.840.10045.2.1"), oid(curve === "P-256" ? "1.2.840.10045.3.1.7" : "1.3.132.0.34")),
-          bitString(point),
+        asn1.sequence(
+          asn1.sequence(
+            asn1.oid("1.2.840.10045.2.1"),
+            asn1.oid(curve === "P-256" ? "1.2.840.10045.3.1.7" : "1.3.132.0.34"),
+          ),
+          asn1.bitString(point),
         );
-      const alg = sequence(oid(curve === "P-256" ? "1.2.840.10045.4.3.2" : "1.2.840.10045.4.3.3"));
+      const alg = asn1.sequence(asn1.oid(curve === "P-256" ? "1.2.840.10045.4.3.2" : "1.2.840.10045.4.3.3"));
       const hash = curve === "P-256" ? "sha256" : "sha384";
       const build = (point: Buffer): string =>
         buildCsr({ key, spki: ecSpki(point), signatureAlgorithm: alg, sign: (i, k) => nodeSign(hash, i, k) }).pem;
@@ -786,22 +798,29 @@ void describe("fast CSR parser", () => {
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
     await assertRefused(check(buildCsr({ key: rsa }).pem), "INVALID_ARGUMENT", "csr_signature");
     const sha1 = buildCsr({
-      signatureAlgorithm: sequence(oid("1.2.840.10045.4.1")),
+      signatureAlgorithm: asn1.sequence(asn1.oid("1.2.840.10045.4.1")),
       sign: (info, k) => nodeSign("sha1", info, k),
     });
     await assertRefused(check(sha1.pem), "INVALID_ARGUMENT", "csr_signature");
   });
 
   void it("names SAN types as before and refuses otherName, directoryName and registeredID SANs", async () => {
-    const upn = contextConstructed(0, oid("1.3.6.1.4.1.311.20.2.3"), explicit(0, tlv(0x0c, Buffer.from("a@b"))));
-    const other = contextConstructed(0, oid("1.2.3.4"), explicit(0, tlv(0x0c, Buffer.from("x"))));
-    const dn = contextConstructed(4, sequence(set(sequence(oid("2.5.4.3"), tlv(0x0c, Buffer.from("x"))))));
+    const upn = asn1.contextConstructed(
+      0,
+      asn1.oid("1.3.6.1.4.1.311.20.2.3"),
+      asn1.explicit(0, asn1.tlv(0x0c, Buffer.from("a@b"))),
+    );
+    const other = asn1.contextConstructed(0, asn1.oid("1.2.3.4"), asn1.explicit(0, asn1.tlv(0x0c, Buffer.from("x"))));
+    const dn = asn1.contextConstructed(
+      4,
+      asn1.sequence(asn1.set(asn1.sequence(asn1.oid("2.5.4.3"), asn1.tlv(0x0c, Buffer.from("x"))))),
+    );
     const cases: [Buffer, string][] = [
       [upn, "upn"],
       [other, "otherName"],
       [dn, "dn"],
-      [contextPrimitive(8, oid("1.2.3").subarray(2)), "id"],
-      [contextPrimitive(7, Uint8Array.of(10, 0, 0, 1)), "ip"],
+      [asn1.contextPrimitive(8, asn1.oid("1.2.3").subarray(2)), "id"],
+      [asn1.contextPrimitive(7, Uint8Array.of(10, 0, 0, 1)), "ip"],
     ];
     for (const [name, type] of cases) {
       const { pem } = buildCsr({ extensions: [sanExt(uriName(IDENTITY), name)] });
@@ -816,16 +835,17 @@ void describe("fast CSR parser", () => {
     await assert.rejects(check(dup.pem), {
       message: /^csr_malformed: CSR requests extension 2\.5\.29\.17 more than once$/,
     });
-    const extReq = sequence(oid("1.2.840.113549.1.9.14"), set(sequence(sanExt(uriName(IDENTITY)))));
+    const extReq = asn1.sequence(asn1.oid("1.2.840.113549.1.9.14"), asn1.set(asn1.sequence(sanExt(uriName(IDENTITY)))));
     await assertRefused(check(buildCsr({ attributes: [extReq, extReq] }).pem), "INVALID_ARGUMENT", "csr_malformed");
   });
 
   void it("refuses requested CA:true (also with pathLen) and keyCertSign/cRLSign, but not other usages", async () => {
     const bc = (body: Buffer): Buffer => ext("2.5.29.19", body, true);
-    const ku = (byte: number, unused: number): Buffer => ext("2.5.29.15", bitString(Uint8Array.of(byte), unused), true);
+    const ku = (byte: number, unused: number): Buffer =>
+      ext("2.5.29.15", asn1.bitString(Uint8Array.of(byte), unused), true);
     const refused = [
-      bc(sequence(dBoolean(true))),
-      bc(sequence(dBoolean(true), smallInteger(0))),
+      bc(asn1.sequence(asn1.boolean(true))),
+      bc(asn1.sequence(asn1.boolean(true), asn1.smallInteger(0))),
       ku(0x04, 2),
       ku(0x02, 1),
     ];
@@ -836,27 +856,34 @@ void describe("fast CSR parser", () => {
         "ca_requested",
       );
     }
-    for (const e of [bc(sequence()), bc(sequence(dBoolean(false))), ku(0xa0, 5), ku(0x88, 3)]) {
+    for (const e of [bc(asn1.sequence()), bc(asn1.sequence(asn1.boolean(false))), ku(0xa0, 5), ku(0x88, 3)]) {
       await check(buildCsr({ extensions: [sanExt(uriName(IDENTITY)), e] }).pem);
     }
   });
 
   void it("refuses long and oversized OIDs anywhere in a correctly signed CSR as malformed", async () => {
-    const longOid = tlv(Tag.OID, Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(200, 0x81), Buffer.from([0x01])]));
-    const hugeArc = tlv(Tag.OID, Uint8Array.of(0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f));
+    const longOid = asn1.tlv(
+      asn1.Tag.OID,
+      Buffer.concat([Buffer.from([0x2a]), Buffer.alloc(200, 0x81), Buffer.from([0x01])]),
+    );
+    const hugeArc = asn1.tlv(asn1.Tag.OID, Uint8Array.of(0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f));
     for (const id of [longOid, hugeArc]) {
-      const inExtension = buildCsr({ extensions: [sanExt(uriName(IDENTITY)), sequence(id, octetString(sequence()))] });
+      const inExtension = buildCsr({
+        extensions: [sanExt(uriName(IDENTITY)), asn1.sequence(id, asn1.octetString(asn1.sequence()))],
+      });
       await assertRefused(check(inExtension.pem), "INVALID_ARGUMENT", "csr_malformed");
-      const inSubject = buildCsr({ subject: sequence(set(sequence(id, tlv(0x0c, Buffer.from("x"))))) });
+      const inSubject = buildCsr({
+        subject: asn1.sequence(asn1.set(asn1.sequence(id, asn1.tlv(0x0c, Buffer.from("x"))))),
+      });
       await assertRefused(check(inSubject.pem), "INVALID_ARGUMENT", "csr_malformed");
-      const inSignatureAlgorithm = buildCsr({ signatureAlgorithm: sequence(id) });
+      const inSignatureAlgorithm = buildCsr({ signatureAlgorithm: asn1.sequence(id) });
       await assertRefused(check(inSignatureAlgorithm.pem), "INVALID_ARGUMENT", "csr_malformed");
     }
   });
 
   void it("refuses deep nesting inside the signed part as malformed", async () => {
-    let deep: Buffer = sequence();
-    for (let i = 0; i < 1000; i++) deep = sequence(deep);
+    let deep: Buffer = asn1.sequence();
+    for (let i = 0; i < 1000; i++) deep = asn1.sequence(deep);
     const { pem } = buildCsr({ extensions: [ext("2.5.29.17", deep)] });
     assert.ok(pem.length < DEFAULT_MAX_CSR_BYTES);
     await assertRefused(check(pem), "INVALID_ARGUMENT", "csr_malformed");
@@ -886,15 +913,16 @@ void describe("fast CSR parser fuzz (every refusal is a LeafPolicyError)", () =>
 
   void it("every element's length off by one either way, and huge or indefinite outer lengths", async () => {
     const headers: { at: number; lengthByte: number }[] = [];
-    const collect = (reader: DerReader): void => {
+    const collect = (reader: asn1.DerReader): void => {
       while (!reader.atEnd) {
         const el = reader.next();
         headers.push({ at: el.headerStart, lengthByte: el.headerStart + 1 });
         // Only constructed universal types: OCTET/BIT STRING contents are opaque to the structure.
-        if (el.tag === Tag.SEQUENCE || el.tag === Tag.SET || el.tag === 0xa0) collect(reader.children(el, "c"));
+        if (el.tag === asn1.Tag.SEQUENCE || el.tag === asn1.Tag.SET || el.tag === 0xa0)
+          collect(reader.children(el, "c"));
       }
     };
-    collect(new DerReader(good));
+    collect(new asn1.DerReader(good));
     assert.ok(headers.length > 10);
     for (const { at, lengthByte } of headers) {
       const b = good[lengthByte]!;
@@ -924,7 +952,7 @@ void describe("fast CSR parser fuzz (every refusal is a LeafPolicyError)", () =>
     const next = prng(20240601);
     for (let i = 0; i < 2000; i++) {
       const body = randomBytes(next, 1 + Math.floor(next() * 700));
-      await malformed(i % 2 === 0 ? body : sequence(body), `random input ${i}`);
+      await malformed(i % 2 === 0 ? body : asn1.sequence(body), `random input ${i}`);
     }
   });
 
