@@ -68,6 +68,9 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
   "vault-policy-name": option("name of the Vault policy written for the role", vaultName, (s) => s.policyName),
 };
 
+/** The agent's RootTrustPolicy flags: parsed only to be refused with a pointer to --vault-policy-name, never listed. */
+const REFUSED_AGENT_FLAGS = ["policy-name", "policy-namespace"] as const;
+
 export const command: Command = {
   name: "setup-vault",
   flags: { ...AGENT_FLAGS, ...SETUP_FLAGS },
@@ -76,13 +79,15 @@ export const command: Command = {
       agentHelp(
         ["istiod-vault-agent setup-vault --vault-addr=URL [flags]   (VAULT_TOKEN: an admin token)"],
         "Configures Vault for the agent, idempotently: PKI mounts and root, Kubernetes auth, the agent's role and policy.",
+        {},
+        REFUSED_AGENT_FLAGS,
       ),
       "",
       "setup-vault flags:",
       renderFlags(SETUP_FLAGS, DEFAULT_SETUP_SETTINGS),
     ].join("\n"),
   async run(flags) {
-    for (const name of ["policy-name", "policy-namespace"])
+    for (const name of REFUSED_AGENT_FLAGS)
       if (flags[name] !== undefined)
         throw new ConfigError([
           `--${name}: names the RootTrustPolicy a sidecar watches, not used by setup-vault; expected --vault-policy-name for the Vault policy`,

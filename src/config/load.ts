@@ -290,6 +290,12 @@ function str(v: string | boolean | string[] | undefined): string | undefined {
 }
 
 /** The help of a command that takes the agent's flags (sidecar, init, status, doctor, setup-vault). */
-export function agentHelp(usage: string[], description: string, extra: FlagTable<Config> = {}): string {
-  return renderHelp(usage, description, { ...AGENT_FLAGS, ...extra }, DEFAULT_CONFIG);
+export function agentHelp(
+  usage: string[],
+  description: string,
+  extra: FlagTable<Config> = {},
+  omit: readonly string[] = [],
+): string {
+  const shown = Object.fromEntries(Object.entries(AGENT_FLAGS).filter(([name]) => !omit.includes(name)));
+  return renderHelp(usage, description, { ...shown, ...extra }, DEFAULT_CONFIG);
 }
