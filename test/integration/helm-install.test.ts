@@ -343,4 +343,27 @@ describe("Helm: the project chart and Istio's istiod chart lint, render and are 
       assert.match(res.stderr, message);
     }
   });
+
+  it("values that pass the schema but cannot work are refused by the templates, saying what is expected", () => {
+    const vault = { address: "https://vault.vault.svc:8200" };
+    for (const [values, message] of [
+      [{ rootTrustPolicies: { create: true } }, /rootTrustPolicies.spec is empty; expected the policy spec/],
+      [
+        { rootTrustPolicies: { create: true, spec: { config: {} }, overrides: { canary: {} } } },
+        /rootTrustPolicies.overrides.canary: not a revision in `revisions` \(default\)/,
+      ],
+      [
+        { relay: { agent: { enabled: true }, vault } },
+        /relay.agent.cluster: missing; expected this workload cluster's name/,
+      ],
+      [
+        { relay: { server: { enabled: true } } },
+        /relay.vault.address: missing; expected the Vault URL the relay server uses/,
+      ],
+    ] as const) {
+      const res = helm(dir, ["template", "x", projectChartDir(), ...valuesArgs(dir, [values])]);
+      assert.notEqual(res.status, 0, `${JSON.stringify(values)} was accepted`);
+      assert.match(res.stderr, message);
+    }
+  });
 });
