@@ -1,7 +1,7 @@
 // The agent in real pods: a kubelet node (containerd + runc) on this machine, the agent image built from the project's
-// Dockerfile, istiod from Istio's own Helm chart with the project's values, OpenBao as the root CA, and a workload pod
-// that obtains its certificate from istiod the way Istio's agent does (its kubelet-projected istio-ca token and the
-// istio-ca-root-cert ConfigMap istiod publishes).
+// Dockerfile, the CRD and RBAC from the project's chart, istiod from Istio's own Helm chart with the project's values,
+// OpenBao as the root CA, and a workload pod that obtains its certificate from istiod the way Istio's agent does (its
+// kubelet-projected istio-ca token and the istio-ca-root-cert ConfigMap istiod publishes).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readlinkSync, statSync, existsSync } from "node:fs";
@@ -21,6 +21,7 @@ import {
   type Images,
 } from "../env/istio-install.js";
 import { KubeNode, POD_GATEWAY, type PodStatus } from "../env/node.js";
+import { renderProjectChart } from "../env/project-chart.js";
 import { waitUntil } from "../env/process.js";
 
 const CACERTS = "/etc/istiod-vault-agent/cacerts";
@@ -47,9 +48,16 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       `real node: ${JSON.stringify({ ...node.versions, ...serverVersions(serverBinaries(["istiod"])) })}` +
         ` agent image ${(images.agentArchiveBytes / 2 ** 20).toFixed(1)} MiB (${images.agent})`,
     );
-    const crd = join(repoRoot(), "manifests/crd/roottrustpolicies.yaml");
-    await t.env.installCrd(crd);
-    kubectl(t.env, ["apply", "-f", join(repoRoot(), "manifests/base/rbac.yaml")]);
+    // The install an operator runs first: the project chart (its CRD, and the agent's RBAC for both revisions used
+    // below), rendered by helm and applied as is.
+    const chart = renderProjectChart(t.env.dir, { includeCrds: true, values: [{ revisions: ["default", "canary"] }] });
+    kubectl(t.env, ["apply", "--server-side", "-f", "-"], chart);
+    kubectl(t.env, [
+      "wait",
+      "--for=condition=Established",
+      "--timeout=60s",
+      "crd/roottrustpolicies.istiod-vault-agent.io",
+    ]);
     await t.env.createNamespace(APP_NS);
     await t.env.createServiceAccount(APP_NS, "app");
   });
@@ -381,16 +389,8 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
   });
 
   it("a canary revision gets its own agent, policy and Vault role binding (istiod-canary) and issues", async () => {
+    // The canary's RBAC came with the project chart (revisions: default, canary).
     await vaultRoleFor("istiod-canary-agent", "istiod-canary");
-    kubectl(t.env, [
-      "-n",
-      ISTIO_NS,
-      "create",
-      "rolebinding",
-      "istiod-vault-agent-canary",
-      "--role=istiod-vault-agent",
-      `--serviceaccount=${ISTIO_NS}:istiod-canary`,
-    ]);
     applyPolicy("istiod-canary", "istiod-canary-agent");
     install({ release: "istiod-canary", revision: "canary", withAgent: true });
     const canary = await readyPod("istiod-canary");

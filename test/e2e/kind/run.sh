@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end on a kind cluster, run by hand by operators who have Docker and kind (the project's CI proves the same
-# install on a real kubelet instead: test/e2e/real-node.test.ts). It uses exactly the manifests that test proves: the
-# CRD and RBAC from manifests/, a RootTrustPolicy per istiod Deployment, and manifests/helm/istiod-values.yaml for
-# Istio's own istiod chart. Creates a kind cluster and a Vault dev server, configures Vault with setup-vault, installs
+# install on a real kubelet instead: test/e2e/real-node.test.ts). It uses exactly the install that test proves: the
+# CRD and RBAC from the project chart (charts/istiod-vault-agent), a RootTrustPolicy per istiod Deployment, and
+# manifests/helm/istiod-values.yaml for Istio's own istiod chart. Creates a kind cluster and a Vault dev server, configures Vault with setup-vault, installs
 # istiod with the agent as a native sidecar, deploys a sample workload and checks its certificate chain.
 # Needs: docker, kind, kubectl, helm, istioctl, jq, openssl. Set KEEP=1 to keep the cluster.
 set -euo pipefail
@@ -30,10 +30,8 @@ kubectl create namespace istio-system
 kubectl -n vault run setup-vault --rm -i --restart=Never --image="$image" --env=VAULT_TOKEN=root \
   -- setup-vault --vault-addr="$vault_addr" --kubernetes-host=https://kubernetes.default.svc
 
-# CRD, RBAC and the policy the agent reads (it is named after the istiod Deployment).
-kubectl apply -k manifests/crd
-kubectl wait --for=condition=Established crd/roottrustpolicies.istiod-vault-agent.io --timeout=60s
-kubectl apply -k manifests/base
+# The project chart (CRD and the agent's RBAC), then the policy the agent reads (named after the istiod Deployment).
+helm install istiod-vault-agent charts/istiod-vault-agent -n istio-system --wait
 sed -e "s#server: https://vault.vault.svc:8200#server: $vault_addr#" \
   -e 's#serviceAccountTokenPath: .*#serviceAccountTokenPath: /var/run/secrets/vault/vault-token#' \
   manifests/examples/root-trust-policy.yaml | kubectl apply -f -

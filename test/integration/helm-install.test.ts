@@ -1,0 +1,369 @@
+// The Helm install path as CI runs it: helm (built from its Go module) lints and renders the project's chart and
+// Istio's own istiod chart (from the pinned istio.io/istio module) with manifests/helm/istiod-values.yaml, for the
+// default revision and a canary, and every rendered object is accepted by the real test apiserver
+// (kubectl apply --dry-run=server). The relay Deployments' rendered args go through the CLI's own parser.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { lstatSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { TestEnv, repoRoot } from "../env/harness.js";
+import { nodeBinary } from "../env/agent-process.js";
+import { istiodChartDir, renderIstiod, shippedIstiodValues } from "../env/istio-install.js";
+import {
+  helm,
+  projectChartDir,
+  renderProjectChart,
+  renderedObjects,
+  toYamlStream,
+  valuesArgs,
+  type KubeObject,
+} from "../env/project-chart.js";
+
+const ISTIO_NS = "istio-system";
+const RELAY_NS = "gloo-mesh";
+const CRD_FILE = join(repoRoot(), "manifests/crd/roottrustpolicies.yaml");
+
+/** Everything the chart can render, on: two revisions, policies, monitoring, the relay server and agent. */
+const EVERYTHING: Record<string, unknown> = {
+  revisions: ["default", "canary"],
+  rbac: { tokenReview: true },
+  rootTrustPolicies: {
+    create: true,
+    spec: {
+      config: {
+        agentCa: {
+          vault: {
+            server: "https://vault.vault.svc:8200",
+            caPath: "pki/root/sign-intermediate",
+            kubernetesAuth: { role: "istiod-agent", serviceAccountTokenPath: "/var/run/secrets/vault/vault-token" },
+          },
+        },
+      },
+    },
+    overrides: { canary: { config: { agentCa: { vault: { kubernetesAuth: { role: "istiod-canary-agent" } } } } } },
+  },
+  monitoring: {
+    serviceMonitor: { enabled: true },
+    prometheusRule: { enabled: true },
+    grafanaDashboard: { enabled: true },
+  },
+  relay: {
+    namespace: RELAY_NS,
+    vault: { address: "https://vault.vault.svc:8200", caConfigMap: "vault-ca" },
+    server: {
+      enabled: true,
+      clusters: ["cluster1", "cluster2"],
+      signingIntermediate: true,
+      issuer: { enabled: true },
+    },
+    agent: { enabled: true, cluster: "cluster1" },
+  },
+};
+
+/** The relay agent of a workload cluster without Vault (bootstrap mode: no Vault flags at all). */
+const BOOTSTRAP_AGENT: Record<string, unknown> = {
+  relay: {
+    agent: {
+      enabled: true,
+      cluster: "cluster1",
+      bootstrap: { address: "istiod-vault-agent-relay-server.gloo-mesh:9910", serverName: "relay.example.org" },
+    },
+  },
+};
+
+/**
+ * Stand-ins for prometheus-operator's CRDs, written here: only the group, kinds and served version matter for a
+ * dry-run apply, so the schema accepts any object.
+ */
+function standInCrd(kind: string, plural: string): KubeObject {
+  return {
+    apiVersion: "apiextensions.k8s.io/v1",
+    kind: "CustomResourceDefinition",
+    metadata: { name: `${plural}.monitoring.coreos.com` },
+    spec: {
+      group: "monitoring.coreos.com",
+      scope: "Namespaced",
+      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
+      versions: [
+        {
+          name: "v1",
+          served: true,
+          storage: true,
+          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
+        },
+      ],
+    },
+  };
+}
+
+interface PodSpec {
+  serviceAccountName?: string;
+  initContainers?: { name: string; restartPolicy?: string; args?: string[] }[];
+  containers: { name: string; image: string; args?: string[]; securityContext?: Record<string, unknown> }[];
+  securityContext?: Record<string, unknown>;
+}
+type Deployment = KubeObject & { spec: { template: { spec: PodSpec } } };
+type RoleBinding = KubeObject & { subjects: { kind: string; name: string; namespace: string }[] };
+type Role = KubeObject & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+
+const ofKind = <T extends KubeObject>(objects: KubeObject[], kind: string) =>
+  objects.filter((o) => o.kind === kind) as T[];
+
+describe("Helm: the project chart and Istio's istiod chart lint, render and are accepted by the apiserver", () => {
+  let env: TestEnv;
+  let dir: string;
+
+  /** kubectl against the test apiserver; fails the test with kubectl's message. */
+  const kubectl = (args: string[], input?: string): string => {
+    const res = spawnSync("kubectl", [`--kubeconfig=${env.kube.kubeconfigPath}`, ...args], {
+      encoding: "utf8",
+      input,
+      maxBuffer: 16 << 20,
+    });
+    assert.equal(res.status, 0, `kubectl ${args.join(" ")}: ${res.stderr}`);
+    return res.stdout;
+  };
+
+  /** Every object of `objects` through a server-side dry run; returns kubectl's per-object lines. */
+  const dryRun = (objects: KubeObject[]): string[] => {
+    const out = kubectl(["apply", "--dry-run=server", "-f", "-"], toYamlStream(objects));
+    const lines = out.trim().split("\n");
+    assert.equal(lines.length, objects.length, `one line per object:\n${out}`);
+    for (const l of lines) assert.match(l, /\(server dry run\)$/);
+    return lines;
+  };
+
+  before(async () => {
+    env = await TestEnv.start({ vault: false });
+    dir = mkdtempSync(join(env.dir, "helm-install-"));
+    await env.createNamespace(ISTIO_NS);
+    await env.createNamespace(RELAY_NS);
+    // What must exist for real before a dry run: the namespaces above and the CRDs (the project's from the chart).
+    for (const crd of [
+      standInCrd("ServiceMonitor", "servicemonitors"),
+      standInCrd("PrometheusRule", "prometheusrules"),
+    ]) {
+      const file = join(dir, `${crd.metadata.name}.json`);
+      writeFileSync(file, JSON.stringify(crd));
+      await env.installCrd(file);
+    }
+    const crds = ofKind(renderedObjects(renderProjectChart(dir, { includeCrds: true })), "CustomResourceDefinition");
+    assert.equal(crds.length, 1, "the chart ships the RootTrustPolicy CRD");
+    const file = join(dir, "rtp-crd.json");
+    writeFileSync(file, JSON.stringify(crds[0]));
+    await env.installCrd(file);
+  });
+  after(async () => env?.stop());
+
+  it("the chart's CRD is the canonical manifests/crd file itself (a symlink), in templates and in the package", () => {
+    const link = join(projectChartDir(), "crds/roottrustpolicies.yaml");
+    assert.ok(lstatSync(link).isSymbolicLink(), "crds/roottrustpolicies.yaml is a symlink, not a copy");
+    const canonical = parseYaml(readFileSync(CRD_FILE, "utf8")) as unknown;
+    const [rendered] = ofKind(
+      renderedObjects(renderProjectChart(dir, { includeCrds: true })),
+      "CustomResourceDefinition",
+    );
+    assert.deepEqual(rendered, canonical);
+    // A packaged chart carries the file's content (helm resolves the link), so a published chart is complete.
+    const pkgDir = mkdtempSync(join(dir, "package-"));
+    const pkg = helm(dir, ["package", projectChartDir(), "--destination", pkgDir]);
+    assert.equal(pkg.status, 0, pkg.stderr);
+    const packaged = execFileSync(
+      "tar",
+      ["-xzf", join(pkgDir, "istiod-vault-agent-0.1.0.tgz"), "-O", "istiod-vault-agent/crds/roottrustpolicies.yaml"],
+      { encoding: "utf8" },
+    );
+    assert.deepEqual(parseYaml(packaged), canonical);
+    // kustomize users still build the same file from its own directory.
+    const kustomized = execFileSync("kubectl", ["kustomize", join(repoRoot(), "manifests/crd")], { encoding: "utf8" });
+    assert.deepEqual(parseYaml(kustomized), canonical);
+  });
+
+  it("helm lint --strict passes for the project chart (defaults and everything on) and Istio's chart with our values", () => {
+    for (const values of [[], [EVERYTHING], [BOOTSTRAP_AGENT]]) {
+      const res = helm(dir, ["lint", "--strict", projectChartDir(), ...valuesArgs(dir, values)]);
+      assert.equal(res.status, 0, `project chart ${JSON.stringify(values)}: ${res.stdout}${res.stderr}`);
+      assert.match(res.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    }
+    const istioValues = join(repoRoot(), "manifests/helm/istiod-values.yaml");
+    for (const extra of [[], ["--set", "revision=canary"]]) {
+      const res = helm(dir, ["lint", "--strict", istiodChartDir(), "-f", istioValues, ...extra]);
+      assert.equal(res.status, 0, `istiod chart ${extra.join(" ")}: ${res.stdout}${res.stderr}`);
+      assert.match(res.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    }
+  });
+
+  it("the project chart's default render is the per-revision RBAC, and the apiserver accepts it", () => {
+    const objects = renderedObjects(renderProjectChart(dir, {}));
+    assert.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+      "Role/istiod-vault-agent",
+      "RoleBinding/istiod-vault-agent",
+    ]);
+    const [binding] = ofKind<RoleBinding>(objects, "RoleBinding");
+    assert.deepEqual(binding!.subjects, [{ kind: "ServiceAccount", name: "istiod", namespace: ISTIO_NS }]);
+    dryRun(objects);
+  });
+
+  it("everything on (default + canary, policies, monitoring, relay) renders objects the apiserver accepts", () => {
+    const objects = renderedObjects(renderProjectChart(dir, { values: [EVERYTHING] }));
+    const lines = dryRun(objects);
+    const kinds = [...new Set(objects.map((o) => o.kind))].sort();
+    assert.deepEqual(kinds, [
+      "ClusterRoleBinding",
+      "ConfigMap",
+      "Deployment",
+      "PrometheusRule",
+      "Role",
+      "RoleBinding",
+      "RootTrustPolicy",
+      "Service",
+      "ServiceAccount",
+      "ServiceMonitor",
+    ]);
+    assert.ok(
+      lines.some((l) => /^roottrustpolicy\.istiod-vault-agent\.io\/istiod-canary created \(server dry run\)$/.test(l)),
+    );
+
+    // RBAC per revision: the agent's Role has the rules it needs (the status Lease included), bound to both
+    // revisions' service accounts.
+    const role = ofKind<Role>(objects, "Role").find((r) => r.metadata.name === "istiod-vault-agent")!;
+    assert.deepEqual(
+      role.rules.find((r) => r.apiGroups.includes("coordination.k8s.io")),
+      { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] },
+    );
+    const subjects = ofKind<RoleBinding>(objects, "RoleBinding")
+      .filter((b) => b.metadata.namespace === ISTIO_NS)
+      .flatMap((b) => b.subjects.map((s) => s.name))
+      .sort();
+    assert.deepEqual(subjects, ["istiod", "istiod-canary"]);
+    const tokenReview = ofKind<RoleBinding>(objects, "ClusterRoleBinding")[0]!;
+    assert.deepEqual(tokenReview.subjects.map((s) => s.name).sort(), ["istiod", "istiod-canary"]);
+
+    // Policies per revision, named after the Deployment; the canary's override merged over the shared spec.
+    const policies = ofKind<KubeObject & { spec: { config: { agentCa: { vault: Record<string, unknown> } } } }>(
+      objects,
+      "RootTrustPolicy",
+    );
+    assert.deepEqual(policies.map((p) => p.metadata.name).sort(), ["istiod", "istiod-canary"]);
+    const canary = policies.find((p) => p.metadata.name === "istiod-canary")!.spec.config.agentCa.vault;
+    assert.deepEqual(canary.kubernetesAuth, {
+      role: "istiod-canary-agent",
+      serviceAccountTokenPath: "/var/run/secrets/vault/vault-token",
+    });
+    assert.equal(canary.server, "https://vault.vault.svc:8200");
+
+    // The PrometheusRule's spec is the rules file rendered with the chart's values: a promtool-style `groups` list.
+    const rule = ofKind<KubeObject & { spec: { groups: { rules: unknown[] }[] } }>(objects, "PrometheusRule")[0]!;
+    assert.ok(rule.spec.groups.length > 0 && rule.spec.groups.every((g) => g.rules.length > 0));
+    assert.doesNotMatch(JSON.stringify(rule.spec), /\{\{/, "no template text left in the rules");
+    const dashboard = ofKind<KubeObject & { data: Record<string, string> }>(objects, "ConfigMap")[0]!;
+    assert.equal(dashboard.metadata.labels?.grafana_dashboard, "1");
+    assert.doesNotThrow(() => JSON.parse(dashboard.data["istiod-vault-agent.json"]!));
+
+    // The relay pods run as the one UID, read-only, without capabilities, with the default image.
+    for (const d of ofKind<Deployment>(objects, "Deployment")) {
+      const pod = d.spec.template.spec;
+      assert.equal(d.metadata.namespace, RELAY_NS);
+      assert.deepEqual(pod.securityContext, {
+        runAsNonRoot: true,
+        runAsUser: 65532,
+        runAsGroup: 1337,
+        seccompProfile: { type: "RuntimeDefault" },
+      });
+      const [c] = pod.containers;
+      assert.equal(c!.image, "ghcr.io/istiod-vault-agent/istiod-vault-agent:0.1.0");
+      assert.equal(c!.securityContext?.readOnlyRootFilesystem, true);
+      assert.deepEqual(c!.securityContext?.capabilities, { drop: ["ALL"] });
+    }
+  });
+
+  it("the relay Deployments' rendered args are accepted by the CLI's relay parser (a renamed flag fails here)", () => {
+    const main = join(repoRoot(), "dist/src/main.js");
+    const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("VAULT_")));
+    /** `relay ARGS --print-policy`: parses and cross-checks every flag without contacting Vault or the apiserver. */
+    const check = (args: string[]) =>
+      spawnSync(nodeBinary(), [main, ...args, "--print-policy"], { encoding: "utf8", env: cleanEnv });
+    const deployments = [EVERYTHING, BOOTSTRAP_AGENT].flatMap((v) =>
+      ofKind<Deployment>(renderedObjects(renderProjectChart(dir, { values: [v] })), "Deployment"),
+    );
+    assert.deepEqual(deployments.map((d) => d.metadata.name).sort(), [
+      "istiod-vault-agent-relay-agent",
+      "istiod-vault-agent-relay-agent",
+      "istiod-vault-agent-relay-server",
+    ]);
+    for (const d of deployments) {
+      const args = d.spec.template.spec.containers[0]!.args!;
+      assert.equal(args[0], "relay");
+      const res = check(args);
+      assert.equal(res.status, 0, `${d.metadata.name}: relay ${args.join(" ")}\n${res.stderr}`);
+      assert.match(res.stdout, /^path "/m, "the parser got as far as printing the policy");
+    }
+    // The check itself can fail: one unknown flag is refused with a usage error.
+    const bad = check([...deployments[0]!.spec.template.spec.containers[0]!.args!, "--no-such-flag=1"]);
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /no-such-flag/);
+  });
+
+  it("Istio's istiod chart with our values renders the agent for the default and a canary revision, and the apiserver accepts it", () => {
+    const rbac = renderedObjects(renderProjectChart(dir, { values: [{ revisions: ["default", "canary"] }] }));
+    const bound = new Set(ofKind<RoleBinding>(rbac, "RoleBinding").flatMap((b) => b.subjects.map((s) => s.name)));
+    for (const [release, revision, deployment] of [
+      ["istiod", undefined, "istiod"],
+      ["istiod-canary", "canary", "istiod-canary"],
+    ] as const) {
+      const objects = renderedObjects(
+        renderIstiod(dir, { release, ...(revision ? { revision } : {}), values: [shippedIstiodValues()] }),
+      );
+      const dep = ofKind<Deployment>(objects, "Deployment").find((d) => d.metadata.name === deployment);
+      assert.ok(dep, `${release}: a Deployment named ${deployment}`);
+      const pod = dep.spec.template.spec;
+      const agent = pod.initContainers?.find((c) => c.name === "istiod-vault-agent");
+      assert.ok(agent, `${deployment}: the agent container`);
+      assert.equal(agent.restartPolicy, "Always", "a native sidecar");
+      assert.ok(agent.args?.includes(`--policy-name=${deployment}`), `${deployment}: ${agent.args?.join(" ")}`);
+      // The service account Istio's chart runs this revision as is one the project chart's RBAC binds.
+      assert.ok(bound.has(pod.serviceAccountName!), `${pod.serviceAccountName} has the agent's RBAC`);
+      dryRun(objects);
+    }
+  });
+
+  it("values.schema.json refuses a wrongly typed value and an unknown key, naming them", () => {
+    for (const [set, message] of [
+      ["image.tag=1", /\/image\/tag.*got number, want string/],
+      ["imageTag=0.1.0", /additional properties 'imageTag' not allowed/],
+      ["revisions[0]=Canary", /\/revisions\/0.*does not match pattern/],
+      ["monitoring.prometheusRule.intermediateExpiryWindow=3 days", /intermediateExpiryWindow.*does not match pattern/],
+      ["relay.server.issuer.enabled=yes", /\/relay\/server\/issuer\/enabled.*got string, want boolean/],
+    ] as const) {
+      const res = helm(dir, ["template", "x", projectChartDir(), "--set", set]);
+      assert.notEqual(res.status, 0, `--set ${set} was accepted`);
+      assert.match(res.stderr, /values don't meet the specifications of the schema/);
+      assert.match(res.stderr, message);
+    }
+  });
+
+  it("values that pass the schema but cannot work are refused by the templates, saying what is expected", () => {
+    const vault = { address: "https://vault.vault.svc:8200" };
+    for (const [values, message] of [
+      [{ rootTrustPolicies: { create: true } }, /rootTrustPolicies.spec is empty; expected the policy spec/],
+      [
+        { rootTrustPolicies: { create: true, spec: { config: {} }, overrides: { canary: {} } } },
+        /rootTrustPolicies.overrides.canary: not a revision in `revisions` \(default\)/,
+      ],
+      [
+        { relay: { agent: { enabled: true }, vault } },
+        /relay.agent.cluster: missing; expected this workload cluster's name/,
+      ],
+      [
+        { relay: { server: { enabled: true } } },
+        /relay.vault.address: missing; expected the Vault URL the relay server uses/,
+      ],
+    ] as const) {
+      const res = helm(dir, ["template", "x", projectChartDir(), ...valuesArgs(dir, [values])]);
+      assert.notEqual(res.status, 0, `${JSON.stringify(values)} was accepted`);
+      assert.match(res.stderr, message);
+    }
+  });
+});
