@@ -40,9 +40,9 @@ describe("the sidecar adopts the init container's intermediate (real OpenBao, au
     const sidecar = await suite.start("sidecar", [], { dir });
     const b = await getBundle(sidecar.client);
 
+    assert.equal(signCalls(from), 1, "one pod start, one sign-intermediate call on Vault's side");
     assert.equal(serialOf(b.signingCertPem), serial, "the sidecar serves the intermediate init wrote");
     assert.equal(b.generation, 1);
-    assert.equal(signCalls(from), 1, "one pod start, one sign-intermediate call on Vault's side");
     assert.match(sidecar.log(), /adopted the intermediate an earlier agent of this pod published/);
     assert.equal(readlinkSync(join(init.cacertsDir, "..data")), published, "the files were not rewritten");
     // The adopted key signs: a workload leaf chains through the init's intermediate to Vault's root.
