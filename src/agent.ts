@@ -201,14 +201,14 @@ export class Agent {
     // unreachable Vault shows at pod start (logs, login metrics) and the renewal finds a token. Not awaited: the
     // adopted intermediate is served either way, and the renewal logs in again if this fails.
     if (this.authority.adopted) {
-      this.backend.auth.token().then(
-        () => this.log.info("logged in to Vault for the adopted intermediate's renewals"),
-        (err: Error) =>
+      this.backend.auth
+        .token()
+        .catch((err: Error) =>
           this.log.warn(
             { err: err.message },
             "Vault login failed; the adopted intermediate keeps serving, renewal retries",
           ),
-      );
+        );
     }
     if (this.config.istioCa.address) {
       this.kube = this.config.kube.kubeconfig
