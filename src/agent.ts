@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Config } from "./config/config.js";
 import type { SigningBundle } from "./authority/bundle.js";
 import { IntermediateAuthority } from "./authority/intermediate-authority.js";
+import { adoptionSettings, checkAdoptable, originRecordJson, type AdoptionCheck } from "./authority/adopt.js";
 import { authorityOptions, freezeConfig, leafPolicy, planApply, planSummary, type AgentPlan } from "./agent-plan.js";
 import { AgentMetrics } from "./observability/metrics.js";
 import { AgentGrpcServer } from "./serve/agent-grpc.js";
@@ -66,6 +67,16 @@ export class Agent {
     );
     const c = this.snapshot.cacerts;
     this.sink = c.dir ? new CacertsSink({ dir: c.dir, group: c.group, multiRoot: c.multiRoot }) : undefined;
+    // The init container just published an intermediate in this pod's cacerts volume: serve it rather than sign a
+    // second one at every pod start (src/authority/adopt.ts says what is checked).
+    if (this.sink) this.authority.adoptAtStart(() => this.adoptionCheck());
+  }
+
+  private async adoptionCheck(): Promise<AdoptionCheck> {
+    const read = await this.sink!.readOwnGeneration();
+    if (!read.ok) return read;
+    const now = new Date(this.clock.now());
+    return checkAdoptable(read.generation.files, adoptionSettings(this.snapshot), this.snapshot.trustAnchors.pem, now);
   }
 
   /** The configuration in force (frozen). */
@@ -133,8 +144,14 @@ export class Agent {
   /** Writes a bundle to the cacerts directory; failures are logged and counted, the last good files stay. */
   async writeCacerts(b: SigningBundle): Promise<void> {
     if (!this.sink) return;
+    // An adopted bundle is the one already published; rewriting the same files would only wake istiod's watcher.
+    if (b === this.authority.adopted) return;
     try {
-      await this.sink.write(cacertsFiles(b));
+      const issuedAt = new Date(this.clock.now());
+      await this.sink.write({
+        ...cacertsFiles(b),
+        originJson: originRecordJson(adoptionSettings(this.snapshot), b.signingCertPem, issuedAt),
+      });
       this.metrics.sinkWrites.inc({ outcome: "success" });
       for (const w of this.sink.warnings) this.log.warn({ dir: this.sink.dir }, w);
       this.log.info({ dir: this.sink.dir, generation: b.generation }, "wrote cacerts for istiod");
@@ -180,6 +197,19 @@ export class Agent {
     );
     await this.grpc.start();
     await this.authority.start(signal);
+    // Adopted: no Vault call was needed, but log in now, not at the first renewal hours later, so a broken role or
+    // unreachable Vault shows at pod start (logs, login metrics) and the renewal finds a token. Not awaited: the
+    // adopted intermediate is served either way, and the renewal logs in again if this fails.
+    if (this.authority.adopted) {
+      this.backend.auth
+        .token()
+        .catch((err: Error) =>
+          this.log.warn(
+            { err: err.message },
+            "Vault login failed; the adopted intermediate keeps serving, renewal retries",
+          ),
+        );
+    }
     if (this.config.istioCa.address) {
       this.kube = this.config.kube.kubeconfig
         ? kubeClientFromKubeconfig(this.config.kube.kubeconfig)

@@ -1,5 +1,6 @@
 // The intermediate CA the agent serves. Every start makes a new key and has Vault sign a new intermediate (nothing is
-// persisted); renewal happens when `rotationGraceRatio` of the lifetime remains (±jitter), failures retry with
+// persisted), unless an earlier agent of the same pod published a valid one for the same settings in the cacerts
+// volume, which the first start then adopts (src/authority/adopt.ts; at most once, never for a renewal); renewal happens when `rotationGraceRatio` of the lifetime remains (±jitter), failures retry with
 // backoff while the current bundle keeps serving until it expires, and consumers subscribe to bundle changes.
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import type { Logger } from "pino";
@@ -21,7 +22,8 @@ import { validateSignAnswer } from "./chain.js";
 import { signIntermediate } from "../vault/pki.js";
 import { createIntermediateCsr } from "./csr.js";
 import { uniquePemCertificates } from "../crypto/pem.js";
-import { jitterFraction, renewalDelayMs } from "./renewal.js";
+import { jitterFraction, keepOrRenew, MIN_RENEWAL_DELAY_MS, renewalDelayMs } from "./renewal.js";
+import type { AdoptionCheck } from "./adopt.js";
 
 export { renewalDelayMs } from "./renewal.js";
 
@@ -51,6 +53,8 @@ export interface IntermediateAuthorityOptions extends IntermediateProfile {
 }
 
 export type BundleListener = (bundle: SigningBundle) => void;
+/** Reads and checks what an earlier agent of the pod published (checkAdoptable); the authority decides keep-or-renew. */
+export type AdoptionSource = () => Promise<AdoptionCheck>;
 export type RotationTrigger = "start" | "schedule" | "retry" | "signal" | "rpc" | "config";
 
 export class IntermediateAuthority {
@@ -63,6 +67,9 @@ export class IntermediateAuthority {
   private stopped = false;
   /** The last failure, for status reporting (message only; never secrets). */
   lastError: string | undefined;
+  private adoptionSource: AdoptionSource | undefined;
+  /** The bundle the first start adopted instead of signing one (its files are already published), if any. */
+  adopted: SigningBundle | undefined;
 
   constructor(
     private opts: IntermediateAuthorityOptions,
@@ -134,6 +141,11 @@ export class IntermediateAuthority {
     this.auth = auth;
   }
 
+  /** The first start("start" trigger) tries `source` before asking Vault; later rotations always ask Vault. */
+  adoptAtStart(source: AdoptionSource): void {
+    this.adoptionSource = source;
+  }
+
   stop(): void {
     this.stopped = true;
     this.timer?.cancel();
@@ -142,7 +154,8 @@ export class IntermediateAuthority {
   private async obtainAndServe(trigger: RotationTrigger): Promise<SigningBundle> {
     const started = this.clock.now();
     try {
-      const bundle = await this.obtain();
+      const adopted = trigger === "start" ? await this.tryAdopt() : undefined;
+      const bundle = adopted?.bundle ?? (await this.obtain());
       this.bundle = bundle;
       this.backoff.reset();
       this.lastError = undefined;
@@ -157,10 +170,11 @@ export class IntermediateAuthority {
           notAfter: bundle.notAfter.toISOString(),
           chainLength: bundle.chainPem.length,
           durationMs: this.clock.now() - started,
+          ...(adopted ? { adopted: true } : {}),
         },
         "serving a new intermediate",
       );
-      this.scheduleRenewal(bundle);
+      this.scheduleRenewal(bundle, adopted?.renewAt);
       for (const fn of this.listeners) {
         try {
           fn(bundle);
@@ -287,16 +301,70 @@ export class IntermediateAuthority {
     }
   }
 
-  private scheduleRenewal(bundle: SigningBundle): void {
+  /**
+   * The one adoption attempt (see adopt.ts for what is checked): the source's checks, then the same keep-or-renew
+   * decision the relay makes for stored certificates, measured from the recorded issue time. Undefined (and the reason
+   * logged) when a new intermediate must be signed.
+   */
+  private async tryAdopt(): Promise<{ bundle: SigningBundle; renewAt: number } | undefined> {
+    const source = this.adoptionSource;
+    this.adoptionSource = undefined;
+    if (!source) return undefined;
+    const checked = await source().catch((err: Error): AdoptionCheck => ({ ok: false, reason: err.message }));
+    const notAdopted = (reason: string) =>
+      void this.log.info({ reason }, "not adopting the intermediate in the cacerts directory; obtaining a new one");
+    if (!checked.ok) return notAdopted(checked.reason);
+    const c = checked.candidate;
+    const decision = keepOrRenew({
+      stored: { ok: true, serialHex: c.serialHex, notBefore: c.notBefore, notAfter: c.notAfter },
+      managed: true,
+      held: undefined,
+      issuedAt: c.issuedAt,
+      now: this.clock.now(),
+      graceRatio: this.opts.rotationGraceRatio,
+      jitter: jitterFraction(this.random, this.opts.jitterRatio),
+    });
+    if (decision.action === "renew") return notAdopted(`it is ${decision.reason}`);
+    const bundle: SigningBundle = {
+      signingCert: c.signingCert,
+      signingCertPem: c.signingCertPem,
+      chainPem: c.chainPem,
+      rootsPem: c.rootsPem,
+      signingKey: c.nodeKeys.privateKey,
+      privateKey: signingCryptoKeys(c.nodeKeys, c.keyAlgorithm).privateKey,
+      keyAlgorithm: c.keyAlgorithm,
+      privateKeyPem: this.opts.keyExport ? exportNodePrivateKeyPem(c.nodeKeys.privateKey) : undefined,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      serialHex: c.serialHex,
+      generation: ++this.generation,
+    };
+    this.adopted = bundle;
+    this.log.info(
+      {
+        serial: c.serialHex,
+        notAfter: c.notAfter.toISOString(),
+        renewAt: new Date(decision.held.renewAt).toISOString(),
+      },
+      "adopted the intermediate an earlier agent of this pod published in the cacerts directory; Vault signs none now",
+    );
+    return { bundle, renewAt: decision.held.renewAt };
+  }
+
+  /** Renews at `renewAt` when given (an adopted intermediate's decided point), else at the grace point from now. */
+  private scheduleRenewal(bundle: SigningBundle, renewAt?: number): void {
     this.timer?.cancel();
     if (this.stopped) return;
-    const delay = renewalDelayMs(
-      bundle.notBefore,
-      bundle.notAfter,
-      this.clock.now(),
-      this.opts.rotationGraceRatio,
-      jitterFraction(this.random, this.opts.jitterRatio),
-    );
+    const delay =
+      renewAt !== undefined
+        ? Math.max(MIN_RENEWAL_DELAY_MS, renewAt - this.clock.now())
+        : renewalDelayMs(
+            bundle.notBefore,
+            bundle.notAfter,
+            this.clock.now(),
+            this.opts.rotationGraceRatio,
+            jitterFraction(this.random, this.opts.jitterRatio),
+          );
     this.log.debug({ renewInMs: delay }, "scheduled intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("schedule").catch(() => undefined));
   }

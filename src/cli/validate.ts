@@ -40,6 +40,20 @@ export function list(v: string): string[] {
   ];
 }
 
+/**
+ * Comma-separated istiod revision names (each a DNS label, as Istio's `revision` value must be: it becomes part of
+ * object names such as the service account istiod-<rev>); "default" names the default revision.
+ */
+export function revisionNames(v: string): string[] {
+  return list(v).map((r) => {
+    if (r.length > 63 || !DNS_LABEL.test(r))
+      throw new Expected(
+        `istiod revision names, each a DNS label (lower-case letters, digits, '-'; "${r}" is not), e.g. canary,stable`,
+      );
+    return r;
+  });
+}
+
 export function dnsNames(v: string): string[] {
   return list(v.toLowerCase()).map(dnsName);
 }

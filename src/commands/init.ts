@@ -24,6 +24,9 @@ export async function runInit(flags: FlagValues): Promise<number> {
   const agent = new Agent(config, log);
   const abort = new AbortController();
   process.once("SIGTERM", () => abort.abort(new Error("stopped by SIGTERM")));
+  // The retry sleeps of a failing first attempt use unref'd timers; with nothing else open, Node would leave the event
+  // loop and exit 0 without any files (istiod then starts without its CA). Hold the process until init is done.
+  const keepAlive = setInterval(() => undefined, 60_000);
   try {
     await agent.sink?.preflight();
     const bundle = await agent.authority.start(abort.signal);
@@ -34,6 +37,7 @@ export async function runInit(flags: FlagValues): Promise<number> {
     );
     return 0;
   } finally {
+    clearInterval(keepAlive);
     await agent.stop();
   }
 }

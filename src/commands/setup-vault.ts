@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "../cli/command.js";
 import { applyFlags, renderFlags, valueFlag, type FlagTable, type FlagValues, fieldFlags } from "../cli/flags.js";
-import { text, vaultName, vaultPath } from "../cli/validate.js";
+import { revisionNames, text, vaultName, vaultPath } from "../cli/validate.js";
 import { ConfigError, type Config } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
 import { VaultClient } from "../vault/client.js";
@@ -17,6 +17,8 @@ export interface SetupSettings {
   kubernetesCaFile: string | undefined;
   reviewerJwtFile: string | undefined;
   serviceAccount: string;
+  /** istiod revisions whose service accounts (`<service-account>-<rev>`) the role admits too; "default" is the base. */
+  revisions: string[];
   namespace: string;
   audience: string;
   policyName: string;
@@ -29,6 +31,7 @@ export const DEFAULT_SETUP_SETTINGS: SetupSettings = {
   kubernetesCaFile: undefined,
   reviewerJwtFile: undefined,
   serviceAccount: DEFAULT_SETUP.role.serviceAccounts[0]!,
+  revisions: [],
   namespace: DEFAULT_SETUP.role.namespaces[0]!,
   audience: DEFAULT_SETUP.role.audience,
   policyName: DEFAULT_SETUP.policyName,
@@ -62,6 +65,13 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
     defaultText: "each login's own JWT",
   }),
   "service-account": option("istiod's service account, which the role admits", text, (s) => s.serviceAccount),
+  revisions: option(
+    "comma-separated istiod revisions (e.g. canary,stable): the role also admits each revision's service account, " +
+      "<service-account>-<rev> as Istio's chart names it (istiod-canary); \"default\" is the default revision's",
+    revisionNames,
+    (s) => s.revisions,
+    { arg: "REV,..." },
+  ),
   namespace: option("istiod's namespace", text, (s) => s.namespace),
   audience: option("audience of the agent's token", text, (s) => s.audience),
   // Not --policy-name: the agent's --policy-name names a RootTrustPolicy.
@@ -141,7 +151,7 @@ export function setupOptions(c: Config, flags: FlagValues): { opts: VaultSetupOp
     role: {
       ...DEFAULT_SETUP.role,
       name: c.auth.role,
-      serviceAccounts: [s.serviceAccount],
+      serviceAccounts: revisionServiceAccounts(s.serviceAccount, s.revisions),
       namespaces: [s.namespace],
       audience: s.audience,
     },
@@ -176,6 +186,14 @@ export async function runSetupVault(c: Config, flags: FlagValues, out: (s: strin
   } finally {
     await vault.close();
   }
+}
+
+/**
+ * The service accounts the role binds: istiod's own (the default revision, always: a revisioned install keeps it
+ * during a canary upgrade) and `<base>-<rev>` for each other revision, without repeats.
+ */
+export function revisionServiceAccounts(base: string, revisions: readonly string[]): string[] {
+  return [...new Set([base, ...revisions.map((r) => (r === "default" ? base : `${base}-${r}`))])];
 }
 
 function tryRead(path: string): string | undefined {

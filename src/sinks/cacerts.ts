@@ -35,6 +35,18 @@ export interface CacertsFiles {
   caKeyPem: string;
   certChainPem: string;
   rootCertPem: string;
+  /**
+   * The agent's record of where this set came from (JSON, no secrets), written as `..data/${ORIGIN_FILE}` in the same
+   * generation; istiod never reads it. A later agent in the pod adopts the set only with it (src/authority/adopt.ts).
+   */
+  originJson?: string | undefined;
+}
+
+/** The generation `..data` points to, read through readOwnGeneration(): only what this sink's writer wrote. */
+export interface OwnGeneration {
+  /** Name of the data directory (`..2025_…`). */
+  name: string;
+  files: CacertsFiles;
 }
 
 /**
@@ -71,8 +83,12 @@ const FILE_NAMES = {
   caKeyPem: "ca-key.pem",
   certChainPem: "cert-chain.pem",
   rootCertPem: "root-cert.pem",
-} as const satisfies Record<keyof CacertsFiles, string>;
-const FILE_KEYS = Object.keys(FILE_NAMES) as (keyof CacertsFiles)[];
+} as const satisfies Record<Exclude<keyof CacertsFiles, "originJson">, string>;
+const FILE_KEYS = Object.keys(FILE_NAMES) as (keyof typeof FILE_NAMES)[];
+/** The origin record's name inside a data directory (no top-level link: istiod has no use for it). */
+export const ORIGIN_FILE = "istiod-vault-agent-origin.json";
+/** Larger files are not ours: the four PEM files and the origin record are a few KiB each. */
+const MAX_OWN_FILE_BYTES = 256 * 1024;
 
 const DATA_LINK = "..data";
 const DATA_TMP_LINK = "..data_tmp";
@@ -147,6 +163,84 @@ export class CacertsSink {
     }
   }
 
+  /**
+   * The generation `..data` points to, but only if it is exactly what a writer of this sink (this agent's uid) made:
+   * `..data` a symlink to one of our plain `..<timestamp>` names, that directory and its files owned by our uid with
+   * our modes (0750, the file mode), single-link regular files, the four top-level names our links into `..data`.
+   * Everything is read through the one opened directory (O_NOFOLLOW), so the files are all of one generation even if
+   * a write swaps `..data` meanwhile. Answers why not (a refusal) for anything else; never follows another writer's
+   * link.
+   */
+  async readOwnGeneration(): Promise<{ ok: true; generation: OwnGeneration } | { ok: false; reason: string }> {
+    const refuse = (reason: string) => ({ ok: false as const, reason });
+    const target = await readLinkIfPresent(path.join(this.dir, DATA_LINK));
+    if (target === undefined) return refuse(`${this.dir} holds no ${DATA_LINK} (nothing written yet)`);
+    if (target.includes("/") || !DATA_DIR_PATTERN.test(target))
+      return refuse(`${DATA_LINK} points to "${target}", not to a data directory of this sink`);
+    for (const name of Object.values(FILE_NAMES)) {
+      const link = await readLinkIfPresent(path.join(this.dir, name)).catch(() => undefined);
+      if (link !== `${DATA_LINK}/${name}`)
+        return refuse(`${name} is not the link ${DATA_LINK}/${name} this sink makes`);
+    }
+    const uid = process.geteuid?.();
+    let dirHandle: FileHandle;
+    try {
+      dirHandle = await open(
+        path.join(this.dir, target),
+        fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW,
+      );
+    } catch (err) {
+      return refuse(`cannot open ${target} (${errnoCode(err) ?? String(err)})`);
+    }
+    try {
+      const st = await dirHandle.stat();
+      if (uid !== undefined && st.uid !== uid)
+        return refuse(`${target} is owned by uid ${st.uid}, not this agent's ${uid}`);
+      if ((st.mode & 0o777) !== DATA_DIR_MODE)
+        return refuse(
+          `${target} has mode ${(st.mode & 0o777).toString(8)}, not the ${DATA_DIR_MODE.toString(8)} this sink sets`,
+        );
+      const base = existsSync(`/proc/self/fd/${dirHandle.fd}`)
+        ? `/proc/self/fd/${dirHandle.fd}`
+        : path.join(this.dir, target);
+      const readOwn = async (name: string): Promise<string | { reason: string }> => {
+        let file: FileHandle;
+        try {
+          file = await open(path.join(base, name), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+        } catch (err) {
+          return { reason: `${target}/${name}: cannot open it (${errnoCode(err) ?? String(err)})` };
+        }
+        try {
+          const fst = await file.stat();
+          if (!fst.isFile() || fst.nlink !== 1)
+            return { reason: `${target}/${name} is not a single-link regular file` };
+          if (uid !== undefined && fst.uid !== uid)
+            return { reason: `${target}/${name} is owned by uid ${fst.uid}, not ${uid}` };
+          if ((fst.mode & 0o777) !== this.fileMode)
+            return {
+              reason: `${target}/${name} has mode ${(fst.mode & 0o777).toString(8)}, not ${this.fileMode.toString(8)}`,
+            };
+          if (fst.size > MAX_OWN_FILE_BYTES) return { reason: `${target}/${name} is ${fst.size} bytes, too large` };
+          return await file.readFile("utf8");
+        } finally {
+          await file.close();
+        }
+      };
+      const read: Partial<Record<keyof CacertsFiles, string>> = {};
+      for (const key of [...FILE_KEYS, "originJson"] as const) {
+        const got = await readOwn(key === "originJson" ? ORIGIN_FILE : FILE_NAMES[key]);
+        if (typeof got !== "string") return refuse(got.reason);
+        read[key] = got;
+      }
+      return {
+        ok: true,
+        generation: { name: target, files: read as CacertsFiles },
+      };
+    } finally {
+      await dirHandle.close();
+    }
+  }
+
   private async writeNow(files: CacertsFiles): Promise<void> {
     validateFiles(files);
     await assertWritableDir(this.dir);
@@ -175,6 +269,18 @@ export class CacertsSink {
           chownDenied = (await this.setGroup(file, path.join(dataDir, name))) ?? chownDenied;
           await file.sync();
           created.push([name, await file.stat()]);
+        } finally {
+          await file.close();
+        }
+      }
+      if (files.originJson !== undefined) {
+        const file = await createInDirectory(dirHandle, dataDir, ORIGIN_FILE, this.fileMode);
+        try {
+          await file.writeFile(files.originJson, "utf8");
+          await file.chmod(this.fileMode);
+          chownDenied = (await this.setGroup(file, path.join(dataDir, ORIGIN_FILE))) ?? chownDenied;
+          await file.sync();
+          created.push([ORIGIN_FILE, await file.stat()]);
         } finally {
           await file.close();
         }

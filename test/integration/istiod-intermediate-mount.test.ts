@@ -84,4 +84,10 @@ describe("--ca-path on Vault's intermediate mount: a three-CA chain through isti
     assert.ok(same(chain[3]!, vaultRoot));
     assert.match(opensslVerify(chain[0]!, vaultRoot, `${chain[1]}\n${chain[2]}`), /OK/);
   });
+
+  it("the sidecar adopted init's intermediate through the three-CA chain (no second signing)", async () => {
+    const bundle = await getBundle(stack.sidecar!.client);
+    assert.ok(same(bundle.signingCertPem, stack.cacerts("ca-cert.pem")), "it serves the file init wrote");
+    assert.match(stack.sidecar!.log(), /adopted the intermediate an earlier agent of this pod published/);
+  });
 });

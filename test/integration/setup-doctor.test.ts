@@ -3,6 +3,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { setTimeout } from "node:timers/promises";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -69,6 +70,7 @@ describe("setup-vault and doctor against an empty OpenBao", () => {
     const run = await startAgent(env, "init", [], { dir: mkdtempSync(join(tmpdir(), "iva-agent-")) });
     try {
       assert.equal(await run.process.waitExit(), 0, run.log().slice(-2000));
+      console.log("DEBUGLOG", run.log());
       const f = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
       assert.match(opensslVerify(f("ca-cert.pem"), f("root-cert.pem")), /OK/);
     } finally {
@@ -103,6 +105,51 @@ describe("setup-vault and doctor against an empty OpenBao", () => {
     } finally {
       await v.write("auth/kubernetes/role/istiod-agent", root, { ...role, token_policies: ["istiod-agent"] });
     }
+  });
+
+  it("setup-vault --revisions=canary: istiod-canary logs in and obtains an intermediate; istiod-other is refused", async () => {
+    for (const sa of ["istiod-canary", "istiod-other"]) await env.createServiceAccount(ISTIO_NS, sa);
+    const setupArgs = [
+      "setup-vault",
+      ...vaultFlags(),
+      `--kubernetes-host=${env.kube.url}`,
+      `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
+      `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
+    ];
+    const bad = cli([...setupArgs, "--revisions=canary,Stable_1"], { withToken: true });
+    assert.equal(bad.code, 2, bad.output);
+    assert.match(bad.output, /--revisions.*"Stable_1" is not.*e\.g\. canary,stable/);
+    const res = cli([...setupArgs, "--revisions=canary"], { withToken: true });
+    assert.equal(res.code, 0, res.output);
+
+    // The canary revision's agent, with its own service account's token: login, sign-intermediate, valid chain.
+    const runDir = mkdtempSync(join(tmpdir(), "iva-agent-"));
+    try {
+      writeFileSync(join(runDir, "vault-token"), await env.requestToken(ISTIO_NS, "istiod-canary", "vault", 3600));
+      const run = await startAgent(env, "init", [], { dir: runDir });
+      try {
+        // A refused login keeps init retrying: bounded here, so a role without the account fails instead of hanging.
+        const exit = await Promise.race([run.process.waitExit(), setTimeout(30_000, "still retrying")]);
+        assert.equal(exit, 0, run.log().slice(-2000));
+        const f = (n: string) => readFileSync(join(run.cacertsDir, n), "utf8");
+        assert.match(opensslVerify(f("ca-cert.pem"), f("root-cert.pem")), /OK/);
+      } finally {
+        await run.stop();
+      }
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
+    assert.match(res.output, /wrote role istiod-agent: istio-system\/istiod,istiod-canary, audience vault/);
+    // A service account of no listed revision is refused by the role.
+    const other = await env.requestToken(ISTIO_NS, "istiod-other", "vault", 3600);
+    await assert.rejects(env.vault.client.kubernetesLogin("kubernetes", "istiod-agent", other), (err: Error) => {
+      assert.match(err.message, /403|permission denied|not authorized/i);
+      return true;
+    });
+    // The default revision's istiod still logs in.
+    const istiod = await env.requestToken(ISTIO_NS, ISTIOD_SA, "vault", 3600);
+    const ok = await env.vault.client.kubernetesLogin("kubernetes", "istiod-agent", istiod);
+    await env.vault.client.write("auth/token/revoke-self", ok.client_token, {});
   });
 
   it("doctor explains an untrusted Vault certificate", () => {
