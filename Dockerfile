@@ -22,8 +22,8 @@ COPY vault-policies ./vault-policies
 
 # The runtime root filesystem, staged in /rootfs. Libraries are the ones ldd names for this very Node binary, copied
 # to the paths the dynamic loader looks them up at. The CA bundle is Node's own (Mozilla) root store, so nothing the
-# build machine trusts (a proxy's CA mounted for npm) can end up in the image. Everything is owned by root and
-# read-only for the agent's user.
+# build machine trusts (a proxy's CA mounted for npm) can end up in the image. node_modules/.bin goes: its launchers
+# start with #!/usr/bin/env, which does not exist here. Everything is owned by root and read-only for the agent's user.
 ARG REVISION=""
 RUN set -eu; \
     r=/rootfs; \
@@ -40,6 +40,7 @@ RUN set -eu; \
     printf '%s\n' 'root:x:0:' 'istio-proxy:x:1337:' >"$r/etc/group"; \
     printf '%s\n' 'hosts: files dns' >"$r/etc/nsswitch.conf"; \
     cp -r node_modules package.json vault-policies "$r/app/"; \
+    rm -rf "$r/app/node_modules/.bin"; find "$r/app/node_modules" -type d -empty -delete; \
     cp -r dist/src "$r/app/dist/src"; \
     REVISION="$REVISION" node -e 'const r = process.env.REVISION; \
       if (r && !/^[0-9A-Za-z._-]{1,64}$/.test(r)) throw new Error("REVISION: expected a commit id, got " + r); \

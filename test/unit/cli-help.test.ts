@@ -95,8 +95,7 @@ async function helpOf(command: string): Promise<string> {
 void describe("cli: help, version and exit codes", () => {
   const version = (JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string }).version;
   // A checkout has no build-info.json (only the image does: test/e2e/real-node.test.ts checks its commit).
-  const expectedVersion =
-    `istiod-vault-agent ${version} (commit unknown, node ${process.version}, ${process.platform}/${process.arch})`;
+  const expectedVersion = `istiod-vault-agent ${version} (commit unknown, node ${process.version}, ${process.platform}/${process.arch})`;
 
   void it("every command answers -h, --help and --version with 0", async () => {
     assert.deepEqual(COMMAND_NAMES.sort(), ["doctor", "init", "inject", "relay", "setup-vault", "sidecar", "status"]);
