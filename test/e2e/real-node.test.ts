@@ -5,7 +5,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readlinkSync, statSync, existsSync } from "node:fs";
+import { readFileSync, readlinkSync, statSync, existsSync, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { setupVault } from "../../src/vault/setup.js";
@@ -229,10 +229,13 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     return (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
   }
 
-  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images, and an
-   * absolute symlink under /proc/PID/root would resolve against the host's root, so it is resolved here. */
+  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images (the
+   * agent's has no /var of its own: runc makes the mount point's directories), and an absolute symlink under
+   * /proc/PID/root would resolve against the host's root, so it is resolved here when there is one. */
   function inContainer(pid: number, path: string): string {
-    return `/proc/${pid}/root${path.replace(/^\/var\/run\//, "/run/")}`;
+    const root = `/proc/${pid}/root`;
+    const varRunIsLink = lstatSync(`${root}/var/run`, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
+    return `${root}${varRunIsLink ? path.replace(/^\/var\/run\//, "/run/") : path}`;
   }
 
   function pidStatus(pid: number): Record<string, string> {
