@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds, offline and without any registry, the container images the real-node tests run on the kubelet:
 #   base    a Debian bookworm minbase root filesystem (debootstrap, from the machine's own apt sources) plus Node 24 from
-#           the npm `node` package's Linux binary and npm from the npm registry: a stand-in for node:24-bookworm-slim
+#           the npm `node` package's Linux binary and npm from the npm registry: a stand-in for the Dockerfile's
+#           node:<version>-bookworm-slim build stage (the shipped stage is FROM scratch)
 #   pause   the pod sandbox image (base + `sleep infinity`)
-#   agent   the project's Dockerfile, built as it stands by buildah with NODE_IMAGE pointing at `base` (which serves as
-#           its build stage only: the shipped stage is FROM scratch)
+#   agent   the project's Dockerfile, built as it stands by buildah with NODE_IMAGE pointing at `base`
 #   istiod  base + pilot-discovery built by build.sh, running as Istio's uid 1337
 # Each image is saved as a docker-archive tar under $IVA_CACHE_DIR/images, keyed by a hash of its inputs, so a warm
 # machine skips the build. Prints NAME=ARCHIVE and NAME_IMAGE=REFERENCE lines on stdout; progress goes to stderr.
