@@ -1,7 +1,14 @@
-# istiod-vault-agent: multi-stage build, Node 24 runtime, production dependencies only, non-root numeric user.
+# istiod-vault-agent: built on a Node image, shipped FROM scratch. The runtime stage holds only the Node binary, the
+# shared libraries it loads, a CA bundle, passwd/group entries, the compiled CLI and its production dependencies: no
+# shell, no npm, no package manager, and no base image of its own (so there is no runtime base to pin or patch).
 # Works with a read-only root filesystem: the agent writes only its socket directory and the cacerts volume.
-# NODE_IMAGE: the public image by default; the real-node tests pass a locally built equivalent (no registry there).
-ARG NODE_IMAGE=node:24-bookworm-slim
+#
+# NODE_IMAGE is the build stage only. Its Node version is the one package.json's devDependency `node` pins (the tests
+# run that same Node; a unit test fails when they drift). A release pins it by digest as well:
+# scripts/pin-base-image.sh resolves the tag where the registry is reachable and rewrites this line to
+# name:tag@sha256:... . The real-node tests pass a locally built equivalent (no registry there).
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim
+
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -11,17 +18,53 @@ COPY src ./src
 COPY test ./test
 COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+COPY vault-policies ./vault-policies
 
-FROM ${NODE_IMAGE}
+# The runtime root filesystem, staged in /rootfs. Libraries are the ones ldd names for this very Node binary, copied
+# to the paths the dynamic loader looks them up at. The CA bundle is Node's own (Mozilla) root store, so nothing the
+# build machine trusts (a proxy's CA mounted for npm) can end up in the image. node_modules/.bin goes: its launchers
+# start with #!/usr/bin/env, which does not exist here. Everything is owned by root and read-only for the agent's user.
+ARG REVISION=""
+RUN set -eu; \
+    r=/rootfs; \
+    node=$(command -v node); \
+    mkdir -p "$r/usr/local/bin" "$r/etc/ssl/certs" "$r/app/dist"; \
+    cp "$node" "$r/usr/local/bin/node"; \
+    for lib in $(ldd "$node" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do \
+      mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"; \
+    done; \
+    node -e 'process.stdout.write(require("node:tls").rootCertificates.join("\n") + "\n")' \
+      >"$r/etc/ssl/certs/ca-certificates.crt"; \
+    printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
+      'istiod-vault-agent:x:65532:1337:istiod-vault-agent:/nonexistent:/sbin/nologin' >"$r/etc/passwd"; \
+    printf '%s\n' 'root:x:0:' 'istio-proxy:x:1337:' >"$r/etc/group"; \
+    printf '%s\n' 'hosts: files dns' >"$r/etc/nsswitch.conf"; \
+    cp -r node_modules package.json vault-policies "$r/app/"; \
+    rm -rf "$r/app/node_modules/.bin"; find "$r/app/node_modules" -type d -empty -delete; \
+    cp -r dist/src "$r/app/dist/src"; \
+    REVISION="$REVISION" node -e 'const r = process.env.REVISION; \
+      if (r && !/^[0-9A-Za-z._-]{1,64}$/.test(r)) throw new Error("REVISION: expected a commit id, got " + r); \
+      process.stdout.write(JSON.stringify(r ? { commit: r } : {}) + "\n")' >"$r/app/build-info.json"; \
+    chmod -R a+rX,go-w "$r"
+
+FROM scratch
+ARG VERSION=0.1.0
+ARG REVISION=""
+ARG SOURCE=https://github.com/istiod-vault-agent/istiod-vault-agent
+LABEL org.opencontainers.image.title="istiod-vault-agent" \
+      org.opencontainers.image.description="Vault-backed intermediate CA sidecar for istiod" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=build /rootfs /
 WORKDIR /app
-ENV NODE_ENV=production
+ENV PATH=/usr/local/bin \
+    NODE_ENV=production
 # A bounded heap keeps RSS well under the 256Mi limit the manifests set (V8 otherwise grows it lazily under load);
 # the semi-space cap bounds the young generation, which bursts of short-lived requests grow (bench/RESULTS.md §4).
 ENV NODE_OPTIONS="--max-old-space-size=128 --max-semi-space-size=8"
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist/src ./dist/src
-COPY package.json ./
-COPY vault-policies ./vault-policies
-USER 65532:65532
-ENTRYPOINT ["node", "/app/dist/src/main.js"]
+# istiod (1337:1337) reads the cacerts files through group 1337; the agent's own user owns them.
+USER 65532:1337
+ENTRYPOINT ["/usr/local/bin/node", "/app/dist/src/main.js"]
 CMD ["sidecar"]

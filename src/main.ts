@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // CLI entry: istiod-vault-agent <command> [flags]. Each command lives in src/commands/ and is imported only when it
 // runs, so one command's --help does not load the others' gRPC, HTTP or X.509 stacks.
-import { EXIT_USAGE, runCommand, version, type Command } from "./cli/command.js";
+import { EXIT_USAGE, runCommand, versionLine, type Command } from "./cli/command.js";
 
 // Each command is src/commands/<name>.ts, exporting `command`.
 const COMMANDS: Record<string, string> = {
@@ -38,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === "--version") {
-    console.log(`istiod-vault-agent ${version()}`);
+    console.log(versionLine());
     return 0;
   }
   if (!name) {

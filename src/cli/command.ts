@@ -21,13 +21,42 @@ export interface Command {
 
 /** The version in package.json (next to dist/ in the image and in a checkout). */
 export function version(): string {
+  return readJsonBesideDist<{ version?: string }>("package.json")?.version ?? "unknown";
+}
+
+export interface BuildInfo {
+  version: string;
+  /** The source revision the image was built from (Dockerfile build arg REVISION); "unknown" outside an image. */
+  commit: string;
+  /** The Node runtime, e.g. v24.21.0. */
+  node: string;
+  /** os/arch, e.g. linux/x64. */
+  platform: string;
+}
+
+/** What was built and what runs it: package.json's version, the image's build-info.json (written by the Dockerfile
+ * next to package.json), and the Node runtime. */
+export function buildInfo(): BuildInfo {
+  const commit = readJsonBesideDist<{ commit?: unknown }>("build-info.json")?.commit;
+  return {
+    version: version(),
+    commit: typeof commit === "string" && commit !== "" ? commit : "unknown",
+    node: process.version,
+    platform: `${process.platform}/${process.arch}`,
+  };
+}
+
+/** The one line `--version` prints, for every command. */
+export function versionLine(): string {
+  const b = buildInfo();
+  return `istiod-vault-agent ${b.version} (commit ${b.commit}, node ${b.node}, ${b.platform})`;
+}
+
+function readJsonBesideDist<T>(name: string): T | undefined {
   try {
-    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
-      version?: string;
-    };
-    return pkg.version ?? "unknown";
+    return JSON.parse(readFileSync(new URL(`../../../${name}`, import.meta.url), "utf8")) as T;
   } catch {
-    return "unknown";
+    return undefined;
   }
 }
 
@@ -43,7 +72,7 @@ export async function runCommand(cmd: Command, argv: string[]): Promise<number> 
     return EXIT_OK;
   }
   if (parsed.values.version === true) {
-    console.log(`istiod-vault-agent ${version()}`);
+    console.log(versionLine());
     return EXIT_OK;
   }
   try {

@@ -56,8 +56,13 @@ export const TOKEN_PATH = `${TOKEN_DIR}/vault-token`;
 export const SOCKET_DIR = "/var/run/istiod-vault-agent";
 export const SOCKET_PATH = `${SOCKET_DIR}/agent.sock`;
 export const VAULT_CA_DIR = "/etc/istiod-vault-agent/vault-ca";
-export const AGENT_UID = 1337;
-export const DEFAULT_IMAGE = "istiod-vault-agent:0.1.0";
+/** The agent's user: the image's own USER (65532:1337), the same in every shipped manifest. */
+export const AGENT_UID = 65532;
+/** istiod's group (Istio's images run 1337:1337): the agent's primary group and the pod's fsGroup, so istiod reads the
+ * 0640 cacerts files through its group while only the agent's user can write them. */
+export const ISTIOD_GID = 1337;
+/** The published image; its tag is package.json's version (a unit test fails when they drift). */
+export const DEFAULT_IMAGE = "ghcr.io/istiod-vault-agent/istiod-vault-agent:0.1.0";
 export const REVISION_LABEL = "istio.io/rev";
 
 const AGENT_VOLUMES = [TOKEN_VOLUME, SOCKET_VOLUME, VAULT_CA_VOLUME];
@@ -208,7 +213,7 @@ function agentContainer(kind: "init" | "sidecar", opts: InjectOptions, native: b
     securityContext: {
       runAsNonRoot: true,
       runAsUser: AGENT_UID,
-      runAsGroup: AGENT_UID,
+      runAsGroup: ISTIOD_GID,
       readOnlyRootFilesystem: true,
       allowPrivilegeEscalation: false,
       capabilities: { drop: ["ALL"] },
@@ -335,7 +340,7 @@ function applyInjection(d: Deployment, opts: InjectOptions): Deployment {
     created.push("pod.securityContext");
   }
   if (typeof pod.securityContext.fsGroup === "number") record.fsGroup = pod.securityContext.fsGroup;
-  pod.securityContext.fsGroup = AGENT_UID;
+  pod.securityContext.fsGroup = ISTIOD_GID;
 
   // (g) the record, on the pod template and on the Deployment.
   const template = d.spec.template;

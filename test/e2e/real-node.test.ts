@@ -4,7 +4,8 @@
 // kubelet-projected istio-ca token and the istio-ca-root-cert ConfigMap istiod publishes).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, readlinkSync, statSync, existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readFileSync, readlinkSync, statSync, existsSync, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { setupVault } from "../../src/vault/setup.js";
@@ -23,6 +24,7 @@ import {
 import { KubeNode, POD_GATEWAY, type PodStatus } from "../env/node.js";
 import { renderProjectChart } from "../env/project-chart.js";
 import { waitUntil } from "../env/process.js";
+import { readImageArchive } from "../env/image-archive.js";
 
 const CACERTS = "/etc/istiod-vault-agent/cacerts";
 const APP_NS = "app";
@@ -235,10 +237,13 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     return (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
   }
 
-  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images, and an
-   * absolute symlink under /proc/PID/root would resolve against the host's root, so it is resolved here. */
+  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images (the
+   * agent's has no /var of its own: runc makes the mount point's directories), and an absolute symlink under
+   * /proc/PID/root would resolve against the host's root, so it is resolved here when there is one. */
   function inContainer(pid: number, path: string): string {
-    return `/proc/${pid}/root${path.replace(/^\/var\/run\//, "/run/")}`;
+    const root = `/proc/${pid}/root`;
+    const varRunIsLink = lstatSync(`${root}/var/run`, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
+    return `${root}${varRunIsLink ? path.replace(/^\/var\/run\//, "/run/") : path}`;
   }
 
   function pidStatus(pid: number): Record<string, string> {
@@ -404,6 +409,135 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
   });
 
+  it("the agent image holds Node, its libraries, the CLI and exactly the SBOM's packages: no shell, no npm", () => {
+    const image = readImageArchive(images.agentArchive);
+    const pkg = JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string };
+    assert.equal(image.config.User, "65532:1337");
+    assert.deepEqual(image.config.Entrypoint, ["/usr/local/bin/node", "/app/dist/src/main.js"]);
+    assert.deepEqual(image.config.Cmd, ["sidecar"]);
+    assert.ok(image.config.Env?.includes("NODE_OPTIONS=--max-old-space-size=128 --max-semi-space-size=8"));
+    const labels = image.config.Labels ?? {};
+    assert.equal(labels["org.opencontainers.image.version"], pkg.version);
+    assert.equal(labels["org.opencontainers.image.revision"], images.agentRevision);
+    assert.equal(labels["org.opencontainers.image.licenses"], "Apache-2.0");
+    assert.ok(labels["org.opencontainers.image.source"] && labels["org.opencontainers.image.title"]);
+
+    // Outside /app, only what Node needs to start and the agent to name users and trust the public roots.
+    const allowedOutsideApp = [
+      /^usr\/local\/bin\/node$/,
+      /^lib64\/ld-linux-x86-64\.so\.2$/,
+      /^lib\/x86_64-linux-gnu\/lib(c|dl|m|pthread|gcc_s|stdc\+\+)\.so\.\d+$/,
+      /^etc\/(passwd|group|nsswitch\.conf)$/,
+      /^etc\/ssl\/certs\/ca-certificates\.crt$/,
+    ];
+    const files = [...image.files];
+    for (const f of files.filter((f) => !f.startsWith("app/"))) {
+      assert.ok(
+        allowedOutsideApp.some((r) => r.test(f)),
+        `unexpected file in the image: /${f}`,
+      );
+    }
+    for (const absent of [
+      "bin/sh",
+      "bin/bash",
+      "bin/busybox",
+      "usr/bin/env",
+      "usr/local/bin/npm",
+      "usr/bin/apt",
+      "usr/bin/dpkg",
+    ]) {
+      assert.ok(!image.paths.has(absent), `/${absent} is in the image`);
+    }
+    assert.ok(
+      !files.some((f) => /(^|\/)node_modules\/(npm|corepack|typescript|eslint)\//.test(f)),
+      "no npm or dev tool",
+    );
+    for (const f of [
+      "app/dist/src/main.js",
+      "app/package.json",
+      "app/build-info.json",
+      "app/vault-policies/istiod-agent.hcl",
+    ]) {
+      assert.ok(image.paths.has(f), `/${f} is missing`);
+    }
+    assert.ok(!files.some((f) => f.startsWith("app/dist/test/") || f.startsWith("app/src/")), "no tests or sources");
+
+    // The SBOM the release script writes lists exactly the packages the image carries.
+    const sbomFile = join(t.env.dir, "sbom.json");
+    execFileSync("bash", [join(repoRoot(), "scripts/sbom.sh"), sbomFile], { stdio: ["ignore", "ignore", "pipe"] });
+    const sbom = JSON.parse(readFileSync(sbomFile, "utf8")) as {
+      components: { name: string; group?: string; version: string }[];
+    };
+    const listed = sbom.components.map((c) => `${c.group ? `${c.group}/` : ""}${c.name}@${c.version}`).sort();
+    const shipped = [...image.packages("app")].sort();
+    assert.deepEqual(shipped, [...new Set(listed)], "the image's node_modules are the SBOM's components");
+  });
+
+  it("on the kubelet the image runs as its own 65532:1337, answers --version with its build, and has no sh or npm", async () => {
+    const name = `image-${Date.now()}`;
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, namespace: APP_NS },
+      spec: {
+        restartPolicy: "Never",
+        automountServiceAccountToken: false,
+        // no runAsUser/runAsGroup: the image's USER decides, and the kubelet refuses it were it root
+        securityContext: { runAsNonRoot: true },
+        containers: [
+          { name: "version", args: ["--version"] },
+          {
+            name: "whoami",
+            command: ["node", "-e", "console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid() }))"],
+          },
+          { name: "shell", command: ["/bin/sh", "-c", "echo a shell ran"] },
+          { name: "npm", command: ["npm", "--version"] },
+        ].map((c) => ({
+          ...c,
+          image: images.agent,
+          imagePullPolicy: "Never",
+          securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },
+        })),
+      },
+    };
+    await t.env.kube.admin.create(`/api/v1/namespaces/${APP_NS}/pods`, pod);
+    let status: PodStatus | undefined;
+    await waitUntil(
+      `pod ${name}: every container ended`,
+      async () => {
+        status = await node.podStatus(APP_NS, name);
+        const all = status?.containerStatuses ?? [];
+        return all.length === 4 && all.every((c) => c.state?.terminated);
+      },
+      { timeoutMs: 120_000, intervalMs: 1000 },
+    );
+    const ended = (c: string) => status!.containerStatuses!.find((s) => s.name === c)!.state!.terminated!;
+    const log = (c: string) =>
+      node
+        .containerLog(APP_NS, name, c)
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => l.split(" ").slice(3).join(" ")); // CRI log lines: time stream tag message
+    const pkg = JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as {
+      version: string;
+      devDependencies: { node: string };
+    };
+    assert.equal(ended("version").exitCode, 0);
+    assert.deepEqual(log("version"), [
+      `istiod-vault-agent ${pkg.version} (commit ${images.agentRevision}, node v${pkg.devDependencies.node}, linux/x64)`,
+    ]);
+    assert.equal(ended("whoami").exitCode, 0);
+    assert.deepEqual(
+      log("whoami").map((l) => JSON.parse(l) as unknown),
+      [{ uid: 65532, gid: 1337 }],
+    );
+    for (const c of ["shell", "npm"]) {
+      assert.notEqual(ended(c).exitCode, 0, `${c} must not start`);
+      assert.equal(ended(c).reason, "StartError", `${c}: ${JSON.stringify(ended(c))}`);
+      assert.deepEqual(log(c), [], `${c} printed something`);
+    }
+  });
+
   it("inject on a plainly installed istiod makes pods that serve; inject --remove returns to a working istiod", async () => {
     // A plain install of another revision, without the project's values.
     install({ release: "istiod-plain", revision: "plain", withAgent: false });
@@ -430,7 +564,6 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       "--auth-role=istiod-plain-agent",
       `--ca-path=${t.setup.signPath}`,
     ];
-    const { execFileSync } = await import("node:child_process");
     execFileSync(process.execPath, injectArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     const injected = await readyPod("istiod-plain", [plain.metadata.name]);
     assert.ok(

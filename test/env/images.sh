@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, offline and without any registry, the container images the real-node tests run on the kubelet:
 #   base    a Debian bookworm minbase root filesystem (debootstrap, from the machine's own apt sources) plus Node 24 from
-#           the npm `node` package's Linux binary and npm from the npm registry: a stand-in for node:24-bookworm-slim
+#           the npm `node` package's Linux binary and npm from the npm registry: a stand-in for the Dockerfile's
+#           node:<version>-bookworm-slim build stage (the shipped stage is FROM scratch)
 #   pause   the pod sandbox image (base + `sleep infinity`)
 #   agent   the project's Dockerfile, built as it stands by buildah with NODE_IMAGE pointing at `base`
 #   istiod  base + pilot-discovery built by build.sh, running as Istio's uid 1337
@@ -99,13 +100,16 @@ build_pause() {
 
 # The agent image is the project's Dockerfile as it stands; only the base image is swapped for the local one. Its key
 # covers what reaches the final stage (tests are compiled in the build stage but not shipped, and CI typechecks them).
+# VERSION is package.json's, as a release passes it; REVISION names the inputs hash rather than a commit, so a commit
+# that changes none of the inputs reuses the image and what --version reports stays true.
 build_agent() {
-  local key ref archive start=$SECONDS
+  local key ref archive version start=$SECONDS
   key=$({
     echo "$base_key"
     cd "$repo" && git ls-files -co --exclude-standard -- Dockerfile .dockerignore package.json package-lock.json \
       tsconfig.json src vault-policies | LC_ALL=C sort | xargs -d '\n' sha256sum
   } | hash_of)
+  version=$("$node_bin" -p 'require(process.argv[1]).version' "$repo/package.json")
   ref=localhost/istiod-vault-agent:$key
   archive=$out_dir/agent-$key.tar
   if ! have "$ref" "$archive"; then
@@ -116,6 +120,7 @@ build_agent() {
     npmrc=$(mktemp)
     printf 'cafile=/etc/ssl/certs/ca-certificates.crt\n' >"$npmrc"
     buildah_ bud -q --layers=false --build-arg "NODE_IMAGE=$base_ref" \
+      --build-arg "VERSION=$version" --build-arg "REVISION=inputs-$key" \
       --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
       --volume "$npmrc:/root/.npmrc:ro" \
       -t "$ref" -f "$repo/Dockerfile" "$repo" >&2
@@ -126,6 +131,7 @@ build_agent() {
   echo "agent=$archive"
   echo "agent_IMAGE=$ref"
   echo "agent_SIZE=$(stat -c %s "$archive")"
+  echo "agent_REVISION=inputs-$key"
 }
 
 build_istiod() {

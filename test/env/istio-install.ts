@@ -14,6 +14,9 @@ export interface Images {
   pause: string;
   archives: string[];
   agentArchiveBytes: number;
+  /** The docker-archive of the agent image, and the REVISION it was built with (what --version reports). */
+  agentArchive: string;
+  agentRevision: string;
 }
 
 /** Builds (or reuses) the images with test/env/images.sh. */
@@ -40,6 +43,8 @@ export function buildImages(): Images {
     pause: need("pause_IMAGE"),
     archives: [need("base"), need("pause"), need("agent"), need("istiod")],
     agentArchiveBytes: Number(need("agent_SIZE")),
+    agentArchive: need("agent"),
+    agentRevision: need("agent_REVISION"),
   };
 }
 

@@ -224,7 +224,7 @@ void describe("inject: injectPodSpec", () => {
       assert.deepEqual(c.resources, { requests: { cpu: "10m", memory: "64Mi" }, limits: { memory: "256Mi" } });
       assert.deepEqual(c.securityContext, {
         runAsNonRoot: true,
-        runAsUser: 1337,
+        runAsUser: 65532,
         runAsGroup: 1337,
         readOnlyRootFilesystem: true,
         allowPrivilegeEscalation: false,
@@ -411,7 +411,7 @@ void describe("inject: parseInjectArgs", () => {
     const documented: [string, keyof InjectOptions, string][] = [
       ["--namespace", "namespace", "istio-system"],
       ["--name", "name", "istiod"],
-      ["--image", "image", "istiod-vault-agent:0.1.0"],
+      ["--image", "image", "ghcr.io/istiod-vault-agent/istiod-vault-agent:0.1.0"],
       ["--auth-role", "role", "istiod-agent"],
       ["--audience", "audience", "vault"],
       ["--ca-path", "caPath", "pki/root/sign-intermediate"],

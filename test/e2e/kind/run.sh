@@ -9,13 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
 cluster=${CLUSTER:-iva-e2e}
-image=${IMAGE:-istiod-vault-agent:0.1.0}
+# the shipped reference (manifests/helm/istiod-values.yaml), built here from this checkout and loaded into kind
+image=${IMAGE:-ghcr.io/istiod-vault-agent/istiod-vault-agent:$(sed -n 's/^  "version": "\(.*\)",$/\1/p' package.json)}
 istio_version=${ISTIO_VERSION:-1.30.3}
 vault_addr=http://vault.vault:8200 # the dev server speaks plain HTTP; a real Vault is https:// with caBundle set
 
 kind create cluster --name "$cluster"
 trap '[ "${KEEP:-}" = 1 ] || kind delete cluster --name "$cluster"' EXIT
-docker build -t "$image" .
+docker build -t "$image" --build-arg "VERSION=${image##*:}" --build-arg "REVISION=$(git rev-parse HEAD)" .
 kind load docker-image "$image" --name "$cluster"
 
 # Vault dev server in the cluster (root token "root"; a dev server is for this test only).
@@ -40,7 +41,7 @@ helm repo add istio https://istio-release.storage.googleapis.com/charts >/dev/nu
 helm install istio-base istio/base -n istio-system --version "$istio_version" --wait
 # (--set on a list would replace the whole initContainers list, so the image is substituted in a copy instead)
 values=$(mktemp)
-sed "s#image: istiod-vault-agent:0.1.0#image: $image#" manifests/helm/istiod-values.yaml >"$values"
+sed "s#image: ghcr.io/istiod-vault-agent/istiod-vault-agent:.*#image: $image#" manifests/helm/istiod-values.yaml >"$values"
 helm install istiod istio/istiod -n istio-system --version "$istio_version" -f "$values" --wait
 
 kubectl create namespace sample
