@@ -23,6 +23,7 @@ import {
   commandFlag,
 } from "../cli/flags.js";
 import {
+  Expected,
   duration,
   durationMs,
   list,
@@ -42,6 +43,12 @@ import { splitPemCertificates } from "../crypto/pem.js";
 const flag = valueFlag<Config, string>;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
+/** 0 (off) or a duration from 1s: a faster probe would only load Vault. */
+const probeInterval = (v: string): number => {
+  const ms = durationMs("15s (0 disables)", 0, 3600)(v);
+  if (ms !== 0 && ms < 1000) throw new Expected("0 (off) or a duration from 1s to 1h, such as 15s");
+  return ms;
+};
 
 /** The agent's flags (sidecar, init, status, doctor, setup-vault): one table drives parsing, defaults and --help. */
 export const AGENT_FLAGS: FlagTable<Config> = {
@@ -113,6 +120,11 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     optionalHostPort,
     (c) => c.serve.httpAddress,
     { arg: "HOST:PORT" },
+  ),
+  "vault-probe-interval": millis(
+    "probe Vault's sys/health this often for the vault_up metric (alerts within a minute of an outage); 0 disables",
+    probeInterval,
+    (c) => c.serve.vaultProbeIntervalMs,
   ),
   "key-export": toggle("include the private key in GetSigningBundle answers", (c) => c.serve.keyExport),
   "cacerts-dir": option("write istiod's plugged-in CA files here (e.g. /etc/cacerts)", text, (c) => c.cacerts.dir, {
