@@ -23,7 +23,6 @@ import {
   commandFlag,
 } from "../cli/flags.js";
 import {
-  Expected,
   duration,
   durationMs,
   list,
@@ -37,18 +36,12 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { retryLogFlags } from "../cli/service-flags.js";
-import { vaultAuthFlags } from "../cli/vault-flags.js";
+import { VAULT_PROBE_HELP, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
-/** 0 (off) or a duration from 1s: a faster probe would only load Vault. */
-const probeInterval = (v: string): number => {
-  const ms = durationMs("15s (0 disables)", 0, 3600)(v);
-  if (ms !== 0 && ms < 1000) throw new Expected("0 (off) or a duration from 1s to 1h, such as 15s");
-  return ms;
-};
 
 /** The agent's flags (sidecar, init, status, doctor, setup-vault): one table drives parsing, defaults and --help. */
 export const AGENT_FLAGS: FlagTable<Config> = {
@@ -121,11 +114,7 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     (c) => c.serve.httpAddress,
     { arg: "HOST:PORT" },
   ),
-  "vault-probe-interval": millis(
-    "probe Vault's sys/health this often for the vault_up metric (alerts within a minute of an outage); 0 disables",
-    probeInterval,
-    (c) => c.serve.vaultProbeIntervalMs,
-  ),
+  "vault-probe-interval": millis(VAULT_PROBE_HELP, vaultProbeInterval, (c) => c.serve.vaultProbeIntervalMs),
   "key-export": toggle("include the private key in GetSigningBundle answers", (c) => c.serve.keyExport),
   "cacerts-dir": option("write istiod's plugged-in CA files here (e.g. /etc/cacerts)", text, (c) => c.cacerts.dir, {
     arg: "DIR",

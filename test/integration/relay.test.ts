@@ -474,6 +474,7 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       );
     const toExpiry = notAfter ? Number(notAfter[1]) - Date.now() / 1000 : Number.NaN;
     assert.ok(toExpiry > 0 && toExpiry <= 21, `NotAfter gauge within the 20 s lifetime (${toExpiry})`);
+    assert.match(metrics, /^istiod_vault_agent_vault_up 1$/m, "the relay server probes Vault too");
     assert.match(
       metrics,
       /istiod_vault_agent_relay_rotations_total\{secret="relay-server-tls-secret",trigger="schedule"\} \d+/,

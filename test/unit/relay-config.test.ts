@@ -180,6 +180,12 @@ void describe("relay metrics", () => {
     assert.ok(serverNames.includes("istiod_vault_agent_vault_logins_total"), "the relay logs in to Vault");
     for (const n of serverNames) assert.match(n, /^istiod_vault_agent_(relay|vault)_/, `relay server exports ${n}`);
 
+    assert.ok(!serverNames.includes("istiod_vault_agent_vault_up"), "--once runs no Vault probe");
+    const service = await names(relayAgentMetrics(run(["--role=server"])));
+    assert.ok(service.includes("istiod_vault_agent_vault_up"), "the long-running relay probes Vault");
+    const unprobed = await names(relayAgentMetrics(run(["--role=server", "--vault-probe-interval=0"])));
+    assert.ok(!unprobed.includes("istiod_vault_agent_vault_up"), "--vault-probe-interval=0 turns the probe off");
+
     const issuer = await names(relayAgentMetrics(run(["--role=server", "--issuer"])));
     assert.ok(
       issuer.includes("istiod_vault_agent_intermediate_not_after_timestamp_seconds"),
