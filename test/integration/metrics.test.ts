@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { agentSuite, type AgentRun } from "../env/agent-process.js";
 import { freePort, repoRoot } from "../env/harness.js";
 import { waitUntil } from "../env/process.js";
@@ -153,6 +153,25 @@ describe("metrics: names, alert rules, dashboard and the Vault probe against a r
       const test = promtool(["test", "rules", "rules-test.yaml"], dir);
       assert.equal(test.status, 0, test.output);
       assert.match(test.output, /SUCCESS/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("every dashboard query is valid PromQL (promtool checks them as recording rules)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "iva-promtool-"));
+    try {
+      // Grafana's interval variable becomes a fixed range; $namespace/$pod sit inside regex strings as they are.
+      const exprs = dashboardExprs()
+        .filter((e) => !e.startsWith("label_values("))
+        .map((e) => e.replaceAll("$__rate_interval", "5m"));
+      const rules = {
+        groups: [{ name: "dashboard", rules: exprs.map((expr, i) => ({ record: `dashboard:q${i}`, expr })) }],
+      };
+      writeFileSync(join(dir, "dashboard-queries.yaml"), toYaml(rules));
+      const check = promtool(["check", "rules", "dashboard-queries.yaml"], dir);
+      assert.equal(check.status, 0, check.output);
+      assert.match(check.output, new RegExp(`SUCCESS: ${exprs.length} rules found`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
