@@ -2,7 +2,7 @@
 // directory, against the local test environment (etcd, kube-apiserver, OpenBao from test/env, configured by
 // setupVault()). Each run is split into Node start-up (spawn → "starting sidecar" log), set-up before the first
 // rotation, login, key generation + CSR + chain validation (the rest of the rotation), Vault signing
-// (iva_vault_request_duration_seconds{operation="sign_intermediate"} from /metrics) and the cacerts write.
+// (istiod_vault_agent_vault_request_duration_seconds{operation="sign_intermediate"} from /metrics) and the cacerts write.
 // Run by hand (the first run builds the servers, see README):
 //   node dist/bench/time-to-ready.js [RUNS] [--compile-cache] [--cpu-prof DIR]
 // --compile-cache adds a second series with NODE_COMPILE_CACHE set (V8's on-disk code cache, Node >= 22.1; the
@@ -50,7 +50,10 @@ function logLine(lines: LogLine[], prefix: string): LogLine {
 
 async function metric(port: number, operation: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const re = new RegExp(`^iva_vault_request_duration_seconds_sum\\{[^}]*operation="${operation}"[^}]*\\} (\\S+)$`, "m");
+  const re = new RegExp(
+    `^istiod_vault_agent_vault_request_duration_seconds_sum\\{[^}]*operation="${operation}"[^}]*\\} (\\S+)$`,
+    "m",
+  );
   const m = re.exec(text);
   if (!m) throw new Error(`no ${operation} duration in /metrics`);
   return Number(m[1]) * 1000;

@@ -14,6 +14,7 @@ import type { LeafPolicy } from "./signing/leaf-policy.js";
 import { systemClock, type Clock } from "./util/clock.js";
 import { VaultClient } from "./vault/client.js";
 import { KubernetesAuth } from "./vault/kubernetes-auth.js";
+import { VaultHealthProbe } from "./vault/health-probe.js";
 import { KubeClient } from "./kube/client.js";
 import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
 import { TokenReviewer } from "./kube/token-review.js";
@@ -46,6 +47,7 @@ export class Agent {
   private istioCa: IstioCaServer | undefined;
   private kube: KubeClient | undefined;
   private unsubscribeSink: (() => void) | undefined;
+  private probe: VaultHealthProbe | undefined;
   private sinkQueue: Promise<void> = Promise.resolve();
 
   constructor(
@@ -54,7 +56,7 @@ export class Agent {
     private readonly clock: Clock = systemClock,
   ) {
     this.snapshot = freezeConfig(config);
-    this.metrics = new AgentMetrics();
+    this.metrics = new AgentMetrics({ vaultProbe: this.snapshot.serve.vaultProbeIntervalMs > 0 });
     this.policy = leafPolicy(this.snapshot);
     this.backend = this.vaultBackend(this.snapshot);
     this.authority = new IntermediateAuthority(
@@ -173,10 +175,6 @@ export class Agent {
     return {
       ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
       registry: this.metrics.registry,
-      beforeMetrics: () => {
-        const b = this.authority.current();
-        this.metrics.intermediateSecondsToExpiry.set(b ? (b.notAfter.getTime() - this.clock.now()) / 1000 : 0);
-      },
     };
   }
 
@@ -196,6 +194,16 @@ export class Agent {
       this.metrics,
     );
     await this.grpc.start();
+    // Before the first intermediate, so an unreachable Vault at start shows on /metrics too.
+    this.probe = new VaultHealthProbe({
+      intervalMs: this.config.serve.vaultProbeIntervalMs,
+      client: () => this.backend.vault,
+      up: this.metrics.vaultUp,
+      durationSeconds: this.metrics.vaultProbeSeconds,
+      log: this.log,
+      clock: this.clock,
+    });
+    this.probe.start();
     await this.authority.start(signal);
     // Adopted: no Vault call was needed, but log in now, not at the first renewal hours later, so a broken role or
     // unreachable Vault shows at pod start (logs, login metrics) and the renewal finds a token. Not awaited: the
@@ -245,6 +253,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    this.probe?.stop();
     this.authority.stop();
     // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
     await this.backend.auth.revokeAndStop();

@@ -161,6 +161,7 @@ export class IntermediateAuthority {
       this.lastError = undefined;
       this.metrics.rotations.inc({ outcome: "success", trigger });
       this.metrics.intermediateNotAfter.set(bundle.notAfter.getTime() / 1000);
+      this.metrics.intermediateLastRotation.set(this.clock.now() / 1000);
       this.metrics.intermediateGeneration.set(bundle.generation);
       this.log.info(
         {
@@ -365,6 +366,8 @@ export class IntermediateAuthority {
             this.opts.rotationGraceRatio,
             jitterFraction(this.random, this.opts.jitterRatio),
           );
+    // Only a new bundle moves the renewal point: retries leave it in the past, which is what "overdue" alerts on.
+    this.metrics.intermediateNextRenewal.set((this.clock.now() + delay) / 1000);
     this.log.debug({ renewInMs: delay }, "scheduled intermediate renewal");
     this.timer = this.clock.after(delay, () => void this.rotate("schedule").catch(() => undefined));
   }

@@ -1,7 +1,7 @@
 // The Vault and Kubernetes-auth section every Vault-using mode shares (sidecar, init, doctor, setup-vault, relay):
 // the same flags, environment variables and parsers; each mode's defaults object supplies its own defaults.
 import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
-import { authMount, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
+import { Expected, authMount, durationMs, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
 
 export interface VaultAuthSection {
   vault: { address: string; caFile: string | undefined; namespace: string | undefined };
@@ -65,4 +65,15 @@ export function vaultConnectionProblems(
   if (vault.caPem !== undefined && !vault.caPem.includes("BEGIN CERTIFICATE"))
     p.push(`${name.ca}: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks`);
   return p;
+}
+
+/** --vault-probe-interval (sidecar and relay): the help, and its parser: 0 (off) or 1s to 1h. */
+export const VAULT_PROBE_HELP =
+  "probe Vault's sys/health this often for the vault_up metric (alerts within a minute of an outage); 0 disables";
+
+export function vaultProbeInterval(v: string): number {
+  const ms = durationMs("15s (0 disables)", 0, 3600)(v);
+  // Faster would only load Vault; the alert waits a minute anyway.
+  if (ms !== 0 && ms < 1000) throw new Expected("0 (off) or a duration from 1s to 1h, such as 15s");
+  return ms;
 }

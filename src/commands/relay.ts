@@ -10,6 +10,7 @@ import { openKube } from "../cli/kube.js";
 import { createLogger } from "../observability/logger.js";
 import { AgentMetrics, type MetricGroup } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
+import { VaultHealthProbe } from "../vault/health-probe.js";
 import { KubernetesAuth } from "../vault/kubernetes-auth.js";
 import { RELAY_FLAGS, parseRelayArgs, relayHelp, type RelayConfig } from "../relay/config.js";
 import { RelayMetrics } from "../relay/metrics.js";
@@ -67,7 +68,12 @@ export const command: Command = {
  */
 export function relayAgentMetrics(cfg: RelayConfig): AgentMetrics {
   const groups: MetricGroup[] = cfg.bootstrap.address ? [] : cfg.issuer.enabled ? ["vault", "intermediate"] : ["vault"];
-  return new AgentMetrics({ processMetrics: !cfg.once, groups });
+  return new AgentMetrics({ processMetrics: !cfg.once, groups, vaultProbe: relayProbes(cfg) });
+}
+
+/** The relay probes Vault's sys/health when it runs as a service that talks to Vault. */
+function relayProbes(cfg: RelayConfig): boolean {
+  return !cfg.once && !cfg.bootstrap.address && cfg.vaultProbeIntervalMs > 0;
 }
 
 async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
@@ -84,11 +90,21 @@ async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
   const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount });
   const relay = new Relay(cfg, { vault: relayVault, secrets, metrics, log });
   let issuer: RunningIssuer | undefined;
+  const probe = relayProbes(cfg)
+    ? new VaultHealthProbe({
+        intervalMs: cfg.vaultProbeIntervalMs,
+        client: () => vault,
+        up: agentMetrics.vaultUp,
+        durationSeconds: agentMetrics.vaultProbeSeconds,
+        log,
+      })
+    : undefined;
   const spec = {
     log,
     name: "relay",
     describeError: (err: unknown) => scrub((err as Error).message),
     async close() {
+      probe?.stop();
       await issuer?.stop();
       relay.stop();
       await auth.revokeAndStop();
@@ -141,6 +157,7 @@ async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
       relay.rotateNow("signal");
     },
     async start() {
+      probe?.start();
       await relay.start();
       if (cfg.issuer.enabled) issuer = startIssuer(cfg, { vault, auth, secrets, agentMetrics, log });
     },

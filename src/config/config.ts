@@ -42,6 +42,8 @@ export interface Config {
     unreadyBeforeExpirySeconds: number;
     /** Stream, signing and rotation limits on the socket. */
     limits: SocketLimits;
+    /** GET sys/health this often for the vault_up gauge; 0 disables the probe. */
+    vaultProbeIntervalMs: number;
   };
   /**
    * Extra trust anchors served beside the signing root (root-cert.pem, GetSigningBundle roots): the other root
@@ -107,6 +109,7 @@ export const DEFAULT_CONFIG: Config = {
     keyExport: false,
     unreadyBeforeExpirySeconds: DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
     limits: { ...DEFAULT_SOCKET_LIMITS },
+    vaultProbeIntervalMs: 15_000,
   },
   trustAnchors: { file: undefined, pem: [] },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },

@@ -36,7 +36,7 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { retryLogFlags } from "../cli/service-flags.js";
-import { vaultAuthFlags } from "../cli/vault-flags.js";
+import { VAULT_PROBE_HELP, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
@@ -114,6 +114,7 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     (c) => c.serve.httpAddress,
     { arg: "HOST:PORT" },
   ),
+  "vault-probe-interval": millis(VAULT_PROBE_HELP, vaultProbeInterval, (c) => c.serve.vaultProbeIntervalMs),
   "key-export": toggle("include the private key in GetSigningBundle answers", (c) => c.serve.keyExport),
   "cacerts-dir": option("write istiod's plugged-in CA files here (e.g. /etc/cacerts)", text, (c) => c.cacerts.dir, {
     arg: "DIR",

@@ -1,32 +1,51 @@
 // Prometheus metrics. One registry per agent instance (tests run several in one process), holding only the series of
 // the mode that runs: the sidecar all groups, the relay its Vault calls (and the issuer's intermediate), a bootstrap
-// agent none of them (its relay series register beside them).
+// agent none of them (its relay series register beside them). Every mode's own series carry one prefix
+// (METRIC_PREFIX) and follow Prometheus naming: instants end in _timestamp_seconds, durations in _seconds, counters in
+// _total. Node's process series keep their standard names (process_*, nodejs_*) so stock dashboards find them.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { version } from "../cli/command.js";
+
+/** The prefix of every series the project defines, in every mode. */
+export const METRIC_PREFIX = "istiod_vault_agent_";
 
 /** Series groups, by name prefix: Vault calls, the served intermediate, and the sidecar's socket/cacerts serving. */
 export type MetricGroup = "vault" | "intermediate" | "serve";
 export const ALL_METRIC_GROUPS: readonly MetricGroup[] = ["vault", "intermediate", "serve"];
 
-const GROUP_OF: Record<string, MetricGroup> = {
-  iva_intermediate_: "intermediate",
-  iva_vault_: "vault",
-  iva_leaves_: "serve",
-  iva_limit_hits_: "serve",
-  iva_token_reviews_: "serve",
-  iva_cacerts_: "serve",
+const GROUP_OF: Record<string, MetricGroup | "always"> = {
+  build_info: "always",
+  intermediate_: "intermediate",
+  vault_: "vault",
+  leaves_: "serve",
+  limit_hits_: "serve",
+  token_reviews_: "serve",
+  cacerts_: "serve",
 };
 
-/** Makes series in `registry` from a name, help and label names; everything else is prom-client's default. */
+/**
+ * Makes series in `registry` from a name (without METRIC_PREFIX, which is added here so no mode can forget it), help
+ * and label names; everything else is prom-client's default.
+ */
 export function seriesIn(registry: Registry) {
   return {
     counter: <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
-      new Counter<L>({ name, help, labelNames, registers: [registry] }),
+      new Counter<L>({ name: METRIC_PREFIX + name, help, labelNames, registers: [registry] }),
     gauge: <L extends string = string>(
       name: string,
       help: string,
       labelNames: readonly L[] = [],
       collect?: (this: Gauge<L>) => void,
-    ) => new Gauge<L>({ name, help, labelNames, registers: [registry], ...(collect && { collect }) }),
+    ) =>
+      new Gauge<L>({
+        name: METRIC_PREFIX + name,
+        help,
+        labelNames,
+        registers: [registry],
+        ...(collect && { collect }),
+      }),
+    histogram: <L extends string = string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
+      new Histogram<L>({ name: METRIC_PREFIX + name, help, labelNames, buckets, registers: [registry] }),
   };
 }
 
@@ -34,87 +53,108 @@ export class AgentMetrics {
   readonly registry = new Registry();
   private readonly series = seriesIn(this.registry);
 
+  readonly buildInfo = this.series.gauge(
+    "build_info",
+    "Always 1; the labels say which build runs (version as --version prints it, and the Node.js version).",
+    ["version", "node_version"],
+  );
   readonly intermediateNotAfter = this.series.gauge(
-    "iva_intermediate_not_after_seconds",
+    "intermediate_not_after_timestamp_seconds",
     "NotAfter of the served intermediate CA certificate (Unix seconds).",
   );
-  readonly intermediateSecondsToExpiry = this.series.gauge(
-    "iva_intermediate_seconds_to_expiry",
-    "Seconds until the served intermediate CA certificate expires.",
+  readonly intermediateLastRotation = this.series.gauge(
+    "intermediate_last_rotation_timestamp_seconds",
+    "When the served intermediate was obtained (Unix seconds).",
+  );
+  readonly intermediateNextRenewal = this.series.gauge(
+    "intermediate_next_renewal_timestamp_seconds",
+    "When the served intermediate is due for renewal (Unix seconds; the process start while none is held). " +
+      "Stays put while renewal attempts fail, so a value in the past means an overdue renewal.",
   );
   readonly intermediateGeneration = this.series.gauge(
-    "iva_intermediate_generation",
+    "intermediate_generation",
     "Generation of the served intermediate (1 after start, +1 per rotation).",
   );
   readonly rotations = this.series.counter(
-    "iva_intermediate_rotations_total",
+    "intermediate_rotations_total",
     "Attempts to obtain a new intermediate, by outcome.",
     ["outcome", "trigger"],
   );
-  readonly vaultRequests = this.series.counter("iva_vault_requests_total", "Vault calls by operation and outcome.", [
+  readonly vaultRequests = this.series.counter("vault_requests_total", "Vault calls by operation and outcome.", [
     "operation",
     "outcome",
   ]);
-  readonly vaultRequestSeconds = new Histogram({
-    name: "iva_vault_request_duration_seconds",
-    help: "Vault call durations by operation.",
-    labelNames: ["operation"] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
-    registers: [this.registry],
-  });
-  readonly vaultLogins = this.series.counter("iva_vault_logins_total", "Kubernetes-auth logins by outcome.", [
-    "outcome",
-  ]);
+  readonly vaultRequestSeconds = this.series.histogram(
+    "vault_request_duration_seconds",
+    "Vault call durations by operation.",
+    ["operation"],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+  );
+  readonly vaultLogins = this.series.counter("vault_logins_total", "Kubernetes-auth logins by outcome.", ["outcome"]);
   readonly vaultTokenRenewals = this.series.counter(
-    "iva_vault_token_renewals_total",
+    "vault_token_renewals_total",
     "Vault token self-renewals by outcome.",
     ["outcome"],
   );
   readonly vaultTokenRevocations = this.series.counter(
-    "iva_vault_token_revocations_total",
+    "vault_token_revocations_total",
     "Vault token revoke-self calls at shutdown, by outcome.",
     ["outcome"],
   );
   readonly vaultKeyDeletions = this.series.counter(
-    "iva_vault_key_deletions_total",
+    "vault_key_deletions_total",
     "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
     ["outcome"],
   );
-  readonly leavesSigned = this.series.counter("iva_leaves_signed_total", "Leaf certificates signed over the socket.");
+  readonly vaultUp = this.series.gauge(
+    "vault_up",
+    "1 when the last sys/health probe found Vault reachable, initialised and unsealed (active or standby), else 0.",
+  );
+  readonly vaultProbeSeconds = this.series.gauge(
+    "vault_probe_duration_seconds",
+    "Duration of the last sys/health probe, failed ones included.",
+  );
+  readonly leavesSigned = this.series.counter("leaves_signed_total", "Leaf certificates signed over the socket.");
   readonly leavesRefused = this.series.counter(
-    "iva_leaves_refused_total",
+    "leaves_refused_total",
     "Leaf signing requests refused, by the policy rule that refused them.",
     ["reason"],
   );
   readonly limitHits = this.series.counter(
-    "iva_limit_hits_total",
+    "limit_hits_total",
     "Requests or streams refused or dropped because a resource limit was reached, by limit.",
     ["reason"],
   );
   readonly tokenReviews = this.series.counter(
-    "iva_token_reviews_total",
+    "token_reviews_total",
     "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
     ["outcome"],
   );
-  readonly sinkWrites = this.series.counter(
-    "iva_cacerts_writes_total",
-    "Writes of the cacerts directory, by outcome.",
-    ["outcome"],
-  );
+  readonly sinkWrites = this.series.counter("cacerts_writes_total", "Writes of the cacerts directory, by outcome.", [
+    "outcome",
+  ]);
 
   /**
    * `groups`: the series this mode exports (default all); the others still count but are not in the registry.
    * `processMetrics`: Node's process series (off for one-shot runs).
+   * `vaultProbe`: the sys/health probe runs, so vault_up means something (off: the probe's series are left out
+   * rather than exported as a constant 0 an alert would fire on).
    */
-  constructor(opts: { processMetrics?: boolean; groups?: readonly MetricGroup[] } = {}) {
+  constructor(opts: { processMetrics?: boolean; groups?: readonly MetricGroup[]; vaultProbe?: boolean } = {}) {
     const groups = opts.groups ?? ALL_METRIC_GROUPS;
     for (const metric of this.registry.getMetricsAsArray()) {
-      const name = metric.name;
+      const name = metric.name.slice(METRIC_PREFIX.length);
       const prefix = Object.keys(GROUP_OF).find((p) => name.startsWith(p));
-      if (prefix === undefined) throw new Error(`metric ${name} belongs to no group`);
-      if (!groups.includes(GROUP_OF[prefix]!)) this.registry.removeSingleMetric(name);
+      if (prefix === undefined) throw new Error(`metric ${metric.name} belongs to no group`);
+      const group = GROUP_OF[prefix]!;
+      if (group !== "always" && !groups.includes(group)) this.registry.removeSingleMetric(metric.name);
     }
-    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "iva_" });
+    if (!opts.vaultProbe)
+      for (const m of [this.vaultUp, this.vaultProbeSeconds]) this.registry.removeSingleMetric(metricName(m));
+    // Until the first intermediate is held, one is due: from the start (an agent that never gets one alerts too).
+    this.intermediateNextRenewal.set(Date.now() / 1000);
+    this.buildInfo.set({ version: version(), node_version: process.version }, 1);
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
   /** Times an async Vault operation and counts its outcome. */
@@ -138,4 +178,8 @@ function outcomeOf(err: unknown): string {
   if (typeof status === "number") return `http_${status}`;
   const name = (err as { name?: unknown }).name;
   return name === "HttpTransportError" ? "transport_error" : "error";
+}
+
+function metricName(m: Gauge): string {
+  return (m as unknown as { name: string }).name;
 }

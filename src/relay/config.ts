@@ -31,7 +31,13 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
-import { vaultAuthFlags, vaultConnectionProblems, type VaultAuthSection } from "../cli/vault-flags.js";
+import {
+  VAULT_PROBE_HELP,
+  vaultAuthFlags,
+  vaultConnectionProblems,
+  vaultProbeInterval,
+  type VaultAuthSection,
+} from "../cli/vault-flags.js";
 
 export type RelayRole = "server" | "agent";
 
@@ -91,6 +97,8 @@ export interface RelayConfig {
   once: boolean;
   /** How often every Secret is re-checked (and the identity token re-read from Vault) between renewals. */
   resyncSeconds: number;
+  /** GET sys/health this often for the vault_up gauge (not in bootstrap mode, which has no Vault); 0 disables. */
+  vaultProbeIntervalMs: number;
   backoff: { initialMs: number; maxMs: number };
   logLevel: string;
   /** Server role: also run the certificate issuer that workload-cluster agents bootstrap and renew from. */
@@ -172,6 +180,7 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   httpAddress: "0.0.0.0:15300",
   once: false,
   resyncSeconds: 300,
+  vaultProbeIntervalMs: 15_000,
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
   issuer: {
@@ -191,7 +200,7 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
 
 type C = RelayConfig;
 const flag = valueFlag<C, string>;
-const { option, toggle, seconds } = fieldFlags<C>();
+const { option, toggle, seconds, millis } = fieldFlags<C>();
 const lifetime = (min: number, max?: number) => duration("720h or 20s", min, max);
 /** A burst: a whole number of requests, at least 1. */
 const burst = (v: string) => Math.max(1, Math.floor(positive(100_000)(v)));
@@ -316,6 +325,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
     lifetime(1, 7 * 86400),
     (c) => c.resyncSeconds,
   ),
+  "vault-probe-interval": millis(VAULT_PROBE_HELP, vaultProbeInterval, (c) => c.vaultProbeIntervalMs),
   ...retryLogFlags<C>(),
   issuer: toggle(
     "server role: also serve the certificate issuer (TLS gRPC, relay server certificate) that agents started " +

@@ -1,7 +1,7 @@
 // Resource limits for the agent's Unix socket. Anyone who can open the socket (istiod, or any process sharing the
 // socket volume) could otherwise hold unbounded Watch streams that never read, pile up leaf signings, or make the
 // agent ask Vault for a new intermediate in a tight loop. Each limit refuses with RESOURCE_EXHAUSTED and a message
-// naming the limit and its flag, and counts in iva_limit_hits_total{reason}.
+// naming the limit and its flag, and counts in istiod_vault_agent_limit_hits_total{reason}.
 import { constants as http2Constants, type Http2Stream } from "node:http2";
 
 export interface SocketLimits {

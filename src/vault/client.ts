@@ -87,8 +87,11 @@ export class VaultClient {
     await this.call("POST", "auth/token/revoke-self", { token, body: {} });
   }
 
+  /** `GET sys/health`: unauthenticated and server-wide, so sent without the namespace header. */
   async health(): Promise<{ status: number; initialized: boolean; sealed: boolean; version: string }> {
-    const res = await this.call<{ initialized: boolean; sealed: boolean; version: string }>("GET", "sys/health", {
+    const res = await this.http.request<{ initialized: boolean; sealed: boolean; version: string }>({
+      method: "GET",
+      path: "/v1/sys/health",
       acceptStatuses: [429, 472, 473, 501, 503],
     });
     return { status: res.status, ...res.body };

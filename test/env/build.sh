@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real servers the tests run against (etcd, kube-apiserver, the node components kubelet,
-# kube-controller-manager and kube-scheduler, OpenBao, istiod) and the zlint certificate linter from their Go modules.
+# kube-controller-manager and kube-scheduler, OpenBao, istiod), the zlint certificate linter and Prometheus's promtool
+# (rule checks) from their Go modules.
 #
 # Each server has its own wrapper module in test/env/<name>/ (go.mod + go.sum pin every module). A binary is cached
 # outside the repo under $IVA_CACHE_DIR (default ~/.cache/istiod-vault-agent), keyed by a hash of the wrapper's
@@ -44,8 +45,12 @@ settings() {
     zlint)
       # Not a server: the X.509 linter the certificate tests feed every kind of certificate the agent makes.
       pkg=github.com/zmap/zlint/v3/cmd/zlint; bin=zlint; tags=""; cgo=0; ldflags="" ;;
+    promtool)
+      # Not a server: checks and unit-tests the chart's Prometheus rules (promtool check rules / test rules).
+      pkg=github.com/prometheus/prometheus/cmd/promtool; bin=promtool; tags=""; cgo=0
+      ldflags="-X github.com/prometheus/common/version.Version=$(module_version promtool github.com/prometheus/prometheus)" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
-         "kube-scheduler, openbao, istiod, helm or zlint)" >&2; return 1 ;;
+         "kube-scheduler, openbao, istiod, helm, zlint or promtool)" >&2; return 1 ;;
   esac
 }
 

@@ -488,8 +488,11 @@ describe("relay bootstrap mode (issuer + Vault-less agents) against real OpenBao
       ["renew", "client_cert_untrusted"],
       ["renew", "client_cert_expired"],
     ])
-      assert.match(metrics, new RegExp(`iva_relay_issuer_refused_total\\{method="${method}",reason="${reason}"\\} 1`));
-    assert.match(metrics, /iva_relay_issuer_issued_total\{method="renew"\} \d+/);
+      assert.match(
+        metrics,
+        new RegExp(`istiod_vault_agent_relay_issuer_refused_total\\{method="${method}",reason="${reason}"\\} 1`),
+      );
+    assert.match(metrics, /istiod_vault_agent_relay_issuer_issued_total\{method="renew"\} \d+/);
     // Refusals are logged with their reason; the wrong token never is.
     assert.match(issuerRun.log(), /"reason":"client_cert_expired"/);
     assert.ok(!issuerRun.log().includes("not-the-token"));

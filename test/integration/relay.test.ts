@@ -468,10 +468,21 @@ describe("relay against real OpenBao + kube-apiserver", () => {
     assert.equal(serverToken, await kvToken());
 
     const metrics = await (await fetch(`http://127.0.0.1:${serverPort}/metrics`)).text();
-    const toExpiry = /iva_relay_secret_seconds_to_expiry\{secret="relay-server-tls-secret"\} (-?\d+)/.exec(metrics);
-    assert.ok(toExpiry && Number(toExpiry[1]) > 0 && Number(toExpiry[1]) <= 20, "seconds-to-expiry gauge");
-    assert.match(metrics, /iva_relay_rotations_total\{secret="relay-server-tls-secret",trigger="schedule"\} \d+/);
-    assert.match(metrics, /iva_relay_secret_writes_total\{secret="relay-server-tls-secret",operation="created"\} 1/);
+    const notAfter =
+      /istiod_vault_agent_relay_secret_not_after_timestamp_seconds\{secret="relay-server-tls-secret"\} (\S+)/.exec(
+        metrics,
+      );
+    const toExpiry = notAfter ? Number(notAfter[1]) - Date.now() / 1000 : Number.NaN;
+    assert.ok(toExpiry > 0 && toExpiry <= 21, `NotAfter gauge within the 20 s lifetime (${toExpiry})`);
+    assert.match(metrics, /^istiod_vault_agent_vault_up 1$/m, "the relay server probes Vault too");
+    assert.match(
+      metrics,
+      /istiod_vault_agent_relay_rotations_total\{secret="relay-server-tls-secret",trigger="schedule"\} \d+/,
+    );
+    assert.match(
+      metrics,
+      /istiod_vault_agent_relay_secret_writes_total\{secret="relay-server-tls-secret",operation="created"\} 1/,
+    );
 
     await serverRun.stop();
     await agentRun.stop();

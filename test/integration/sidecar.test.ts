@@ -127,9 +127,9 @@ describe("CA sidecar against real OpenBao + kube-apiserver", () => {
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.equal(ready.status, 200);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    assert.match(metrics, /iva_intermediate_not_after_seconds \d+/);
-    assert.match(metrics, /iva_vault_logins_total\{outcome="success"\} 1/);
-    assert.match(metrics, /iva_intermediate_rotations_total\{outcome="success",trigger="start"\} 1/);
+    assert.match(metrics, /istiod_vault_agent_intermediate_not_after_timestamp_seconds \d+/);
+    assert.match(metrics, /istiod_vault_agent_vault_logins_total\{outcome="success"\} 1/);
+    assert.match(metrics, /istiod_vault_agent_intermediate_rotations_total\{outcome="success",trigger="start"\} 1/);
 
     const before = await getBundle(run.client);
     run.process.signal("SIGHUP");

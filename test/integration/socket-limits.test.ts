@@ -197,7 +197,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     assert.equal(certsAfter - certsBefore, 1, "one Vault signing for ten waves of Rotate calls");
     assert.equal(generationAfter, generationBefore + 1, "the whole burst made one new intermediate");
     assert.equal(
-      metric(text, "iva_vault_requests_total", 'operation="sign_intermediate",outcome="success"'),
+      metric(text, "istiod_vault_agent_vault_requests_total", 'operation="sign_intermediate",outcome="success"'),
       2,
       "the agent had Vault sign twice: at start and once for the whole burst",
     );
@@ -218,9 +218,9 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       CONNECTIONS * STREAMS_PER_CONNECTION - 256,
       "exactly 256 streams were accepted",
     );
-    assert.ok(metric(text, "iva_limit_hits_total", 'reason="watch_per_connection"') >= perConnection);
-    assert.ok(metric(text, "iva_limit_hits_total", 'reason="watch_total"') >= total);
-    assert.equal(metric(text, "iva_limit_hits_total", 'reason="rotate_rate_limited"'), limited);
+    assert.ok(metric(text, "istiod_vault_agent_limit_hits_total", 'reason="watch_per_connection"') >= perConnection);
+    assert.ok(metric(text, "istiod_vault_agent_limit_hits_total", 'reason="watch_total"') >= total);
+    assert.equal(metric(text, "istiod_vault_agent_limit_hits_total", 'reason="rotate_rate_limited"'), limited);
     assert.ok(run.process.alive, "the agent is still running");
   });
 
@@ -254,7 +254,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       assert.equal(noTokenLines.length, 10, "30 refusals of one reason log 10 lines within a minute");
 
       // A real token for another audience: the apiserver says why, and the refusal names the expected audience.
-      const reviewsBefore = metric(await metricsText(), "iva_token_reviews_total");
+      const reviewsBefore = metric(await metricsText(), "istiod_vault_agent_token_reviews_total");
       const wrong = await create(tokens.wrongAudience);
       tc.diagnostic(`wrong audience: ${wrong.details}`);
       assert.equal(wrong.code, grpc.status.UNAUTHENTICATED);
@@ -264,7 +264,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
       );
       for (let i = 1; i < AUTH_FAILURE_BURST; i++)
         assert.equal((await create(tokens.wrongAudience)).code, grpc.status.UNAUTHENTICATED);
-      const reviewsAtLimit = metric(await metricsText(), "iva_token_reviews_total");
+      const reviewsAtLimit = metric(await metricsText(), "istiod_vault_agent_token_reviews_total");
       assert.equal(reviewsAtLimit - reviewsBefore, AUTH_FAILURE_BURST);
 
       // The address is out of failures: refused before any TokenReview, even with a (never reviewed) valid token.
@@ -273,8 +273,14 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
         assert.equal(r.code, grpc.status.RESOURCE_EXHAUSTED);
         assert.match(r.details, /too many failed authentications from 127\.0\.0\.1 .*; retry in \d+s/);
       }
-      assert.equal(metric(await metricsText(), "iva_token_reviews_total"), reviewsAtLimit, "no TokenReview was made");
-      assert.ok(metric(await metricsText(), "iva_limit_hits_total", 'reason="istio_ca_auth_failures"') >= 3);
+      assert.equal(
+        metric(await metricsText(), "istiod_vault_agent_token_reviews_total"),
+        reviewsAtLimit,
+        "no TokenReview was made",
+      );
+      assert.ok(
+        metric(await metricsText(), "istiod_vault_agent_limit_hits_total", 'reason="istio_ca_auth_failures"') >= 3,
+      );
 
       // One failure comes back every 5 s (12 a minute): the valid caller is then served.
       await new Promise((resolve) => setTimeout(resolve, 5_500));
@@ -288,7 +294,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     // 4 streams on one connection from a stopped process; SIGHUP rotations (not the rate-limited RPC) push one
     // bundle per rotation to each stream until the HTTP/2 windows and socket buffers are full and bytes pile up in
     // the agent, which must then drop the streams at 64 KiB each instead of keeping every bundle.
-    const slowBefore = metric(await metricsText(), "iva_limit_hits_total", 'reason="watch_slow_reader"');
+    const slowBefore = metric(await metricsText(), "istiod_vault_agent_limit_hits_total", 'reason="watch_slow_reader"');
     const abuser = await startStoppedAbuser(run.socketPath, 1, 4);
     let rotations = 0;
     let slow = slowBefore;
@@ -304,7 +310,7 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
             timeoutMs: 20_000,
           },
         );
-        slow = metric(await metricsText(), "iva_limit_hits_total", 'reason="watch_slow_reader"');
+        slow = metric(await metricsText(), "istiod_vault_agent_limit_hits_total", 'reason="watch_slow_reader"');
       }
     } finally {
       await abuser.kill();

@@ -47,16 +47,17 @@ async function setup(o: { random?: () => number; opts?: Partial<IntermediateAuth
     },
   } as unknown as VaultClient;
   const auth = { withToken: <T>(fn: (t: string) => Promise<T>) => fn("unit-token") } as unknown as KubernetesAuth;
+  const metrics = new AgentMetrics({ processMetrics: false });
   const authority = new IntermediateAuthority(
     options(o.opts),
     vault,
     auth,
     createLogger({ level: "silent" }),
-    new AgentMetrics({ processMetrics: false }),
+    metrics,
     clock,
     o.random ?? (() => 0.5),
   );
-  return { clock, authority, state };
+  return { clock, authority, state, metrics };
 }
 
 void describe("IntermediateAuthority (fake clock)", { timeout: 60_000 }, () => {
@@ -154,6 +155,33 @@ void describe("IntermediateAuthority (fake clock)", { timeout: 60_000 }, () => {
     state.up = true;
     await clock.fireNext();
     assert.equal((await started).generation, 1);
+    authority.stop();
+  });
+
+  void it("exports NotAfter, the last rotation and the renewal point, which failed retries leave in the past", async () => {
+    const { clock, authority, state, metrics } = await setup();
+    const gauge = async (name: string) =>
+      (await metrics.registry.getSingleMetric(`istiod_vault_agent_intermediate_${name}_timestamp_seconds`)!.get())
+        .values[0]!.value;
+    const startedAt = clock.now();
+    const first = await authority.rotate("start");
+    assert.equal(await gauge("not_after"), first.notAfter.getTime() / 1000);
+    assert.equal(await gauge("last_rotation"), startedAt / 1000);
+    const renewAt = (startedAt + clock.pending()[0]!) / 1000;
+    assert.equal(await gauge("next_renewal"), renewAt, "the scheduled renewal point");
+
+    state.up = false;
+    await clock.advance(2_000 * S + 10 * S);
+    assert.ok(state.writes > 2, "renewal was attempted and retried");
+    assert.equal(await gauge("next_renewal"), renewAt, "retries do not move the point: it is now overdue");
+    assert.ok((await gauge("next_renewal")) < clock.now() / 1000);
+    assert.equal(await gauge("last_rotation"), startedAt / 1000);
+
+    state.up = true;
+    await clock.advance(300 * S);
+    await until(() => authority.current()?.generation === 2, "renewal once Vault is back");
+    assert.ok((await gauge("next_renewal")) > clock.now() / 1000, "a new point in the future");
+    assert.ok((await gauge("last_rotation")) > startedAt / 1000);
     authority.stop();
   });
 });

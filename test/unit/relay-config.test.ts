@@ -166,29 +166,56 @@ void describe("relay config", () => {
 });
 
 void describe("relay metrics", () => {
+  // Every mode's own series, without Node's standard process_*/nodejs_* series and the build info every mode has.
   const names = async (m: AgentMetrics) =>
-    (await m.registry.getMetricsAsJSON()).map((x) => x.name).filter((n) => !/^iva_(process|nodejs)_/.test(n));
+    (await m.registry.getMetricsAsJSON())
+      .map((x) => x.name)
+      .filter((n) => !/^(process|nodejs)_/.test(n) && n !== "istiod_vault_agent_build_info");
 
-  void it("each relay mode exports only its own series, the sidecar all of its own", async () => {
+  void it("each relay mode exports only its own series, the sidecar all of its own, all with the one prefix", async () => {
     const server = relayAgentMetrics(run(["--role=server", "--once"]));
     new RelayMetrics(server.registry);
     const serverNames = await names(server);
-    assert.ok(serverNames.includes("iva_relay_rotations_total"));
-    assert.ok(serverNames.includes("iva_vault_logins_total"), "the relay logs in to Vault");
-    for (const n of serverNames) assert.match(n, /^iva_(relay|vault)_/, `relay server exports ${n}`);
+    assert.ok(serverNames.includes("istiod_vault_agent_relay_rotations_total"));
+    assert.ok(serverNames.includes("istiod_vault_agent_vault_logins_total"), "the relay logs in to Vault");
+    for (const n of serverNames) assert.match(n, /^istiod_vault_agent_(relay|vault)_/, `relay server exports ${n}`);
+
+    assert.ok(!serverNames.includes("istiod_vault_agent_vault_up"), "--once runs no Vault probe");
+    const service = await names(relayAgentMetrics(run(["--role=server"])));
+    assert.ok(service.includes("istiod_vault_agent_vault_up"), "the long-running relay probes Vault");
+    const unprobed = await names(relayAgentMetrics(run(["--role=server", "--vault-probe-interval=0"])));
+    assert.ok(!unprobed.includes("istiod_vault_agent_vault_up"), "--vault-probe-interval=0 turns the probe off");
 
     const issuer = await names(relayAgentMetrics(run(["--role=server", "--issuer"])));
-    assert.ok(issuer.includes("iva_intermediate_not_after_seconds"), "the issuer's signing intermediate");
-    for (const n of issuer) assert.match(n, /^iva_(vault|intermediate)_/, `relay issuer exports ${n}`);
-
-    const bootstrap = await names(
-      relayAgentMetrics(run(["--role=agent", "--cluster=c1", "--bootstrap=mgmt:9910"], {})),
+    assert.ok(
+      issuer.includes("istiod_vault_agent_intermediate_not_after_timestamp_seconds"),
+      "the issuer's signing intermediate",
     );
-    assert.deepEqual(bootstrap, [], "no Vault in bootstrap mode, so no Vault or intermediate series");
+    for (const n of issuer) assert.match(n, /^istiod_vault_agent_(vault|intermediate)_/, `relay issuer exports ${n}`);
+
+    const bootstrapMetrics = relayAgentMetrics(run(["--role=agent", "--cluster=c1", "--bootstrap=mgmt:9910"], {}));
+    assert.deepEqual(
+      await names(bootstrapMetrics),
+      [],
+      "no Vault in bootstrap mode, so no Vault or intermediate series",
+    );
+    const all = (await bootstrapMetrics.registry.getMetricsAsJSON()).map((x) => x.name);
+    assert.ok(all.includes("istiod_vault_agent_build_info"), "every mode says which build runs");
+    assert.ok(all.includes("process_resident_memory_bytes"), "Node's series under their standard names");
 
     const sidecar = await names(new AgentMetrics({ processMetrics: false }));
-    for (const n of ["iva_leaves_signed_total", "iva_cacerts_writes_total", "iva_vault_logins_total"])
+    for (const n of [
+      "istiod_vault_agent_leaves_signed_total",
+      "istiod_vault_agent_cacerts_writes_total",
+      "istiod_vault_agent_vault_logins_total",
+    ])
       assert.ok(sidecar.includes(n), `the sidecar exports ${n}`);
+    assert.ok(!sidecar.includes("istiod_vault_agent_vault_up"), "no vault_up without the probe (it would read 0)");
+    assert.ok(
+      (await names(new AgentMetrics({ processMetrics: false, vaultProbe: true }))).includes(
+        "istiod_vault_agent_vault_up",
+      ),
+    );
   });
 });
 

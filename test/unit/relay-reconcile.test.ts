@@ -100,7 +100,7 @@ function scriptedRelayVault(ca: ScriptedCa, clock: FakeClock) {
 function reconcilerDeps(kube: MemoryKube, clock: FakeClock, registry = new Registry()) {
   return {
     secrets: new SecretStore(kube.client(), NS, false),
-    metrics: new RelayMetrics(registry, () => clock.now()),
+    metrics: new RelayMetrics(registry),
     log,
     clock,
     random: () => 0.5,

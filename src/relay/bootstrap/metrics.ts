@@ -12,25 +12,25 @@ export class IssuerMetrics {
   constructor(registry: Registry) {
     const series = seriesIn(registry);
     this.issued = series.counter(
-      "iva_relay_issuer_issued_total",
+      "relay_issuer_issued_total",
       "Relay client certificates the issuer signed, by method (bootstrap, renew).",
       ["method"],
     );
     this.refused = series.counter(
-      "iva_relay_issuer_refused_total",
+      "relay_issuer_refused_total",
       "Issuer requests refused, by method and reason (the rule that failed).",
       ["method", "reason"],
     );
     this.tokenRotations = series.counter(
-      "iva_relay_issuer_token_rotations_total",
+      "relay_issuer_token_rotations_total",
       "Times the issuer saw the identity token change in Vault KV.",
     );
     this.previousTokenValidUntil = series.gauge(
-      "iva_relay_issuer_previous_token_valid_until_seconds",
+      "relay_issuer_previous_token_valid_until_timestamp_seconds",
       "When the previous identity token stops being accepted (Unix seconds; 0 when none is).",
     );
     this.registeredClusters = series.gauge(
-      "iva_relay_issuer_registered_clusters",
+      "relay_issuer_registered_clusters",
       "Clusters with an identity token in Vault KV (0 with --shared-identity-token).",
     );
   }
@@ -42,7 +42,7 @@ export class BootstrapAgentMetrics {
   constructor(registry: Registry) {
     const series = seriesIn(registry);
     this.requests = series.counter(
-      "iva_relay_bootstrap_requests_total",
+      "relay_bootstrap_requests_total",
       "Calls the agent made to the issuer, by method (bootstrap, renew) and outcome (ok or a gRPC status).",
       ["method", "outcome"],
     );
