@@ -1,10 +1,14 @@
 // `sidecar`: the long-running agent beside istiod, optionally steered by a watched RootTrustPolicy.
+import { hostname } from "node:os";
 import { Agent } from "../agent.js";
 import { ConfigError } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
+import { ShadowedByFlagError } from "../config/shadowing.js";
 import type { Command } from "../cli/command.js";
 import { runService } from "../cli/service.js";
-import { openKube } from "../cli/kube.js";
+import { openPolicy, type OpenedPolicy } from "../cli/kube.js";
+import { durationMs, Expected } from "../cli/validate.js";
+import { KubeLeaseStore, LeaderElector } from "../kube/leader-elector.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
 import { createLogger } from "../observability/logger.js";
 
@@ -13,28 +17,43 @@ export const command: Command = {
   flags: AGENT_FLAGS,
   help: () =>
     agentHelp(
-      ["istiod-vault-agent sidecar --vault-addr=URL [--cacerts-dir=DIR] [flags]"],
+      [
+        "istiod-vault-agent sidecar --policy-name=NAME [--cacerts-dir=DIR] [flags]",
+        "istiod-vault-agent sidecar --vault-addr=URL [--cacerts-dir=DIR] [flags]",
+      ],
       "Runs beside istiod: obtains the intermediate, serves it on the socket (and in cacerts), renews it.\n" +
+        "With --policy-name the RootTrustPolicy is authoritative (flags may not set its fields), reloaded live, and\n" +
+        "one replica, elected with a Lease, writes its status.\n" +
         "SIGHUP rotates the intermediate now; SIGTERM/SIGINT stop gracefully (the Vault token is revoked).",
     ),
   run: runSidecar,
 };
 
 export async function runSidecar(flags: FlagValues): Promise<number> {
+  const leaseMs = leaseDuration(flags);
   const policy = await openPolicy(flags);
-  const config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial });
+  let config;
+  try {
+    config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial, policyName: policy?.label });
+  } catch (err) {
+    await policy?.kube.close();
+    throw err;
+  }
   const log = createLogger({ level: config.logLevel });
   const agent = new Agent(config, log);
+  const identity = config.pod.name ?? hostname();
   log.info(
     {
       vault: config.vault.address,
       caPath: config.intermediate.caPath,
       socket: config.serve.socketPath,
       cacerts: config.cacerts.dir ?? null,
-      policy: policy ? `${policy.ref.namespace}/${policy.ref.name}` : null,
+      policy: policy?.label ?? null,
+      identity,
     },
     "starting sidecar",
   );
+  let elector: Promise<void> | undefined;
   // /healthz answers from the start; /readyz follows the intermediate the agent holds.
   return runService({
     log,
@@ -45,60 +64,75 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       agent.authority.rotate("signal").catch(() => undefined);
     },
     async start(signal) {
+      // Failures before the first intermediate are reported too, once the controller exists (see below).
       await agent.run(signal);
       if (!policy) return;
-      const controller = new RootTrustPolicyController(
-        policy.kube,
-        policy.ref,
-        (doc) => applyPolicy(agent, flags, doc),
-        () => {
-          const b = agent.authority.current();
-          return {
-            ready: b !== undefined,
-            intermediateSerial: b?.serialHex,
-            intermediateNotAfter: b?.notAfter.toISOString(),
-            generation: b?.generation,
-            lastError: agent.authority.lastError,
-          };
-        },
-        log,
-      );
+      const controller = watchPolicy(agent, flags, policy, identity, log);
       controller.markApplied(policy.initial);
-      agent.authority.subscribe(() => void controller.writeStatus());
+      agent.authority.subscribe((b) => void controller.rotated(b));
+      agent.authority.onFailure((f) => void controller.rotationFailed(f.message));
       void controller.run(signal);
+      const lease = new LeaderElector({
+        store: new KubeLeaseStore(policy.kube, policy.ref.namespace, `istiod-vault-agent-${policy.ref.name}`),
+        identity,
+        leaseDurationMs: leaseMs,
+        onChange: (leading) => controller.setWriter(leading),
+        log,
+      });
+      elector = lease.run(signal);
     },
     async close() {
+      // The Lease is released (on abort) before the apiserver client closes, so another replica takes over at once.
+      await elector;
       await agent.stop();
       await policy?.kube.close();
     },
   });
 }
 
-/** With --policy-name: the apiserver client and the policy as it is now (the agent starts from it). */
-async function openPolicy(flags: FlagValues) {
-  const name = typeof flags["policy-name"] === "string" ? flags["policy-name"] : undefined;
-  if (!name) return undefined;
-  const namespace =
-    (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
-    process.env.POD_NAMESPACE ??
-    "istio-system";
-  const kube = await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined);
-  const ref = { namespace, name };
-  const reader = new RootTrustPolicyController(
-    kube,
-    ref,
-    () => Promise.resolve({ ok: true, message: "" }),
-    () => ({ ready: false }),
-    createLogger({ level: "silent" }),
-  );
-  return { kube, ref, initial: await reader.fetch() };
+function leaseDuration(flags: FlagValues): number {
+  const raw = flags["status-lease-duration"];
+  if (typeof raw !== "string" || raw === "") return 15_000;
+  try {
+    return durationMs("15s", 3)(raw);
+  } catch (err) {
+    if (!(err instanceof Expected)) throw err;
+    throw new ConfigError([`--status-lease-duration: "${raw}" is invalid; expected ${err.message}`]);
+  }
 }
 
-async function applyPolicy(agent: Agent, flags: FlagValues, doc: PolicyObject): Promise<ApplyResult> {
+function watchPolicy(
+  agent: Agent,
+  flags: FlagValues,
+  policy: OpenedPolicy,
+  identity: string,
+  log: ReturnType<typeof createLogger>,
+): RootTrustPolicyController {
+  return new RootTrustPolicyController({
+    kube: policy.kube,
+    ref: policy.ref,
+    apply: (doc) => applyPolicy(agent, flags, policy.label, doc),
+    snapshot: () => {
+      const b = agent.authority.current();
+      return {
+        ready: b !== undefined,
+        intermediateSerial: b?.serialHex,
+        intermediateNotAfter: b?.notAfter.toISOString(),
+        generation: b?.generation,
+        lastError: agent.authority.lastError,
+      };
+    },
+    identity,
+    log,
+  });
+}
+
+async function applyPolicy(agent: Agent, flags: FlagValues, label: string, doc: PolicyObject): Promise<ApplyResult> {
   let next;
   try {
-    next = loadConfig(flags, process.env, { needVault: true, policyDoc: doc });
+    next = loadConfig(flags, process.env, { needVault: true, policyDoc: doc, policyName: label });
   } catch (err) {
+    if (err instanceof ShadowedByFlagError) return { ok: false, reason: "ShadowedByFlag", problems: err.problems };
     return { ok: false, problems: err instanceof ConfigError ? err.problems : [(err as Error).message] };
   }
   try {
