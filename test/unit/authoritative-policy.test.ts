@@ -143,7 +143,7 @@ void describe("authoritative RootTrustPolicy (--policy-name)", () => {
 
   void it("the shipped manifests pass no flag that shadows the example policy", () => {
     const root = repoRoot();
-    const example = parseYaml(readFileSync(join(root, "manifests/examples/root-trust-policy.yaml"), "utf8"));
+    const example: unknown = parseYaml(readFileSync(join(root, "manifests/examples/root-trust-policy.yaml"), "utf8"));
     const patch = parseYaml(readFileSync(join(root, "manifests/overlays/istiod/agent-patch.yaml"), "utf8")) as {
       spec: { template: { spec: { initContainers: Container[]; containers: Container[] } } };
     };

@@ -19,28 +19,37 @@ class MemoryLease {
 
   /** A view of the Lease for one replica; `down` makes its calls fail as if the apiserver were unreachable. */
   view(): LeaseStore & { down: boolean } {
-    const self = this;
-    return {
+    const view = {
       down: false,
-      async get(): Promise<StoredLease | undefined> {
-        if (this.down) throw new Error("connection refused");
-        return self.lease && { spec: { ...self.lease.spec }, resourceVersion: String(self.lease.rv) };
-      },
-      async create(spec) {
-        if (this.down) throw new Error("connection refused");
-        if (self.lease) throw new LeaseConflict("exists");
-        self.writes++;
-        self.lease = { spec: { ...spec }, rv: ++self.rv };
-        return String(self.lease.rv);
-      },
-      async update(spec, rv) {
-        if (this.down) throw new Error("connection refused");
-        if (!self.lease || String(self.lease.rv) !== rv) throw new LeaseConflict("changed");
-        self.writes++;
-        self.lease = { spec: { ...spec }, rv: ++self.rv };
-        return String(self.lease.rv);
-      },
+      get: (): Promise<StoredLease | undefined> =>
+        this.call(view, () =>
+          this.lease ? { spec: { ...this.lease.spec }, resourceVersion: String(this.lease.rv) } : undefined,
+        ),
+      create: (spec: LeaseSpec): Promise<string> =>
+        this.call(view, () => {
+          if (this.lease) throw new LeaseConflict("exists");
+          return this.write(spec);
+        }),
+      update: (spec: LeaseSpec, rv: string): Promise<string> =>
+        this.call(view, () => {
+          if (!this.lease || String(this.lease.rv) !== rv) throw new LeaseConflict("changed");
+          return this.write(spec);
+        }),
     };
+    return view;
+  }
+
+  private write(spec: LeaseSpec): string {
+    this.writes++;
+    this.lease = { spec: { ...spec }, rv: ++this.rv };
+    return String(this.lease.rv);
+  }
+
+  /** Answers asynchronously, as the apiserver does, so concurrent attempts interleave. */
+  private async call<T>(view: { down: boolean }, fn: () => T): Promise<T> {
+    await Promise.resolve();
+    if (view.down) throw new Error("connection refused");
+    return fn();
   }
 }
 
@@ -71,7 +80,7 @@ void describe("status Lease election", () => {
     assert.deepEqual(a.changes, [true]);
     assert.equal(mem.lease?.spec.holderIdentity, "istiod-a");
     assert.equal(mem.lease?.spec.leaseDurationSeconds, 15);
-    assert.match(mem.lease!.spec.renewTime!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, "MicroTime");
+    assert.match(mem.lease.spec.renewTime!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, "MicroTime");
     // Many lease durations pass; a renews every retry period, so b never takes over.
     for (let i = 0; i < 40; i++) {
       await clock.advance(2_000);
