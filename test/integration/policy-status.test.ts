@@ -115,10 +115,16 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
     assert.match(failed.message, /permission denied/);
     assert.notEqual(failed.lastTransitionTime, undefined);
     assert.ok(failed.lastTransitionTime >= served.lastTransitionTime);
-    const warnings = (await events()).filter((e) => e.type === "Warning" && e.reason === "RotationFailed");
-    assert.ok(warnings.length > 0, "a Warning RotationFailed Event");
+    const rotationFailed = async () =>
+      (await events()).filter((e) => e.type === "Warning" && e.reason === "RotationFailed");
+    // The retries (backoff from 200 ms) fail the same way: one Event counts them instead of one Event each.
+    await waitUntil(
+      "a Warning RotationFailed Event counting 3 failures",
+      async () => (await rotationFailed()).some((e) => (e.count ?? 1) >= 3),
+      { timeoutMs: 20_000 },
+    );
+    const warnings = await rotationFailed();
     assert.ok(warnings.every((e) => e.reportingInstance === "istiod-a" && e.source?.host === "istiod-a"));
-    // The failing retries repeat the same message: aggregated into one Event per message, not one per failure.
     const messages = warnings.map((e) => e.message);
     assert.equal(new Set(messages).size, messages.length, "no two Events with the same message");
 
