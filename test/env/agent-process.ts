@@ -92,10 +92,17 @@ export async function startAgent(
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
   if (command === "sidecar" && opts.waitForBundle !== false) {
-    await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
-      timeoutMs: 60_000,
-      process: proc,
-    });
+    try {
+      await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
+        timeoutMs: 60_000,
+        process: proc,
+      });
+    } catch (err) {
+      // Nobody holds the run yet to stop it: a sidecar left running would keep the test process alive.
+      client.close();
+      await proc.stop();
+      throw err;
+    }
   }
   return {
     process: proc,

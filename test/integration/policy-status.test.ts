@@ -100,37 +100,42 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
     const granted = (await vault.read<{ policy: string }>(aclPath, root)).data.policy;
     assert.match(granted, /pki\/root\/sign-intermediate/);
     const served = (await ready())!;
-    // The agent's policy loses its sign grant; its token still logs in and renews, but signing is denied.
-    await vault.write(aclPath, root, { policy: 'path "pki/ca/pem" {\n  capabilities = ["read"]\n}\n' });
-    a.process.signal("SIGHUP");
-    await waitUntil(
-      "Ready=False RenewalFailed",
-      async () => {
-        const c = await ready();
-        return c?.status === "False" && c.reason === "RenewalFailed";
-      },
-      { timeoutMs: 20_000 },
-    );
-    const failed = (await ready())!;
-    assert.match(failed.message, /permission denied/);
-    assert.notEqual(failed.lastTransitionTime, undefined);
-    assert.ok(failed.lastTransitionTime >= served.lastTransitionTime);
-    const rotationFailed = async () =>
-      (await events()).filter((e) => e.type === "Warning" && e.reason === "RotationFailed");
-    // The retries (backoff from 200 ms) fail the same way: one Event counts them instead of one Event each.
-    await waitUntil(
-      "a Warning RotationFailed Event counting 3 failures",
-      async () => (await rotationFailed()).some((e) => (e.count ?? 1) >= 3),
-      { timeoutMs: 20_000 },
-    );
-    const warnings = await rotationFailed();
-    assert.ok(warnings.every((e) => e.reportingInstance === "istiod-a" && e.source?.host === "istiod-a"));
-    const messages = warnings.map((e) => e.message);
-    assert.equal(new Set(messages).size, messages.length, "no two Events with the same message");
+    let failed: Condition;
+    try {
+      // The agent's policy loses its sign grant; its token still logs in and renews, but signing is denied.
+      await vault.write(aclPath, root, { policy: 'path "pki/ca/pem" {\n  capabilities = ["read"]\n}\n' });
+      a.process.signal("SIGHUP");
+      await waitUntil(
+        "Ready=False RenewalFailed",
+        async () => {
+          const c = await ready();
+          return c?.status === "False" && c.reason === "RenewalFailed";
+        },
+        { timeoutMs: 20_000 },
+      );
+      failed = (await ready())!;
+      assert.match(failed.message, /permission denied/);
+      assert.notEqual(failed.lastTransitionTime, undefined);
+      assert.ok(failed.lastTransitionTime >= served.lastTransitionTime);
+      const rotationFailed = async () =>
+        (await events()).filter((e) => e.type === "Warning" && e.reason === "RotationFailed");
+      // The retries (backoff from 200 ms) fail the same way: one Event counts them instead of one Event each.
+      await waitUntil(
+        "a Warning RotationFailed Event counting 3 failures",
+        async () => (await rotationFailed()).some((e) => (e.count ?? 1) >= 3),
+        { timeoutMs: 20_000 },
+      );
+      const warnings = await rotationFailed();
+      assert.ok(warnings.every((e) => e.reportingInstance === "istiod-a" && e.source?.host === "istiod-a"));
+      const messages = warnings.map((e) => e.message);
+      assert.equal(new Set(messages).size, messages.length, "no two Events with the same message");
 
-    // lastTransitionTime has whole seconds: let one pass so the recovery's time differs from the failure's.
-    await new Promise((r) => setTimeout(r, 1_100));
-    await vault.write(aclPath, root, { policy: granted });
+      // lastTransitionTime has whole seconds: let one pass so the recovery's time differs from the failure's.
+      await new Promise((r) => setTimeout(r, 1_100));
+    } finally {
+      // Restored even when an assertion above fails, so the next test starts from a working Vault.
+      await vault.write(aclPath, root, { policy: granted });
+    }
     const beforeRecovery = await getBundle(a.client);
     a.process.signal("SIGHUP");
     await waitUntil(
