@@ -143,6 +143,24 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
     assert.match(log, /remove one of them/);
   });
 
+  it("init reads the policy once: it fills cacerts with no Vault flag, and refuses a shadowing one", async () => {
+    const init = await startAgent(t.env, "init", [...policyArgs, `--kubeconfig=${t.env.kube.kubeconfigPath}`], {
+      vaultFlags: false,
+    });
+    dirs.push(init.dir);
+    assert.equal(await init.process.waitExit(), 0, init.log());
+    assert.match(readFileSync(join(init.cacertsDir, "ca-cert.pem"), "utf8"), /BEGIN CERTIFICATE/);
+    const refused = await startAgent(
+      t.env,
+      "init",
+      [...policyArgs, `--kubeconfig=${t.env.kube.kubeconfigPath}`, "--auth-role=other"],
+      { vaultFlags: false },
+    );
+    dirs.push(refused.dir);
+    assert.equal(await refused.process.waitExit(), 2);
+    assert.match(refused.log(), /--auth-role: sets what spec\.config\.agentCa\.vault\.kubernetesAuth\.role/);
+  });
+
   it("a TTL change makes the running sidecar issue a new intermediate, visible in status", async () => {
     run = await startAgent(
       t.env,
