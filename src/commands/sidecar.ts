@@ -53,7 +53,10 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
     },
     "starting sidecar",
   );
-  let elector: Promise<void> | undefined;
+  let controller: RootTrustPolicyController | undefined;
+  let election: Promise<void> | undefined;
+  // Its own signal: close() also runs when start() failed without a stop signal.
+  const stopElection = new AbortController();
   // /healthz answers from the start; /readyz follows the intermediate the agent holds.
   return runService({
     log,
@@ -64,26 +67,31 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       agent.authority.rotate("signal").catch(() => undefined);
     },
     async start(signal) {
-      // Failures before the first intermediate are reported too, once the controller exists (see below).
+      if (policy) {
+        // Wired before the first intermediate, so a start that keeps failing shows in the status (NoIntermediate)
+        // and as Events; the watch for policy edits starts once the agent runs.
+        controller = watchPolicy(agent, flags, policy, identity, log);
+        controller.markApplied(policy.initial);
+        const c = controller;
+        agent.authority.subscribe((b) => void c.rotated(b));
+        agent.authority.onFailure((f) => void c.rotationFailed(f.message));
+        const lease = new LeaderElector({
+          store: new KubeLeaseStore(policy.kube, policy.ref.namespace, `istiod-vault-agent-${policy.ref.name}`),
+          identity,
+          leaseDurationMs: leaseMs,
+          onChange: (leading) => c.setWriter(leading),
+          log,
+        });
+        signal.addEventListener("abort", () => stopElection.abort(), { once: true });
+        election = lease.run(stopElection.signal);
+      }
       await agent.run(signal);
-      if (!policy) return;
-      const controller = watchPolicy(agent, flags, policy, identity, log);
-      controller.markApplied(policy.initial);
-      agent.authority.subscribe((b) => void controller.rotated(b));
-      agent.authority.onFailure((f) => void controller.rotationFailed(f.message));
-      void controller.run(signal);
-      const lease = new LeaderElector({
-        store: new KubeLeaseStore(policy.kube, policy.ref.namespace, `istiod-vault-agent-${policy.ref.name}`),
-        identity,
-        leaseDurationMs: leaseMs,
-        onChange: (leading) => controller.setWriter(leading),
-        log,
-      });
-      elector = lease.run(signal);
+      if (controller) void controller.run(signal);
     },
     async close() {
-      // The Lease is released (on abort) before the apiserver client closes, so another replica takes over at once.
-      await elector;
+      // The Lease is released before the apiserver client closes, so another replica takes over at once.
+      stopElection.abort();
+      await election;
       await agent.stop();
       await policy?.kube.close();
     },

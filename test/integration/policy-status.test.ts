@@ -6,7 +6,7 @@ import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { agentSuite, getBundle, type AgentRun } from "../env/agent-process.js";
+import { agentSuite, getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
 import { ISTIO_NS } from "../env/fixtures.js";
 import { repoRoot } from "../env/harness.js";
 import { waitUntil } from "../env/process.js";
@@ -209,5 +209,48 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
       "istiod-b",
     );
     assert.equal((await ready())?.status, "True");
+  });
+
+  it("a writer that cannot obtain its first intermediate says so (NoIntermediate), then recovers", async () => {
+    const root = suite.env.vault.rootToken;
+    const vault = suite.env.vault.client;
+    const granted = (await vault.read<{ policy: string }>(aclPath, root)).data.policy;
+    // A graceful stop releases the Lease: the next replica takes it without waiting a duration.
+    await b!.stop();
+    try {
+      await vault.write(aclPath, root, { policy: 'path "pki/ca/pem" {\n  capabilities = ["read"]\n}\n' });
+      const c = suite.track(
+        await startAgent(
+          suite.env,
+          "sidecar",
+          [
+            "--policy-name=istiod",
+            `--policy-namespace=${ISTIO_NS}`,
+            `--kubeconfig=${suite.env.kube.kubeconfigPath}`,
+            "--status-lease-duration=3s",
+          ],
+          { vaultFlags: false, waitForBundle: false, env: { ...process.env, POD_NAME: "istiod-c" } },
+        ),
+      );
+      // Written when istiod-c takes the Lease ("no intermediate yet"), then after each failed attempt.
+      await waitUntil(
+        "istiod-c writes Ready=False NoIntermediate with the failure",
+        async () => {
+          const cond = await ready();
+          return (
+            (await status()).writer === "istiod-c" &&
+            cond?.status === "False" &&
+            cond.reason === "NoIntermediate" &&
+            /permission denied/.test(cond.message)
+          );
+        },
+        { timeoutMs: 30_000, process: c.process },
+      );
+    } finally {
+      await vault.write(aclPath, root, { policy: granted });
+    }
+    await waitUntil("istiod-c recovers: Ready=True", async () => (await ready())?.status === "True", {
+      timeoutMs: 30_000,
+    });
   });
 });
