@@ -55,12 +55,15 @@ export interface IntermediateAuthorityOptions extends IntermediateProfile {
 export type BundleListener = (bundle: SigningBundle) => void;
 /** Reads and checks what an earlier agent of the pod published (checkAdoptable); the authority decides keep-or-renew. */
 export type AdoptionSource = () => Promise<AdoptionCheck>;
+/** A failed attempt to obtain an intermediate: the trigger and the error's message (never secrets). */
+export type FailureListener = (failure: { trigger: RotationTrigger; message: string }) => void;
 export type RotationTrigger = "start" | "schedule" | "retry" | "signal" | "rpc" | "config";
 
 export class IntermediateAuthority {
   private bundle: SigningBundle | undefined;
   private generation = 0;
   private readonly listeners = new Set<BundleListener>();
+  private readonly failureListeners = new Set<FailureListener>();
   private timer: Timer | undefined;
   private inflight: Promise<SigningBundle> | undefined;
   private readonly backoff: Backoff;
@@ -105,6 +108,12 @@ export class IntermediateAuthority {
     const cur = this.current();
     if (cur) fn(cur);
     return () => this.listeners.delete(fn);
+  }
+
+  /** Calls `fn` after every failed attempt (renewal, retry, start); success is a new bundle (subscribe). */
+  onFailure(fn: FailureListener): () => void {
+    this.failureListeners.add(fn);
+    return () => this.failureListeners.delete(fn);
   }
 
   /** Obtains the first bundle, retrying with backoff until it succeeds or `signal` aborts; then keeps it renewed. */
@@ -200,6 +209,13 @@ export class IntermediateAuthority {
         },
         cur ? "could not renew the intermediate; still serving the current one" : "could not obtain an intermediate",
       );
+      for (const fn of this.failureListeners) {
+        try {
+          fn({ trigger, message });
+        } catch (listenerErr) {
+          this.log.error({ err: (listenerErr as Error).message }, "a failure subscriber failed");
+        }
+      }
       throw err;
     }
   }

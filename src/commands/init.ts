@@ -4,20 +4,32 @@ import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/l
 import type { Command } from "../cli/command.js";
 import { ConfigError } from "../config/config.js";
 import { createLogger } from "../observability/logger.js";
+import { openPolicy } from "../cli/kube.js";
 
 export const command: Command = {
   name: "init",
   flags: AGENT_FLAGS,
   help: () =>
     agentHelp(
-      ["istiod-vault-agent init --vault-addr=URL --cacerts-dir=DIR [flags]"],
-      "Init container: obtains an intermediate, writes the cacerts files istiod needs at start, and exits 0.",
+      [
+        "istiod-vault-agent init --policy-name=NAME --cacerts-dir=DIR [flags]",
+        "istiod-vault-agent init --vault-addr=URL --cacerts-dir=DIR [flags]",
+      ],
+      "Init container: obtains an intermediate, writes the cacerts files istiod needs at start, and exits 0.\n" +
+        "With --policy-name the RootTrustPolicy is read once and is authoritative (flags may not set its fields).",
     ),
   run: runInit,
 };
 
 export async function runInit(flags: FlagValues): Promise<number> {
-  const config = loadConfig(flags);
+  // Read once: the sidecar that follows watches it; nothing here writes status.
+  const policy = await openPolicy(flags);
+  await policy?.kube.close();
+  const config = loadConfig(flags, process.env, {
+    needVault: true,
+    policyDoc: policy?.initial,
+    policyName: policy?.label,
+  });
   if (!config.cacerts.dir)
     throw new ConfigError(["--cacerts-dir: missing; expected istiod's cacerts directory, e.g. /etc/cacerts"]);
   const log = createLogger({ level: config.logLevel });

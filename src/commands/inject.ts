@@ -162,6 +162,7 @@ export const DEFAULT_INJECT_OPTIONS: InjectOptions = {
   nativeSidecar: "auto",
   remove: false,
   dryRun: false,
+  usePolicy: false,
   extraArgs: [],
   kubeconfig: undefined,
   help: false,
@@ -199,8 +200,13 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
     },
     (o) => o.image,
   ),
+  "use-policy": toggle(
+    "configure the agent from the RootTrustPolicy named after each Deployment (istiod, istiod-<rev>): only " +
+      "--policy-name and pod-layout flags are injected, and the Vault flags below are refused (the policy sets them)",
+    (o) => o.usePolicy === true,
+  ),
   "vault-addr": flag({
-    help: "Vault address the agent uses, e.g. https://vault.vault:8200 (required unless --remove)",
+    help: "Vault address the agent uses, e.g. https://vault.vault:8200 (required unless --remove or --use-policy)",
     arg: "URL",
     parse: vaultUrl,
     set: (o, v) => (o.vaultAddress = v),
@@ -282,7 +288,11 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
 
 export function injectHelp(): string {
   return renderHelp(
-    ["istiod-vault-agent inject --vault-addr=URL [flags]", "istiod-vault-agent inject --remove [flags]"],
+    [
+      "istiod-vault-agent inject --use-policy [flags]",
+      "istiod-vault-agent inject --vault-addr=URL [flags]",
+      "istiod-vault-agent inject --remove [flags]",
+    ],
     [
       "Patches an istiod Deployment so its pod runs the agent (init container + sidecar, in-memory cacerts, a Vault",
       "service-account token, the agent socket shared with discovery). Running it again changes nothing; --remove",
@@ -302,8 +312,17 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
     if (opts.name !== undefined)
       problems.push("--name and --revision: give one; --revision selects every istiod Deployment of that revision");
   } else opts.name ??= "istiod";
-  if (!opts.remove && values["vault-addr"] === undefined)
-    problems.push("--vault-addr: missing; expected the Vault URL the agent uses, e.g. https://vault.vault:8200");
+  if (opts.usePolicy) {
+    // The policy is authoritative in the agent: these would shadow its fields, and the agent would refuse to start.
+    for (const name of ["vault-addr", "vault-ca-configmap", "auth-role", "ca-path", "trust-domain"])
+      if (values[name] !== undefined)
+        problems.push(
+          `--${name}: not with --use-policy; the RootTrustPolicy sets this (the agent refuses flags that shadow it)`,
+        );
+  } else if (!opts.remove && values["vault-addr"] === undefined)
+    problems.push(
+      "--vault-addr: missing; expected the Vault URL the agent uses, e.g. https://vault.vault:8200 (or --use-policy)",
+    );
   if (problems.length) throw new ConfigError(problems);
   return opts;
 }

@@ -1,10 +1,14 @@
 // `sidecar`: the long-running agent beside istiod, optionally steered by a watched RootTrustPolicy.
+import { hostname } from "node:os";
 import { Agent } from "../agent.js";
 import { ConfigError } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/load.js";
+import { ShadowedByFlagError } from "../config/shadowing.js";
 import type { Command } from "../cli/command.js";
 import { runService } from "../cli/service.js";
-import { openKube } from "../cli/kube.js";
+import { openPolicy, type OpenedPolicy } from "../cli/kube.js";
+import { durationMs, Expected } from "../cli/validate.js";
+import { KubeLeaseStore, LeaderElector } from "../kube/leader-elector.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
 import { createLogger } from "../observability/logger.js";
 
@@ -13,28 +17,46 @@ export const command: Command = {
   flags: AGENT_FLAGS,
   help: () =>
     agentHelp(
-      ["istiod-vault-agent sidecar --vault-addr=URL [--cacerts-dir=DIR] [flags]"],
+      [
+        "istiod-vault-agent sidecar --policy-name=NAME [--cacerts-dir=DIR] [flags]",
+        "istiod-vault-agent sidecar --vault-addr=URL [--cacerts-dir=DIR] [flags]",
+      ],
       "Runs beside istiod: obtains the intermediate, serves it on the socket (and in cacerts), renews it.\n" +
+        "With --policy-name the RootTrustPolicy is authoritative (flags may not set its fields), reloaded live, and\n" +
+        "one replica, elected with a Lease, writes its status.\n" +
         "SIGHUP rotates the intermediate now; SIGTERM/SIGINT stop gracefully (the Vault token is revoked).",
     ),
   run: runSidecar,
 };
 
 export async function runSidecar(flags: FlagValues): Promise<number> {
+  const leaseMs = leaseDuration(flags);
   const policy = await openPolicy(flags);
-  const config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial });
+  let config;
+  try {
+    config = loadConfig(flags, process.env, { needVault: true, policyDoc: policy?.initial, policyName: policy?.label });
+  } catch (err) {
+    await policy?.kube.close();
+    throw err;
+  }
   const log = createLogger({ level: config.logLevel });
   const agent = new Agent(config, log);
+  const identity = config.pod.name ?? hostname();
   log.info(
     {
       vault: config.vault.address,
       caPath: config.intermediate.caPath,
       socket: config.serve.socketPath,
       cacerts: config.cacerts.dir ?? null,
-      policy: policy ? `${policy.ref.namespace}/${policy.ref.name}` : null,
+      policy: policy?.label ?? null,
+      identity,
     },
     "starting sidecar",
   );
+  let controller: RootTrustPolicyController | undefined;
+  let election: Promise<void> | undefined;
+  // Its own signal: close() also runs when start() failed without a stop signal.
+  const stopElection = new AbortController();
   // /healthz answers from the start; /readyz follows the intermediate the agent holds.
   return runService({
     log,
@@ -45,60 +67,80 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       agent.authority.rotate("signal").catch(() => undefined);
     },
     async start(signal) {
+      if (policy) {
+        // Wired before the first intermediate, so a start that keeps failing shows in the status (NoIntermediate)
+        // and as Events; the watch for policy edits starts once the agent runs.
+        controller = watchPolicy(agent, flags, policy, identity, log);
+        controller.markApplied(policy.initial);
+        const c = controller;
+        agent.authority.subscribe((b) => void c.rotated(b));
+        agent.authority.onFailure((f) => void c.rotationFailed(f.message));
+        const lease = new LeaderElector({
+          store: new KubeLeaseStore(policy.kube, policy.ref.namespace, `istiod-vault-agent-${policy.ref.name}`),
+          identity,
+          leaseDurationMs: leaseMs,
+          onChange: (leading) => c.setWriter(leading),
+          log,
+        });
+        signal.addEventListener("abort", () => stopElection.abort(), { once: true });
+        election = lease.run(stopElection.signal);
+      }
       await agent.run(signal);
-      if (!policy) return;
-      const controller = new RootTrustPolicyController(
-        policy.kube,
-        policy.ref,
-        (doc) => applyPolicy(agent, flags, doc),
-        () => {
-          const b = agent.authority.current();
-          return {
-            ready: b !== undefined,
-            intermediateSerial: b?.serialHex,
-            intermediateNotAfter: b?.notAfter.toISOString(),
-            generation: b?.generation,
-            lastError: agent.authority.lastError,
-          };
-        },
-        log,
-      );
-      controller.markApplied(policy.initial);
-      agent.authority.subscribe(() => void controller.writeStatus());
-      void controller.run(signal);
+      if (controller) void controller.run(signal);
     },
     async close() {
+      // The Lease is released before the apiserver client closes, so another replica takes over at once.
+      stopElection.abort();
+      await election;
       await agent.stop();
       await policy?.kube.close();
     },
   });
 }
 
-/** With --policy-name: the apiserver client and the policy as it is now (the agent starts from it). */
-async function openPolicy(flags: FlagValues) {
-  const name = typeof flags["policy-name"] === "string" ? flags["policy-name"] : undefined;
-  if (!name) return undefined;
-  const namespace =
-    (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
-    process.env.POD_NAMESPACE ??
-    "istio-system";
-  const kube = await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined);
-  const ref = { namespace, name };
-  const reader = new RootTrustPolicyController(
-    kube,
-    ref,
-    () => Promise.resolve({ ok: true, message: "" }),
-    () => ({ ready: false }),
-    createLogger({ level: "silent" }),
-  );
-  return { kube, ref, initial: await reader.fetch() };
+function leaseDuration(flags: FlagValues): number {
+  const raw = flags["status-lease-duration"];
+  if (typeof raw !== "string" || raw === "") return 15_000;
+  try {
+    return durationMs("15s", 3)(raw);
+  } catch (err) {
+    if (!(err instanceof Expected)) throw err;
+    throw new ConfigError([`--status-lease-duration: "${raw}" is invalid; expected ${err.message}`]);
+  }
 }
 
-async function applyPolicy(agent: Agent, flags: FlagValues, doc: PolicyObject): Promise<ApplyResult> {
+function watchPolicy(
+  agent: Agent,
+  flags: FlagValues,
+  policy: OpenedPolicy,
+  identity: string,
+  log: ReturnType<typeof createLogger>,
+): RootTrustPolicyController {
+  return new RootTrustPolicyController({
+    kube: policy.kube,
+    ref: policy.ref,
+    apply: (doc) => applyPolicy(agent, flags, policy.label, doc),
+    snapshot: () => {
+      const b = agent.authority.current();
+      return {
+        ready: b !== undefined,
+        intermediateSerial: b?.serialHex,
+        intermediateNotAfter: b?.notAfter.toISOString(),
+        generation: b?.generation,
+        lastError: agent.authority.lastError,
+      };
+    },
+    identity,
+    log,
+  });
+}
+
+async function applyPolicy(agent: Agent, flags: FlagValues, label: string, doc: PolicyObject): Promise<ApplyResult> {
   let next;
   try {
-    next = loadConfig(flags, process.env, { needVault: true, policyDoc: doc });
+    next = loadConfig(flags, process.env, { needVault: true, policyDoc: doc, policyName: label });
   } catch (err) {
+    if (err instanceof ShadowedByFlagError) return { ok: false, reason: "ShadowedByFlag", problems: err.problems };
     return { ok: false, problems: err instanceof ConfigError ? err.problems : [(err as Error).message] };
   }
   try {

@@ -11,6 +11,7 @@ import {
   type Config,
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
+import { shadowingProblems, ShadowedByFlagError } from "./shadowing.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import {
   applyFlags,
@@ -183,11 +184,17 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     (c) => c.serve.limits.rotateMinIntervalMs,
   ),
   "policy-name": commandFlag(
-    "RootTrustPolicy to read and watch through the apiserver (live reload; status and events)",
+    "RootTrustPolicy to read (init) or read and watch (sidecar) through the apiserver: live reload, status, Events. " +
+      "The policy is authoritative: a flag or variable setting one of its fields is refused",
   ),
   "policy-namespace": commandFlag("namespace of that RootTrustPolicy", {
     defaultText: "$POD_NAMESPACE, else istio-system",
   }),
+  "status-lease-duration": commandFlag(
+    "with --policy-name: how long the Lease that elects the one replica writing the policy's status lasts " +
+      "without renewal before another replica takes over",
+    { arg: "DURATION", defaultText: "15s" },
+  ),
   kubeconfig: option(
     "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
     text,
@@ -207,13 +214,23 @@ export function parseFlags(argv: string[]): FlagValues {
 export function loadConfig(
   flags: FlagValues,
   env: NodeJS.ProcessEnv = process.env,
-  opts: { needVault: boolean; policyDoc?: unknown } = { needVault: true },
+  opts: {
+    needVault: boolean;
+    /** The RootTrustPolicy read through the apiserver: authoritative (flags and variables may not shadow it). */
+    policyDoc?: unknown;
+    /** How messages name that policy (namespace/name). */
+    policyName?: string;
+  } = { needVault: true },
 ): Config {
   const problems: string[] = [];
   const c: Config = structuredClone(DEFAULT_CONFIG);
 
   const policyFile = str(flags.config);
   if (opts.policyDoc !== undefined) {
+    if (policyFile)
+      problems.push(
+        `--config ${policyFile}: not used with --policy-name, whose RootTrustPolicy is authoritative; remove one of them`,
+      );
     problems.push(...applyPolicyDocument(c, opts.policyDoc));
   } else if (policyFile) {
     let doc: unknown;
@@ -234,6 +251,10 @@ export function loadConfig(
     if (typeof v === "boolean" && AGENT_FLAGS[name]?.kind !== "boolean") delete values[name];
   }
   problems.push(...applyFlags(AGENT_FLAGS, values, env, c));
+  const shadowing =
+    opts.policyDoc === undefined
+      ? []
+      : shadowingProblems(AGENT_FLAGS, values, env, opts.policyDoc, opts.policyName ?? policyNameOf(opts.policyDoc));
   if (env.POD_NAME) c.pod.name = env.POD_NAME;
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
   // The policy document may name the mount in any of its spellings too.
@@ -268,8 +289,14 @@ export function loadConfig(
   }
   // The cacerts files carry the key istiod signs with, so the key must be exportable whenever that sink is on.
   problems.push(...validateConfig(c, opts));
+  if (shadowing.length) throw new ShadowedByFlagError([...shadowing, ...problems], shadowing);
   if (problems.length) throw new ConfigError(problems);
   return c;
+}
+
+function policyNameOf(doc: unknown): string {
+  const m = (doc as { metadata?: { namespace?: unknown; name?: unknown } } | null)?.metadata;
+  return typeof m?.name === "string" ? `${typeof m.namespace === "string" ? `${m.namespace}/` : ""}${m.name}` : "";
 }
 
 /**

@@ -7,14 +7,31 @@ export const RTP_GROUP = "istiod-vault-agent.io";
 export const RTP_API_VERSION = `${RTP_GROUP}/v1alpha1`;
 export const GLOO_RTP_API_VERSION = "admin.gloo.solo.io/v2";
 
-/** Applies either our RootTrustPolicy or a Gloo Mesh admin.gloo.solo.io/v2 one (translated) to `c`. */
-export function applyPolicyDocument(c: Config, doc: unknown): string[] {
+/**
+ * Applies either our RootTrustPolicy or a Gloo Mesh admin.gloo.solo.io/v2 one (translated) to `c`. `onField` is told
+ * each policy field just before its value is written into `c` (the shadowing check pairs fields this way).
+ */
+export function applyPolicyDocument(c: Config, doc: unknown, onField?: (field: string) => void): string[] {
   if (isObj(doc) && doc.apiVersion === GLOO_RTP_API_VERSION && doc.kind === "RootTrustPolicy") {
     const { translated, problems } = translateGlooRootTrustPolicy(doc);
-    return problems.length ? problems : applyRootTrustPolicy(c, translated);
+    return problems.length ? problems : applyRootTrustPolicy(c, translated, onField);
   }
-  return applyRootTrustPolicy(c, doc);
+  return applyRootTrustPolicy(c, doc, onField);
 }
+
+/**
+ * Fields that were once in the schema and are gone: the policy is chosen by its name (the istiod Deployment's), and
+ * the relay mode is configured by its own flags. Refused with the reason, never silently ignored.
+ */
+const REMOVED_FIELDS: Record<string, string> = {
+  "spec.applyTo":
+    "removed; a policy applies to the istiod Deployment of the same name (istiod, istiod-<revision>), whose agent " +
+    "names it with --policy-name; delete this field",
+  "spec.config.relay":
+    "removed; the relay mode is configured by its own flags (istiod-vault-agent relay --help); delete this field",
+};
+const SPEC_KEYS = ["config"];
+const CONFIG_KEYS = ["agentCa", "intermediateCertOptions", "workloadCertOptions"];
 
 /**
  * Gloo Mesh's RootTrustPolicy → ours. Supported: spec.config.agentCa.vault {caPath, csrPath, server, caBundle,
@@ -27,7 +44,9 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
   const config = isObj(spec.config) ? spec.config : {};
   for (const key of Object.keys(spec)) {
     if (key !== "config")
-      problems.push(`Gloo spec.${key}: not supported; this agent is configured per istiod Deployment (spec.applyTo)`);
+      problems.push(
+        `Gloo spec.${key}: not supported; a policy applies to the istiod Deployment of the same name (--policy-name)`,
+      );
   }
   const unsupported: Record<string, string> = {
     mgmtServerCa: "the root stays in Vault; use agentCa.vault",
@@ -93,7 +112,7 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
 type Obj = Record<string, unknown>;
 
 /** Applies `doc` to `c` and returns the problems found (field path + what is expected). */
-export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
+export function applyRootTrustPolicy(c: Config, doc: unknown, onField?: (field: string) => void): string[] {
   const problems: string[] = [];
   if (!isObj(doc)) return ["RootTrustPolicy: expected a YAML/JSON object"];
   if (doc.apiVersion !== RTP_API_VERSION || doc.kind !== "RootTrustPolicy") {
@@ -101,9 +120,11 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
       `RootTrustPolicy: apiVersion/kind is ${text(doc.apiVersion)}/${text(doc.kind)}; expected ${RTP_API_VERSION}/RootTrustPolicy`,
     ];
   }
+  unknownKeys(doc.spec, "spec", SPEC_KEYS, problems);
   const config = path(doc, "spec.config", problems);
   if (!config) return problems;
-  const reader = new FieldReader(problems, config, "spec.config");
+  unknownKeys(config, "spec.config", CONFIG_KEYS, problems);
+  const reader = new FieldReader(problems, config, "spec.config", onField);
 
   const vault = reader.obj(["agentCa", "vault"]);
   if (vault) {
@@ -139,12 +160,23 @@ export function applyRootTrustPolicy(c: Config, doc: unknown): string[] {
   return problems;
 }
 
+/** Reports the keys of `o` (at `where`) that are not in `known`: removed fields with their reason. */
+function unknownKeys(o: unknown, where: string, known: string[], problems: string[]): void {
+  if (!isObj(o)) return;
+  for (const key of Object.keys(o)) {
+    if (known.includes(key)) continue;
+    const at = `${where}.${key}`;
+    problems.push(`${at}: ${REMOVED_FIELDS[at] ?? `unknown field; expected only ${known.join(", ")} here`}`);
+  }
+}
+
 /** Reads the fields of one object of the document; problems name the field's path. */
 class FieldReader {
   constructor(
     private readonly problems: string[],
     private readonly o: Obj,
     private readonly where: string,
+    private readonly onField?: (field: string) => void,
   ) {}
 
   /** The object at `keys` below this one; undefined when absent (or not an object: a problem). */
@@ -159,7 +191,7 @@ class FieldReader {
       this.problems.push(`${where}: expected an object`);
       return undefined;
     }
-    return new FieldReader(this.problems, cur, where);
+    return new FieldReader(this.problems, cur, where, this.onField);
   }
 
   string(key: string, assign: (v: string) => void): void {
@@ -194,7 +226,10 @@ class FieldReader {
     const parsed = parse(v);
     if (parsed === undefined)
       this.problems.push(`${this.where}.${key}: ${typeof expected === "string" ? expected : expected(v)}`);
-    else assign(parsed);
+    else {
+      this.onField?.(`${this.where}.${key}`);
+      assign(parsed);
+    }
   }
 }
 

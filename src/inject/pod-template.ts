@@ -32,6 +32,12 @@ export interface InjectOptions {
   nativeSidecar: boolean | "auto";
   remove: boolean;
   dryRun: boolean;
+  /**
+   * Configure the agent from the RootTrustPolicy named after the Deployment (istiod, istiod-<rev>) instead of flags:
+   * the containers get --policy-name and only pod-layout flags (the policy is authoritative; a flag setting one of its
+   * fields would be refused by the agent).
+   */
+  usePolicy?: boolean;
   /** Extra flags appended to both agent containers' arguments. */
   extraArgs?: string[];
   /** Kubeconfig to use (CLI only); otherwise $KUBECONFIG, the in-cluster service account, or ~/.kube/config. */
@@ -183,7 +189,14 @@ export function isInjected(deployment: unknown): boolean {
 
 // --- the agent containers -------------------------------------------------------------------------------------------
 
-function agentArgs(command: "init" | "sidecar", opts: InjectOptions): string[] {
+function agentArgs(command: "init" | "sidecar", opts: InjectOptions, deploymentName: string): string[] {
+  const layout = [
+    `--cacerts-dir=${CACERTS_DIR}`,
+    `--token-path=${TOKEN_PATH}`,
+    `--socket=${SOCKET_PATH}`,
+    `--http-addr=0.0.0.0:${opts.httpPort}`,
+  ];
+  if (opts.usePolicy) return [command, `--policy-name=${deploymentName}`, ...layout, ...(opts.extraArgs ?? [])];
   return [
     command,
     `--cacerts-dir=${CACERTS_DIR}`,
@@ -199,12 +212,17 @@ function agentArgs(command: "init" | "sidecar", opts: InjectOptions): string[] {
   ];
 }
 
-function agentContainer(kind: "init" | "sidecar", opts: InjectOptions, native: boolean): Container {
+function agentContainer(
+  kind: "init" | "sidecar",
+  opts: InjectOptions,
+  native: boolean,
+  deploymentName: string,
+): Container {
   const httpGet = (path: string) => ({ path, port: opts.httpPort, scheme: "HTTP" });
   const c: Container = {
     name: kind === "init" ? INIT_CONTAINER : SIDECAR_CONTAINER,
     image: opts.image,
-    args: agentArgs(kind, opts),
+    args: agentArgs(kind, opts, deploymentName),
     env: [
       { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
       { name: "POD_NAMESPACE", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.namespace" } } },
@@ -330,9 +348,10 @@ function applyInjection(d: Deployment, opts: InjectOptions): Deployment {
     pod.initContainers = [];
     created.push("pod.initContainers");
   }
-  pod.initContainers.push(agentContainer("init", opts, native));
-  if (native) pod.initContainers.push(agentContainer("sidecar", opts, native));
-  else pod.containers.push(agentContainer("sidecar", opts, native));
+  const name = d.metadata?.name ?? "istiod";
+  pod.initContainers.push(agentContainer("init", opts, native, name));
+  if (native) pod.initContainers.push(agentContainer("sidecar", opts, native, name));
+  else pod.containers.push(agentContainer("sidecar", opts, native, name));
 
   // (e) fsGroup for istiod's group.
   if (!pod.securityContext) {

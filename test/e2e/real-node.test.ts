@@ -82,7 +82,6 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     const policy = parseYaml(readFileSync(join(repoRoot(), "manifests/examples/root-trust-policy.yaml"), "utf8")) as {
       metadata: { name: string };
       spec: {
-        applyTo: unknown;
         config: {
           agentCa: { vault: Record<string, unknown> & { kubernetesAuth: Record<string, unknown> } };
           intermediateCertOptions: Record<string, unknown>;
@@ -90,13 +89,14 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       };
     };
     policy.metadata.name = name;
-    policy.spec.applyTo = { deployments: [{ name, namespace: ISTIO_NS }] };
+    // The policy applies to the istiod Deployment of the same name; spec.applyTo is gone from the schema.
     const vault = policy.spec.config.agentCa.vault;
     vault.server = node.podUrl(t.env.vault.url);
     vault.caBundle = t.env.vault.caPem;
     vault.caPath = t.setup.signPath;
     vault.kubernetesAuth.role = role;
-    vault.kubernetesAuth.serviceAccountTokenPath = "/var/run/secrets/vault/vault-token";
+    // No serviceAccountTokenPath: the istiod values pass --token-path (a pod-layout fact), and the policy is
+    // authoritative, so setting both would be refused by the agent.
     policy.spec.config.intermediateCertOptions.ttl = "1h";
     kubectl(t.env, ["apply", "-f", "-"], JSON.stringify(policy));
   }

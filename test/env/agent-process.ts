@@ -36,12 +36,11 @@ export async function writeIstiodToken(env: TestEnv, path: string, audience = "v
 
 export function agentArgs(
   env: TestEnv,
-  run: { socketPath: string; cacertsDir?: string; tokenPath: string },
+  run: { socketPath: string; cacertsDir?: string; tokenPath: string; vaultFlags?: boolean },
   extra: string[] = [],
 ): string[] {
   return [
-    `--vault-addr=${env.vault.url}`,
-    `--vault-cacert=${env.vault.caFile}`,
+    ...(run.vaultFlags === false ? [] : [`--vault-addr=${env.vault.url}`, `--vault-cacert=${env.vault.caFile}`]),
     `--token-path=${run.tokenPath}`,
     `--socket=${run.socketPath}`,
     "--http-addr=",
@@ -61,6 +60,11 @@ export interface StartAgentOptions {
   cacerts?: boolean;
   /** false: return as soon as the sidecar process is spawned, before it holds a bundle. Default true. */
   waitForBundle?: boolean;
+  /**
+   * false: no --vault-addr/--vault-cacert (a RootTrustPolicy read with --policy-name names Vault, and the agent
+   * refuses flags that shadow it). Default true.
+   */
+  vaultFlags?: boolean;
 }
 
 /** Starts `istiod-vault-agent <command>` against the env; for `sidecar`, waits until its socket answers. */
@@ -78,7 +82,7 @@ export async function startAgent(
   if (withCacerts && !existsSync(cacertsDir)) mkdirSync(cacertsDir, { mode: 0o750 });
   if (!existsSync(tokenPath)) await writeIstiodToken(env, tokenPath);
   const logPath = join(dir, `agent-${command}.log`);
-  const run = { socketPath, tokenPath, ...(withCacerts ? { cacertsDir } : {}) };
+  const run = { socketPath, tokenPath, vaultFlags: opts.vaultFlags, ...(withCacerts ? { cacertsDir } : {}) };
   const proc = new ManagedProcess(
     `agent-${command}`,
     nodeBinary(),
@@ -88,10 +92,17 @@ export async function startAgent(
   );
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
   if (command === "sidecar" && opts.waitForBundle !== false) {
-    await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
-      timeoutMs: 60_000,
-      process: proc,
-    });
+    try {
+      await waitUntil("agent socket serves a bundle", async () => (await getBundle(client)).generation > 0, {
+        timeoutMs: 60_000,
+        process: proc,
+      });
+    } catch (err) {
+      // Nobody holds the run yet to stop it: a sidecar left running would keep the test process alive.
+      client.close();
+      await proc.stop();
+      throw err;
+    }
   }
   return {
     process: proc,

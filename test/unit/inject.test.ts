@@ -2,7 +2,13 @@
 // Helm chart's, that it is idempotent, and that removal restores the original exactly.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../../src/config/config.js";
+import { AGENT_FLAGS, parseFlags } from "../../src/config/load.js";
+import { shadowingProblems } from "../../src/config/shadowing.js";
+import { repoRoot } from "../env/harness.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
 import { DEFAULT_INJECT_OPTIONS, injectHelp, parseInjectArgs } from "../../src/commands/inject.js";
 import { describeChanges } from "../../src/inject/diff.js";
@@ -495,6 +501,39 @@ void describe("inject: parseInjectArgs", () => {
     assert.throws(
       () => parseInjectArgs(["--remove", "--http-port=70000"]),
       /--http-port: "70000" is invalid; expected a port from 1 to 65535/,
+    );
+  });
+
+  void it("--use-policy injects --policy-name (the Deployment's name) and only pod-layout flags, none shadowing", () => {
+    const o = parseInjectArgs(["--use-policy", "--revision=canary"]);
+    assert.equal(o.usePolicy, true);
+    const x = istiodDeployment();
+    (x as { metadata: { name: string } }).metadata.name = "istiod-canary";
+    const y = injectPodSpec(x, { ...o, nativeSidecar: true });
+    const example: unknown = parseYaml(
+      readFileSync(join(repoRoot(), "manifests/examples/root-trust-policy.yaml"), "utf8"),
+    );
+    for (const c of [
+      byName(pod(y).initContainers, "istiod-vault-agent-init"),
+      byName(pod(y).initContainers, "istiod-vault-agent"),
+    ]) {
+      assert.deepEqual(c.args.slice(1), [
+        "--policy-name=istiod-canary",
+        "--cacerts-dir=/etc/cacerts",
+        "--token-path=/var/run/secrets/tokens/vault-token",
+        "--socket=/var/run/istiod-vault-agent/agent.sock",
+        "--http-addr=0.0.0.0:15300",
+      ]);
+      assert.deepEqual(shadowingProblems(AGENT_FLAGS, parseFlags(c.args.slice(1)), {}, example, "example"), []);
+    }
+    assert.throws(
+      () => parseInjectArgs(["--use-policy", "--vault-addr=https://v:8200", "--auth-role=r"]),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.match(e.message, /--vault-addr: not with --use-policy; the RootTrustPolicy sets this/);
+        assert.match(e.message, /--auth-role: not with --use-policy/);
+        return true;
+      },
     );
   });
 });
