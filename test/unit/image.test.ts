@@ -50,6 +50,10 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
     assert.equal(DEFAULT_IMAGE, expected, "inject's DEFAULT_IMAGE");
     for (const [where, c] of shippedAgentContainers()) assert.equal(c.image, expected, where);
     assert.ok(read("README.md").includes(expected), "README names the image");
+    const chart = parseYaml(read("charts/istiod-vault-agent/values.yaml")) as {
+      image: { repository: string; tag: string };
+    };
+    assert.equal(`${chart.image.repository}:${chart.image.tag}`, expected, "the chart's default image");
     // The OCI version label's default, for a build without --build-arg VERSION.
     assert.match(dockerfile, new RegExp(`^ARG VERSION=${pkg.version.replace(/\./g, "\\.")}$`, "m"));
     // Every other mention of the image anywhere shipped uses the same tag (none is left behind at an old version).
@@ -69,6 +73,13 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
       assert.equal(c.securityContext.runAsGroup, ISTIOD_GID, `${where} runAsGroup`);
       assert.equal(c.securityContext.runAsNonRoot, true, `${where} runAsNonRoot`);
     }
+    // the chart's relay Deployments (their securityContext comes from one helper template)
+    const helpers = read("charts/istiod-vault-agent/templates/_helpers.tpl");
+    for (const [, user] of helpers.matchAll(/runAsUser: (\d+)/g))
+      assert.equal(Number(user), AGENT_UID, "chart runAsUser");
+    for (const [, group] of helpers.matchAll(/runAsGroup: (\d+)/g))
+      assert.equal(Number(group), ISTIOD_GID, "chart runAsGroup");
+    assert.match(helpers, /runAsUser: /, "the chart sets runAsUser");
     // the image's passwd/group name them (tools that map ids to names, and runAsNonRoot with a named user)
     assert.match(dockerfile, /istiod-vault-agent:x:65532:1337:/);
     assert.match(dockerfile, /istio-proxy:x:1337:/);
