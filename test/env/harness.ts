@@ -13,7 +13,16 @@ import { parse as parseYaml } from "yaml";
 import { makeServiceAccountKeys, makeTestCa } from "./pki.js";
 
 export type ServerName =
-  "etcd" | "kube-apiserver" | "openbao" | "istiod" | "kubelet" | "kube-controller-manager" | "kube-scheduler" | "helm";
+  | "etcd"
+  | "kube-apiserver"
+  | "openbao"
+  | "istiod"
+  | "kubelet"
+  | "kube-controller-manager"
+  | "kube-scheduler"
+  | "helm"
+  | "zlint"
+  | "promtool";
 
 /** The repository root, found from this file's location in src or in dist. */
 export function repoRoot(): string {

@@ -1,7 +1,7 @@
 // promtool (github.com/prometheus/prometheus/cmd/promtool, built from test/env/promtool by build.sh) and the project's
 // Prometheus rule file rendered the way the chart renders it: a Helm `tpl` of charts/istiod-vault-agent/files/
 // prometheus-rules.yaml with the chart's values.
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,19 +18,9 @@ export const DEFAULT_RULE_VALUES = {
   },
 };
 
-let binary: string | undefined;
-
 /** Path of the promtool binary, built on first use (cached by build.sh under ~/.cache/istiod-vault-agent). */
 export function promtoolBinary(): string {
-  if (binary) return binary;
-  const out = execFileSync("bash", [join(repoRoot(), "test/env/build.sh"), "promtool"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const path = /^promtool=(.+)$/m.exec(out)?.[1];
-  if (!path) throw new Error(`build.sh promtool printed no promtool=PATH line; it printed: ${out}`);
-  binary = path;
-  return path;
+  return serverBinaries(["promtool"]).promtool;
 }
 
 /**

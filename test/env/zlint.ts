@@ -5,21 +5,11 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { repoRoot } from "./harness.js";
-
-let binary: string | undefined;
+import { serverBinaries } from "./harness.js";
 
 /** Path of the zlint binary, built on first use (cached by build.sh under ~/.cache/istiod-vault-agent). */
 export function zlintBinary(): string {
-  if (binary) return binary;
-  const out = execFileSync("bash", [join(repoRoot(), "test/env/build.sh"), "zlint"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const path = /^zlint=(.+)$/m.exec(out)?.[1];
-  if (!path) throw new Error(`build.sh zlint printed no zlint=PATH line; it printed: ${out}`);
-  binary = path;
-  return path;
+  return serverBinaries(["zlint"]).zlint;
 }
 
 export interface ZlintFinding {
