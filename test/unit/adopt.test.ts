@@ -24,11 +24,11 @@ import { AgentMetrics } from "../../src/observability/metrics.js";
 import type { VaultClient } from "../../src/vault/client.js";
 import type { KubernetesAuth } from "../../src/vault/kubernetes-auth.js";
 import { FakeClock, until } from "./fake-clock.js";
-import { scriptedCa } from "./scripted-vault.js";
+import { UNIT_TTL_S, scriptedCa, unitAuthorityOptions } from "./scripted-vault.js";
 
 const S = 1_000;
 const pkcs8 = (k: KeyObject) => k.export({ type: "pkcs8", format: "pem" }).toString();
-const TTL_S = 3_000;
+const TTL_S = UNIT_TTL_S;
 
 const SETTINGS: AdoptionSettings = {
   vaultAddress: "https://vault.example:8200",
@@ -44,21 +44,7 @@ const SETTINGS: AdoptionSettings = {
   trustAnchors: [],
 };
 
-const options = (o: Partial<IntermediateAuthorityOptions> = {}): IntermediateAuthorityOptions => ({
-  caPath: "pki/root/sign-intermediate",
-  csrPath: undefined,
-  ttlSeconds: TTL_S,
-  commonName: "unit intermediate",
-  organization: undefined,
-  keyAlgorithm: "ECDSA_P256",
-  maxPathLength: 0,
-  rotationGraceRatio: 1 / 3,
-  jitterRatio: 0.05,
-  keyExport: true,
-  backoff: { initialMs: 1_000, maxMs: 300_000 },
-  extraRootsPem: [],
-  ...o,
-});
+const options = (o: Partial<IntermediateAuthorityOptions> = {}) => unitAuthorityOptions({ keyExport: true, ...o });
 
 /** Two agents of one pod against one scripted Vault: `first` publishes, a later one may adopt. */
 async function pod() {

@@ -12,26 +12,12 @@ import { AgentMetrics } from "../../src/observability/metrics.js";
 import type { VaultClient } from "../../src/vault/client.js";
 import type { KubernetesAuth } from "../../src/vault/kubernetes-auth.js";
 import { FakeClock, until } from "./fake-clock.js";
-import { scriptedCa } from "./scripted-vault.js";
+import { UNIT_TTL_S, scriptedCa, unitAuthorityOptions } from "./scripted-vault.js";
 
 const S = 1_000;
-const TTL_S = 3_000;
+const TTL_S = UNIT_TTL_S;
 
-const options = (o: Partial<IntermediateAuthorityOptions> = {}): IntermediateAuthorityOptions => ({
-  caPath: "pki/root/sign-intermediate",
-  csrPath: undefined,
-  ttlSeconds: TTL_S,
-  commonName: "unit intermediate",
-  organization: undefined,
-  keyAlgorithm: "ECDSA_P256",
-  maxPathLength: 0,
-  rotationGraceRatio: 1 / 3,
-  jitterRatio: 0.05,
-  keyExport: false,
-  backoff: { initialMs: 1_000, maxMs: 300_000 },
-  extraRootsPem: [],
-  ...o,
-});
+const options = unitAuthorityOptions;
 
 /** A Vault whose sign-intermediate answers from a test root while `up`, and 503 otherwise. */
 async function setup(o: { random?: () => number; opts?: Partial<IntermediateAuthorityOptions> } = {}) {

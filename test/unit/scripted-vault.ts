@@ -1,6 +1,7 @@
 // Scripted stand-ins for Vault in unit tests: a test root CA that signs CSRs the way PKI sign-intermediate does, with
 // dates from the fake clock. No server is involved.
 import { webcrypto } from "node:crypto";
+import type { IntermediateAuthorityOptions } from "../../src/authority/intermediate-authority.js";
 import { x509 } from "../../src/crypto/x509.js";
 import { ECDSA_SHA256 as SIGN, caCertificate } from "../env/ca-certs.js";
 
@@ -59,3 +60,23 @@ export async function scriptedCa(now: number): Promise<ScriptedCa> {
     },
   };
 }
+
+/** The intermediate's lifetime the unit tests of the authority use (seconds). */
+export const UNIT_TTL_S = 3_000;
+
+/** Authority options for unit tests against the scripted CA; `o` overrides any of them. */
+export const unitAuthorityOptions = (o: Partial<IntermediateAuthorityOptions> = {}): IntermediateAuthorityOptions => ({
+  caPath: "pki/root/sign-intermediate",
+  csrPath: undefined,
+  ttlSeconds: UNIT_TTL_S,
+  commonName: "unit intermediate",
+  organization: undefined,
+  keyAlgorithm: "ECDSA_P256",
+  maxPathLength: 0,
+  rotationGraceRatio: 1 / 3,
+  jitterRatio: 0.05,
+  keyExport: false,
+  backoff: { initialMs: 1_000, maxMs: 300_000 },
+  extraRootsPem: [],
+  ...o,
+});
