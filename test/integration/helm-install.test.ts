@@ -37,7 +37,7 @@ const EVERYTHING: Record<string, unknown> = {
           vault: {
             server: "https://vault.vault.svc:8200",
             caPath: "pki/root/sign-intermediate",
-            kubernetesAuth: { role: "istiod-agent", serviceAccountTokenPath: "/var/run/secrets/vault/vault-token" },
+            kubernetesAuth: { role: "istiod-agent", mountPath: "kubernetes" },
           },
         },
       },
@@ -250,14 +250,17 @@ describe("Helm: the project chart and Istio's istiod chart lint, render and are 
     const canary = policies.find((p) => p.metadata.name === "istiod-canary")!.spec.config.agentCa.vault;
     assert.deepEqual(canary.kubernetesAuth, {
       role: "istiod-canary-agent",
-      serviceAccountTokenPath: "/var/run/secrets/vault/vault-token",
+      mountPath: "kubernetes",
     });
     assert.equal(canary.server, "https://vault.vault.svc:8200");
 
     // The PrometheusRule's spec is the rules file rendered with the chart's values: a promtool-style `groups` list.
     const rule = ofKind<KubeObject & { spec: { groups: { rules: unknown[] }[] } }>(objects, "PrometheusRule")[0]!;
     assert.ok(rule.spec.groups.length > 0 && rule.spec.groups.every((g) => g.rules.length > 0));
-    assert.doesNotMatch(JSON.stringify(rule.spec), /\{\{/, "no template text left in the rules");
+    // Helm's template text is gone; Prometheus's own ({{ $labels.pod }}, {{ $value }} in annotations) must remain.
+    const ruleText = JSON.stringify(rule.spec);
+    assert.doesNotMatch(ruleText, /\.Values|\{\{-|-\}\}|\{\{ *(tpl|include|if|end)\b/, "no Helm template text left");
+    assert.match(ruleText, /\{\{ \$labels\.pod \}\}/, "Prometheus's annotation templates survive the render");
     const dashboard = ofKind<KubeObject & { data: Record<string, string> }>(objects, "ConfigMap")[0]!;
     assert.equal(dashboard.metadata.labels?.grafana_dashboard, "1");
     assert.doesNotThrow(() => JSON.parse(dashboard.data["istiod-vault-agent.json"]!));
