@@ -3,6 +3,9 @@
 import { readFile } from "node:fs/promises";
 import { HttpJsonClient, type TlsOptions } from "../net/http-json.js";
 
+/** Where a pod's service-account token, CA and namespace are mounted. */
+export const IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 export interface KubeClientOptions {
   server: string;
   tls: TlsOptions;
@@ -18,7 +21,7 @@ export class KubeClient {
   }
 
   /** The client a pod uses: the mounted service-account token and CA, and the in-cluster service address. */
-  static async inCluster(dir = "/var/run/secrets/kubernetes.io/serviceaccount"): Promise<KubeClient> {
+  static async inCluster(dir = IN_CLUSTER_DIR): Promise<KubeClient> {
     const host = process.env.KUBERNETES_SERVICE_HOST;
     const port = process.env.KUBERNETES_SERVICE_PORT ?? "443";
     if (!host) throw new Error("KUBERNETES_SERVICE_HOST is not set: not running in a pod (pass --kubeconfig)");

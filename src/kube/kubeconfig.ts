@@ -11,7 +11,30 @@ interface NamedEntry<T> {
   value?: T;
 }
 
-export function kubeClientFromKubeconfig(path: string): KubeClient {
+/** Interim (first commit of the KUBE-API): the first file only; --context honoured. */
+export function kubeClientFromKubeconfig(
+  files: string | string[],
+  contextOverride?: string,
+  _warn?: (message: string) => void,
+): KubeClient {
+  const path = typeof files === "string" ? files : files[0]!;
+  const { server, caPem, user } = load(path, contextOverride);
+  return new KubeClient({
+    server,
+    tls: { caPem, certPem: user.certPem, keyPem: user.keyPem },
+    token: user.token,
+  });
+}
+
+export function kubeconfigClusterInfo(
+  files: string[],
+  contextOverride?: string,
+): { server: string; caPem?: string; context: string; cluster: string } {
+  const { server, caPem, context, cluster } = load(files[0]!, contextOverride);
+  return { server, ...(caPem ? { caPem } : {}), context, cluster };
+}
+
+function load(path: string, contextOverride: string | undefined) {
   let doc: Record<string, unknown>;
   try {
     doc = parseYaml(readFileSync(path, "utf8")) as Record<string, unknown>;
@@ -21,7 +44,7 @@ export function kubeClientFromKubeconfig(path: string): KubeClient {
     });
   }
   const base = dirname(path);
-  const contextName = doc["current-context"];
+  const contextName = contextOverride ?? doc["current-context"];
   const context = find<{ cluster: string; user: string }>(doc.contexts, contextName, "context", path);
   const cluster = find<Record<string, string>>(doc.clusters, context.cluster, "cluster", path);
   const user = find<Record<string, string>>(doc.users, context.user, "user", path);
@@ -31,15 +54,13 @@ export function kubeClientFromKubeconfig(path: string): KubeClient {
     return undefined;
   };
   if (!cluster.server) throw new Error(`kubeconfig ${path}: cluster ${context.cluster} has no server`);
-  return new KubeClient({
+  return {
     server: cluster.server,
-    tls: {
-      caPem: data(cluster, "certificate-authority"),
-      certPem: data(user, "client-certificate"),
-      keyPem: data(user, "client-key"),
-    },
-    token: user.token,
-  });
+    caPem: data(cluster, "certificate-authority"),
+    context: String(contextName),
+    cluster: context.cluster,
+    user: { certPem: data(user, "client-certificate"), keyPem: data(user, "client-key"), token: user.token },
+  };
 }
 
 function find<T>(list: unknown, name: unknown, what: string, path: string): T {
