@@ -4,15 +4,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Command } from "../cli/command.js";
 import { applyFlags, parseCommandLine, renderHelp, valueFlag, type FlagTable, fieldFlags } from "../cli/flags.js";
-import {
-  DNS_NAME,
-  Expected,
-  isDnsName,
-  namespaceName,
-  vaultName,
-  vaultPath,
-  vaultUrl,
-} from "../cli/validate.js";
+import { DNS_NAME, Expected, isDnsName, namespaceName, vaultName, vaultPath, vaultUrl } from "../cli/validate.js";
 import { ConfigError } from "../cli/errors.js";
 import type { KubeClient } from "../kube/client.js";
 import { openKube } from "../cli/kube.js";
