@@ -61,7 +61,12 @@ export async function openKube(access: KubeAccess): Promise<KubeClient> {
     }
   }
   const { kubeClientFromKubeconfig } = await import("../kube/kubeconfig.js");
-  return kubeClientFromKubeconfig(source.files, source.context, warn);
+  try {
+    return await kubeClientFromKubeconfig(source.files, source.context, warn);
+  } catch (err) {
+    // The messages name the file, context or user and what is expected.
+    throw new ConfigError([(err as Error).message]);
+  }
 }
 
 /** The apiserver address and CA the chosen context (or the pod) uses, and the names of the context and its cluster. */
@@ -82,7 +87,11 @@ export async function kubeClusterInfo(
     return { server, ...(caPem ? { caPem } : {}), context: "in-cluster", cluster: "in-cluster" };
   }
   const { kubeconfigClusterInfo } = await import("../kube/kubeconfig.js");
-  return kubeconfigClusterInfo(source.files, source.context);
+  try {
+    return kubeconfigClusterInfo(source.files, source.context);
+  } catch (err) {
+    throw new ConfigError([(err as Error).message]);
+  }
 }
 
 /** Loud, on stderr: insecure-skip-tls-verify and the like. */
