@@ -83,8 +83,8 @@ export function selectContext(files: string[], contextOverride?: string): Select
     throw new Error(
       `${where}: no context named "${contextName}"; expected one of: ${names.join(", ") || "(the files define none)"}`,
     );
-  const clusterName = String(context.cluster ?? "");
-  const userName = String(context.user ?? "");
+  const clusterName = typeof context.cluster === "string" ? context.cluster : "";
+  const userName = typeof context.user === "string" ? context.user : "";
   const cluster = clusters.get(clusterName);
   if (!cluster)
     throw new Error(`${where}: context "${contextName}" names cluster "${clusterName}", which is not defined`);
@@ -111,7 +111,9 @@ function pemOf(entry: Raw, key: string, what: string): string | undefined {
   try {
     return readFileSync(file, "utf8");
   } catch (err) {
-    throw new Error(`${what}: cannot read ${key} ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    throw new Error(`${what}: cannot read ${key} ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`, {
+      cause: err,
+    });
   }
 }
 
@@ -128,7 +130,7 @@ export function checkUser(sel: SelectedContext): void {
     );
   const provider = u["auth-provider"] as Raw | undefined;
   if (provider) {
-    const name = String(provider.name ?? "");
+    const name = typeof provider.name === "string" ? provider.name : "(unnamed)";
     if (!AUTH_PROVIDERS.includes(name))
       throw new Error(
         `${who}: auth-provider "${name}" is not supported (supported: ${AUTH_PROVIDERS.join(", ")}); ${EXPECTED_AUTH}`,
@@ -212,7 +214,7 @@ export async function kubeClientFromKubeconfig(
       key?: unknown;
     } = {};
     try {
-      await kc.applyToHTTPSOptions(o as never);
+      await kc.applyToHTTPSOptions(o);
     } catch (err) {
       const detail = ((err as Error).message || String(err)).trim().split("\n")[0]!.slice(0, 300);
       throw new Error(
@@ -238,6 +240,7 @@ export async function kubeClientFromKubeconfig(
       } catch (err) {
         throw new Error(
           `${who}: cannot read tokenFile ${tokenFile} (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+          { cause: err },
         );
       }
     }
