@@ -12,6 +12,7 @@ import {
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
 import { shadowingProblems, ShadowedByFlagError } from "./shadowing.js";
+import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import {
   applyFlags,
@@ -195,12 +196,8 @@ export const AGENT_FLAGS: FlagTable<Config> = {
       "without renewal before another replica takes over",
     { arg: "DURATION", defaultText: "15s" },
   ),
-  kubeconfig: option(
-    "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
-    text,
-    (c) => c.kube.kubeconfig,
-    { arg: "FILE" },
-  ),
+  // Outside a pod (TokenReview, RootTrustPolicy; doctor and setup-vault from a laptop); in a pod the service account.
+  ...kubeAccessFlags<Config>((c) => c.kube),
   ...retryLogFlags<Config>(),
 };
 
