@@ -69,7 +69,8 @@ export const DOCTOR_FLAGS: FlagTable<DoctorSettings> = {
   "token-source": option(
     "the JWT doctor logs in to Vault with: file (--token-path, as the agent does in its pod), request (a " +
       `${REQUESTED_TOKEN_SECONDS / 60}-minute token for istiod's service account from the apiserver's TokenRequest API, ` +
-      "through --kubeconfig, never printed), or auto: file in a pod or with --token-path, else request",
+      "through the kubeconfig, never printed), or auto: file with --token-path, request with --kubeconfig/--context, " +
+      "else file in a pod and request outside one",
     oneOf(["auto", "file", "request"] as const),
     (s) => s.tokenSource,
     { arg: "SOURCE" },
@@ -147,9 +148,10 @@ export function requestedServiceAccount(d: DoctorSettings): string {
 }
 
 /**
- * Resolves --token-source=auto: the token file when --token-path is given or when running in a pod (the agent's own
- * case), else a token request (the laptop's case, with --kubeconfig). Flags that cannot apply to the result are
- * refused rather than silently ignored.
+ * Resolves --token-source=auto: the token file when --token-path is given, a token request when --kubeconfig or
+ * --context names a cluster (the operator asking), else the file in a pod (the agent's own case) and a token request
+ * outside one (the laptop's case: $KUBECONFIG or ~/.kube/config, by openKube's precedence). Flags that cannot apply
+ * to the result are refused rather than silently ignored.
  */
 export function resolveTokenSource(
   d: DoctorSettings,
@@ -160,7 +162,7 @@ export function resolveTokenSource(
   let source: "file" | "request";
   if (d.tokenSource !== "auto") source = d.tokenSource;
   else if (tokenPathGiven) source = "file";
-  else if (typeof flags.kubeconfig === "string" && flags.kubeconfig !== "") source = "request";
+  else if (given(flags.kubeconfig) || given(flags.context)) source = "request";
   else source = env.KUBERNETES_SERVICE_HOST ? "file" : "request";
   const problems: string[] = [];
   if (source === "request" && tokenPathGiven)
@@ -182,8 +184,9 @@ async function runDoctorCommand(flags: FlagValues): Promise<number> {
   const d = doctorSettings(flags);
   const source = resolveTokenSource(d, flags);
   let kube: KubeClient | undefined;
+  const str = (v: unknown) => (typeof v === "string" ? v : undefined);
   const openOnce = async () =>
-    (kube ??= await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined));
+    (kube ??= await openKube({ kubeconfig: str(flags.kubeconfig), context: str(flags.context) }));
   try {
     const checks: DoctorCheck[] = [];
     let policyDoc: PolicyObject | undefined;
@@ -378,7 +381,9 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
               ? `istiod's service account is not ${who}: pass --namespace and --service-account (or --revision for istiod-<rev>), or install istiod's service account first`
               : reason === "forbidden"
                 ? `the kubeconfig's user needs create on serviceaccounts/token in ${source.namespace} (e.g. kubectl auth can-i create serviceaccounts/token -n ${source.namespace})`
-                : "check --kubeconfig and that the apiserver is reachable",
+                : reason === "unauthenticated"
+                  ? "the kubeconfig's credentials are expired or of another cluster: log in again, or pick another --context"
+                  : "check --kubeconfig/--context and that the apiserver is reachable",
         });
         return checks;
       }
@@ -526,6 +531,10 @@ export function formatReport(checks: DoctorCheck[]): string {
   const { failed } = doctorReport(checks);
   const summary = failed.length ? `${failed.length} check(s) failed: ${failed.join(", ")}` : "all checks passed";
   return `${formatChecks(checks)}\n\n${summary}`;
+}
+
+function given(v: string | boolean | string[] | undefined): boolean {
+  return typeof v === "string" && v !== "";
 }
 
 function revisionName(v: string): string {

@@ -22,8 +22,11 @@ export interface RequestedToken {
 export class TokenRequestError extends Error {
   constructor(
     message: string,
-    /** "not_found": no such service account; "forbidden": the caller may not create serviceaccounts/token. */
-    readonly reason: "not_found" | "forbidden" | "other",
+    /**
+     * "not_found": no such service account; "forbidden": the caller may not create serviceaccounts/token;
+     * "unauthenticated": the apiserver did not accept the caller's credentials at all.
+     */
+    readonly reason: "not_found" | "forbidden" | "unauthenticated" | "other",
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -45,7 +48,13 @@ export async function requestServiceAccountToken(kube: KubeClient, spec: TokenRe
   } catch (err) {
     if (err instanceof HttpStatusError && err.status === 404)
       throw new TokenRequestError(`service account ${who} not found (${err.message})`, "not_found", { cause: err });
-    if (err instanceof HttpStatusError && (err.status === 403 || err.status === 401))
+    if (err instanceof HttpStatusError && err.status === 401)
+      throw new TokenRequestError(
+        `the apiserver refused the credentials before the TokenRequest for ${who} (${err.message})`,
+        "unauthenticated",
+        { cause: err },
+      );
+    if (err instanceof HttpStatusError && err.status === 403)
       throw new TokenRequestError(
         `not allowed to request a token for ${who} (${err.message}); expected a user that may create serviceaccounts/token in ${spec.namespace}`,
         "forbidden",

@@ -5,12 +5,13 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
 import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
 import { nodeBinary } from "../env/agent-process.js";
+import { writeExecKubeconfig } from "../env/kubeconfig-fixture.js";
 
 /** Any JWT (a base64url JSON header, `{"` → eyJ, then payload and signature). */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+/;
@@ -245,12 +246,44 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
     assert.match(missing.output, /1 check\(s\) failed: root trust policy$/m, "the other checks still run and pass");
   });
 
+  it("a laptop's kubeconfig: exec plugin, KUBECONFIG=a:b and --context; the user may only create istiod's token", async () => {
+    const kdir = join(dir, "exec");
+    mkdirSync(kdir);
+    const exec = await writeExecKubeconfig(env, kdir, {
+      rules: [{ apiGroups: [""], resources: ["serviceaccounts/token"], verbs: ["create"], resourceNames: [ISTIOD_SA] }],
+    });
+    // No --kubeconfig: outside a pod, auto requests a token through $KUBECONFIG.
+    const good = cli(["doctor", ...vaultFlags(), "--context=plugin"], { KUBECONFIG: exec.kubeconfig });
+    assert.equal(good.code, 0, good.output);
+    assert.match(good.output, /all checks passed/);
+    assert.ok(exec.pluginCalls() >= 1, "the exec plugin supplied the credentials");
+    // The current-context's user holds a token the apiserver refuses: the token check fails and says so.
+    const refused = cli(["doctor", ...vaultFlags()], { KUBECONFIG: exec.kubeconfig });
+    assert.equal(refused.code, 1, refused.output);
+    assert.match(refused.output, /^FAIL service-account token: the apiserver refused the credentials/m);
+    assert.match(refused.output, /fix: the kubeconfig's credentials are expired or of another cluster/);
+    // A revision the user may not mint for: refused by RBAC, named as such.
+    await env.createServiceAccount(ISTIO_NS, "istiod-canary");
+    const canary = cli(["doctor", ...vaultFlags(), "--context=plugin", "--revision=canary"], {
+      KUBECONFIG: exec.kubeconfig,
+    });
+    assert.equal(canary.code, 1, canary.output);
+    assert.match(
+      canary.output,
+      /^FAIL service-account token: not allowed to request a token for istio-system\/istiod-canary/m,
+    );
+    // An auth shape the loader cannot serve is a usage error naming it.
+    const legacy = cli(["doctor", ...vaultFlags(), "--context=legacy"], { KUBECONFIG: exec.kubeconfig });
+    assert.equal(legacy.code, 2, legacy.output);
+    assert.match(legacy.output, /openstack|auth-provider/);
+  });
+
   it("usage errors exit 2: a token file with --token-source=request, an unreadable kubeconfig", () => {
     const both = doctor("--token-source=request", `--token-path=${join(dir, "none")}`);
     assert.equal(both.code, 2, both.output);
     assert.match(both.output, /--token-path: not used when doctor requests a token/);
     const unreadable = cli(["doctor", ...vaultFlags(), `--kubeconfig=${join(dir, "missing.kubeconfig")}`]);
     assert.equal(unreadable.code, 2, unreadable.output);
-    assert.match(unreadable.output, /--kubeconfig: .*missing\.kubeconfig/);
+    assert.match(unreadable.output, /kubeconfig \S*missing\.kubeconfig: cannot read/);
   });
 });

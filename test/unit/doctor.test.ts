@@ -57,6 +57,7 @@ void describe("doctor: settings and the token source", () => {
     assert.equal(resolveTokenSource(auto, {}, laptop), "request");
     assert.equal(resolveTokenSource(auto, {}, pod), "file");
     assert.equal(resolveTokenSource(auto, { kubeconfig: "/k" }, pod), "request", "a kubeconfig is the operator asking");
+    assert.equal(resolveTokenSource(auto, { context: "prod" }, pod), "request", "so is a context");
     assert.equal(resolveTokenSource(auto, { "token-path": "/t" }, laptop), "file");
     assert.equal(resolveTokenSource(auto, { "token-path": "/t", kubeconfig: "/k" }, laptop), "file");
     const request = doctorSettings({ "token-source": "request" });
@@ -186,6 +187,7 @@ void describe("TokenRequest", () => {
     const forbidden = await reasonOf(status(403));
     assert.equal(forbidden.reason, "forbidden");
     assert.match(forbidden.message, /may create serviceaccounts\/token in istio-system/);
+    assert.equal((await reasonOf(status(401))).reason, "unauthenticated");
     assert.match((await reasonOf(() => ({ status: {} }))).message, /answered without status\.token/);
   });
 });
