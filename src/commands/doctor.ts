@@ -103,7 +103,7 @@ export const command: Command = {
       agentHelp(
         [
           "istiod-vault-agent doctor --vault-addr=URL [flags]                 (in istiod's pod: the same flags as the sidecar)",
-          "istiod-vault-agent doctor --vault-addr=URL --kubeconfig=FILE [-o json]   (from a laptop, before install)",
+          "istiod-vault-agent doctor --vault-addr=URL [--kubeconfig=FILE] [--context=NAME] [-o json]   (from a laptop)",
         ],
         "Checks as istiod's agent would: Vault reachable and trusted, Kubernetes login, a least-privilege policy,\n" +
           "a dry-run intermediate whose chain validates, and with --policy-name the RootTrustPolicy. Outside a pod it\n" +
