@@ -3,7 +3,9 @@
 // dry-run intermediate whose chain validates (and, with --policy-name, that the RootTrustPolicy exists and is valid).
 // In the pod it logs in with the projected token file; from a laptop (a kubeconfig, no pod) it asks the apiserver's
 // TokenRequest API for a 10-minute token of istiod's service account, so a setup can be checked before install.
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
 import type { Command } from "../cli/command.js";
 import { applyFlags, fieldFlags, renderFlags, valueFlag, type FlagTable, type FlagValues } from "../cli/flags.js";
 import { openKube } from "../cli/kube.js";
@@ -89,6 +91,7 @@ export const DOCTOR_FLAGS: FlagTable<DoctorSettings> = {
     "audience of the requested token: the one the Vault role is bound to (setup-vault --audience, inject --audience)",
     audienceValue,
     (s) => s.audience,
+    { defaultText: "the RootTrustPolicy's kubernetesAuth.audience, else vault" },
   ),
 };
 
@@ -213,7 +216,7 @@ async function runDoctorCommand(flags: FlagValues): Promise<number> {
               kube: await openOnce(),
               namespace: d.namespace,
               serviceAccount: requestedServiceAccount(d),
-              audience: d.audience,
+              audience: requestAudience(d, flags, policyDoc),
             };
       checks.push(...(await runDoctor(config, jwt)));
     }
@@ -222,6 +225,27 @@ async function runDoctorCommand(flags: FlagValues): Promise<number> {
   } finally {
     await kube?.close();
   }
+}
+
+/**
+ * The audience to request: --audience, else the one the RootTrustPolicy (--policy-name, else --config) names in
+ * spec.config.agentCa.vault.kubernetesAuth.audience, else vault. The agent itself never requests a token (the pod's
+ * projected volume does), so only doctor reads that field.
+ */
+export function requestAudience(d: DoctorSettings, flags: FlagValues, policyDoc?: unknown): string {
+  if (flags.audience !== undefined) return d.audience;
+  let doc = policyDoc;
+  if (doc === undefined && typeof flags.config === "string" && flags.config !== "") {
+    try {
+      doc = parseYaml(readFileSync(flags.config, "utf8"));
+    } catch {
+      doc = undefined; // loadConfig has reported the unreadable file already
+    }
+  }
+  const at = (o: unknown, key: string): unknown =>
+    typeof o === "object" && o !== null ? (o as Record<string, unknown>)[key] : undefined;
+  const audience = ["spec", "config", "agentCa", "vault", "kubernetesAuth", "audience"].reduce(at, doc);
+  return typeof audience === "string" && audience !== "" && !/\s/.test(audience) ? audience : d.audience;
 }
 
 /** The RootTrustPolicy named by --policy-name: present (and its generation), or a failing check saying why not. */

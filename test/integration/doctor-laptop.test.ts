@@ -240,6 +240,33 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
     );
     assert.match(report.checks[0]!.detail, /istio-system\/istiod found/);
 
+    // A policy naming another audience: doctor requests that one, and a role bound to it accepts the token.
+    const role = (await env.vault.client.read<Record<string, unknown>>(ROLE_PATH, root())).data;
+    await env.vault.client.write(ROLE_PATH, root(), { ...role, audience: "vault-other" });
+    try {
+      await env.kube.admin.create(`/apis/istiod-vault-agent.io/v1alpha1/namespaces/${ISTIO_NS}/roottrustpolicies`, {
+        apiVersion: "istiod-vault-agent.io/v1alpha1",
+        kind: "RootTrustPolicy",
+        metadata: { name: "other-audience", namespace: ISTIO_NS },
+        spec: {
+          config: {
+            agentCa: {
+              vault: {
+                server: env.vault.url,
+                caBundle: env.vault.caPem,
+                kubernetesAuth: { role: "istiod-agent", audience: "vault-other" },
+              },
+            },
+          },
+        },
+      });
+      const other = cli(["doctor", kc, "--policy-name=other-audience", `--policy-namespace=${ISTIO_NS}`]);
+      assert.equal(other.code, 0, other.output);
+      assert.match(other.output, /^ok {3}service-account token: .*audience vault-other/m);
+    } finally {
+      await env.vault.client.write(ROLE_PATH, root(), role);
+    }
+
     const missing = cli(["doctor", kc, "--policy-name=nope", `--policy-namespace=${ISTIO_NS}`, ...vaultFlags()]);
     assert.equal(missing.code, 1, missing.output);
     assert.match(missing.output, /^FAIL root trust policy: RootTrustPolicy istio-system\/nope not found/m);

@@ -170,7 +170,7 @@ void describe("cli: help, version and exit codes", () => {
     const help = await helpOf("doctor");
     assert.match(help, /^ {2}--output FORMAT \(or -o FORMAT\)$/m);
     const parse = (argv: string[]) => doctorSettings(parseFlagsOf(DOCTOR_FLAGS, argv));
-    assert.ok(checkDefaults(help, DOCTOR_FLAGS, parse) >= 5);
+    assert.ok(checkDefaults(help, DOCTOR_FLAGS, parse) >= 4);
     const bad = await run(["doctor", "-o", "yaml"]);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /--output: "yaml" is invalid; expected one of text, json/);

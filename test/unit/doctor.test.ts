@@ -4,6 +4,9 @@
 // test/integration/doctor-laptop.test.ts.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   DEFAULT_DOCTOR_SETTINGS,
   REQUESTED_TOKEN_SECONDS,
@@ -11,6 +14,7 @@ import {
   doctorSettings,
   formatReport,
   loginFix,
+  requestAudience,
   requestedServiceAccount,
   resolveTokenSource,
   type JwtSource,
@@ -82,6 +86,29 @@ void describe("doctor: settings and the token source", () => {
       problemsOf(() => resolveTokenSource(doctorSettings(inPod), inPod, { KUBERNETES_SERVICE_HOST: "h" })).join(),
       /--namespace: .*in a pod/,
     );
+  });
+});
+
+void describe("doctor: the requested audience", () => {
+  const policy = (audience: unknown) => ({
+    spec: { config: { agentCa: { vault: { server: "https://v", kubernetesAuth: { audience } } } } },
+  });
+
+  void it("--audience, else the RootTrustPolicy's kubernetesAuth.audience, else vault", () => {
+    const flags = { audience: "flag-aud" };
+    assert.equal(requestAudience(doctorSettings(flags), flags, policy("policy-aud")), "flag-aud");
+    assert.equal(requestAudience(doctorSettings({}), {}, policy("policy-aud")), "policy-aud");
+    assert.equal(requestAudience(doctorSettings({}), {}, policy(42)), "vault");
+    assert.equal(requestAudience(doctorSettings({}), {}, undefined), "vault");
+    const dir = mkdtempSync(join(tmpdir(), "iva-doctor-"));
+    try {
+      const file = join(dir, "rtp.yaml");
+      writeFileSync(file, JSON.stringify(policy("file-aud")));
+      assert.equal(requestAudience(doctorSettings({}), { config: file }, undefined), "file-aud");
+      assert.equal(requestAudience(doctorSettings({}), { config: join(dir, "none") }, undefined), "vault");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
