@@ -11,7 +11,7 @@ const COMMANDS: Record<string, string> = {
   "setup-vault":
     "configure Vault for the agent, idempotently (PKI mounts, root, Kubernetes auth, role, policy); VAULT_TOKEN = admin token",
   doctor:
-    "check from the pod's point of view: Vault reachable and trusted, login, least-privilege policy, dry-run chain",
+    "check as istiod's agent would (in its pod, or from a laptop with a kubeconfig): Vault reachable and trusted, login, least-privilege policy, dry-run chain",
   relay: "relay companion mode: keep the Gloo relay mTLS Secrets issued from Vault and rotated (--role server|agent)",
   inject: "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
 };

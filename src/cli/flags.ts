@@ -22,6 +22,8 @@ export interface Flag<C> {
   show?: (c: C) => string | undefined;
   /** Printed as the default when it is not a plain value of the defaults (e.g. "--ttl"). */
   defaultText?: string;
+  /** A one-letter alias (e.g. "o" for -o), for the few flags that conventionally have one. */
+  short?: string;
 }
 
 export type FlagTable<C> = Record<string, Flag<C>>;
@@ -149,10 +151,12 @@ export function parseCommandLine(
 ): { values: FlagValues; positionals: string[] } {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {};
   for (const [name, f] of Object.entries({ ...table, ...COMMON }))
-    options[name] =
-      f.kind === "multiple"
+    options[name] = {
+      ...(f.kind === "multiple"
         ? { type: "string", multiple: true }
-        : { type: f.kind === "boolean" ? "boolean" : "string" };
+        : { type: f.kind === "boolean" ? "boolean" : "string" }),
+      ...(f.short ? { short: f.short } : {}),
+    };
   options.help = { type: "boolean", short: "h" };
   try {
     const { values, positionals } = parseArgs({
@@ -227,7 +231,8 @@ export function renderFlags<C>(table: FlagTable<C>, defaults: C): string {
     if (f.env) notes.push(`env ${f.env}`);
     const def = f.defaultText ?? f.show?.(defaults);
     if (def !== undefined) notes.push(`default: ${def}`);
-    lines.push(`  --${name}${arg}${f.kind === "multiple" ? " (repeatable)" : ""}`);
+    const alias = f.short ? ` (or -${f.short}${arg})` : "";
+    lines.push(`  --${name}${arg}${f.kind === "multiple" ? " (repeatable)" : ""}${alias}`);
     lines.push(`      ${f.help}${notes.length ? ` [${notes.join("; ")}]` : ""}`);
   }
   return lines.join("\n");

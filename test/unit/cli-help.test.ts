@@ -12,6 +12,7 @@ import type { FlagTable } from "../../src/cli/flags.js";
 import { AGENT_FLAGS, loadConfig, parseFlags } from "../../src/config/load.js";
 import { INJECT_FLAGS, parseInjectArgs } from "../../src/commands/inject.js";
 import { SETUP_FLAGS, setupOptions } from "../../src/commands/setup-vault.js";
+import { DOCTOR_FLAGS, doctorSettings } from "../../src/commands/doctor.js";
 import { RELAY_FLAGS, parseRelayArgs } from "../../src/relay/config.js";
 import { runOnce, runService } from "../../src/cli/service.js";
 import { createLogger } from "../../src/observability/logger.js";
@@ -163,6 +164,16 @@ void describe("cli: help, version and exit codes", () => {
     };
     assert.ok(checkDefaults(help, SETUP_FLAGS, parse) >= 5);
     assert.ok(checkDefaults(help, AGENT_FLAGS, (argv) => loadConfig(parseFlags(argv), VAULT_ENV)) >= 25);
+  });
+
+  void it("doctor: its own printed defaults are the settings it uses, and -o is --output", async () => {
+    const help = await helpOf("doctor");
+    assert.match(help, /^ {2}--output FORMAT \(or -o FORMAT\)$/m);
+    const parse = (argv: string[]) => doctorSettings(parseFlagsOf(DOCTOR_FLAGS, argv));
+    assert.ok(checkDefaults(help, DOCTOR_FLAGS, parse) >= 4);
+    const bad = await run(["doctor", "-o", "yaml"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--output: "yaml" is invalid; expected one of text, json/);
   });
 
   void it("inject: every printed default is the default used", async () => {
