@@ -2,7 +2,8 @@
 // directory, against the local test environment (etcd, kube-apiserver, OpenBao from test/env, configured by
 // setupVault()). Each run is split into Node start-up (spawn → "starting sidecar" log), set-up before the first
 // rotation, login, key generation + CSR + chain validation (the rest of the rotation), Vault signing
-// (istiod_vault_agent_vault_request_duration_seconds{operation="sign_intermediate"} from /metrics) and the cacerts write.
+// (istiod_vault_agent_vault_request_duration_seconds{operation="sign_intermediate"} from /metrics) and the cacerts write,
+// and the sidecar's idle RSS two seconds after it is ready.
 // Run by hand (the first run builds the servers, see README):
 //   node dist/bench/time-to-ready.js [RUNS] [--compile-cache] [--cpu-prof DIR]
 // --compile-cache adds a second series with NODE_COMPILE_CACHE set (V8's on-disk code cache, Node >= 22.1; the
@@ -37,6 +38,8 @@ interface Run {
   vaultSignMs: number;
   rotationMs: number;
   sinkMs: number;
+  /** VmRSS (MiB) two seconds after ready, with nothing asking for anything: the idle footprint. */
+  idleRssMiB: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -119,6 +122,8 @@ async function oneRun(
     const rotationMs = serving.durationMs ?? Number.NaN;
     const vaultSignMs = await metric(port, "sign_intermediate");
     const loginMs = login.durationMs ?? Number.NaN;
+    await sleep(2000);
+    const idleRssMiB = rssMiB(proc.pid);
     return {
       socketReadyMs: socketReady - t0,
       cacertsReadyMs: cacertsReady - t0,
@@ -129,12 +134,20 @@ async function oneRun(
       keyCsrValidateMs: rotationMs - loginMs - vaultSignMs,
       rotationMs,
       sinkMs: at(wrote) - at(serving),
+      idleRssMiB,
     };
   } finally {
     client.close();
     await proc.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Resident set size of `pid` in MiB, from /proc (Linux). */
+function rssMiB(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
 /** In a fresh process: generateKeyPair + createIntermediateCsr, cold (first use) and warm. */
@@ -164,6 +177,7 @@ const COLUMNS: (keyof Run)[] = [
   "vaultSignMs",
   "rotationMs",
   "sinkMs",
+  "idleRssMiB",
 ];
 
 function printRuns(title: string, results: Run[]): void {

@@ -15,8 +15,8 @@ import { systemClock, type Clock } from "./util/clock.js";
 import { VaultClient } from "./vault/client.js";
 import { KubernetesAuth } from "./vault/kubernetes-auth.js";
 import { VaultHealthProbe } from "./vault/health-probe.js";
-import { KubeClient } from "./kube/client.js";
-import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
+import type { KubeClient } from "./kube/client.js";
+import { openKube } from "./cli/kube.js";
 import { TokenReviewer } from "./kube/token-review.js";
 import { IstioCaServer } from "./serve/istio-ca.js";
 
@@ -219,9 +219,7 @@ export class Agent {
         );
     }
     if (this.config.istioCa.address) {
-      this.kube = this.config.kube.kubeconfig
-        ? kubeClientFromKubeconfig(this.config.kube.kubeconfig)
-        : await KubeClient.inCluster();
+      this.kube = await openKube(this.config.kube);
       const reviewer = new TokenReviewer(
         this.kube,
         this.config.istioCa.audience,

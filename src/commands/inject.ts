@@ -1,25 +1,14 @@
 // `istiod-vault-agent inject`: patches an istiod Deployment (by name, or every istiod of a revision) so its pod runs
 // the agent. The pod-template edit is pure (src/inject/pod-template.ts); this command reads, compares and writes with
 // optimistic concurrency, and owns the flags.
-import { existsSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { Command } from "../cli/command.js";
 import { applyFlags, parseCommandLine, renderHelp, valueFlag, type FlagTable, fieldFlags } from "../cli/flags.js";
-import {
-  DNS_NAME,
-  Expected,
-  isDnsName,
-  namespaceName,
-  nonEmpty,
-  vaultName,
-  vaultPath,
-  vaultUrl,
-} from "../cli/validate.js";
+import { DNS_NAME, Expected, isDnsName, namespaceName, vaultName, vaultPath, vaultUrl } from "../cli/validate.js";
 import { ConfigError } from "../cli/errors.js";
-import { KubeClient } from "../kube/client.js";
-import { kubeClientFromKubeconfig } from "../kube/kubeconfig.js";
+import type { KubeClient } from "../kube/client.js";
+import { openKube } from "../cli/kube.js";
+import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { describeChanges } from "../inject/diff.js";
 import {
   DEFAULT_IMAGE,
@@ -164,6 +153,7 @@ export const DEFAULT_INJECT_OPTIONS: InjectOptions = {
   dryRun: false,
   extraArgs: [],
   kubeconfig: undefined,
+  context: undefined,
   help: false,
 };
 
@@ -274,10 +264,7 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
   },
   remove: toggle("remove the agent and restore the original pod template", (o) => o.remove),
   "dry-run": toggle("print what would change and write nothing", (o) => o.dryRun),
-  kubeconfig: option("kubeconfig to use", nonEmpty, (o) => o.kubeconfig, {
-    arg: "FILE",
-    defaultText: "$KUBECONFIG, in-cluster, then ~/.kube/config",
-  }),
+  ...kubeAccessFlags<InjectOptions>((o) => o),
 };
 
 export function injectHelp(): string {
@@ -308,17 +295,6 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
   return opts;
 }
 
-/** The Kubernetes client for the CLI: --kubeconfig, $KUBECONFIG, the pod's service account, then ~/.kube/config. */
-export async function injectKubeClient(kubeconfig?: string): Promise<KubeClient> {
-  if (kubeconfig) return kubeClientFromKubeconfig(kubeconfig);
-  const fromEnv = process.env.KUBECONFIG?.split(":").find((p) => p && existsSync(p));
-  if (fromEnv) return kubeClientFromKubeconfig(fromEnv);
-  if (process.env.KUBERNETES_SERVICE_HOST) return KubeClient.inCluster();
-  const home = join(homedir(), ".kube", "config");
-  if (existsSync(home)) return kubeClientFromKubeconfig(home);
-  throw new Error("no Kubernetes credentials: pass --kubeconfig, set KUBECONFIG, or run in a pod");
-}
-
 export const command: Command = {
   name: "inject",
   flags: INJECT_FLAGS,
@@ -327,7 +303,7 @@ export const command: Command = {
     const opts = parseInjectArgs(argv);
     let kube: KubeClient | undefined;
     try {
-      kube = await injectKubeClient(opts.kubeconfig);
+      kube = await openKube({ kubeconfig: opts.kubeconfig, context: opts.context });
       await runInject(kube, opts, (line) => console.log(line));
       return 0;
     } finally {

@@ -57,7 +57,7 @@ export const command: Command = {
       return 0;
     }
     const cfg = parsed.config;
-    const kube = await openKube(cfg.kubeconfig);
+    const kube = await openKube({ kubeconfig: cfg.kubeconfig, context: cfg.context });
     return cfg.bootstrap.address ? runBootstrapAgent(cfg, kube) : runRelay(cfg, kube);
   },
 };

@@ -82,7 +82,8 @@ async function openPolicy(flags: FlagValues) {
     (typeof flags["policy-namespace"] === "string" ? flags["policy-namespace"] : undefined) ??
     process.env.POD_NAMESPACE ??
     "istio-system";
-  const kube = await openKube(typeof flags.kubeconfig === "string" ? flags.kubeconfig : undefined);
+  const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+  const kube = await openKube({ kubeconfig: str(flags.kubeconfig), context: str(flags.context) });
   const ref = { namespace, name };
   const reader = new RootTrustPolicyController(
     kube,

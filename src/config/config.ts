@@ -73,6 +73,7 @@ export interface Config {
   kube: {
     /** Kubeconfig for running outside a pod; in a pod the service account is used. */
     kubeconfig: string | undefined;
+    context: string | undefined;
   };
   backoff: { initialMs: number; maxMs: number };
   logLevel: string;
@@ -121,7 +122,7 @@ export const DEFAULT_CONFIG: Config = {
     authFailureBurst: 20,
     authFailuresPerMinute: 30,
   },
-  kube: { kubeconfig: undefined },
+  kube: { kubeconfig: undefined, context: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
   pod: { name: undefined, namespace: undefined },

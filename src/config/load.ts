@@ -11,6 +11,7 @@ import {
   type Config,
 } from "./config.js";
 import { applyPolicyDocument } from "./root-trust-policy.js";
+import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import {
   applyFlags,
@@ -188,12 +189,8 @@ export const AGENT_FLAGS: FlagTable<Config> = {
   "policy-namespace": commandFlag("namespace of that RootTrustPolicy", {
     defaultText: "$POD_NAMESPACE, else istio-system",
   }),
-  kubeconfig: option(
-    "kubeconfig for running outside a pod (TokenReview, RootTrustPolicy); in a pod the service account is used",
-    text,
-    (c) => c.kube.kubeconfig,
-    { arg: "FILE" },
-  ),
+  // Outside a pod (TokenReview, RootTrustPolicy; doctor and setup-vault from a laptop); in a pod the service account.
+  ...kubeAccessFlags<Config>((c) => c.kube),
   ...retryLogFlags<Config>(),
 };
 

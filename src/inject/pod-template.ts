@@ -34,8 +34,9 @@ export interface InjectOptions {
   dryRun: boolean;
   /** Extra flags appended to both agent containers' arguments. */
   extraArgs?: string[];
-  /** Kubeconfig to use (CLI only); otherwise $KUBECONFIG, the in-cluster service account, or ~/.kube/config. */
+  /** Kubeconfig file(s) and context to use (CLI only); see src/cli/kube.ts for the precedence. */
   kubeconfig?: string;
+  context?: string;
   /** --help was given (CLI only); nothing else is validated then. */
   help?: boolean;
 }

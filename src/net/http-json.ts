@@ -1,7 +1,7 @@
 // One small JSON-over-HTTPS layer for the two servers the agent talks to (Vault and the Kubernetes API), so TLS,
 // timeouts and the shape of errors live in one place. Request bodies are never put in errors or logs: they carry
 // JWTs, tokens and CSRs.
-import { Agent, request } from "undici";
+import { Agent, ProxyAgent, request, type Dispatcher } from "undici";
 
 export interface TlsOptions {
   /** PEM bundle of CAs to trust instead of the system store. */
@@ -11,6 +11,8 @@ export interface TlsOptions {
   keyPem?: string | undefined;
   /** Turns certificate verification off. Only ever set from an explicit, loudly logged flag. */
   insecureSkipVerify?: boolean | undefined;
+  /** Name to verify the server's certificate against (and send as SNI) instead of the URL's host. */
+  serverName?: string | undefined;
 }
 
 export interface HttpTimeouts {
@@ -70,30 +72,33 @@ export interface JsonResponse<T> {
 }
 
 export class HttpJsonClient {
-  private readonly dispatcher: Agent;
+  private readonly dispatcher: Dispatcher;
 
   constructor(
     readonly service: string,
     readonly baseUrl: string,
     tls: TlsOptions,
     private readonly timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
+    /** An HTTP(S) proxy to tunnel through (CONNECT), e.g. a kubeconfig cluster's proxy-url. */
+    proxyUrl?: string,
   ) {
     const url = new URL(baseUrl);
     if (url.protocol !== "https:" && url.protocol !== "http:") {
       throw new Error(`${service} address ${baseUrl} must start with https:// (or http:// for a local dev server)`);
     }
-    this.dispatcher = new Agent({
-      connect: {
-        ca: tls.caPem,
-        cert: tls.certPem,
-        key: tls.keyPem,
-        rejectUnauthorized: !tls.insecureSkipVerify,
-        timeout: timeouts.connectMs,
-      },
-      headersTimeout: timeouts.headersMs,
-      bodyTimeout: timeouts.bodyMs,
-      keepAliveTimeout: 30_000,
-    });
+    const connect = {
+      ca: tls.caPem,
+      cert: tls.certPem,
+      key: tls.keyPem,
+      rejectUnauthorized: !tls.insecureSkipVerify,
+      ...(tls.serverName ? { servername: tls.serverName } : {}),
+      timeout: timeouts.connectMs,
+    };
+    const common = { headersTimeout: timeouts.headersMs, bodyTimeout: timeouts.bodyMs, keepAliveTimeout: 30_000 };
+    // Through a proxy the TLS options apply to the tunnelled connection to the server, not to the proxy.
+    this.dispatcher = proxyUrl
+      ? new ProxyAgent({ uri: proxyUrl, requestTls: connect, ...common })
+      : new Agent({ connect, ...common });
   }
 
   async request<T>(req: JsonRequest): Promise<JsonResponse<T>> {

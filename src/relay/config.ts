@@ -25,11 +25,11 @@ import {
   optionalHostPort,
   positive,
   ratio,
-  text,
   vaultName,
   vaultPath,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
+import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
 import {
   VAULT_PROBE_HELP,
@@ -91,6 +91,7 @@ export interface RelayConfig {
   /** Take over Secrets of the same name that lack the managed-by label. */
   adopt: boolean;
   kubeconfig: string | undefined;
+  context: string | undefined;
   /** host:port for /healthz, /readyz and /metrics; empty disables. */
   httpAddress: string;
   /** Reconcile every Secret once and exit (init containers, tests). */
@@ -177,6 +178,7 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   },
   adopt: false,
   kubeconfig: undefined,
+  context: undefined,
   httpAddress: "0.0.0.0:15300",
   once: false,
   resyncSeconds: 300,
@@ -307,12 +309,7 @@ export const RELAY_FLAGS: FlagTable<C> = {
   "signing-secret": secretFlag("signing", "signing intermediate"),
   "token-secret": secretFlag("token", "identity token"),
   adopt: toggle("take over existing Secrets of those names that lack the managed-by label", (c) => c.adopt),
-  kubeconfig: flag({
-    help: "kubeconfig for running outside a pod (in a pod the service account is used)",
-    arg: "FILE",
-    parse: text,
-    set: (c, v) => (c.kubeconfig = v || undefined),
-  }),
+  ...kubeAccessFlags<RelayConfig>((c) => c),
   "http-addr": option(
     "host:port for /healthz, /readyz and /metrics; empty disables",
     optionalHostPort,

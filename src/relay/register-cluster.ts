@@ -29,7 +29,7 @@ export async function runRegisterCluster(argv: string[]): Promise<number> {
     throw new ConfigError(["--shared-identity-token: register-cluster registers per-cluster tokens"]);
   const cluster = cfg.clusters[0]!;
   const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", command: "register-cluster" });
-  const kube = await openKube(cfg.kubeconfig);
+  const kube = await openKube({ kubeconfig: cfg.kubeconfig, context: cfg.context });
   const vault = new VaultClient({
     address: cfg.vault.address,
     tls: { caPem: cfg.vault.caPem },

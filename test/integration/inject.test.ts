@@ -178,7 +178,7 @@ void describe("inject (real kube-apiserver)", () => {
 
   void it("retries after a conflicting write (409) with the re-read object", async () => {
     // A client whose first PUT races with another writer that changes the Deployment just before it.
-    const racing = kubeClientFromKubeconfig(env.kube.kubeconfigPath);
+    const racing = await kubeClientFromKubeconfig(env.kube.kubeconfigPath);
     const realRequest = racing.request.bind(racing);
     let raced = false;
     racing.request = async (...args: Parameters<KubeClient["request"]>) => {
