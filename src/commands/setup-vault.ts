@@ -107,7 +107,7 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
     kind: "multiple",
     arg: "NAME[=CONTEXT]",
     help:
-      "a workload cluster (repeatable): its own auth mount <auth-mount>-NAME configured with the apiserver URL and CA " +
+      "a workload cluster: its own auth mount <auth-mount>-NAME configured with the apiserver URL and CA " +
       "of kubeconfig context CONTEXT (default NAME), the role, and policy <vault-policy-name>-NAME",
     apply: (s, raw) => {
       // Keep the good entries, so one bad entry is reported alone rather than hiding the others' problems.
@@ -132,7 +132,7 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
     kind: "multiple",
     arg: "NAME=FILE",
     help:
-      "with --cluster (repeatable): the JWT Vault uses for TokenReview at cluster NAME, a token of that cluster's " +
+      "with --cluster: the JWT Vault uses for TokenReview at cluster NAME, a token of that cluster's " +
       "reviewer service account (system:auth-delegator) whose audience its apiserver accepts",
     apply: (s, raw) => {
       for (const entry of raw.split("\n")) {
@@ -431,7 +431,7 @@ export function describeCluster(cl: PlannedCluster): string {
 
 /** The kubeconfig context the agent's flags name (--context), if any. */
 function kubeContext(c: Config): string | undefined {
-  return (c.kube as { context?: string }).context;
+  return c.kube.context;
 }
 
 /**

@@ -313,6 +313,25 @@ describe("many clusters on one Vault", () => {
     ).data;
     assert.equal(cfg.kubernetes_host, a.kube.url, "the current context is ctx-a");
     assert.equal(cfg.kubernetes_ca_cert.trim(), a.kube.caPem.trim());
+
+    // --context picks another context of the same kubeconfig.
+    const other = cli([
+      "setup-vault",
+      `--vault-addr=${a.vault.url}`,
+      `--vault-cacert=${a.vault.caFile}`,
+      `--kubeconfig=${kubeconfig}`,
+      "--context=b",
+      "--auth-mount=kubernetes-single-b",
+    ]);
+    assert.equal(other.code, 0, other.output);
+    const cfgB = (
+      await vault().read<{ kubernetes_host: string; kubernetes_ca_cert: string }>(
+        "auth/kubernetes-single-b/config",
+        root(),
+      )
+    ).data;
+    assert.equal(cfgB.kubernetes_host, b.kube.url);
+    assert.equal(cfgB.kubernetes_ca_cert.trim(), b.kube.caPem.trim());
   });
 
   it("bad --cluster values and conflicting flags are usage errors that say what is expected", () => {
@@ -320,6 +339,12 @@ describe("many clusters on one Vault", () => {
     assert.equal(bad.code, 2, bad.output);
     assert.match(bad.output, /--cluster: "Bad_Name" is not NAME\[=CONTEXT\]; expected NAME a DNS label/);
     assert.match(bad.output, /--token-reviewer-jwt-file: a reviewer JWT belongs to one cluster/);
+    const withContext = setup("--context=b");
+    assert.equal(withContext.code, 2, withContext.output);
+    assert.match(
+      withContext.output,
+      /--context: not used with --cluster; expected each cluster's context as --cluster NAME=CONTEXT/,
+    );
     const stray = setup("--cluster-token-reviewer-jwt-file=z=/tmp/z.jwt");
     assert.equal(stray.code, 2, stray.output);
     assert.match(stray.output, /--cluster-token-reviewer-jwt-file: "z" is not a --cluster/);
