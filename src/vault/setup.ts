@@ -1,6 +1,7 @@
 // Configures a Vault (or OpenBao) for the agent, idempotently: PKI mounts with a root (and an intermediate mount for
-// the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy. Shared by the tests'
-// environment and the `setup-vault` command. Returns a line per change; a second run returns none.
+// the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy; for many clusters,
+// the root once and then each cluster's own auth mount, role, policy and optional intermediate mount. Shared by the
+// tests' environment and the `setup-vault` command. Returns a line per change; a second run returns none.
 import { HttpStatusError } from "../net/http-json.js";
 import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "./policies.js";
 import { trimSlashes, type VaultClient } from "./client.js";
