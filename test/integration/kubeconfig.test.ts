@@ -1,11 +1,13 @@
 // Kubernetes access from a laptop-style kubeconfig against the real kube-apiserver: a user that is an exec credential
 // plugin (printing a real TokenRequest token of a service account with only the RBAC inject needs), split over two
 // files merged with KUBECONFIG=a:b, selected with --context. `inject` runs through it; the plugin is seen to run, and to
-// run again when its credential expires; a refused token and unsupported users fail with messages that name them.
+// run again when its credential expires; a context's proxy-url is used; a refused token and unsupported users fail with messages that name them.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
@@ -23,31 +25,80 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
   let env: TestEnv;
   let dir: string;
   let kc: ExecKubeconfig;
+  let proxy: Server;
+  let tunnels = 0;
 
   before(async () => {
     env = await TestEnv.start({ vault: false });
     dir = mkdtempSync(join(tmpdir(), "iva-kubeconfig-"));
     kc = await writeExecKubeconfig(env, dir, { rules: INJECT_RULES });
+    // A CONNECT proxy on loopback that counts its tunnels, and a third file with a context whose cluster uses it.
+    proxy = createServer();
+    proxy.on("connect", (req, socket) => {
+      tunnels++;
+      const [host, port] = (req.url ?? "").split(":");
+      const upstream = connect(Number(port), host, () => {
+        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        upstream.pipe(socket).pipe(upstream);
+      });
+      upstream.on("error", () => socket.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    writeFileSync(
+      join(dir, "c.yaml"),
+      JSON.stringify({
+        clusters: [
+          {
+            name: "test-proxied",
+            cluster: {
+              server: env.kube.url,
+              "certificate-authority": "ca.crt",
+              "proxy-url": `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+            },
+          },
+        ],
+        contexts: [{ name: "proxied", context: { cluster: "test-proxied", user: "plugin-user" } }],
+      }),
+    );
     await env.createNamespace(NS);
     await env.kube.admin.create(`/apis/apps/v1/namespaces/${NS}/deployments`, istiodDeployment());
   });
   after(async () => {
+    proxy?.closeAllConnections();
+    proxy?.close();
     await env?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The CLI with KUBECONFIG=a:b and no other kube hints; the service-account token never appears in its output. */
-  const cli = (args: string[]) => {
+  /** How the CLI runs: KUBECONFIG=a:b:c and no other kube hints. */
+  const cliOptions = () => {
     const { KUBERNETES_SERVICE_HOST: _h, KUBERNETES_SERVICE_PORT: _p, ...rest } = process.env;
+    return {
+      cwd: tmpdir(), // the plugin's relative path must resolve against its kubeconfig, not the cwd
+      env: { ...rest, KUBECONFIG: `${kc.kubeconfig}:${join(dir, "c.yaml")}`, HOME: dir },
+    };
+  };
+  const checked = (code: number | null, output: string) => {
+    assert.ok(!output.includes("eyJ"), "no JWT in the output");
+    return { code, output };
+  };
+  const cli = (args: string[]) => {
     const res = spawnSync(nodeBinary(), [join(repoRoot(), "dist/src/main.js"), ...args], {
       encoding: "utf8",
-      cwd: tmpdir(), // the plugin's relative path must resolve against its kubeconfig, not the cwd
-      env: { ...rest, KUBECONFIG: kc.kubeconfig, HOME: dir },
+      ...cliOptions(),
     });
-    const output = `${res.stdout}${res.stderr}`;
-    assert.ok(!output.includes("eyJ"), "no JWT in the output");
-    return { code: res.status, output };
+    return checked(res.status, `${res.stdout}${res.stderr}`);
   };
+  /** The same without blocking this process: needed while a server in it (the proxy) must answer the CLI. */
+  const cliAsync = (args: string[]) =>
+    new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+      const child = spawn(nodeBinary(), [join(repoRoot(), "dist/src/main.js"), ...args], cliOptions());
+      let output = "";
+      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => resolve(checked(code, output)));
+    });
   const injectArgs = ["inject", "--vault-addr=https://vault.vault:8200", `--namespace=${NS}`];
 
   it("inject succeeds through the exec plugin of the --context user, and the plugin ran", async () => {
@@ -62,6 +113,13 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
     // Run again with --dry-run: reads through the plugin, writes nothing, still succeeds.
     const dry = cli([...injectArgs, "--context=plugin", "--dry-run"]);
     assert.equal(dry.code, 0, dry.output);
+  });
+
+  it("inject reaches the apiserver through the context's proxy-url", async () => {
+    const before = tunnels;
+    const res = await cliAsync([...injectArgs, "--context=proxied", "--dry-run"]);
+    assert.equal(res.code, 0, res.output);
+    assert.ok(tunnels > before, "the proxy tunnelled the requests");
   });
 
   it("without --context the first file's current-context is used, and its refused token is named, not a bare 401", () => {
