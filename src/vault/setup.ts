@@ -1,6 +1,7 @@
 // Configures a Vault (or OpenBao) for the agent, idempotently: PKI mounts with a root (and an intermediate mount for
-// the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy. Shared by the tests'
-// environment and the `setup-vault` command. Returns a line per change; a second run returns none.
+// the multi-intermediate layout), Kubernetes auth, the agent's role and least-privilege policy; for many clusters,
+// the root once and then each cluster's own auth mount, role, policy and optional intermediate mount. Shared by the
+// tests' environment and the `setup-vault` command. Returns a line per change; a second run returns none.
 import { HttpStatusError } from "../net/http-json.js";
 import { describeGrants, istiodAgentGrants, istiodAgentPolicy } from "./policies.js";
 import { trimSlashes, type VaultClient } from "./client.js";
@@ -51,58 +52,104 @@ export const DEFAULT_SETUP: Omit<VaultSetupOptions, "kubernetes"> = {
   signPath: "pki/root/sign-intermediate",
 };
 
+/** The root every cluster's chain ends in: one PKI mount, generated or imported once. */
+export type VaultRootOptions = Pick<VaultSetupOptions, "rootMount" | "rootCommonName" | "importCaBundlePem">;
+
+/**
+ * One workload cluster's way to the PKI: its Kubernetes auth mount (configured with that cluster's apiserver, so
+ * TokenReview asks that cluster and no other), its role, a policy limited to its sign path, and optionally its own
+ * intermediate mount signed by the root.
+ */
+export interface ClusterAccessOptions {
+  /** Prefix of this cluster's change lines, e.g. "cluster a: " ("" for the single-cluster setup). */
+  label: string;
+  intermediateMount?: string | undefined;
+  intermediateCommonName?: string | undefined;
+  kubernetes: VaultSetupOptions["kubernetes"];
+  role: VaultSetupOptions["role"];
+  policyName: string;
+  signPath: string;
+  csrPath?: string | undefined;
+}
+
 export async function setupVault(vault: VaultClient, token: string, opts: VaultSetupOptions): Promise<string[]> {
+  return setupVaultClusters(vault, token, opts, [{ ...opts, label: "" }]);
+}
+
+/** The root once, then each cluster's access; a line per change, none on a second run. */
+export async function setupVaultClusters(
+  vault: VaultClient,
+  token: string,
+  root: VaultRootOptions,
+  clusters: readonly ClusterAccessOptions[],
+): Promise<string[]> {
   const changes: string[] = [];
   const mounts = (await vault.read<Record<string, { type: string }>>("sys/mounts", token)).data;
 
-  await ensurePkiMount(vault, token, mounts, opts.rootMount, changes);
-  if (!(await hasIssuer(vault, token, opts.rootMount)) && opts.importCaBundlePem) {
-    await vault.write(`${opts.rootMount}/config/ca`, token, { pem_bundle: opts.importCaBundlePem });
-    changes.push(`imported the given root CA into ${opts.rootMount}/`);
-  } else if (!(await hasIssuer(vault, token, opts.rootMount))) {
-    await vault.write(`${opts.rootMount}/root/generate/internal`, token, {
-      common_name: opts.rootCommonName,
+  await ensurePkiMount(vault, token, mounts, root.rootMount, changes);
+  if (!(await hasIssuer(vault, token, root.rootMount)) && root.importCaBundlePem) {
+    await vault.write(`${root.rootMount}/config/ca`, token, { pem_bundle: root.importCaBundlePem });
+    changes.push(`imported the given root CA into ${root.rootMount}/`);
+  } else if (!(await hasIssuer(vault, token, root.rootMount))) {
+    await vault.write(`${root.rootMount}/root/generate/internal`, token, {
+      common_name: root.rootCommonName,
       ttl: "87600h",
       key_type: "ec",
       key_bits: 256,
     });
-    changes.push(`generated a root CA in ${opts.rootMount}/ ("${opts.rootCommonName}", 10 years)`);
+    changes.push(`generated a root CA in ${root.rootMount}/ ("${root.rootCommonName}", 10 years)`);
   }
+  for (const cluster of clusters) {
+    const lines: string[] = [];
+    await ensureClusterAccess(vault, token, root, mounts, cluster, lines);
+    changes.push(...lines.map((l) => `${cluster.label}${l}`));
+  }
+  return changes;
+}
 
+async function ensureClusterAccess(
+  vault: VaultClient,
+  token: string,
+  root: VaultRootOptions,
+  mounts: Record<string, { type: string }>,
+  opts: ClusterAccessOptions,
+  changes: string[],
+): Promise<void> {
   if (opts.intermediateMount) {
     const mount = opts.intermediateMount;
     await ensurePkiMount(vault, token, mounts, mount, changes);
     if (!(await hasIssuer(vault, token, mount))) {
+      const commonName = opts.intermediateCommonName ?? `${root.rootCommonName} intermediate`;
       const csr = await vault.write<{ csr: string }>(`${mount}/intermediate/generate/internal`, token, {
-        common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`,
+        common_name: commonName,
         key_type: "ec",
         key_bits: 256,
       });
       const signed = await vault.write<{ certificate: string; issuing_ca: string }>(
-        `${opts.rootMount}/root/sign-intermediate`,
+        `${root.rootMount}/root/sign-intermediate`,
         token,
-        {
-          csr: csr.data.csr,
-          common_name: opts.intermediateCommonName ?? `${opts.rootCommonName} intermediate`,
-          ttl: "43800h",
-          max_path_length: 1,
-          format: "pem",
-        },
+        { csr: csr.data.csr, common_name: commonName, ttl: "43800h", max_path_length: 1, format: "pem" },
       );
       // Import the certificate together with its root so the mount's issuer carries the full chain.
       await vault.write(`${mount}/intermediate/set-signed`, token, {
         certificate: `${signed.data.certificate}\n${signed.data.issuing_ca}`,
       });
-      changes.push(`created an intermediate CA in ${mount}/ signed by ${opts.rootMount}/`);
+      changes.push(`created an intermediate CA in ${mount}/ signed by ${root.rootMount}/`);
     }
   }
 
   const auths = (await vault.read<Record<string, { type: string }>>("sys/auth", token)).data;
   const k8sMount = trimSlashes(opts.kubernetes.mount);
-  if (!auths[`${k8sMount}/`]) {
+  const existing = auths[`${k8sMount}/`];
+  if (existing && existing.type !== "kubernetes")
+    throw new Error(`auth mount ${k8sMount}/ exists with type ${existing.type}; expected a kubernetes auth mount`);
+  if (!existing) {
     await vault.write(`sys/auth/${k8sMount}`, token, { type: "kubernetes" });
     changes.push(`enabled kubernetes auth at auth/${k8sMount}/`);
   }
+  // disable_local_ca_jwt: a Vault running in some pod must never review with its own pod's token and CA, which
+  // belong to the cluster Vault runs in, not to the cluster this mount serves. Without a reviewer JWT each login's
+  // own JWT is the TokenReview credential, so the review always happens as that cluster's service account.
   const wantConfig = {
     kubernetes_host: opts.kubernetes.host,
     kubernetes_ca_cert: opts.kubernetes.caPem,
@@ -112,12 +159,14 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
   const haveConfig = await readOrUndefined<{
     kubernetes_host?: string;
     kubernetes_ca_cert?: string;
+    disable_local_ca_jwt?: boolean;
     token_reviewer_jwt_set?: boolean;
   }>(vault, token, `auth/${k8sMount}/config`);
   if (
     !haveConfig ||
     haveConfig.kubernetes_host !== wantConfig.kubernetes_host ||
     (haveConfig.kubernetes_ca_cert ?? "").trim() !== wantConfig.kubernetes_ca_cert.trim() ||
+    haveConfig.disable_local_ca_jwt !== true ||
     (opts.kubernetes.reviewerJwt !== undefined && !haveConfig.token_reviewer_jwt_set)
   ) {
     await vault.write(`auth/${k8sMount}/config`, token, wantConfig);
@@ -156,7 +205,6 @@ export async function setupVault(vault: VaultClient, token: string, opts: VaultS
       `wrote role ${opts.role.name}: ${opts.role.namespaces.join(",")}/${opts.role.serviceAccounts.join(",")}, audience ${opts.role.audience}, policy ${opts.policyName}`,
     );
   }
-  return changes;
 }
 
 async function ensurePkiMount(
@@ -172,6 +220,8 @@ async function ensurePkiMount(
   }
   if (!existing) {
     await vault.write(`sys/mounts/${mount}`, token, { type: "pki", config: { max_lease_ttl: "87600h" } });
+    // Later clusters sharing this mount must see it as present.
+    mounts[`${mount}/`] = { type: "pki" };
     changes.push(`mounted pki at ${mount}/ (max TTL 10 years)`);
   }
 }

@@ -158,9 +158,9 @@ void describe("cli: help, version and exit codes", () => {
     const config = loadConfig({}, VAULT_ENV);
     const files = ["--kubernetes-host=https://k8s:6443", `--kubernetes-ca-file=${join(repoRoot(), "package.json")}`];
     const parse = (argv: string[]) => {
-      const { opts, problems } = setupOptions(config, parseFlagsOf(SETUP_FLAGS, [...files, ...argv]));
+      const { plan, problems } = setupOptions(config, parseFlagsOf(SETUP_FLAGS, [...files, ...argv]));
       if (problems.length) throw new Error(problems.join("; "));
-      return opts;
+      return plan;
     };
     assert.ok(checkDefaults(help, SETUP_FLAGS, parse) >= 5);
     assert.ok(checkDefaults(help, AGENT_FLAGS, (argv) => loadConfig(parseFlags(argv), VAULT_ENV)) >= 25);
