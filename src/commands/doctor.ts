@@ -16,7 +16,7 @@ import { generateKeyPair } from "../crypto/keys.js";
 import { createIntermediateCsr } from "../authority/csr.js";
 import { validateSignAnswer, type PkiSignAnswer } from "../authority/chain.js";
 import type { KubeClient } from "../kube/client.js";
-import { RootTrustPolicyController, type PolicyObject, type PolicyRef } from "../kube/policy-controller.js";
+import { fetchPolicy, type PolicyObject, type PolicyRef } from "../kube/policy-controller.js";
 import { TokenRequestError, requestServiceAccountToken } from "../kube/token-request.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
 import { createLogger } from "../observability/logger.js";
@@ -202,7 +202,7 @@ async function runDoctorCommand(flags: FlagValues): Promise<number> {
           "istio-system",
         name: policyName,
       };
-      const found = await fetchPolicy(await openOnce(), ref);
+      const found = await checkPolicy(await openOnce(), ref);
       checks.push(found.check);
       policyDoc = found.doc;
     }
@@ -249,17 +249,10 @@ export function requestAudience(d: DoctorSettings, flags: FlagValues, policyDoc?
 }
 
 /** The RootTrustPolicy named by --policy-name: present (and its generation), or a failing check saying why not. */
-async function fetchPolicy(kube: KubeClient, ref: PolicyRef): Promise<{ check: DoctorCheck; doc?: PolicyObject }> {
-  const reader = new RootTrustPolicyController(
-    kube,
-    ref,
-    () => Promise.resolve({ ok: true, message: "" }),
-    () => ({ ready: false }),
-    createLogger({ level: "silent" }),
-  );
+async function checkPolicy(kube: KubeClient, ref: PolicyRef): Promise<{ check: DoctorCheck; doc?: PolicyObject }> {
   const name = "root trust policy";
   try {
-    const doc = await reader.fetch();
+    const doc = await fetchPolicy(kube, ref);
     const generation = doc.metadata.generation !== undefined ? ` (generation ${doc.metadata.generation})` : "";
     return { check: { name, ok: true, detail: `${ref.namespace}/${ref.name} found${generation}` }, doc };
   } catch (err) {
@@ -289,7 +282,7 @@ function configWithPolicy(flags: FlagValues, policyDoc: PolicyObject | undefined
   if (policyDoc) {
     try {
       const c = loadConfig(flags, process.env, { needVault: true, policyDoc });
-      policyCheck.detail += ": its settings are used for the checks below (flags override them)";
+      policyCheck.detail += ": its settings are used for the checks below";
       return c;
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
