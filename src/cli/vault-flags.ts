@@ -1,11 +1,12 @@
 // The Vault and Kubernetes-auth section every Vault-using mode shares (sidecar, init, doctor, setup-vault, relay):
 // the same flags, environment variables and parsers; each mode's defaults object supplies its own defaults.
+import type { AuthSettings } from "../vault/auth.js";
 import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
 import { Expected, authMount, durationMs, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
 
 export interface VaultAuthSection {
   vault: { address: string; caFile: string | undefined; namespace: string | undefined };
-  auth: { mountPath: string; role: string; tokenPath: string };
+  auth: AuthSettings;
 }
 
 /** The flags of the section, in help order. The address is checked with the rest of the config (vaultUrlProblem). */

@@ -4,6 +4,7 @@ import type { IntermediateProfile } from "../authority/intermediate-authority.js
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
 import { vaultConnectionProblems } from "../cli/vault-flags.js";
+import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
@@ -16,11 +17,7 @@ export interface Config {
     /** Disables TLS verification. Loudly logged at start; never a default. */
     insecureSkipVerify: boolean;
   };
-  auth: {
-    mountPath: string;
-    role: string;
-    tokenPath: string;
-  };
+  auth: AuthSettings;
   intermediate: IntermediateProfile;
   leaf: {
     trustDomain: string;
@@ -85,7 +82,15 @@ export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
 
 export const DEFAULT_CONFIG: Config = {
   vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
-  auth: { mountPath: "kubernetes", role: "istiod-agent", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  auth: {
+    method: "kubernetes",
+    mountPath: "kubernetes",
+    role: "istiod-agent",
+    tokenPath: "/var/run/secrets/tokens/vault-token",
+    roleIdFile: "",
+    secretIdFile: "",
+    vaultTokenFile: "",
+  },
   intermediate: {
     caPath: "pki/root/sign-intermediate",
     csrPath: undefined,
