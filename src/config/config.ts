@@ -3,7 +3,7 @@
 import type { IntermediateProfile } from "../authority/intermediate-authority.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
-import { vaultConnectionProblems } from "../cli/vault-flags.js";
+import { authSettingsProblems, vaultConnectionProblems } from "../cli/vault-flags.js";
 import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
@@ -135,14 +135,18 @@ export const DEFAULT_CONFIG: Config = {
 export { ConfigError } from "../cli/errors.js";
 
 /** Returns every problem with `c`; an empty list means valid. */
-export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
+export function validateConfig(
+  c: Config,
+  opts: {
+    needVault: boolean;
+    /** Whether a flag was given (a credential flag of another method is refused). */
+    given?: (flag: string) => boolean;
+  } = { needVault: true },
+): string[] {
   const p: string[] = [];
   if (opts.needVault) {
     p.push(...vaultConnectionProblems(c.vault, { address: "vault.address", ca: "vault.caBundle" }));
-    if (!c.auth.role) p.push("auth.role: missing; expected the Vault Kubernetes-auth role name, e.g. istiod-agent");
-    if (!c.auth.mountPath || /\s/.test(c.auth.mountPath))
-      p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);
-    if (!c.auth.tokenPath) p.push("auth.tokenPath: missing; expected the path of the projected service-account token");
+    p.push(...authSettingsProblems(c.auth, opts.given ?? (() => false)));
     if (!/^[\w\-./]+$/.test(c.intermediate.caPath) || !c.intermediate.caPath.includes("sign")) {
       p.push(
         `intermediate.caPath: "${c.intermediate.caPath}" is not a PKI sign path; expected e.g. pki/root/sign-intermediate`,

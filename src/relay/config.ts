@@ -35,6 +35,8 @@ import {
   VAULT_PROBE_HELP,
   vaultAuthFlags,
   vaultConnectionProblems,
+  authSettingsProblems,
+  resolveAuthDefaults,
   vaultProbeInterval,
   type VaultAuthSection,
 } from "../cli/vault-flags.js";
@@ -441,6 +443,7 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (flags["signing-ttl"] === undefined) c.signingTtlSeconds = c.ttlSeconds;
   if (flags["client-ttl"] === undefined) c.issuer.clientTtlSeconds = c.ttlSeconds;
   if (flags["signing-permitted-dns"] === undefined) c.signingPermittedDns = [...c.clusters];
+  resolveAuthDefaults(c.auth, flags["auth-mount"] !== undefined);
 
   problems.push(...parseBootstrapFlags(c, flags));
   if (!printPolicy && !bootstrapMode) problems.push(...validateRuntime(c, flags));
@@ -463,6 +466,7 @@ function validateRuntime(c: RelayConfig, flags: FlagValues): string[] {
   if (c.vault.caFile)
     c.vault.caPem = readFlagFile("--vault-cacert", c.vault.caFile, "a PEM bundle of CA certificates", p);
   p.push(...vaultConnectionProblems(c.vault, { address: "--vault-addr", ca: `--vault-cacert ${c.vault.caFile}` }));
+  p.push(...authSettingsProblems(c.auth, (flag) => flags[flag] !== undefined));
   // Relay certificates (and a --signing-intermediate CA whose key sits in a Secret) must not chain to the mesh root.
   if (c.pkiMount === c.istioPkiMount && !c.allowIstioRootMount)
     p.push(
