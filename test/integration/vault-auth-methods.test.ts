@@ -58,12 +58,33 @@ describe("auth methods: login, renewal and re-login against real OpenBao", () =>
       token_ttl: SHORT_TTL,
       token_max_ttl: 3600,
     });
+    // Kubernetes auth (mounted by setupVault) with a short-TTL role beside the standard one.
+    await v().write(`auth/kubernetes/role/${POLICY}-short`, root(), {
+      bound_service_account_names: [ISTIOD_SA],
+      bound_service_account_namespaces: [ISTIO_NS],
+      audience: "vault",
+      token_policies: [POLICY],
+      token_ttl: SHORT_TTL,
+      token_max_ttl: 3600,
+    });
     await v().write("sys/auth/approle", root(), { type: "approle" });
     await v().write(`auth/approle/role/${POLICY}`, root(), {
       token_policies: [POLICY],
       token_ttl: SHORT_TTL,
       token_max_ttl: 3600,
     });
+  });
+
+  it("kubernetes (the default): logs in, renews, and logs in again after revocation", async () => {
+    const from = suite.env.vaultAuditOffset();
+    const run = await suite.start("sidecar", [`--auth-role=${POLICY}-short`, ...common]);
+    assert.equal((await getBundle(run.client)).generation, 1);
+    assert.equal(ok(from, "auth/kubernetes/login").length, 1);
+    await waitRenewal(from, run);
+    await revokeAccessor(lastAccessor(from, "auth/kubernetes/login"));
+    assert.equal((await rotate(run.client)).generation, 2, "a new intermediate after the revoked token");
+    assert.equal(ok(from, "auth/kubernetes/login").length, 2, "the agent logged in again");
+    await run.stop();
   });
 
   it("jwt: istiod's projected-style token logs in through the issuer's keys, renews, and logs in again after revocation", async () => {
