@@ -3,7 +3,8 @@
 import type { IntermediateProfile } from "../authority/intermediate-authority.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
-import { vaultConnectionProblems } from "../cli/vault-flags.js";
+import { authSettingsProblems, vaultConnectionProblems } from "../cli/vault-flags.js";
+import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
@@ -16,11 +17,7 @@ export interface Config {
     /** Disables TLS verification. Loudly logged at start; never a default. */
     insecureSkipVerify: boolean;
   };
-  auth: {
-    mountPath: string;
-    role: string;
-    tokenPath: string;
-  };
+  auth: AuthSettings;
   intermediate: IntermediateProfile;
   leaf: {
     trustDomain: string;
@@ -86,7 +83,15 @@ export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
 
 export const DEFAULT_CONFIG: Config = {
   vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
-  auth: { mountPath: "kubernetes", role: "istiod-agent", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  auth: {
+    method: "kubernetes",
+    mountPath: "kubernetes",
+    role: "istiod-agent",
+    tokenPath: "/var/run/secrets/tokens/vault-token",
+    roleIdFile: "",
+    secretIdFile: "",
+    vaultTokenFile: "",
+  },
   intermediate: {
     caPath: "pki/root/sign-intermediate",
     csrPath: undefined,
@@ -131,14 +136,18 @@ export const DEFAULT_CONFIG: Config = {
 export { ConfigError } from "../cli/errors.js";
 
 /** Returns every problem with `c`; an empty list means valid. */
-export function validateConfig(c: Config, opts: { needVault: boolean } = { needVault: true }): string[] {
+export function validateConfig(
+  c: Config,
+  opts: {
+    needVault: boolean;
+    /** Whether a flag was given (a credential flag of another method is refused). */
+    given?: (flag: string) => boolean;
+  } = { needVault: true },
+): string[] {
   const p: string[] = [];
   if (opts.needVault) {
     p.push(...vaultConnectionProblems(c.vault, { address: "vault.address", ca: "vault.caBundle" }));
-    if (!c.auth.role) p.push("auth.role: missing; expected the Vault Kubernetes-auth role name, e.g. istiod-agent");
-    if (!c.auth.mountPath || /\s/.test(c.auth.mountPath))
-      p.push(`auth.mountPath: "${c.auth.mountPath}" is not a mount path; expected e.g. kubernetes`);
-    if (!c.auth.tokenPath) p.push("auth.tokenPath: missing; expected the path of the projected service-account token");
+    p.push(...authSettingsProblems(c.auth, opts.given ?? (() => false)));
     if (!/^[\w\-./]+$/.test(c.intermediate.caPath) || !c.intermediate.caPath.includes("sign")) {
       p.push(
         `intermediate.caPath: "${c.intermediate.caPath}" is not a PKI sign path; expected e.g. pki/root/sign-intermediate`,

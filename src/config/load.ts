@@ -38,7 +38,7 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { retryLogFlags } from "../cli/service-flags.js";
-import { VAULT_PROBE_HELP, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
+import { VAULT_PROBE_HELP, resolveAuthDefaults, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
@@ -256,6 +256,8 @@ export function loadConfig(
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
   // The policy document may name the mount in any of its spellings too.
   c.auth.mountPath = normalizeAuthMount(c.auth.mountPath);
+  const given = (flag: string) => values[flag] !== undefined;
+  resolveAuthDefaults(c.auth, given("auth-mount"));
 
   // A lower max TTL alone lowers the default with it, rather than being an error the operator did not cause.
   const defaultTtlUntouched = c.leaf.defaultTtlSeconds === DEFAULT_CONFIG.leaf.defaultTtlSeconds;
@@ -285,7 +287,7 @@ export function loadConfig(
     }
   }
   // The cacerts files carry the key istiod signs with, so the key must be exportable whenever that sink is on.
-  problems.push(...validateConfig(c, opts));
+  problems.push(...validateConfig(c, { ...opts, given }));
   if (shadowing.length) throw new ShadowedByFlagError([...shadowing, ...problems], shadowing);
   if (problems.length) throw new ConfigError(problems);
   return c;

@@ -64,7 +64,11 @@ export function translateGlooRootTrustPolicy(doc: Obj): { translated: Obj; probl
   if (vault) {
     for (const key of Object.keys(vault)) {
       if (!["caPath", "csrPath", "server", "caBundle", "namespace", "kubernetesAuth"].includes(key)) {
-        const why = key === "tokenSecretRef" ? " (static tokens are not supported; use kubernetesAuth)" : "";
+        const why =
+          key === "tokenSecretRef"
+            ? " (a token in a Secret; use kubernetesAuth, or mount the token as a file and run the agent with " +
+              "--auth-method=token --vault-token-file)"
+            : "";
         problems.push(`Gloo spec.config.agentCa.vault.${key}: not supported${why}`);
       }
     }
@@ -135,6 +139,10 @@ export function applyRootTrustPolicy(c: Config, doc: unknown, onField?: (field: 
     vault.string("csrPath", (v) => (c.intermediate.csrPath = v));
     const ka = vault.obj(["kubernetesAuth"]);
     if (ka) {
+      // The block names the method too: a policy with kubernetesAuth logs in with Kubernetes auth, so an
+      // --auth-method flag beside an authoritative policy is refused as shadowing it (src/config/shadowing.ts).
+      onField?.("spec.config.agentCa.vault.kubernetesAuth");
+      c.auth.method = "kubernetes";
       ka.string("mountPath", (v) => (c.auth.mountPath = v.replace(/^\/?v1\/auth\//, "")));
       ka.string("role", (v) => (c.auth.role = v));
       ka.string("serviceAccountTokenPath", (v) => (c.auth.tokenPath = v));

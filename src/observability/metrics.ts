@@ -90,7 +90,9 @@ export class AgentMetrics {
     ["operation"],
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
   );
-  readonly vaultLogins = this.series.counter("vault_logins_total", "Kubernetes-auth logins by outcome.", ["outcome"]);
+  readonly vaultLogins = this.series.counter("vault_logins_total", "Vault logins (any auth method) by outcome.", [
+    "outcome",
+  ]);
   readonly vaultTokenRenewals = this.series.counter(
     "vault_token_renewals_total",
     "Vault token self-renewals by outcome.",

@@ -35,6 +35,8 @@ import {
   VAULT_PROBE_HELP,
   vaultAuthFlags,
   vaultConnectionProblems,
+  authSettingsProblems,
+  resolveAuthDefaults,
   vaultProbeInterval,
   type VaultAuthSection,
 } from "../cli/vault-flags.js";
@@ -150,7 +152,15 @@ export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   cluster: undefined,
   namespace: "gloo-mesh",
   vault: { address: "", caFile: undefined, caPem: undefined, namespace: undefined },
-  auth: { mountPath: "kubernetes", role: "relay", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  auth: {
+    method: "kubernetes",
+    mountPath: "kubernetes",
+    role: "relay",
+    tokenPath: "/var/run/secrets/tokens/vault-token",
+    roleIdFile: "",
+    secretIdFile: "",
+    vaultTokenFile: "",
+  },
   pkiMount: "pki_relay",
   serverRole: "relay-server",
   clientRole: "relay-client",
@@ -430,6 +440,7 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (flags["signing-ttl"] === undefined) c.signingTtlSeconds = c.ttlSeconds;
   if (flags["client-ttl"] === undefined) c.issuer.clientTtlSeconds = c.ttlSeconds;
   if (flags["signing-permitted-dns"] === undefined) c.signingPermittedDns = [...c.clusters];
+  resolveAuthDefaults(c.auth, flags["auth-mount"] !== undefined);
 
   problems.push(...parseBootstrapFlags(c, flags));
   if (!printPolicy && !bootstrapMode) problems.push(...validateRuntime(c, flags));
@@ -452,6 +463,7 @@ function validateRuntime(c: RelayConfig, flags: FlagValues): string[] {
   if (c.vault.caFile)
     c.vault.caPem = readFlagFile("--vault-cacert", c.vault.caFile, "a PEM bundle of CA certificates", p);
   p.push(...vaultConnectionProblems(c.vault, { address: "--vault-addr", ca: `--vault-cacert ${c.vault.caFile}` }));
+  p.push(...authSettingsProblems(c.auth, (flag) => flags[flag] !== undefined));
   // Relay certificates (and a --signing-intermediate CA whose key sits in a Secret) must not chain to the mesh root.
   if (c.pkiMount === c.istioPkiMount && !c.allowIstioRootMount)
     p.push(

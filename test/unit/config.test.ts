@@ -226,7 +226,7 @@ describe("Gloo Mesh RootTrustPolicy translation", () => {
         assert.match(text, /spec.applyToMeshes: not supported/);
         assert.match(text, /spec.config.mgmtServerCa: not supported \(the root stays in Vault/);
         assert.match(text, /spec.config.autoRestartPods: not supported/);
-        assert.match(text, /agentCa.vault.tokenSecretRef: not supported \(static tokens/);
+        assert.match(text, /agentCa.vault.tokenSecretRef: not supported \(a token in a Secret.*--auth-method=token/);
         return true;
       },
     );
