@@ -140,6 +140,12 @@ export function checkUser(sel: SelectedContext): void {
   if (exec) {
     if (typeof exec.command !== "string" || !exec.command)
       throw new Error(`${who}: exec has no command; expected the credential plugin to run`);
+    // The plugin runs without a terminal: one that must prompt would wait forever.
+    if (exec.interactiveMode === "Always")
+      throw new Error(
+        `${who}: exec interactiveMode Always needs a terminal, which this command does not give the plugin; expected ` +
+          "a plugin that can run non-interactively (log in with it once beforehand, then interactiveMode IfAvailable)",
+      );
     if (!EXEC_API_VERSIONS.includes(String(exec.apiVersion)))
       throw new Error(
         `${who}: exec apiVersion "${String(exec.apiVersion)}" is not supported; expected ${EXEC_API_VERSIONS.join(" or ")}`,

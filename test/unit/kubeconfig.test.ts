@@ -138,6 +138,10 @@ void describe("kube access: user shapes", () => {
       [{ "client-certificate": "/c" }, /has a client certificate but no key; expected both/],
       [exec("client.authentication.k8s.io/v1alpha1"), /exec apiVersion "client.authentication.k8s.io\/v1alpha1"/],
       [{ exec: { apiVersion: "client.authentication.k8s.io/v1" } }, /exec has no command/],
+      [
+        { exec: { apiVersion: "client.authentication.k8s.io/v1", command: "p", interactiveMode: "Always" } },
+        /exec interactiveMode Always needs a terminal/,
+      ],
     ];
     for (const [user, re] of cases) assert.throws(() => checkUser(sel(user)), re, JSON.stringify(user));
   });
