@@ -19,7 +19,6 @@ import type { KubeClient } from "../kube/client.js";
 import { fetchPolicy, type PolicyObject, type PolicyRef } from "../kube/policy-controller.js";
 import { TokenRequestError, requestServiceAccountToken } from "../kube/token-request.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
-import { createLogger } from "../observability/logger.js";
 import { VaultClient, trimSlashes } from "../vault/client.js";
 
 /** Where the service-account JWT for the Vault login comes from. */

@@ -4,7 +4,7 @@ import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/l
 import type { Command } from "../cli/command.js";
 import { ConfigError } from "../config/config.js";
 import { createLogger } from "../observability/logger.js";
-import { openPolicy } from "../cli/kube.js";
+import { openPolicy } from "../cli/policy.js";
 
 export const command: Command = {
   name: "init",

@@ -6,7 +6,7 @@ import { AGENT_FLAGS, agentHelp, loadConfig, type FlagValues } from "../config/l
 import { ShadowedByFlagError } from "../config/shadowing.js";
 import type { Command } from "../cli/command.js";
 import { runService } from "../cli/service.js";
-import { openPolicy, type OpenedPolicy } from "../cli/kube.js";
+import { openPolicy, type OpenedPolicy } from "../cli/policy.js";
 import { durationMs, Expected } from "../cli/validate.js";
 import { KubeLeaseStore, LeaderElector } from "../kube/leader-elector.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
