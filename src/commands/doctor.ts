@@ -1,10 +1,9 @@
 // `doctor`: checks everything the agent needs from Vault, as istiod's agent would see it, and says how to fix what
-// fails: reachability and TLS, Kubernetes login, a policy that allows the sign path and nothing broader, and a
+// fails: reachability and TLS, the configured auth method's login, a policy that allows the sign path and nothing broader, and a
 // dry-run intermediate whose chain validates (and, with --policy-name, that the RootTrustPolicy exists and is valid).
 // In the pod it logs in with the projected token file; from a laptop (a kubeconfig, no pod) it asks the apiserver's
 // TokenRequest API for a 10-minute token of istiod's service account, so a setup can be checked before install.
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import type { Command } from "../cli/command.js";
 import { applyFlags, fieldFlags, renderFlags, valueFlag, type FlagTable, type FlagValues } from "../cli/flags.js";
@@ -19,6 +18,7 @@ import type { KubeClient } from "../kube/client.js";
 import { fetchPolicy, type PolicyObject, type PolicyRef } from "../kube/policy-controller.js";
 import { TokenRequestError, requestServiceAccountToken } from "../kube/token-request.js";
 import { HttpStatusError, HttpTransportError } from "../net/http-json.js";
+import { createAuthMethod } from "../vault/auth-methods.js";
 import { VaultClient, trimSlashes } from "../vault/client.js";
 
 /** Where the service-account JWT for the Vault login comes from. */
@@ -107,9 +107,9 @@ export const command: Command = {
           "istiod-vault-agent doctor --vault-addr=URL [flags]                 (in istiod's pod: the same flags as the sidecar)",
           "istiod-vault-agent doctor --vault-addr=URL [--kubeconfig=FILE] [--context=NAME] [-o json]   (from a laptop)",
         ],
-        "Checks as istiod's agent would: Vault reachable and trusted, Kubernetes login, a least-privilege policy,\n" +
+        "Checks as istiod's agent would: Vault reachable and trusted, its login (--auth-method), a least-privilege policy,\n" +
           "a dry-run intermediate whose chain validates, and with --policy-name the RootTrustPolicy. Outside a pod it\n" +
-          "logs in with a short-lived token for istiod's service account from the TokenRequest API.\n" +
+          "logs in (kubernetes, jwt) with a short-lived token for istiod's service account from the TokenRequest API.\n" +
           "Exit 0 when every check passes, 1 when one fails (each failing check is named), 2 on a usage error.",
       ),
       "",
@@ -207,8 +207,11 @@ async function runDoctorCommand(flags: FlagValues): Promise<number> {
     }
     const config = configWithPolicy(flags, policyDoc, checks);
     if (config) {
-      const jwt: JwtSource =
-        source === "file"
+      // Only kubernetes and jwt log in with a service-account JWT; approle and token have their own credential files,
+      // so no token is requested (and no cluster is needed) for them.
+      const jwt: JwtSource | undefined = !usesServiceAccountJwt(config)
+        ? undefined
+        : source === "file"
           ? { kind: "file", path: config.auth.tokenPath }
           : {
               kind: "request",
@@ -322,6 +325,15 @@ export function probePaths(c: Config): string[] {
   ];
 }
 
+/** Whether the configured auth method logs in with a service-account JWT (the token file or a requested one). */
+export function usesServiceAccountJwt(c: Config): boolean {
+  return c.auth.method === "kubernetes" || c.auth.method === "jwt";
+}
+
+/**
+ * The checks. `jwtSource` matters only to the kubernetes and jwt methods (default: the token file); the login is the
+ * configured auth method's own, so `--auth-method=approle|token` checks exactly what the agent would do.
+ */
 export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<DoctorCheck[]> {
   const source: JwtSource = jwtSource ?? { kind: "file", path: c.auth.tokenPath };
   const checks: DoctorCheck[] = [];
@@ -331,6 +343,7 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
     tls: { caPem: c.vault.caPem, insecureSkipVerify: c.vault.insecureSkipVerify },
   });
   let token: string | undefined;
+  let revokeWhenDone = false; // only a token doctor's own login created; the token method's is the operator's
   try {
     // 1. Reachability and TLS.
     try {
@@ -371,7 +384,7 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
     // 2. The service-account JWT: requested from the apiserver (held only in this variable, never printed), or the
     // pod's file.
     let jwt: string | undefined;
-    if (source.kind === "request") {
+    if (source.kind === "request" && usesServiceAccountJwt(c)) {
       const who = `${source.namespace}/${source.serviceAccount}`;
       try {
         const got = await requestServiceAccountToken(source.kube, {
@@ -405,20 +418,23 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
       }
     }
 
-    // 3. Login.
+    // 3. Login, through the configured auth method (the agent's own code path); a requested JWT replaces the file.
+    const method = createAuthMethod(c.auth, jwt !== undefined ? { serviceAccountJwt: jwt } : {});
+    const loginCheck = `${method.name} login`;
     try {
-      if (source.kind === "file") jwt = (await readFile(source.path, "utf8")).trim();
-      const auth = await vault.kubernetesLogin(c.auth.mountPath, c.auth.role, jwt ?? "");
+      const auth = await method.login(vault);
       token = auth.client_token;
-      const as = source.kind === "request" ? ` as ${source.namespace}/${source.serviceAccount}` : "";
+      revokeWhenDone = method.ownsToken;
+      const as =
+        source.kind === "request" && jwt !== undefined ? ` as ${source.namespace}/${source.serviceAccount}` : "";
       checks.push({
-        name: "kubernetes login",
+        name: loginCheck,
         ok: true,
-        detail: `role ${c.auth.role} at auth/${trimSlashes(c.auth.mountPath)}${as}: policies ${auth.policies.join(", ")}`,
+        detail: `${loginWhat(c)}${as}: policies ${auth.policies.join(", ")}`,
       });
     } catch (err) {
       checks.push({
-        name: "kubernetes login",
+        name: loginCheck,
         ok: false,
         detail: (err as Error).message,
         fix: loginFix(c, source, err),
@@ -498,8 +514,21 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
     }
     return checks;
   } finally {
-    if (token) await vault.write("auth/token/revoke-self", token, {}).catch(() => undefined);
+    if (token && revokeWhenDone) await vault.write("auth/token/revoke-self", token, {}).catch(() => undefined);
     await vault.close();
+  }
+}
+
+/** The login's non-secret facts for its check's detail (mount, role, credential files). */
+function loginWhat(c: Config): string {
+  const mount = `auth/${trimSlashes(c.auth.mountPath)}`;
+  switch (c.auth.method) {
+    case "approle":
+      return `AppRole at ${mount} (role-id ${c.auth.roleIdFile}, secret-id ${c.auth.secretIdFile})`;
+    case "token":
+      return `the token in ${c.auth.vaultTokenFile}`;
+    default:
+      return `role ${c.auth.role} at ${mount}`;
   }
 }
 
@@ -509,6 +538,12 @@ export function loginFix(c: Config, source: JwtSource, err: unknown): string {
   const mount = trimSlashes(c.auth.mountPath);
   const message = err instanceof HttpStatusError ? err.serverMessages.join("; ") : "";
   const who = source.kind === "request" ? `${source.namespace}/${source.serviceAccount}` : "this pod's service account";
+  if (c.auth.method === "approle")
+    return err instanceof HttpStatusError
+      ? `check that auth/${mount} is an AppRole mount (--auth-mount) and that ${c.auth.roleIdFile} and ${c.auth.secretIdFile} hold a role-id and a live secret-id of one role (secret-ids expire and may be single-use)`
+      : `${c.auth.roleIdFile} and ${c.auth.secretIdFile} must hold the AppRole's role-id and secret-id (--role-id-file, --secret-id-file)`;
+  if (c.auth.method === "token")
+    return `write a valid, unexpired Vault token to ${c.auth.vaultTokenFile} (--vault-token-file)`;
   if (/invalid role name|role .*not found|unknown role/i.test(message))
     return `role ${role} does not exist at auth/${mount}: create it (setup-vault), or pass the right --auth-role/--auth-mount`;
   if (/audience|\baud\b/i.test(message))

@@ -9,12 +9,16 @@ import { jwtAuthMethod, kubernetesAuthMethod } from "./kubernetes-auth.js";
 import { appRoleAuthMethod } from "./approle-auth.js";
 import { tokenFileAuthMethod } from "./token-file-auth.js";
 
-export function createAuthMethod(auth: AuthSettings): AuthMethod {
+/**
+ * `serviceAccountJwt` replaces the token file of the kubernetes and jwt methods with a JWT held in memory (doctor's
+ * requested token); the other methods have no JWT and ignore it.
+ */
+export function createAuthMethod(auth: AuthSettings, opts: { serviceAccountJwt?: string } = {}): AuthMethod {
   switch (auth.method) {
     case "kubernetes":
-      return kubernetesAuthMethod(auth);
+      return kubernetesAuthMethod({ ...auth, jwt: opts.serviceAccountJwt });
     case "jwt":
-      return jwtAuthMethod(auth);
+      return jwtAuthMethod({ ...auth, jwt: opts.serviceAccountJwt });
     case "approle":
       return appRoleAuthMethod(auth);
     case "token":

@@ -14,10 +14,21 @@ export interface KubernetesAuthOptions {
   role: string;
   /** File holding the service-account JWT (a projected token with the Vault audience). */
   tokenPath: string;
+  /**
+   * A JWT held in memory instead of the file: doctor's token from the TokenRequest API (checked from a laptop, where
+   * there is no projected token file). The agent never sets it.
+   */
+  jwt?: string | undefined;
 }
 
 const SA_TOKEN = "service-account token";
 const SA_TOKEN_EXPECTED = "a projected token with the Vault audience";
+
+function serviceAccountJwt(opts: KubernetesAuthOptions): Promise<string> {
+  return opts.jwt !== undefined
+    ? Promise.resolve(opts.jwt)
+    : readCredentialFile(opts.tokenPath, SA_TOKEN, SA_TOKEN_EXPECTED);
+}
 
 /** Kubernetes auth: Vault reviews the service-account JWT with the apiserver (TokenReview). */
 export function kubernetesAuthMethod(opts: KubernetesAuthOptions): AuthMethod {
@@ -27,7 +38,7 @@ export function kubernetesAuthMethod(opts: KubernetesAuthOptions): AuthMethod {
     logFields: { mount: opts.mountPath, role: opts.role },
     ownsToken: true,
     async login(vault) {
-      const jwt = await readCredentialFile(opts.tokenPath, SA_TOKEN, SA_TOKEN_EXPECTED);
+      const jwt = await serviceAccountJwt(opts);
       return vault.kubernetesLogin(opts.mountPath, opts.role, jwt);
     },
   };
@@ -41,7 +52,7 @@ export function jwtAuthMethod(opts: KubernetesAuthOptions): AuthMethod {
     logFields: { mount: opts.mountPath, role: opts.role },
     ownsToken: true,
     async login(vault) {
-      const jwt = await readCredentialFile(opts.tokenPath, SA_TOKEN, SA_TOKEN_EXPECTED);
+      const jwt = await serviceAccountJwt(opts);
       return vault.login(opts.mountPath, { role: opts.role, jwt });
     },
   };

@@ -305,6 +305,51 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
     assert.match(legacy.output, /openstack|auth-provider/);
   });
 
+  it("--auth-method=approle and token: doctor logs in as the agent would, requests no service-account token", async () => {
+    await env.vault.client.write("sys/auth/approle", root(), { type: "approle" });
+    await env.vault.client.write("auth/approle/role/istiod-agent", root(), { token_policies: ["istiod-agent"] });
+    const roleId = (await env.vault.client.read<{ role_id: string }>("auth/approle/role/istiod-agent/role-id", root()))
+      .data.role_id;
+    const secretId = (
+      await env.vault.client.write<{ secret_id: string }>("auth/approle/role/istiod-agent/secret-id", root(), {})
+    ).data.secret_id;
+    const roleIdFile = join(dir, "role-id");
+    const secretIdFile = join(dir, "secret-id");
+    writeFileSync(roleIdFile, roleId, { mode: 0o600 });
+    writeFileSync(secretIdFile, secretId, { mode: 0o600 });
+    const approle = (...extra: string[]) =>
+      doctorJson("--auth-method=approle", `--role-id-file=${roleIdFile}`, `--secret-id-file=${secretIdFile}`, ...extra);
+
+    const good = approle();
+    assert.equal(good.code, 0, good.output);
+    assert.ok(!good.output.includes(secretId), "the secret-id is never printed");
+    assert.deepEqual(
+      good.report.checks.map((c) => c.name),
+      ["vault reachable", "approle login", ...GOOD_CHECKS.slice(3)],
+      "the AppRole login, and no service-account token (nor Kubernetes login)",
+    );
+    assert.match(good.report.checks[1]!.detail, /^AppRole at auth\/approle \(role-id .*\): policies .*istiod-agent/);
+
+    // A secret-id of no role: the AppRole login itself fails (a Kubernetes-style login would not have noticed).
+    writeFileSync(secretIdFile, "00000000-0000-0000-0000-000000000000", { mode: 0o600 });
+    const bad = approle();
+    assert.equal(bad.code, 1, bad.output);
+    assert.deepEqual(bad.report.failed, ["approle login"]);
+    assert.match(bad.report.checks[1]!.fix ?? "", /live secret-id of one role/);
+
+    // The token method: the operator's token is used and, unlike doctor's own logins, not revoked afterwards.
+    const token = (
+      await env.vault.client.write<unknown>("auth/token/create", root(), { policies: ["istiod-agent"], ttl: "10m" })
+    ).auth!.client_token;
+    const tokenFile = join(dir, "vault-token");
+    writeFileSync(tokenFile, token, { mode: 0o600 });
+    const byToken = doctorJson("--auth-method=token", `--vault-token-file=${tokenFile}`);
+    assert.equal(byToken.code, 0, byToken.output);
+    assert.ok(!byToken.output.includes(token), "the Vault token is never printed");
+    assert.deepEqual(byToken.report.checks[1]!.name, "token login");
+    assert.ok((await env.vault.client.lookupSelf(token)).policies?.includes("istiod-agent"), "still valid");
+  });
+
   it("usage errors exit 2: a token file with --token-source=request, an unreadable kubeconfig", () => {
     const both = doctor("--token-source=request", `--token-path=${join(dir, "none")}`);
     assert.equal(both.code, 2, both.output);
