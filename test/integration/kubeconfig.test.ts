@@ -1,7 +1,9 @@
 // Kubernetes access from a laptop-style kubeconfig against the real kube-apiserver: a user that is an exec credential
 // plugin (printing a real TokenRequest token of a service account with only the RBAC inject needs), split over two
-// files merged with KUBECONFIG=a:b, selected with --context. `inject` runs through it; the plugin is seen to run, and to
-// run again when its credential expires; a context's proxy-url is used; a refused token and unsupported users fail with messages that name them.
+// files merged with KUBECONFIG=a:b, selected with --context. `inject` and `doctor` (a TokenRequest for istiod's token)
+// run through it, the plugin seen to run, and to run again when its credential expires; `setup-vault` takes the
+// context's apiserver URL and CA into real OpenBao's auth/kubernetes/config (it needs no credential: no plugin run);
+// a context's proxy-url is used; a refused token and unsupported users fail with messages that name them.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -14,12 +16,19 @@ import { TestEnv, repoRoot } from "../env/harness.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { writeExecKubeconfig, type ExecKubeconfig } from "../env/kubeconfig-fixture.js";
+import { APISERVER_AUDIENCE, ISTIOD_SA } from "../env/fixtures.js";
 import { kubeClusterInfo, openKube } from "../../src/cli/kube.js";
 import { INJECTED_ANNOTATION } from "../../src/inject/pod-template.js";
 
 const NS = "istio-system";
-/** What `inject` needs, and no more: read and update istiod Deployments. */
-const INJECT_RULES = [{ apiGroups: ["apps"], resources: ["deployments"], verbs: ["get", "list", "update"] }];
+/**
+ * What the commands need, and no more: inject reads and updates istiod Deployments; doctor requests istiod's token.
+ * setup-vault needs nothing of the apiserver (only the kubeconfig's cluster entry).
+ */
+const LAPTOP_RULES = [
+  { apiGroups: ["apps"], resources: ["deployments"], verbs: ["get", "list", "update"] },
+  { apiGroups: [""], resources: ["serviceaccounts/token"], verbs: ["create"], resourceNames: [ISTIOD_SA] },
+];
 
 describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () => {
   let env: TestEnv;
@@ -29,9 +38,9 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
   let tunnels = 0;
 
   before(async () => {
-    env = await TestEnv.start({ vault: false });
+    env = await TestEnv.start();
     dir = mkdtempSync(join(tmpdir(), "iva-kubeconfig-"));
-    kc = await writeExecKubeconfig(env, dir, { rules: INJECT_RULES });
+    kc = await writeExecKubeconfig(env, dir, { rules: LAPTOP_RULES });
     // A CONNECT proxy on loopback that counts its tunnels, and a third file with a context whose cluster uses it.
     proxy = createServer();
     proxy.on("connect", (req, socket) => {
@@ -71,21 +80,24 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
   });
 
   /** How the CLI runs: KUBECONFIG=a:b:c and no other kube hints. */
-  const cliOptions = () => {
-    const { KUBERNETES_SERVICE_HOST: _h, KUBERNETES_SERVICE_PORT: _p, ...rest } = process.env;
+  const cliOptions = (extraEnv: NodeJS.ProcessEnv = {}) => {
+    const rest = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !/^(VAULT_|BAO_|KUBECONFIG$|KUBERNETES_|POD_)/.test(k)),
+    );
     return {
       cwd: tmpdir(), // the plugin's relative path must resolve against its kubeconfig, not the cwd
-      env: { ...rest, KUBECONFIG: `${kc.kubeconfig}:${join(dir, "c.yaml")}`, HOME: dir },
+      env: { ...rest, KUBECONFIG: `${kc.kubeconfig}:${join(dir, "c.yaml")}`, HOME: dir, ...extraEnv },
     };
   };
   const checked = (code: number | null, output: string) => {
     assert.ok(!output.includes("eyJ"), "no JWT in the output");
+    assert.ok(!output.includes(env.vault.rootToken), "no Vault token in the output");
     return { code, output };
   };
-  const cli = (args: string[]) => {
+  const cli = (args: string[], extraEnv: NodeJS.ProcessEnv = {}) => {
     const res = spawnSync(nodeBinary(), [join(repoRoot(), "dist/src/main.js"), ...args], {
       encoding: "utf8",
-      ...cliOptions(),
+      ...cliOptions(extraEnv),
     });
     return checked(res.status, `${res.stdout}${res.stderr}`);
   };
@@ -113,6 +125,51 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
     // Run again with --dry-run: reads through the plugin, writes nothing, still succeeds.
     const dry = cli([...injectArgs, "--context=plugin", "--dry-run"]);
     assert.equal(dry.code, 0, dry.output);
+  });
+
+  it("setup-vault takes the --context's apiserver URL and CA; doctor then passes every check through the plugin", async () => {
+    await env.createServiceAccount(NS, ISTIOD_SA);
+    await env.createServiceAccount("vault-system", "vault-token-reviewer");
+    await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
+    const reviewer = join(dir, "reviewer.jwt");
+    writeFileSync(reviewer, await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600));
+    const vaultFlags = [`--vault-addr=${env.vault.url}`, `--vault-cacert=${env.vault.caFile}`];
+
+    // setup-vault reads only the context's cluster entry (a.yaml's "test", CA by a path relative to a.yaml; b.yaml's
+    // "test" points nowhere): it needs no credential, so the plugin does not run.
+    const before = kc.pluginCalls();
+    const setup = cli(["setup-vault", ...vaultFlags, "--context=plugin", `--token-reviewer-jwt-file=${reviewer}`], {
+      VAULT_TOKEN: env.vault.rootToken,
+    });
+    assert.equal(setup.code, 0, setup.output);
+    assert.equal(kc.pluginCalls(), before, "setup-vault asks the apiserver nothing");
+    const cfg = (
+      await env.vault.client.read<{ kubernetes_host: string; kubernetes_ca_cert: string }>(
+        "auth/kubernetes/config",
+        env.vault.rootToken,
+      )
+    ).data;
+    assert.equal(cfg.kubernetes_host, env.kube.url, "the apiserver of context plugin's cluster (the first file's)");
+    assert.equal(cfg.kubernetes_ca_cert.trim(), env.kube.caPem.trim());
+
+    // doctor requests istiod's token through the plugin's credentials; Vault reviews it with the apiserver at the
+    // URL and CA setup-vault stored, so the login passing also proves those right.
+    const doctor = cli(["doctor", ...vaultFlags, "--context=plugin", "-o", "json"]);
+    assert.equal(doctor.code, 0, doctor.output);
+    const report = JSON.parse(doctor.output) as { ok: boolean; checks: { name: string; ok: boolean }[] };
+    assert.equal(report.ok, true);
+    assert.deepEqual(
+      report.checks.map((c) => c.name),
+      [
+        "vault reachable",
+        "service-account token",
+        "kubernetes login",
+        "policy allows pki/root/sign-intermediate",
+        "policy is least-privilege",
+        "dry-run intermediate",
+      ],
+    );
+    assert.ok(kc.pluginCalls() > before, "the exec plugin was invoked for doctor's TokenRequest");
   });
 
   it("inject reaches the apiserver through the context's proxy-url", async () => {
