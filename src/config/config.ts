@@ -3,24 +3,16 @@
 import type { IntermediateProfile } from "../authority/intermediate-authority.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
-import { vaultConnectionProblems } from "../cli/vault-flags.js";
+import { DEFAULT_VAULT_TLS, vaultConnectionProblems, type VaultAuthSection } from "../cli/vault-flags.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
-  vault: {
-    address: string;
-    /** PEM bundle to trust for Vault's TLS certificate (from caBundle or a file). */
+  /** Address, CA file/directory, namespace, client certificate, server name, skip-verify, proxy (vault-flags.ts). */
+  vault: VaultAuthSection["vault"] & {
+    /** PEM bundle to trust for Vault's TLS certificate (from caBundle, a file or a directory). */
     caPem: string | undefined;
-    caFile: string | undefined;
-    namespace: string | undefined;
-    /** Disables TLS verification. Loudly logged at start; never a default. */
-    insecureSkipVerify: boolean;
   };
-  auth: {
-    mountPath: string;
-    role: string;
-    tokenPath: string;
-  };
+  auth: VaultAuthSection["auth"];
   intermediate: IntermediateProfile;
   leaf: {
     trustDomain: string;
@@ -84,8 +76,20 @@ export const DEFAULT_MIN_LEAF_TTL_SECONDS = 5 * 60;
 export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
 
 export const DEFAULT_CONFIG: Config = {
-  vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
-  auth: { mountPath: "kubernetes", role: "istiod-agent", tokenPath: "/var/run/secrets/tokens/vault-token" },
+  vault: {
+    address: "",
+    caPem: undefined,
+    caFile: undefined,
+    namespace: undefined,
+    ...DEFAULT_VAULT_TLS,
+    proxy: { ...DEFAULT_VAULT_TLS.proxy },
+  },
+  auth: {
+    method: "kubernetes",
+    mountPath: "kubernetes",
+    role: "istiod-agent",
+    tokenPath: "/var/run/secrets/tokens/vault-token",
+  },
   intermediate: {
     caPath: "pki/root/sign-intermediate",
     csrPath: undefined,

@@ -37,7 +37,13 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { retryLogFlags } from "../cli/service-flags.js";
-import { VAULT_PROBE_HELP, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
+import {
+  VAULT_PROBE_HELP,
+  loadVaultTlsFiles,
+  vaultAuthFlags,
+  vaultProbeInterval,
+  withProxyEnv,
+} from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
@@ -53,11 +59,6 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     },
   ),
   ...vaultAuthFlags<Config>(),
-  "vault-skip-verify": toggle(
-    "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
-    (c) => c.vault.insecureSkipVerify,
-    "VAULT_SKIP_VERIFY",
-  ),
   "ca-path": option(
     "Vault path that signs the intermediate CSR (pki_int/root/sign-intermediate signs from a Vault intermediate)",
     vaultPath,
@@ -224,6 +225,7 @@ export function loadConfig(
 ): Config {
   const problems: string[] = [];
   const c: Config = structuredClone(DEFAULT_CONFIG);
+  env = withProxyEnv(env);
 
   const policyFile = str(flags.config);
   if (opts.policyDoc !== undefined) {
@@ -259,6 +261,8 @@ export function loadConfig(
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
   // The policy document may name the mount in any of its spellings too.
   c.auth.mountPath = normalizeAuthMount(c.auth.mountPath);
+  // The cert method's conventional mount, unless a mount was named.
+  if (c.auth.method === "cert" && c.auth.mountPath === DEFAULT_CONFIG.auth.mountPath) c.auth.mountPath = "cert";
 
   // A lower max TTL alone lowers the default with it, rather than being an error the operator did not cause.
   const defaultTtlUntouched = c.leaf.defaultTtlSeconds === DEFAULT_CONFIG.leaf.defaultTtlSeconds;
@@ -287,6 +291,7 @@ export function loadConfig(
       );
     }
   }
+  if (opts.needVault) problems.push(...loadVaultTlsFiles(c.vault, c.auth));
   // The cacerts files carry the key istiod signs with, so the key must be exportable whenever that sink is on.
   problems.push(...validateConfig(c, opts));
   if (shadowing.length) throw new ShadowedByFlagError([...shadowing, ...problems], shadowing);

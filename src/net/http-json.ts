@@ -1,7 +1,7 @@
 // One small JSON-over-HTTPS layer for the two servers the agent talks to (Vault and the Kubernetes API), so TLS,
 // timeouts and the shape of errors live in one place. Request bodies are never put in errors or logs: they carry
 // JWTs, tokens and CSRs.
-import { Agent, request } from "undici";
+import { Agent, request, type Dispatcher } from "undici";
 
 export interface TlsOptions {
   /** PEM bundle of CAs to trust instead of the system store. */
@@ -11,6 +11,12 @@ export interface TlsOptions {
   keyPem?: string | undefined;
   /** Turns certificate verification off. Only ever set from an explicit, loudly logged flag. */
   insecureSkipVerify?: boolean | undefined;
+}
+
+/** Where requests get their dispatcher (connection pool): a fixed Agent, or one rebuilt when credentials rotate. */
+export interface DispatcherProvider {
+  dispatcher(): Promise<Dispatcher>;
+  close(): Promise<void>;
 }
 
 export interface HttpTimeouts {
@@ -70,19 +76,25 @@ export interface JsonResponse<T> {
 }
 
 export class HttpJsonClient {
-  private readonly dispatcher: Agent;
+  private readonly provider: DispatcherProvider;
 
   constructor(
     readonly service: string,
     readonly baseUrl: string,
     tls: TlsOptions,
     private readonly timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
+    /** Replaces the Agent built from `tls` (Vault: src/vault/transport.ts). */
+    provider?: DispatcherProvider,
   ) {
     const url = new URL(baseUrl);
     if (url.protocol !== "https:" && url.protocol !== "http:") {
       throw new Error(`${service} address ${baseUrl} must start with https:// (or http:// for a local dev server)`);
     }
-    this.dispatcher = new Agent({
+    if (provider) {
+      this.provider = provider;
+      return;
+    }
+    const agent = new Agent({
       connect: {
         ca: tls.caPem,
         cert: tls.certPem,
@@ -94,6 +106,7 @@ export class HttpJsonClient {
       bodyTimeout: timeouts.bodyMs,
       keepAliveTimeout: 30_000,
     });
+    this.provider = { dispatcher: () => Promise.resolve(agent), close: () => agent.close() };
   }
 
   async request<T>(req: JsonRequest): Promise<JsonResponse<T>> {
@@ -109,7 +122,7 @@ export class HttpJsonClient {
         method: req.method,
         headers,
         body: payload,
-        dispatcher: this.dispatcher,
+        dispatcher: await this.provider.dispatcher(),
       });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -158,7 +171,7 @@ export class HttpJsonClient {
       res = await request(new URL(path, this.baseUrl), {
         method: "GET",
         headers,
-        dispatcher: this.dispatcher,
+        dispatcher: await this.provider.dispatcher(),
         signal,
         bodyTimeout: 0,
       });
@@ -189,7 +202,7 @@ export class HttpJsonClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.provider.close();
   }
 }
 

@@ -32,7 +32,7 @@ export async function runRegisterCluster(argv: string[]): Promise<number> {
   const kube = await openKube(cfg.kubeconfig);
   const vault = new VaultClient({
     address: cfg.vault.address,
-    tls: { caPem: cfg.vault.caPem },
+    tls: cfg.vault,
     namespace: cfg.vault.namespace,
   });
   const metrics = new AgentMetrics({ processMetrics: false, groups: ["vault"] });
