@@ -8,8 +8,14 @@ import type { AgentMetrics } from "../observability/metrics.js";
 import { HttpStatusError } from "../net/http-json.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { VaultClient } from "./client.js";
+import { certLogin } from "./cert-auth.js";
 
 export interface KubernetesAuthOptions {
+  /**
+   * kubernetes (default): the service-account JWT. cert: the client certificate the Vault connection presents
+   * (src/vault/cert-auth.ts); same token lifecycle (renew at 2/3, re-login when refused, revoke at shutdown).
+   */
+  method?: "kubernetes" | "cert";
   mountPath: string;
   role: string;
   /** File holding the service-account JWT (a projected token with the Vault audience). */
@@ -103,25 +109,14 @@ export class KubernetesAuth {
   }
 
   private async login(): Promise<HeldToken> {
-    let jwt: string;
-    try {
-      jwt = (await readFile(this.opts.tokenPath, "utf8")).trim();
-    } catch (err) {
-      this.metrics.vaultLogins.inc({ outcome: "token_file_error" });
-      const code = (err as NodeJS.ErrnoException).code ?? "error";
-      throw new Error(
-        `cannot read the service-account token file ${this.opts.tokenPath} (${code}); expected a projected token with the Vault audience there`,
-        { cause: err },
-      );
-    }
-    if (jwt.length === 0) {
-      this.metrics.vaultLogins.inc({ outcome: "token_file_error" });
-      throw new Error(`the service-account token file ${this.opts.tokenPath} is empty`);
-    }
+    const method = this.opts.method ?? "kubernetes";
+    const credential = method === "cert" ? undefined : await this.readJwt();
     const started = this.clock.now();
     try {
       const auth = await this.metrics.timeVault("login", () =>
-        this.vault.kubernetesLogin(this.opts.mountPath, this.opts.role, jwt),
+        credential === undefined
+          ? certLogin(this.vault, this.opts.mountPath, this.opts.role)
+          : this.vault.kubernetesLogin(this.opts.mountPath, this.opts.role, credential),
       );
       const held: HeldToken = {
         value: auth.client_token,
@@ -140,7 +135,7 @@ export class KubernetesAuth {
           policies: auth.policies,
           durationMs: this.clock.now() - started,
         },
-        "logged in to Vault with Kubernetes auth",
+        method === "cert" ? "logged in to Vault with TLS certificate auth" : "logged in to Vault with Kubernetes auth",
       );
       if (!this.stopped) {
         this.held = held;
@@ -151,6 +146,25 @@ export class KubernetesAuth {
       this.metrics.vaultLogins.inc({ outcome: "failure" });
       throw err;
     }
+  }
+
+  private async readJwt(): Promise<string> {
+    let jwt: string;
+    try {
+      jwt = (await readFile(this.opts.tokenPath, "utf8")).trim();
+    } catch (err) {
+      this.metrics.vaultLogins.inc({ outcome: "token_file_error" });
+      const code = (err as NodeJS.ErrnoException).code ?? "error";
+      throw new Error(
+        `cannot read the service-account token file ${this.opts.tokenPath} (${code}); expected a projected token with the Vault audience there`,
+        { cause: err },
+      );
+    }
+    if (jwt.length === 0) {
+      this.metrics.vaultLogins.inc({ outcome: "token_file_error" });
+      throw new Error(`the service-account token file ${this.opts.tokenPath} is empty`);
+    }
+    return jwt;
   }
 
   private scheduleRenewal(held: HeldToken): void {
