@@ -13,7 +13,8 @@ import { CacertsSink, type CacertsFiles } from "./sinks/cacerts.js";
 import type { LeafPolicy } from "./signing/leaf-policy.js";
 import { systemClock, type Clock } from "./util/clock.js";
 import { VaultClient } from "./vault/client.js";
-import { KubernetesAuth } from "./vault/kubernetes-auth.js";
+import type { VaultTokenSession } from "./vault/auth.js";
+import { createAuthSession } from "./vault/auth-methods.js";
 import { VaultHealthProbe } from "./vault/health-probe.js";
 import { KubeClient } from "./kube/client.js";
 import { kubeClientFromKubeconfig } from "./kube/kubeconfig.js";
@@ -38,7 +39,7 @@ export class Agent {
   readonly sink: CacertsSink | undefined;
   /** The configuration in force: a frozen snapshot, replaced as a whole by apply(). */
   private snapshot: Readonly<Config>;
-  private backend: Readonly<{ vault: VaultClient; auth: KubernetesAuth }>;
+  private backend: Readonly<{ vault: VaultClient; auth: VaultTokenSession }>;
   /** Replaced (never mutated) when the leaf settings change; the servers read it at each request. */
   private policy: Readonly<LeafPolicy>;
   /** apply() calls run one after another, each from the snapshot the previous one left. */
@@ -91,7 +92,7 @@ export class Agent {
     return this.policy;
   }
 
-  private vaultBackend(config: Readonly<Config>): { vault: VaultClient; auth: KubernetesAuth } {
+  private vaultBackend(config: Readonly<Config>): { vault: VaultClient; auth: VaultTokenSession } {
     if (config.vault.insecureSkipVerify) {
       this.log.warn(
         "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify / VAULT_SKIP_VERIFY): anyone on the network path can impersonate Vault",
@@ -102,7 +103,7 @@ export class Agent {
       namespace: config.vault.namespace,
       tls: config.vault,
     });
-    return { vault, auth: new KubernetesAuth(vault, config.auth, this.log, this.metrics, this.clock) };
+    return { vault, auth: createAuthSession(vault, config.auth, this.log, this.metrics, this.clock) };
   }
 
   /**

@@ -16,7 +16,7 @@ import type { AgentMetrics } from "../observability/metrics.js";
 import { Backoff, type BackoffOptions } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
-import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
+import type { VaultTokenSession } from "../vault/auth.js";
 import type { SigningBundle } from "./bundle.js";
 import { validateSignAnswer } from "./chain.js";
 import { signIntermediate } from "../vault/pki.js";
@@ -77,7 +77,7 @@ export class IntermediateAuthority {
   constructor(
     private opts: IntermediateAuthorityOptions,
     private vault: VaultClient,
-    private auth: KubernetesAuth,
+    private auth: VaultTokenSession,
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     private readonly clock: Clock = systemClock,
@@ -145,7 +145,7 @@ export class IntermediateAuthority {
   }
 
   /** Switches to another Vault (address, TLS, namespace or auth changed); the next rotation uses it. */
-  setBackend(vault: VaultClient, auth: KubernetesAuth): void {
+  setBackend(vault: VaultClient, auth: VaultTokenSession): void {
     this.vault = vault;
     this.auth = auth;
   }

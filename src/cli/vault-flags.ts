@@ -3,13 +3,13 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createSecureContext } from "node:tls";
+import type { AuthMethodName, AuthSettings } from "../vault/auth.js";
 import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
 import { Expected, authMount, durationMs, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
 import type { VaultProxySettings } from "../vault/transport.js";
 
-/** How the agent logs in to Vault. */
-export const AUTH_METHODS = ["kubernetes", "cert"] as const;
-export type AuthMethodName = (typeof AUTH_METHODS)[number];
+/** The methods --auth-method takes in this branch (AUTH adds jwt, approle and token with their flags). */
+const AUTH_METHODS: readonly AuthMethodName[] = ["kubernetes", "cert"];
 
 export interface VaultAuthSection {
   vault: {
@@ -27,7 +27,7 @@ export interface VaultAuthSection {
     tlsServerName: string | undefined;
     proxy: VaultProxySettings;
   };
-  auth: { method: AuthMethodName; mountPath: string; role: string; tokenPath: string };
+  auth: AuthSettings;
 }
 
 /** The defaults of the connection settings the section adds beyond address, CA file and namespace. */

@@ -11,7 +11,7 @@ import { createLogger } from "../observability/logger.js";
 import { AgentMetrics, type MetricGroup } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
 import { VaultHealthProbe } from "../vault/health-probe.js";
-import { KubernetesAuth } from "../vault/kubernetes-auth.js";
+import { createAuthSession } from "../vault/auth-methods.js";
 import { RELAY_FLAGS, parseRelayArgs, relayHelp, type RelayConfig } from "../relay/config.js";
 import { RelayMetrics } from "../relay/metrics.js";
 import { relayPolicy } from "../relay/policy.js";
@@ -89,7 +89,7 @@ async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
   });
   const agentMetrics = relayAgentMetrics(cfg);
   const metrics = new RelayMetrics(agentMetrics.registry);
-  const auth = new KubernetesAuth(vault, cfg.auth, log, agentMetrics);
+  const auth = createAuthSession(vault, cfg.auth, log, agentMetrics);
   const secrets = new SecretStore(kube, cfg.namespace, cfg.adopt);
   const relayVault = new RelayVault(vault, auth, agentMetrics, log, { pkiMount: cfg.pkiMount });
   const relay = new Relay(cfg, { vault: relayVault, secrets, metrics, log });

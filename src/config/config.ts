@@ -4,6 +4,7 @@ import type { IntermediateProfile } from "../authority/intermediate-authority.js
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
 import { DEFAULT_VAULT_TLS, vaultConnectionProblems, type VaultAuthSection } from "../cli/vault-flags.js";
+import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
@@ -12,7 +13,7 @@ export interface Config {
     /** PEM bundle to trust for Vault's TLS certificate (from caBundle, a file or a directory). */
     caPem: string | undefined;
   };
-  auth: VaultAuthSection["auth"];
+  auth: AuthSettings;
   intermediate: IntermediateProfile;
   leaf: {
     trustDomain: string;
@@ -89,6 +90,9 @@ export const DEFAULT_CONFIG: Config = {
     mountPath: "kubernetes",
     role: "istiod-agent",
     tokenPath: "/var/run/secrets/tokens/vault-token",
+    roleIdFile: "",
+    secretIdFile: "",
+    vaultTokenFile: "",
   },
   intermediate: {
     caPath: "pki/root/sign-intermediate",

@@ -7,7 +7,7 @@ import { openKube } from "../cli/kube.js";
 import { createLogger } from "../observability/logger.js";
 import { AgentMetrics } from "../observability/metrics.js";
 import { VaultClient } from "../vault/client.js";
-import { KubernetesAuth } from "../vault/kubernetes-auth.js";
+import { createAuthSession } from "../vault/auth-methods.js";
 import { parseRelayArgs } from "./config.js";
 import { scrub } from "../observability/logger.js";
 import { clusterTokenSecretName } from "./relay.js";
@@ -36,7 +36,7 @@ export async function runRegisterCluster(argv: string[]): Promise<number> {
     namespace: cfg.vault.namespace,
   });
   const metrics = new AgentMetrics({ processMetrics: false, groups: ["vault"] });
-  const auth = new KubernetesAuth(vault, cfg.auth, log, metrics);
+  const auth = createAuthSession(vault, cfg.auth, log, metrics);
   try {
     const kvPath = `${cfg.clusterTokensPath}/${cluster}`;
     const relayVault = new RelayVault(vault, auth, metrics, log, { pkiMount: cfg.pkiMount });

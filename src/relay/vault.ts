@@ -7,7 +7,7 @@ import { HttpStatusError } from "../net/http-json.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
 import { signIntermediate, signLeaf, type PkiSignAnswer } from "../vault/pki.js";
-import type { KubernetesAuth } from "../vault/kubernetes-auth.js";
+import type { VaultTokenSession } from "../vault/auth.js";
 import { splitPemCertificatesOrNone as splitPemCertificates } from "../crypto/pem.js";
 import { x509 } from "../crypto/x509.js";
 
@@ -27,7 +27,7 @@ interface TokenRead {
 export class RelayVault {
   constructor(
     private readonly vault: VaultClient,
-    private readonly auth: KubernetesAuth,
+    private readonly auth: VaultTokenSession,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
     private readonly opts: RelayVaultOptions,

@@ -23,6 +23,15 @@ export interface VaultAuth {
   metadata?: Record<string, string> | null;
 }
 
+/** The `data` of `auth/token/lookup-self` (the fields the agent reads). */
+export interface TokenLookup {
+  accessor: string;
+  /** Seconds left; 0 for a token that never expires. */
+  ttl: number;
+  renewable: boolean;
+  policies: string[] | null;
+}
+
 export interface VaultSecret<T> {
   data: T;
   warnings?: string[] | null;
@@ -75,27 +84,15 @@ export class VaultClient {
 
   /** `POST auth/<mount>/login` with the Kubernetes service-account JWT. */
   async kubernetesLogin(mount: string, role: string, jwt: string): Promise<VaultAuth> {
-    const res = await this.call<VaultSecret<unknown>>("POST", `auth/${trimSlashes(mount)}/login`, {
-      body: { role, jwt },
-    });
+    return this.login(mount, { role, jwt });
+  }
+
+  /** `POST auth/<mount>/login` with a method's credentials (the body is never logged nor put in errors). */
+  async login(mount: string, body: Record<string, string>): Promise<VaultAuth> {
+    const res = await this.call<VaultSecret<unknown>>("POST", `auth/${trimSlashes(mount)}/login`, { body });
     const auth = res.body?.auth;
     if (!auth || typeof auth.client_token !== "string" || auth.client_token.length === 0) {
       throw new Error(`vault login at auth/${trimSlashes(mount)}/login returned no auth.client_token`);
-    }
-    return auth;
-  }
-
-  /**
-   * `POST auth/<mount>/login` of the TLS-certificate method: the credential is the client certificate this
-   * connection presents (VAULT_CLIENT_CERT); `role` optionally names the certificate role to match.
-   */
-  async certLogin(mount: string, role: string | undefined): Promise<VaultAuth> {
-    const res = await this.call<VaultSecret<unknown>>("POST", `auth/${trimSlashes(mount)}/login`, {
-      body: role ? { name: role } : {},
-    });
-    const auth = res.body?.auth;
-    if (!auth || typeof auth.client_token !== "string" || auth.client_token.length === 0) {
-      throw new Error(`vault cert login at auth/${trimSlashes(mount)}/login returned no auth.client_token`);
     }
     return auth;
   }
@@ -105,6 +102,13 @@ export class VaultClient {
     const res = await this.call<VaultSecret<unknown>>("POST", "auth/token/renew-self", { token, body });
     if (!res.body?.auth) throw new Error("vault renew-self returned no auth block");
     return res.body.auth;
+  }
+
+  /** `GET auth/token/lookup-self`: the token's remaining TTL, renewability, policies and accessor. */
+  async lookupSelf(token: string): Promise<TokenLookup> {
+    const res = await this.call<VaultSecret<TokenLookup>>("GET", "auth/token/lookup-self", { token });
+    if (!res.body?.data) throw new Error("vault lookup-self returned no data");
+    return res.body.data;
   }
 
   /** `POST auth/token/revoke-self`: the token (and its leases) stop working at once. */

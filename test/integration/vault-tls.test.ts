@@ -15,7 +15,8 @@ import { ManagedProcess, waitUntil } from "../env/process.js";
 import { nodeBinary, writeIstiodToken } from "../env/agent-process.js";
 import { repoRoot } from "../env/harness.js";
 import { VaultClient } from "../../src/vault/client.js";
-import { KubernetesAuth } from "../../src/vault/kubernetes-auth.js";
+import { createAuthSession } from "../../src/vault/auth-methods.js";
+import { DEFAULT_CONFIG } from "../../src/config/config.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
 
@@ -237,9 +238,9 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
       },
     });
     const metrics = new AgentMetrics({ processMetrics: false, groups: ["vault"] });
-    const auth = new KubernetesAuth(
+    const auth = createAuthSession(
       vault,
-      { method: "cert", mountPath: "cert", role: "istiod-agent", tokenPath: "/nonexistent" },
+      { ...DEFAULT_CONFIG.auth, method: "cert", mountPath: "cert", role: "istiod-agent", tokenPath: "/nonexistent" },
       createLogger({ level: "silent" }),
       metrics,
     );

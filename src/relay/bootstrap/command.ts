@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { IntermediateAuthority } from "../../authority/intermediate-authority.js";
 import type { AgentMetrics } from "../../observability/metrics.js";
 import type { VaultClient } from "../../vault/client.js";
-import type { KubernetesAuth } from "../../vault/kubernetes-auth.js";
+import type { VaultTokenSession } from "../../vault/auth.js";
 import type { RelayConfig } from "../config.js";
 import { scrub } from "../../observability/logger.js";
 import { SecretStore } from "../../kube/secret-store.js";
@@ -32,7 +32,7 @@ export function startIssuer(
   cfg: RelayConfig,
   deps: {
     vault: VaultClient;
-    auth: KubernetesAuth;
+    auth: VaultTokenSession;
     secrets: SecretStore;
     agentMetrics: AgentMetrics;
     log: Logger;

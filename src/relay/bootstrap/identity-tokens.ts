@@ -14,7 +14,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { isDnsName } from "../../cli/validate.js";
 import type { AgentMetrics } from "../../observability/metrics.js";
 import type { VaultClient, VaultSecret } from "../../vault/client.js";
-import type { KubernetesAuth } from "../../vault/kubernetes-auth.js";
+import type { VaultTokenSession } from "../../vault/auth.js";
 
 export function tokenDigest(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
@@ -201,7 +201,7 @@ export class IdentityTokenRegistry {
 export class KvIdentityTokenSource implements IdentityTokenSource {
   constructor(
     private readonly vault: VaultClient,
-    private readonly auth: KubernetesAuth,
+    private readonly auth: VaultTokenSession,
     private readonly metrics: AgentMetrics,
     private readonly paths: { shared: boolean; kvPath: string; clusterPrefix: string },
   ) {}
