@@ -70,7 +70,10 @@ void describe("relay config", () => {
     assert.equal(c.namespace, "relay");
     assert.equal(c.vault.address, "https://other:8200");
     assert.equal(c.vault.namespace, "team");
-    assert.deepEqual(c.auth, { method: "kubernetes", mountPath: "k8s", role: "relay-agent", tokenPath: "/t" });
+    assert.deepEqual(
+      { method: c.auth.method, mountPath: c.auth.mountPath, role: c.auth.role, tokenPath: c.auth.tokenPath },
+      { method: "kubernetes", mountPath: "k8s", role: "relay-agent", tokenPath: "/t" },
+    );
     assert.equal(c.pkiMount, "pki_int");
     assert.equal(c.clientRole, "agents");
     assert.equal(c.kvPath, "kv/data/relay/token");
