@@ -17,6 +17,7 @@ import { repoRoot } from "../env/harness.js";
 import { VaultClient } from "../../src/vault/client.js";
 import { createAuthSession } from "../../src/vault/auth-methods.js";
 import { DEFAULT_CONFIG } from "../../src/config/config.js";
+import { x509 } from "../../src/crypto/x509.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
 
@@ -61,6 +62,7 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
   let t: AgentTestEnv;
   let dir: string;
   let client: IssuedPem;
+  let clientCa: Awaited<ReturnType<typeof makeTestCa>>;
   const files = {
     serverCa: "",
     caDir: "",
@@ -73,7 +75,7 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
     const serverCa = await makeTestCa("iva-test-vault-listener-ca");
     // Only a name that is not the address's host: verification must fail unless VAULT_TLS_SERVER_NAME names it.
     const serving = await serverCa.issue({ commonName: VAULT_NAME, dnsNames: [VAULT_NAME] });
-    const clientCa = await makeTestCa("iva-test-vault-client-ca");
+    clientCa = await makeTestCa("iva-test-vault-client-ca");
     client = await clientCa.issue({ commonName: "istiod-agent", client: true });
     t = await startAgentTestEnv(
       {},
@@ -106,6 +108,8 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
     await t?.env.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
+  /** A certificate's serial as OpenBao's cert auth records it in the token's metadata (decimal). */
+  const serialOf = (pem: string) => BigInt(`0x${new x509.X509Certificate(pem).serialNumber}`).toString(10);
 
   const mtls = () => ({ VAULT_CLIENT_CERT: files.clientCert, VAULT_CLIENT_KEY: files.clientKey });
   const verified = () => ({ VAULT_CACERT: files.serverCa, VAULT_TLS_SERVER_NAME: VAULT_NAME });
@@ -247,11 +251,11 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
     const root = t.env.vault.rootToken;
     const lookup = async (token: string) =>
       (
-        await t.env.vault.client.write<{ accessor: string; last_renewal_time?: number | null; meta?: unknown }>(
-          "auth/token/lookup",
-          root,
-          { token },
-        )
+        await t.env.vault.client.write<{
+          accessor: string;
+          last_renewal_time?: number | null;
+          meta?: Record<string, string> | null;
+        }>("auth/token/lookup", root, { token })
       ).data;
     try {
       const first = await auth.token();
@@ -278,6 +282,23 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
       assert.equal(used[0], first);
       assert.notEqual(used[1], first);
       assert.equal((await lookup(used[1]!)).accessor.length > 0, true);
+
+      // Rotation: new certificate and key written over the files; the next login presents the new certificate
+      // (Vault records its serial in the token's metadata) without a restart.
+      const loginSerial = async (token: string) =>
+        String((await lookup(token)).meta?.serial_number ?? "")
+          .replace(/[^0-9a-f]/gi, "")
+          .toLowerCase();
+      assert.equal(await loginSerial(used[1]!), serialOf(client.certPem), "logged in with the first certificate");
+      const rotated = await clientCa.issue({ commonName: "istiod-agent", client: true });
+      writeFileSync(files.clientCert, rotated.certPem);
+      writeFileSync(files.clientKey, rotated.keyPem, { mode: 0o600 });
+      auth.invalidate();
+      const afterRotation = await auth.token();
+      assert.equal(await loginSerial(afterRotation), serialOf(rotated.certPem), "the rotated certificate is presented");
+      assert.equal(vault.transport.builds, 2, "one dispatcher for each certificate");
+      writeFileSync(files.clientCert, client.certPem);
+      writeFileSync(files.clientKey, client.keyPem, { mode: 0o600 });
     } finally {
       auth.stop();
       await vault.close();
