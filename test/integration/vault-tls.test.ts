@@ -150,6 +150,12 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
         process: proc,
       }).catch((err: Error) => assert.fail(`${err.message}\n${readLog().slice(-2000)}`));
       await proc.stop();
+    } else {
+      // A run expected to succeed that keeps retrying instead would otherwise hang the suite: stop it after 60s
+      // (exit code then not 0, so the caller's assertion fails with the log).
+      const timer = setTimeout(() => void proc.stop(), 60_000);
+      await proc.waitExit();
+      clearTimeout(timer);
     }
     const code = await proc.waitExit();
     const log = readLog();
