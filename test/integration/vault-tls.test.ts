@@ -151,9 +151,9 @@ describe("Vault client conventions (VAULT_* variables, proxy) and cert auth agai
       }).catch((err: Error) => assert.fail(`${err.message}\n${readLog().slice(-2000)}`));
       await proc.stop();
     } else {
-      // A run expected to succeed that keeps retrying instead would otherwise hang the suite: stop it after 60s
+      // A run expected to succeed that keeps retrying instead would otherwise hang the suite: stop it after 30s
       // (exit code then not 0, so the caller's assertion fails with the log).
-      const timer = setTimeout(() => void proc.stop(), 60_000);
+      const timer = setTimeout(() => void proc.stop(), 30_000);
       await proc.waitExit();
       clearTimeout(timer);
     }
