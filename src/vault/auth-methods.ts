@@ -8,6 +8,7 @@ import type { VaultClient } from "./client.js";
 import { jwtAuthMethod, kubernetesAuthMethod } from "./kubernetes-auth.js";
 import { appRoleAuthMethod } from "./approle-auth.js";
 import { tokenFileAuthMethod } from "./token-file-auth.js";
+import { certAuthMethod } from "./cert-auth.js";
 
 export function createAuthMethod(auth: AuthSettings): AuthMethod {
   switch (auth.method) {
@@ -20,8 +21,7 @@ export function createAuthMethod(auth: AuthSettings): AuthMethod {
     case "token":
       return tokenFileAuthMethod(auth);
     case "cert":
-      // Configuration validation refuses it first (authSettingsProblems); this is the backstop.
-      throw new Error("--auth-method=cert: TLS-certificate auth is not available in this build");
+      return certAuthMethod(auth);
   }
 }
 
