@@ -95,13 +95,13 @@ export class Agent {
   private vaultBackend(config: Readonly<Config>): { vault: VaultClient; auth: VaultTokenSession } {
     if (config.vault.insecureSkipVerify) {
       this.log.warn(
-        "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify): anyone on the network path can impersonate Vault",
+        "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify / VAULT_SKIP_VERIFY): anyone on the network path can impersonate Vault",
       );
     }
     const vault = new VaultClient({
       address: config.vault.address,
       namespace: config.vault.namespace,
-      tls: { caPem: config.vault.caPem, insecureSkipVerify: config.vault.insecureSkipVerify },
+      tls: config.vault,
     });
     return { vault, auth: createAuthSession(vault, config.auth, this.log, this.metrics, this.clock) };
   }

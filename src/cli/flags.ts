@@ -199,9 +199,14 @@ export function applyFlags<C>(table: FlagTable<C>, values: FlagValues, env: Node
       raw = env[f.env]!;
       source = f.env;
       if (f.kind === "boolean") {
-        // Strict on purpose: Vault's own CLI treats any non-empty value, even "false", as "on".
-        if (["true", "1"].includes(raw)) f.apply?.(c, "true");
-        else if (!["false", "0"].includes(raw)) problems.push(`${source}: "${raw}" must be true or false`);
+        // Read as Vault's own client reads VAULT_SKIP_VERIFY (Go's strconv.ParseBool), so a value Vault's CLI
+        // accepts works here too; anything else is an error rather than a guess.
+        const on = goParseBool(raw);
+        if (on === true) f.apply?.(c, "true");
+        else if (on === undefined)
+          problems.push(
+            `${source}: "${raw}" must be a boolean as Vault reads it: 1, t, T, TRUE, true, True (on) or 0, f, F, FALSE, false, False (off)`,
+          );
         continue;
       }
     }
@@ -214,6 +219,13 @@ export function applyFlags<C>(table: FlagTable<C>, values: FlagValues, env: Node
     }
   }
   return problems;
+}
+
+/** Go's strconv.ParseBool: the spellings Vault's client accepts for its boolean variables; undefined otherwise. */
+export function goParseBool(raw: string): boolean | undefined {
+  if (["1", "t", "T", "TRUE", "true", "True"].includes(raw)) return true;
+  if (["0", "f", "F", "FALSE", "false", "False"].includes(raw)) return false;
+  return undefined;
 }
 
 /** The help of one command: usage lines, description, then every flag with its env var and default. */

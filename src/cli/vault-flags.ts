@@ -1,12 +1,64 @@
 // The Vault and Kubernetes-auth section every Vault-using mode shares (sidecar, init, doctor, setup-vault, relay):
 // the same flags, environment variables and parsers; each mode's defaults object supplies its own defaults.
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { createSecureContext } from "node:tls";
 import { AUTH_METHOD_NAMES, DEFAULT_AUTH_MOUNTS, type AuthMethodName, type AuthSettings } from "../vault/auth.js";
 import { fieldFlags, valueFlag, type FlagTable } from "./flags.js";
 import { Expected, authMount, durationMs, nonEmpty, text, vaultName, vaultUrlProblem } from "./validate.js";
+import type { VaultProxySettings } from "../vault/transport.js";
 
 export interface VaultAuthSection {
-  vault: { address: string; caFile: string | undefined; namespace: string | undefined };
+  vault: {
+    address: string;
+    caFile: string | undefined;
+    /** A directory of PEM CA files (VAULT_CAPATH), read into caPem. */
+    caDir: string | undefined;
+    namespace: string | undefined;
+    /** Disables TLS verification. Loudly logged at start; never a default. */
+    insecureSkipVerify: boolean;
+    /** Mutual TLS to Vault (VAULT_CLIENT_CERT / VAULT_CLIENT_KEY); the files are re-read when they change. */
+    clientCertFile: string | undefined;
+    clientKeyFile: string | undefined;
+    /** SNI and the name verified in Vault's certificate (VAULT_TLS_SERVER_NAME). */
+    tlsServerName: string | undefined;
+    proxy: VaultProxySettings;
+  };
   auth: AuthSettings;
+}
+
+/** The defaults of the connection settings the section adds beyond address, CA file and namespace. */
+export const DEFAULT_VAULT_TLS = {
+  caDir: undefined,
+  insecureSkipVerify: false,
+  clientCertFile: undefined,
+  clientKeyFile: undefined,
+  tlsServerName: undefined,
+  proxy: { httpsProxy: undefined, httpProxy: undefined, noProxy: undefined },
+} as const satisfies Partial<VaultAuthSection["vault"]>;
+
+function proxyUrl(v: string): string {
+  const s = v.trim();
+  let url: URL;
+  try {
+    url = new URL(s.includes("://") ? s : `http://${s}`);
+  } catch {
+    throw new Expected("a proxy URL such as http://proxy.example:3128");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new Expected("a proxy URL with http:// or https://, such as http://proxy.example:3128");
+  return url.href;
+}
+
+/**
+ * The environment with the lower-case proxy variables (http_proxy, https_proxy, no_proxy) standing in for the
+ * upper-case ones when those are unset, as Go's and curl's clients read them.
+ */
+export function withProxyEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const name of ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"])
+    if (out[name] === undefined && env[name.toLowerCase()] !== undefined) out[name] = env[name.toLowerCase()];
+  return out;
 }
 
 /** The flags of the section, in help order. The address is checked with the rest of the config (vaultUrlProblem). */
@@ -24,6 +76,64 @@ export function vaultAuthFlags<C extends VaultAuthSection>(): FlagTable<C> {
       arg: "FILE",
       parse: text,
       set: (c, v) => (c.vault.caFile = v || undefined),
+    }),
+    "vault-capath": valueFlag<C, string>({
+      help: "directory of PEM files of the CAs that sign Vault's TLS certificate (hidden entries skipped)",
+      env: "VAULT_CAPATH",
+      arg: "DIR",
+      parse: text,
+      set: (c, v) => (c.vault.caDir = v || undefined),
+    }),
+    "vault-client-cert": valueFlag<C, string>({
+      help: "PEM client certificate for mutual TLS to Vault (and the cert auth method); re-read when it changes",
+      env: "VAULT_CLIENT_CERT",
+      arg: "FILE",
+      parse: text,
+      set: (c, v) => (c.vault.clientCertFile = v || undefined),
+    }),
+    "vault-client-key": valueFlag<C, string>({
+      help: "PEM private key of --vault-client-cert; read from the file, never logged",
+      env: "VAULT_CLIENT_KEY",
+      arg: "FILE",
+      parse: text,
+      set: (c, v) => (c.vault.clientKeyFile = v || undefined),
+    }),
+    "vault-tls-server-name": valueFlag<C, string>({
+      help: "name sent as SNI and verified in Vault's certificate instead of the address's host",
+      env: "VAULT_TLS_SERVER_NAME",
+      arg: "NAME",
+      parse: text,
+      set: (c, v) => (c.vault.tlsServerName = v.trim() || undefined),
+    }),
+    "vault-skip-verify": {
+      kind: "boolean",
+      help:
+        "DANGEROUS: do not verify Vault's TLS certificate (logged loudly at every start); the variable is read as " +
+        "Vault reads it (1/t/true/TRUE/True or 0/f/false/FALSE/False)",
+      env: "VAULT_SKIP_VERIFY",
+      apply: (c) => (c.vault.insecureSkipVerify = true),
+      show: (c) => (c.vault.insecureSkipVerify ? "on" : undefined),
+    },
+    "vault-https-proxy": valueFlag<C, string>({
+      help: "proxy (HTTP CONNECT) for an https:// Vault address; NO_PROXY still applies",
+      env: "HTTPS_PROXY",
+      arg: "URL",
+      parse: proxyUrl,
+      set: (c, v) => (c.vault.proxy.httpsProxy = v),
+    }),
+    "vault-http-proxy": valueFlag<C, string>({
+      help: "proxy for an http:// Vault address (a dev server)",
+      env: "HTTP_PROXY",
+      arg: "URL",
+      parse: proxyUrl,
+      set: (c, v) => (c.vault.proxy.httpProxy = v),
+    }),
+    "vault-no-proxy": valueFlag<C, string>({
+      help: "comma-separated hosts (host, .domain, *.domain, host:port, *) reached without the proxy",
+      env: "NO_PROXY",
+      arg: "LIST",
+      parse: text,
+      set: (c, v) => (c.vault.proxy.noProxy = v),
     }),
     "vault-namespace": valueFlag<C, string>({
       help: "Vault namespace",
@@ -106,8 +216,6 @@ export function authSettingsProblems(auth: AuthSettings, given: (flag: string) =
   }
   if (auth.method === "token" && !auth.vaultTokenFile)
     p.push(`--vault-token-file: missing; ${m} needs the file holding a Vault token`);
-  if (auth.method === "cert")
-    p.push(`${m}: TLS-certificate auth is not available in this build; expected kubernetes, jwt, approle or token`);
   // A credential flag of another method would be ignored: say so rather than log in some other way than meant.
   const belongs: Record<string, readonly AuthMethodName[]> = {
     "role-id-file": ["approle"],
@@ -145,6 +253,101 @@ export function vaultConnectionProblems(
   if (vault.caPem !== undefined && !vault.caPem.includes("BEGIN CERTIFICATE"))
     p.push(`${name.ca}: not a PEM certificate bundle; expected one or more -----BEGIN CERTIFICATE----- blocks`);
   return p;
+}
+
+/**
+ * Reads the connection files of the section that are checked at start: the CA directory (into caPem) and the client
+ * certificate pair (only checked: the transport reads it again whenever it changes). Each problem names the flag and
+ * its variable and says what is expected. The cert auth method needs the pair.
+ */
+export function loadVaultTlsFiles(
+  vault: VaultAuthSection["vault"] & { caPem: string | undefined },
+  auth: Pick<VaultAuthSection["auth"], "method">,
+): string[] {
+  const p: string[] = [];
+  if (vault.caFile && vault.caDir)
+    p.push(
+      `--vault-capath (VAULT_CAPATH) ${vault.caDir}: not used together with --vault-cacert (VAULT_CACERT) ${vault.caFile}; expected one of them`,
+    );
+  else if (vault.caDir && vault.caPem === undefined) {
+    const read = readCaDir(vault.caDir);
+    if (typeof read === "string") vault.caPem = read;
+    else p.push(`--vault-capath (VAULT_CAPATH) ${vault.caDir}: ${read.problem}`);
+  }
+  const { clientCertFile: cert, clientKeyFile: key } = vault;
+  if (!!cert !== !!key)
+    p.push(
+      cert
+        ? `--vault-client-key (VAULT_CLIENT_KEY): missing; expected the PEM private key of the client certificate ${cert}`
+        : `--vault-client-cert (VAULT_CLIENT_CERT): missing; expected the PEM certificate of the client key ${key}`,
+    );
+  else if (cert && key) {
+    let certPem: string | undefined;
+    let keyPem: string | undefined;
+    try {
+      certPem = readFileSync(cert, "utf8");
+    } catch (err) {
+      p.push(
+        `--vault-client-cert (VAULT_CLIENT_CERT) ${cert}: cannot read it (${code(err)}); expected a PEM certificate`,
+      );
+    }
+    try {
+      keyPem = readFileSync(key, "utf8");
+    } catch (err) {
+      p.push(`--vault-client-key (VAULT_CLIENT_KEY) ${key}: cannot read it (${code(err)}); expected a PEM private key`);
+    }
+    if (certPem !== undefined && keyPem !== undefined) {
+      try {
+        createSecureContext({ cert: certPem, key: keyPem });
+      } catch (err) {
+        // OpenSSL's reason ("key values mismatch", "no start line") carries no key material.
+        p.push(
+          `--vault-client-cert ${cert} / --vault-client-key ${key}: not usable (${(err as Error).message.split("\n")[0]}); expected a PEM certificate and its matching PEM private key`,
+        );
+      }
+    }
+  }
+  if (auth.method === "cert" && !cert)
+    p.push(
+      "--auth-method=cert: needs the client certificate Vault checks; set --vault-client-cert and --vault-client-key (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY)",
+    );
+  return p;
+}
+
+/**
+ * The PEM certificates of the files directly in `dir` (symlinks followed, hidden entries such as a mounted
+ * ConfigMap's ..data skipped, subdirectories not walked), or the problem. Like Vault's client, a file that holds no
+ * PEM certificate is an error rather than skipped silently.
+ */
+export function readCaDir(dir: string): string | { problem: string } {
+  let names: string[];
+  try {
+    names = readdirSync(dir)
+      .filter((n) => !n.startsWith("."))
+      .sort();
+  } catch (err) {
+    return { problem: `cannot read the directory (${code(err)}); expected a directory of PEM CA certificate files` };
+  }
+  const pems: string[] = [];
+  for (const name of names) {
+    const path = join(dir, name);
+    try {
+      if (!statSync(path).isFile()) continue;
+      const text = readFileSync(path, "utf8");
+      if (!text.includes("-----BEGIN CERTIFICATE-----"))
+        return { problem: `${name} holds no PEM certificate; expected only PEM CA certificate files there` };
+      pems.push(text.trim());
+    } catch (err) {
+      return { problem: `cannot read ${name} (${code(err)})` };
+    }
+  }
+  if (pems.length === 0)
+    return { problem: "holds no PEM certificate file; expected the CA that signs Vault's certificate" };
+  return `${pems.join("\n")}\n`;
+}
+
+function code(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? "error";
 }
 
 /** --vault-probe-interval (sidecar and relay): the help, and its parser: 0 (off) or 1s to 1h. */

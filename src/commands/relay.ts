@@ -78,9 +78,13 @@ function relayProbes(cfg: RelayConfig): boolean {
 
 async function runRelay(cfg: RelayConfig, kube: KubeClient): Promise<number> {
   const log = createLogger({ level: cfg.logLevel }).child({ component: "relay", role: cfg.role });
+  if (cfg.vault.insecureSkipVerify)
+    log.warn(
+      "TLS VERIFICATION OF VAULT IS OFF (--vault-skip-verify / VAULT_SKIP_VERIFY): anyone on the network path can impersonate Vault",
+    );
   const vault = new VaultClient({
     address: cfg.vault.address,
-    tls: { caPem: cfg.vault.caPem },
+    tls: cfg.vault,
     namespace: cfg.vault.namespace,
   });
   const agentMetrics = relayAgentMetrics(cfg);

@@ -3,19 +3,20 @@
 import type { IntermediateProfile } from "../authority/intermediate-authority.js";
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
-import { authSettingsProblems, vaultConnectionProblems } from "../cli/vault-flags.js";
+import {
+  DEFAULT_VAULT_TLS,
+  authSettingsProblems,
+  vaultConnectionProblems,
+  type VaultAuthSection,
+} from "../cli/vault-flags.js";
 import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
 
 export interface Config {
-  vault: {
-    address: string;
-    /** PEM bundle to trust for Vault's TLS certificate (from caBundle or a file). */
+  /** Address, CA file/directory, namespace, client certificate, server name, skip-verify, proxy (vault-flags.ts). */
+  vault: VaultAuthSection["vault"] & {
+    /** PEM bundle to trust for Vault's TLS certificate (from caBundle, a file or a directory). */
     caPem: string | undefined;
-    caFile: string | undefined;
-    namespace: string | undefined;
-    /** Disables TLS verification. Loudly logged at start; never a default. */
-    insecureSkipVerify: boolean;
   };
   auth: AuthSettings;
   intermediate: IntermediateProfile;
@@ -82,7 +83,14 @@ export const DEFAULT_MIN_LEAF_TTL_SECONDS = 5 * 60;
 export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
 
 export const DEFAULT_CONFIG: Config = {
-  vault: { address: "", caPem: undefined, caFile: undefined, namespace: undefined, insecureSkipVerify: false },
+  vault: {
+    address: "",
+    caPem: undefined,
+    caFile: undefined,
+    namespace: undefined,
+    ...DEFAULT_VAULT_TLS,
+    proxy: { ...DEFAULT_VAULT_TLS.proxy },
+  },
   auth: {
     method: "kubernetes",
     mountPath: "kubernetes",

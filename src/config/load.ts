@@ -38,7 +38,14 @@ import {
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { retryLogFlags } from "../cli/service-flags.js";
-import { VAULT_PROBE_HELP, resolveAuthDefaults, vaultAuthFlags, vaultProbeInterval } from "../cli/vault-flags.js";
+import {
+  VAULT_PROBE_HELP,
+  loadVaultTlsFiles,
+  resolveAuthDefaults,
+  vaultAuthFlags,
+  vaultProbeInterval,
+  withProxyEnv,
+} from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
@@ -54,11 +61,6 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     },
   ),
   ...vaultAuthFlags<Config>(),
-  "vault-skip-verify": toggle(
-    "DANGEROUS: do not verify Vault's TLS certificate (logged at every start); the variable takes true/1 or false/0",
-    (c) => c.vault.insecureSkipVerify,
-    "VAULT_SKIP_VERIFY",
-  ),
   "ca-path": option(
     "Vault path that signs the intermediate CSR (pki_int/root/sign-intermediate signs from a Vault intermediate)",
     vaultPath,
@@ -221,6 +223,7 @@ export function loadConfig(
 ): Config {
   const problems: string[] = [];
   const c: Config = structuredClone(DEFAULT_CONFIG);
+  env = withProxyEnv(env);
 
   const policyFile = str(flags.config);
   if (opts.policyDoc !== undefined) {
@@ -286,6 +289,7 @@ export function loadConfig(
       );
     }
   }
+  if (opts.needVault) problems.push(...loadVaultTlsFiles(c.vault, c.auth));
   // The cacerts files carry the key istiod signs with, so the key must be exportable whenever that sink is on.
   problems.push(...validateConfig(c, { ...opts, given }));
   if (shadowing.length) throw new ShadowedByFlagError([...shadowing, ...problems], shadowing);

@@ -20,10 +20,11 @@ export class ShadowedByFlagError extends ConfigError {
 }
 
 /**
- * Configuration fields that are one setting under two names: the Vault CA comes from a file (--vault-cacert) or from
- * the policy's caBundle, and the file loses silently to the bundle if both are set.
+ * Configuration fields that are one setting under two names: the Vault CA comes from a file (--vault-cacert), a
+ * directory (--vault-capath) or the policy's caBundle, and the file or directory loses silently to the bundle if both
+ * are set.
  */
-const SAME_SETTING: Record<string, string> = { "vault.caFile": "vault.caPem" };
+const SAME_SETTING: Record<string, string> = { "vault.caFile": "vault.caPem", "vault.caDir": "vault.caPem" };
 
 /** Runs `write` against a copy of the defaults and reports each dotted field path it assigns. */
 export function recordWrites(write: (c: Config) => void, onWrite: (path: string) => void): void {

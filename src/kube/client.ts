@@ -25,7 +25,7 @@ export class KubeClient {
   private readonly http: HttpJsonClient;
 
   constructor(private readonly opts: KubeClientOptions) {
-    this.http = new HttpJsonClient("kubernetes", opts.server, opts.tls, DEFAULT_TIMEOUTS, opts.proxyUrl);
+    this.http = new HttpJsonClient("kubernetes", opts.server, opts.tls, DEFAULT_TIMEOUTS, { proxyUrl: opts.proxyUrl });
   }
 
   /** The client a pod uses: the mounted service-account token and CA, and the in-cluster service address. */

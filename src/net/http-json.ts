@@ -15,6 +15,12 @@ export interface TlsOptions {
   serverName?: string | undefined;
 }
 
+/** Where requests get their dispatcher (connection pool): a fixed Agent, or one rebuilt when credentials rotate. */
+export interface DispatcherProvider {
+  dispatcher(): Promise<Dispatcher>;
+  close(): Promise<void>;
+}
+
 export interface HttpTimeouts {
   connectMs: number;
   headersMs: number;
@@ -72,19 +78,26 @@ export interface JsonResponse<T> {
 }
 
 export class HttpJsonClient {
-  private readonly dispatcher: Dispatcher;
+  private readonly provider: DispatcherProvider;
 
   constructor(
     readonly service: string,
     readonly baseUrl: string,
     tls: TlsOptions,
     private readonly timeouts: HttpTimeouts = DEFAULT_TIMEOUTS,
-    /** An HTTP(S) proxy to tunnel through (CONNECT), e.g. a kubeconfig cluster's proxy-url. */
-    proxyUrl?: string,
+    /**
+     * How connections are made: through an HTTP(S) proxy (CONNECT; a kubeconfig cluster's proxy-url), or by a provider
+     * that replaces the Agent built from `tls` (Vault: src/vault/transport.ts).
+     */
+    route: { proxyUrl?: string | undefined; provider?: DispatcherProvider | undefined } = {},
   ) {
     const url = new URL(baseUrl);
     if (url.protocol !== "https:" && url.protocol !== "http:") {
       throw new Error(`${service} address ${baseUrl} must start with https:// (or http:// for a local dev server)`);
+    }
+    if (route.provider) {
+      this.provider = route.provider;
+      return;
     }
     const connect = {
       ca: tls.caPem,
@@ -96,9 +109,10 @@ export class HttpJsonClient {
     };
     const common = { headersTimeout: timeouts.headersMs, bodyTimeout: timeouts.bodyMs, keepAliveTimeout: 30_000 };
     // Through a proxy the TLS options apply to the tunnelled connection to the server, not to the proxy.
-    this.dispatcher = proxyUrl
-      ? new ProxyAgent({ uri: proxyUrl, requestTls: connect, ...common })
+    const dispatcher: Dispatcher = route.proxyUrl
+      ? new ProxyAgent({ uri: route.proxyUrl, requestTls: connect, ...common })
       : new Agent({ connect, ...common });
+    this.provider = { dispatcher: () => Promise.resolve(dispatcher), close: () => dispatcher.close() };
   }
 
   async request<T>(req: JsonRequest): Promise<JsonResponse<T>> {
@@ -114,7 +128,7 @@ export class HttpJsonClient {
         method: req.method,
         headers,
         body: payload,
-        dispatcher: this.dispatcher,
+        dispatcher: await this.provider.dispatcher(),
       });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -163,7 +177,7 @@ export class HttpJsonClient {
       res = await request(new URL(path, this.baseUrl), {
         method: "GET",
         headers,
-        dispatcher: this.dispatcher,
+        dispatcher: await this.provider.dispatcher(),
         signal,
         bodyTimeout: 0,
       });
@@ -194,7 +208,7 @@ export class HttpJsonClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.provider.close();
   }
 }
 

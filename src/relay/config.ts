@@ -32,7 +32,10 @@ import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
 import {
+  DEFAULT_VAULT_TLS,
   VAULT_PROBE_HELP,
+  loadVaultTlsFiles,
+  withProxyEnv,
   vaultAuthFlags,
   vaultConnectionProblems,
   authSettingsProblems,
@@ -151,7 +154,14 @@ export const VAULT_FLAGS = [
 export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   cluster: undefined,
   namespace: "gloo-mesh",
-  vault: { address: "", caFile: undefined, caPem: undefined, namespace: undefined },
+  vault: {
+    address: "",
+    caFile: undefined,
+    caPem: undefined,
+    namespace: undefined,
+    ...DEFAULT_VAULT_TLS,
+    proxy: { ...DEFAULT_VAULT_TLS.proxy },
+  },
   auth: {
     method: "kubernetes",
     mountPath: "kubernetes",
@@ -435,7 +445,7 @@ export function parseRelayArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const c: RelayConfig = { ...structuredClone(DEFAULT_RELAY_CONFIG), role: role === "agent" ? "agent" : "server" };
   // --bootstrap mode never talks to Vault, so Vault's environment variables are not read there.
   const bootstrapMode = flags.bootstrap !== undefined;
-  problems.push(...applyFlags(RELAY_FLAGS, flags, bootstrapMode ? {} : env, c));
+  problems.push(...applyFlags(RELAY_FLAGS, flags, bootstrapMode ? {} : withProxyEnv(env), c));
   // Defaults that follow other flags.
   if (flags["signing-ttl"] === undefined) c.signingTtlSeconds = c.ttlSeconds;
   if (flags["client-ttl"] === undefined) c.issuer.clientTtlSeconds = c.ttlSeconds;
@@ -462,6 +472,7 @@ function validateRuntime(c: RelayConfig, flags: FlagValues): string[] {
   const p: string[] = [];
   if (c.vault.caFile)
     c.vault.caPem = readFlagFile("--vault-cacert", c.vault.caFile, "a PEM bundle of CA certificates", p);
+  p.push(...loadVaultTlsFiles(c.vault, c.auth));
   p.push(...vaultConnectionProblems(c.vault, { address: "--vault-addr", ca: `--vault-cacert ${c.vault.caFile}` }));
   p.push(...authSettingsProblems(c.auth, (flag) => flags[flag] !== undefined));
   // Relay certificates (and a --signing-intermediate CA whose key sits in a Secret) must not chain to the mesh root.

@@ -32,7 +32,7 @@ export async function runRegisterCluster(argv: string[]): Promise<number> {
   const kube = await openKube({ kubeconfig: cfg.kubeconfig, context: cfg.context });
   const vault = new VaultClient({
     address: cfg.vault.address,
-    tls: { caPem: cfg.vault.caPem },
+    tls: cfg.vault,
     namespace: cfg.vault.namespace,
   });
   const metrics = new AgentMetrics({ processMetrics: false, groups: ["vault"] });

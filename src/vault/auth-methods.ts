@@ -8,6 +8,7 @@ import type { VaultClient } from "./client.js";
 import { jwtAuthMethod, kubernetesAuthMethod } from "./kubernetes-auth.js";
 import { appRoleAuthMethod } from "./approle-auth.js";
 import { tokenFileAuthMethod } from "./token-file-auth.js";
+import { certAuthMethod } from "./cert-auth.js";
 
 /**
  * `serviceAccountJwt` replaces the token file of the kubernetes and jwt methods with a JWT held in memory (doctor's
@@ -24,8 +25,7 @@ export function createAuthMethod(auth: AuthSettings, opts: { serviceAccountJwt?:
     case "token":
       return tokenFileAuthMethod(auth);
     case "cert":
-      // Configuration validation refuses it first (authSettingsProblems); this is the backstop.
-      throw new Error("--auth-method=cert: TLS-certificate auth is not available in this build");
+      return certAuthMethod(auth);
   }
 }
 

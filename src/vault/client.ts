@@ -1,10 +1,12 @@
 // A small typed Vault (and OpenBao) client: the handful of endpoints the agent and setup use, nothing else.
 // Tokens are passed per call and never logged; errors carry Vault's own messages, never request bodies.
-import { HttpJsonClient, type HttpTimeouts, type TlsOptions, DEFAULT_TIMEOUTS } from "../net/http-json.js";
+import { HttpJsonClient, HttpTransportError, type HttpTimeouts, DEFAULT_TIMEOUTS } from "../net/http-json.js";
+import { VaultTransport, type VaultTlsOptions } from "./transport.js";
 
 export interface VaultClientOptions {
   address: string;
-  tls?: TlsOptions;
+  /** CA, client certificate, server name, skip-verify and proxy (src/vault/transport.ts builds the connection). */
+  tls?: VaultTlsOptions;
   /** Vault Enterprise / OpenBao namespace, sent as X-Vault-Namespace. */
   namespace?: string | undefined;
   timeouts?: HttpTimeouts;
@@ -41,8 +43,12 @@ export class VaultClient {
   readonly http: HttpJsonClient;
   readonly namespace: string | undefined;
 
+  readonly transport: VaultTransport;
+
   constructor(opts: VaultClientOptions) {
-    this.http = new HttpJsonClient("vault", opts.address, opts.tls ?? {}, opts.timeouts ?? DEFAULT_TIMEOUTS);
+    const timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
+    this.transport = new VaultTransport(opts.address, opts.tls ?? {}, timeouts);
+    this.http = new HttpJsonClient("vault", opts.address, {}, timeouts, { provider: this.transport });
     this.namespace = opts.namespace;
   }
 
@@ -55,13 +61,17 @@ export class VaultClient {
     const headers: Record<string, string> = {};
     if (opts.token) headers["x-vault-token"] = opts.token;
     if (this.namespace) headers["x-vault-namespace"] = this.namespace;
-    return this.http.request<T>({
-      method,
-      path: `/v1/${path.replace(/^\/+/, "")}`,
-      headers,
-      body: opts.body,
-      acceptStatuses: opts.acceptStatuses,
-    });
+    try {
+      return await this.http.request<T>({
+        method,
+        path: `/v1/${path.replace(/^\/+/, "")}`,
+        headers,
+        body: opts.body,
+        acceptStatuses: opts.acceptStatuses,
+      });
+    } catch (err) {
+      throw withTlsHint(err);
+    }
   }
 
   async write<T>(path: string, token: string | undefined, body: unknown): Promise<VaultSecret<T>> {
@@ -108,17 +118,45 @@ export class VaultClient {
 
   /** `GET sys/health`: unauthenticated and server-wide, so sent without the namespace header. */
   async health(): Promise<{ status: number; initialized: boolean; sealed: boolean; version: string }> {
-    const res = await this.http.request<{ initialized: boolean; sealed: boolean; version: string }>({
-      method: "GET",
-      path: "/v1/sys/health",
-      acceptStatuses: [429, 472, 473, 501, 503],
-    });
-    return { status: res.status, ...res.body };
+    try {
+      const res = await this.http.request<{ initialized: boolean; sealed: boolean; version: string }>({
+        method: "GET",
+        path: "/v1/sys/health",
+        acceptStatuses: [429, 472, 473, 501, 503],
+      });
+      return { status: res.status, ...res.body };
+    } catch (err) {
+      throw withTlsHint(err);
+    }
   }
 
   async close(): Promise<void> {
     await this.http.close();
   }
+}
+
+/**
+ * Adds what to do to the TLS failures an operator meets first: a certificate naming another host, an untrusted CA,
+ * a listener that wants a client certificate.
+ */
+function withTlsHint(err: unknown): unknown {
+  if (!(err instanceof HttpTransportError)) return err;
+  const code = err.causeCode;
+  let hint: string | undefined;
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID")
+    hint =
+      "Vault's certificate does not name the address's host; use an address it names, or set VAULT_TLS_SERVER_NAME " +
+      "(--vault-tls-server-name) to a name it carries";
+  else if (/SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF|CERT_UNTRUSTED/.test(code))
+    hint =
+      "Vault's certificate is not signed by a trusted CA; set VAULT_CACERT or VAULT_CAPATH (--vault-cacert, --vault-capath)";
+  else if (/CERTIFICATE_REQUIRED|HANDSHAKE_FAILURE|BAD_CERTIFICATE|UNKNOWN_CA|ECONNRESET|UND_ERR_SOCKET/.test(code))
+    hint =
+      "if Vault's listener requires a client certificate, set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY " +
+      "(--vault-client-cert, --vault-client-key) to a certificate it trusts";
+  if (!hint) return err;
+  const detail = err.message.slice(err.message.indexOf(" failed: ") + " failed: ".length);
+  return new HttpTransportError(err.service, err.method, err.path, code, `${detail} (${code}); ${hint}`);
 }
 
 export function trimSlashes(s: string): string {

@@ -96,6 +96,8 @@ export interface VaultEnv {
   caFile: string;
   /** With TestEnv.start({ vaultAudit: true }): OpenBao's file audit log (one JSON entry a line, secrets HMAC'd). */
   auditLogPath?: string;
+  /** With TestEnv.start({ vaultMtlsListener }): the URL of that second listener (https://127.0.0.1:PORT). */
+  mtlsUrl?: string;
 }
 
 /** One line of OpenBao's file audit log: what a test can see of a request without any access to the agent. */
@@ -128,6 +130,13 @@ export interface TestEnvOptions {
    * a test can see from outside which Vault calls the agent made (renew-self, generate/exported, …).
    */
   vaultAudit?: boolean;
+  /**
+   * Dev OpenBao only: a second TLS listener (beside the dev one, which the harness and setup keep using) serving
+   * `certPem`/`keyPem` and requiring a client certificate signed by `clientCaPem` (tls_require_and_verify_client_cert,
+   * tls_client_ca_file). Its URL is vault.mtlsUrl. The test makes the certificates (e.g. one naming only a host that
+   * is not the address's, for VAULT_TLS_SERVER_NAME).
+   */
+  vaultMtlsListener?: { certPem: string; keyPem: string; clientCaPem: string };
 }
 
 export class TestEnv {
@@ -268,6 +277,32 @@ export class TestEnv {
       );
       configArgs.push(`-config=${configPath}`);
     }
+    let mtlsUrl: string | undefined;
+    const mtls = this.opts.vaultMtlsListener;
+    if (mtls) {
+      const mtlsPort = await freePort();
+      const dir = join(this.dir, "openbao-mtls");
+      mkdirSync(dir, { mode: 0o700 });
+      const file = (name: string, content: string) => {
+        writeFileSync(join(dir, name), content, { mode: 0o600 });
+        return join(dir, name);
+      };
+      const configPath = join(this.dir, "openbao-mtls.hcl");
+      writeFileSync(
+        configPath,
+        [
+          `listener "tcp" {`,
+          `  address = "127.0.0.1:${mtlsPort}"`,
+          `  tls_cert_file = "${file("tls.crt", mtls.certPem)}"`,
+          `  tls_key_file = "${file("tls.key", mtls.keyPem)}"`,
+          `  tls_client_ca_file = "${file("client-ca.crt", mtls.clientCaPem)}"`,
+          `  tls_require_and_verify_client_cert = true`,
+          `}`,
+        ].join("\n"),
+      );
+      configArgs.push(`-config=${configPath}`);
+      mtlsUrl = `https://127.0.0.1:${mtlsPort}`;
+    }
     const proc = this.spawn(
       "openbao",
       bin,
@@ -296,7 +331,16 @@ export class TestEnv {
       timeoutMs: 30_000,
       process: proc,
     });
-    this.vault = { url, caPem, rootToken, client, process: proc, caFile, ...(auditLogPath ? { auditLogPath } : {}) };
+    this.vault = {
+      url,
+      caPem,
+      rootToken,
+      client,
+      process: proc,
+      caFile,
+      ...(auditLogPath ? { auditLogPath } : {}),
+      ...(mtlsUrl ? { mtlsUrl } : {}),
+    };
   }
 
   /** Where the audit log ends now: pass it to vaultAudit() to read only what happened after this point. */

@@ -24,6 +24,11 @@ void describe("planApply (pure)", () => {
     const a = base();
     const b = JSON.parse(JSON.stringify({ ...base(), leaf: { ...base().leaf } })) as Config;
     b.vault = {
+      proxy: { noProxy: undefined, httpProxy: undefined, httpsProxy: undefined },
+      tlsServerName: undefined,
+      clientKeyFile: undefined,
+      clientCertFile: undefined,
+      caDir: undefined,
       insecureSkipVerify: false,
       namespace: undefined,
       caFile: undefined,

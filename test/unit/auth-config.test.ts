@@ -52,7 +52,10 @@ void describe("--auth-method", () => {
     assert.match(approle, /--secret-id-file: missing/);
     assert.match(problems(["--auth-method=token"]), /--vault-token-file: missing; --auth-method=token needs/);
     assert.match(problems(["--auth-method=saml"]), /--auth-method.*expected kubernetes, jwt, approle, token, cert/);
-    assert.match(problems(["--auth-method=cert"]), /--auth-method=cert: TLS-certificate auth is not available/);
+    assert.match(
+      problems(["--auth-method=cert"]),
+      /--auth-method=cert: needs the client certificate Vault checks; set --vault-client-cert/,
+    );
   });
 
   void it("refuses a credential flag of another method rather than ignoring it", () => {

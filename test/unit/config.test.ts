@@ -90,13 +90,17 @@ void describe("config", () => {
     assert.equal(loadConfig(parseFlags(["--auth-mount=auth/k8s-east/"]), env).auth.mountPath, "k8s-east");
   });
 
-  void it("VAULT_SKIP_VERIFY is parsed strictly: 'false' keeps verification on, junk is an error", () => {
-    assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "false" }).vault.insecureSkipVerify, false);
-    assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "true" }).vault.insecureSkipVerify, true);
-    assert.throws(
-      () => loadConfig({}, { ...env, VAULT_SKIP_VERIFY: "no" }),
-      /VAULT_SKIP_VERIFY: "no" must be true or false/,
-    );
+  void it("VAULT_SKIP_VERIFY is parsed like Vault's client (Go ParseBool): 'false' keeps verification on, junk is an error", () => {
+    for (const off of ["false", "0", "f", "F", "FALSE", "False"])
+      assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: off }).vault.insecureSkipVerify, false, off);
+    for (const on of ["true", "1", "t", "T", "TRUE", "True"])
+      assert.equal(loadConfig({}, { ...env, VAULT_SKIP_VERIFY: on }).vault.insecureSkipVerify, true, on);
+    for (const junk of ["no", "yes", "tRuE", " true", "on"])
+      assert.throws(
+        () => loadConfig({}, { ...env, VAULT_SKIP_VERIFY: junk }),
+        (err: Error) => err.message.includes(`VAULT_SKIP_VERIFY: "${junk}" must be a boolean as Vault reads it`),
+        junk,
+      );
   });
 
   void it("reads a RootTrustPolicy file; flags override it", () => {
