@@ -328,7 +328,7 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
   const vault = new VaultClient({
     address: c.vault.address,
     namespace: c.vault.namespace,
-    tls: { caPem: c.vault.caPem, insecureSkipVerify: c.vault.insecureSkipVerify },
+    tls: c.vault, // the same connection settings as the agent: CA file or directory, client certificate, server name, proxy
   });
   let token: string | undefined;
   try {
