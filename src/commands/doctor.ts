@@ -340,7 +340,7 @@ export async function runDoctor(c: Config, jwtSource?: JwtSource): Promise<Docto
   const vault = new VaultClient({
     address: c.vault.address,
     namespace: c.vault.namespace,
-    tls: c.vault, // CA, client certificate (mTLS, cert auth), server name, proxy: as the agent connects
+    tls: c.vault, // the same connection settings as the agent: CA file or directory, client certificate, server name, proxy
   });
   let token: string | undefined;
   let revokeWhenDone = false; // only a token doctor's own login created; the token method's is the operator's

@@ -395,7 +395,7 @@ export async function runSetupVault(c: Config, flags: FlagValues, out: (s: strin
   const vault = new VaultClient({
     address: c.vault.address,
     namespace: c.vault.namespace,
-    tls: c.vault, // CA, client certificate (mTLS, cert auth), server name, proxy: as the agent connects
+    tls: c.vault, // the same connection settings as the agent: CA file or directory, client certificate, server name, proxy
   });
   try {
     const changes = await setupVaultClusters(vault, token, plan.root, plan.clusters);
