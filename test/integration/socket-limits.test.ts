@@ -30,7 +30,12 @@ const ROTATE_WAVES = 10;
 const ROTATES_PER_WAVE = 50;
 /** The whole test runs inside one interval, so "at most one signing per interval" means exactly one here. */
 const ROTATE_INTERVAL_S = 120;
-const RSS_LIMIT_KB = 160 * 1024;
+/**
+ * How much the abuse may grow the agent's RSS. A growth bound, not an absolute one: this agent reaches the apiserver
+ * (TokenReview) through a kubeconfig, which loads @kubernetes/client-node (~55 MiB) before the test starts; in a pod the
+ * in-cluster path does not. The abuse itself grew RSS by ~30 MiB when this was set.
+ */
+const RSS_GROWTH_LIMIT_KB = 64 * 1024;
 const AUTH_FAILURE_BURST = 5;
 
 function rssKb(pid: number): number {
@@ -193,7 +198,10 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     tc.diagnostic(`Rotate outcomes: ${JSON.stringify(Object.fromEntries(rotateOutcomes))}`);
     tc.diagnostic(`Vault certificates ${certsBefore} → ${certsAfter}; ${legitimateCalls} legitimate calls served`);
 
-    assert.ok(peakKb < RSS_LIMIT_KB, `peak RSS ${peakKb} kB must stay under ${RSS_LIMIT_KB} kB`);
+    assert.ok(
+      peakKb - rssBefore < RSS_GROWTH_LIMIT_KB,
+      `RSS grew by ${peakKb - rssBefore} kB under the abuse; it must stay under ${RSS_GROWTH_LIMIT_KB} kB`,
+    );
     assert.equal(certsAfter - certsBefore, 1, "one Vault signing for ten waves of Rotate calls");
     assert.equal(generationAfter, generationBefore + 1, "the whole burst made one new intermediate");
     assert.equal(
