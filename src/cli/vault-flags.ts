@@ -27,15 +27,38 @@ export interface VaultAuthSection {
   auth: AuthSettings;
 }
 
-/** The defaults of the connection settings the section adds beyond address, CA file and namespace. */
-export const DEFAULT_VAULT_TLS = {
-  caDir: undefined,
-  insecureSkipVerify: false,
-  clientCertFile: undefined,
-  clientKeyFile: undefined,
-  tlsServerName: undefined,
-  proxy: { httpsProxy: undefined, httpProxy: undefined, noProxy: undefined },
-} as const satisfies Partial<VaultAuthSection["vault"]>;
+/**
+ * The section's defaults, one per mode: every mode logs in the same way by default (Kubernetes auth at `kubernetes`
+ * with the projected token) and differs only in the Vault role. `caPem` is filled from the CA file or directory.
+ */
+export function defaultVaultAuthSection(role: string): {
+  vault: VaultAuthSection["vault"] & { caPem: string | undefined };
+  auth: AuthSettings;
+} {
+  return {
+    vault: {
+      address: "",
+      caFile: undefined,
+      caPem: undefined,
+      caDir: undefined,
+      namespace: undefined,
+      insecureSkipVerify: false,
+      clientCertFile: undefined,
+      clientKeyFile: undefined,
+      tlsServerName: undefined,
+      proxy: { httpsProxy: undefined, httpProxy: undefined, noProxy: undefined },
+    },
+    auth: {
+      method: "kubernetes",
+      mountPath: DEFAULT_AUTH_MOUNTS.kubernetes,
+      role,
+      tokenPath: "/var/run/secrets/tokens/vault-token",
+      roleIdFile: "",
+      secretIdFile: "",
+      vaultTokenFile: "",
+    },
+  };
+}
 
 function proxyUrl(v: string): string {
   const s = v.trim();

@@ -4,7 +4,7 @@ import type { IntermediateProfile } from "../authority/intermediate-authority.js
 import { KEY_ALGORITHMS } from "../crypto/keys.js";
 import { LOG_LEVELS, isHostPort } from "../cli/validate.js";
 import {
-  DEFAULT_VAULT_TLS,
+  defaultVaultAuthSection,
   authSettingsProblems,
   vaultConnectionProblems,
   type VaultAuthSection,
@@ -83,23 +83,7 @@ export const DEFAULT_MIN_LEAF_TTL_SECONDS = 5 * 60;
 export const DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS = 10 * 60;
 
 export const DEFAULT_CONFIG: Config = {
-  vault: {
-    address: "",
-    caPem: undefined,
-    caFile: undefined,
-    namespace: undefined,
-    ...DEFAULT_VAULT_TLS,
-    proxy: { ...DEFAULT_VAULT_TLS.proxy },
-  },
-  auth: {
-    method: "kubernetes",
-    mountPath: "kubernetes",
-    role: "istiod-agent",
-    tokenPath: "/var/run/secrets/tokens/vault-token",
-    roleIdFile: "",
-    secretIdFile: "",
-    vaultTokenFile: "",
-  },
+  ...defaultVaultAuthSection("istiod-agent"),
   intermediate: {
     caPath: "pki/root/sign-intermediate",
     csrPath: undefined,

@@ -32,7 +32,7 @@ import { keyAlgorithm } from "../cli/key-algorithm.js";
 import { kubeAccessFlags } from "../cli/kube-flags.js";
 import { backoffProblem, retryLogFlags } from "../cli/service-flags.js";
 import {
-  DEFAULT_VAULT_TLS,
+  defaultVaultAuthSection,
   VAULT_PROBE_HELP,
   loadVaultTlsFiles,
   withProxyEnv,
@@ -154,23 +154,7 @@ export const VAULT_FLAGS = [
 export const DEFAULT_RELAY_CONFIG: Omit<RelayConfig, "role"> = {
   cluster: undefined,
   namespace: "gloo-mesh",
-  vault: {
-    address: "",
-    caFile: undefined,
-    caPem: undefined,
-    namespace: undefined,
-    ...DEFAULT_VAULT_TLS,
-    proxy: { ...DEFAULT_VAULT_TLS.proxy },
-  },
-  auth: {
-    method: "kubernetes",
-    mountPath: "kubernetes",
-    role: "relay",
-    tokenPath: "/var/run/secrets/tokens/vault-token",
-    roleIdFile: "",
-    secretIdFile: "",
-    vaultTokenFile: "",
-  },
+  ...defaultVaultAuthSection("relay"),
   pkiMount: "pki_relay",
   serverRole: "relay-server",
   clientRole: "relay-client",

@@ -30,33 +30,31 @@ function serviceAccountJwt(opts: KubernetesAuthOptions): Promise<string> {
     : readCredentialFile(opts.tokenPath, SA_TOKEN, SA_TOKEN_EXPECTED);
 }
 
-/** Kubernetes auth: Vault reviews the service-account JWT with the apiserver (TokenReview). */
-export function kubernetesAuthMethod(opts: KubernetesAuthOptions): AuthMethod {
+/**
+ * The two methods that present the service-account JWT as `{role, jwt}`; they differ only in who checks it:
+ * Kubernetes auth has Vault review it with the apiserver (TokenReview), JWT auth checks it against the issuer's keys
+ * (no call to the apiserver).
+ */
+const SERVICE_ACCOUNT_JWT_METHODS = { kubernetes: "Kubernetes auth", jwt: "JWT auth" } as const;
+
+function serviceAccountJwtMethod(
+  name: keyof typeof SERVICE_ACCOUNT_JWT_METHODS,
+  opts: KubernetesAuthOptions,
+): AuthMethod {
   return {
-    name: "kubernetes",
-    title: "Kubernetes auth",
+    name,
+    title: SERVICE_ACCOUNT_JWT_METHODS[name],
     logFields: { mount: opts.mountPath, role: opts.role },
     ownsToken: true,
     async login(vault) {
-      const jwt = await serviceAccountJwt(opts);
-      return vault.kubernetesLogin(opts.mountPath, opts.role, jwt);
+      return vault.login(opts.mountPath, { role: opts.role, jwt: await serviceAccountJwt(opts) });
     },
   };
 }
 
-/** JWT auth: the same service-account JWT, checked by Vault against the issuer's keys (no call to the apiserver). */
-export function jwtAuthMethod(opts: KubernetesAuthOptions): AuthMethod {
-  return {
-    name: "jwt",
-    title: "JWT auth",
-    logFields: { mount: opts.mountPath, role: opts.role },
-    ownsToken: true,
-    async login(vault) {
-      const jwt = await serviceAccountJwt(opts);
-      return vault.login(opts.mountPath, { role: opts.role, jwt });
-    },
-  };
-}
+export const kubernetesAuthMethod = (opts: KubernetesAuthOptions): AuthMethod =>
+  serviceAccountJwtMethod("kubernetes", opts);
+export const jwtAuthMethod = (opts: KubernetesAuthOptions): AuthMethod => serviceAccountJwtMethod("jwt", opts);
 
 /** A token session on Kubernetes auth (the default method). */
 export class KubernetesAuth extends VaultTokenSession {

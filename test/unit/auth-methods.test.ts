@@ -29,9 +29,6 @@ function scriptedVault() {
       seen.logins.push({ mount, body });
       return Promise.resolve(answer(`tok-${seen.logins.length}`));
     },
-    kubernetesLogin(mount: string, role: string, jwt: string) {
-      return this.login(mount, { role, jwt });
-    },
     lookupSelf(token: string) {
       seen.lookups.push(token);
       if (refuse)

@@ -38,7 +38,8 @@ function setup(script: Script) {
     renewable,
   });
   const vault = {
-    kubernetesLogin(_mount: string, _role: string, jwt: string) {
+    login(_mount: string, body: Record<string, string>) {
+      const jwt = body.jwt ?? "";
       seen.jwts.push(jwt);
       return Promise.resolve(auth(`tok-${seen.jwts.length}`, script.login.lease, script.login.renewable));
     },
