@@ -1,6 +1,7 @@
 // A ready-to-use environment for agent tests: the real servers, the istiod service account, and a Vault configured by
 // the same setupVault() the product's setup-vault command runs.
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { TestEnv, type TestEnvOptions } from "./harness.js";
 import { setupVault, DEFAULT_SETUP, type VaultSetupOptions } from "../../src/vault/setup.js";
 
@@ -10,6 +11,30 @@ const REVIEWER_NS = "vault-system";
 const REVIEWER_SA = "vault-token-reviewer";
 /** The apiserver's own audience (its service-account issuer), which the reviewer's token must carry. */
 export const APISERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local";
+
+/**
+ * Vault's TokenReview credential, as in a real install: a dedicated service account allowed to review tokens
+ * (`system:auth-delegator`). Returns its token for the apiserver's audience.
+ */
+export async function createTokenReviewer(env: TestEnv, ttlSeconds = 24 * 3600): Promise<string> {
+  await env.createServiceAccount(REVIEWER_NS, REVIEWER_SA);
+  await env.bindClusterRole("system:auth-delegator", REVIEWER_NS, REVIEWER_SA);
+  return env.requestToken(REVIEWER_NS, REVIEWER_SA, APISERVER_AUDIENCE, ttlSeconds);
+}
+
+/**
+ * What `setup-vault` needs to configure Kubernetes auth for this apiserver, written into `dir` as an operator would
+ * have them (the apiserver CA and the reviewer's token), returned as its flags.
+ */
+export async function setupVaultKubernetesFlags(env: TestEnv, dir: string): Promise<string[]> {
+  writeFileSync(join(dir, "kube-ca.crt"), env.kube.caPem);
+  writeFileSync(join(dir, "reviewer.jwt"), await createTokenReviewer(env, 3600), { mode: 0o600 });
+  return [
+    `--kubernetes-host=${env.kube.url}`,
+    `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
+    `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
+  ];
+}
 
 export interface AgentTestEnv {
   env: TestEnv;
@@ -25,10 +50,7 @@ export async function startAgentTestEnv(
   const env = await TestEnv.start(envOpts);
   try {
     await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
-    // Vault's TokenReview credential: a dedicated service account allowed to review tokens, as in a real install.
-    await env.createServiceAccount(REVIEWER_NS, REVIEWER_SA);
-    await env.bindClusterRole("system:auth-delegator", REVIEWER_NS, REVIEWER_SA);
-    const reviewerJwt = await env.requestToken(REVIEWER_NS, REVIEWER_SA, APISERVER_AUDIENCE, 24 * 3600);
+    const reviewerJwt = await createTokenReviewer(env);
     const setup: VaultSetupOptions = {
       ...DEFAULT_SETUP,
       intermediateMount: "pki_int",

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
-import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
+import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA, setupVaultKubernetesFlags } from "../env/fixtures.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { writeExecKubeconfig } from "../env/kubeconfig-fixture.js";
 
@@ -41,23 +41,8 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
     env = await TestEnv.start();
     dir = mkdtempSync(join(tmpdir(), "iva-doctor-"));
     await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
-    await env.createServiceAccount("vault-system", "vault-token-reviewer");
-    await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
-    writeFileSync(join(dir, "kube-ca.crt"), env.kube.caPem);
-    writeFileSync(
-      join(dir, "reviewer.jwt"),
-      await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600),
-    );
-    const setup = cli(
-      [
-        "setup-vault",
-        ...vaultFlags(),
-        `--kubernetes-host=${env.kube.url}`,
-        `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
-        `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
-      ],
-      { VAULT_TOKEN: env.vault.rootToken },
-    );
+    const kubeFlags = await setupVaultKubernetesFlags(env, dir);
+    const setup = cli(["setup-vault", ...vaultFlags(), ...kubeFlags], { VAULT_TOKEN: env.vault.rootToken });
     assert.equal(setup.code, 0, setup.output);
   });
   after(async () => {

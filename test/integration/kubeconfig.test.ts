@@ -16,7 +16,7 @@ import { TestEnv, repoRoot } from "../env/harness.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { writeExecKubeconfig, type ExecKubeconfig } from "../env/kubeconfig-fixture.js";
-import { APISERVER_AUDIENCE, ISTIOD_SA } from "../env/fixtures.js";
+import { ISTIOD_SA, createTokenReviewer } from "../env/fixtures.js";
 import { kubeClusterInfo, openKube } from "../../src/cli/kube.js";
 import { INJECTED_ANNOTATION } from "../../src/inject/pod-template.js";
 
@@ -129,10 +129,8 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
 
   it("setup-vault takes the --context's apiserver URL and CA; doctor then passes every check through the plugin", async () => {
     await env.createServiceAccount(NS, ISTIOD_SA);
-    await env.createServiceAccount("vault-system", "vault-token-reviewer");
-    await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
     const reviewer = join(dir, "reviewer.jwt");
-    writeFileSync(reviewer, await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600));
+    writeFileSync(reviewer, await createTokenReviewer(env, 3600));
     const vaultFlags = [`--vault-addr=${env.vault.url}`, `--vault-cacert=${env.vault.caFile}`];
 
     // setup-vault reads only the context's cluster entry (a.yaml's "test", CA by a path relative to a.yaml; b.yaml's

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { TestEnv, repoRoot } from "../env/harness.js";
-import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
+import { ISTIO_NS, ISTIOD_SA, createTokenReviewer } from "../env/fixtures.js";
 import { nodeBinary, startAgent } from "../env/agent-process.js";
 import { opensslVerify, workloadCsr } from "../env/crypto-check.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
@@ -65,9 +65,7 @@ describe("many clusters on one Vault", () => {
     ] as const) {
       await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
       // Each cluster's own TokenReview credential, as a real install has one: a reviewer account in that cluster.
-      await env.createServiceAccount("vault-system", "vault-token-reviewer");
-      await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
-      const jwt = await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 24 * 3600);
+      const jwt = await createTokenReviewer(env);
       writeFileSync(join(dir, `reviewer-${name}.jwt`), jwt, { mode: 0o600 });
     }
   });

@@ -8,40 +8,11 @@ import { readFileSync, rmSync } from "node:fs";
 import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
 import { repoRoot } from "../env/harness.js";
+import { POLICY_BASE, policyReader } from "../env/policy-objects.js";
 import { waitUntil } from "../env/process.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 
-const BASE = `/apis/istiod-vault-agent.io/v1alpha1/namespaces/${ISTIO_NS}/roottrustpolicies`;
-
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-  lastTransitionTime: string;
-}
-
-interface Rtp {
-  metadata: { generation: number };
-  spec: Record<string, unknown>;
-  status?: {
-    observedGeneration?: number;
-    generation?: number;
-    intermediateSerial?: string;
-    intermediateNotAfter?: string;
-    lastError?: string;
-    writer?: string;
-    conditions?: Condition[];
-  };
-}
-
-interface KubeEvent {
-  reason: string;
-  type: string;
-  message: string;
-  count?: number;
-  reportingInstance?: string;
-}
+const BASE = POLICY_BASE;
 
 describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
   let t: AgentTestEnv;
@@ -67,8 +38,7 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
       ...extraSpec,
     },
   });
-  const get = (name = "istiod") => t.env.kube.admin.get<Rtp>(`${BASE}/${name}`);
-  const ready = async () => (await get()).status?.conditions?.find((c) => c.type === "Ready");
+  const { get, ready, events } = policyReader(() => t.env.kube.admin);
   const patchSpec = (config: unknown) =>
     t.env.kube.admin.request(
       "PATCH",
@@ -76,12 +46,6 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
       { spec: { config } },
       { contentType: "application/merge-patch+json" },
     );
-  const events = async () =>
-    (
-      await t.env.kube.admin.get<{ items: KubeEvent[] }>(
-        `/api/v1/namespaces/${ISTIO_NS}/events?fieldSelector=involvedObject.name%3Distiod`,
-      )
-    ).items;
   const policyArgs = [`--policy-name=istiod`, `--policy-namespace=${ISTIO_NS}`];
 
   before(async () => {

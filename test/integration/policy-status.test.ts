@@ -9,49 +9,20 @@ import { readFileSync } from "node:fs";
 import { agentSuite, getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
 import { ISTIO_NS } from "../env/fixtures.js";
 import { repoRoot } from "../env/harness.js";
+import { POLICY_BASE, policyReader, type Condition } from "../env/policy-objects.js";
 import { waitUntil } from "../env/process.js";
 
-const BASE = `/apis/istiod-vault-agent.io/v1alpha1/namespaces/${ISTIO_NS}/roottrustpolicies`;
+const BASE = POLICY_BASE;
 /** The Vault policy setupVault() writes for the agent's role. */
 const AGENT_VAULT_POLICY = "istiod-agent";
 const LEASE = `/apis/coordination.k8s.io/v1/namespaces/${ISTIO_NS}/leases/istiod-vault-agent-istiod`;
-
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-  lastTransitionTime: string;
-}
-
-interface Status {
-  intermediateSerial?: string;
-  writer?: string;
-  conditions?: Condition[];
-}
-
-interface KubeEvent {
-  reason: string;
-  type: string;
-  message: string;
-  count?: number;
-  reportingInstance?: string;
-  source?: { host?: string };
-}
 
 describe("RootTrustPolicy status: conditions, Events, one writer", () => {
   const suite = agentSuite();
   let a: AgentRun;
   let b: AgentRun | undefined;
 
-  const status = async () => (await suite.env.kube.admin.get<{ status?: Status }>(`${BASE}/istiod`)).status ?? {};
-  const ready = async () => (await status()).conditions?.find((c) => c.type === "Ready");
-  const events = async () =>
-    (
-      await suite.env.kube.admin.get<{ items: KubeEvent[] }>(
-        `/api/v1/namespaces/${ISTIO_NS}/events?fieldSelector=involvedObject.name%3Distiod`,
-      )
-    ).items;
+  const { status, ready, events } = policyReader(() => suite.env.kube.admin);
   const replica = (name: string) =>
     suite.start(
       "sidecar",

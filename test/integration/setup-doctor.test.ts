@@ -8,25 +8,20 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
-import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
+import { ISTIO_NS, ISTIOD_SA, setupVaultKubernetesFlags } from "../env/fixtures.js";
 import { nodeBinary, startAgent, writeIstiodToken } from "../env/agent-process.js";
 import { opensslVerify } from "../env/crypto-check.js";
 
 describe("setup-vault and doctor against an empty OpenBao", () => {
   let env: TestEnv;
   let dir: string;
+  let kubeFlags: string[];
 
   before(async () => {
     env = await TestEnv.start();
     dir = mkdtempSync(join(tmpdir(), "iva-setup-"));
     await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
-    await env.createServiceAccount("vault-system", "vault-token-reviewer");
-    await env.bindClusterRole("system:auth-delegator", "vault-system", "vault-token-reviewer");
-    writeFileSync(join(dir, "kube-ca.crt"), env.kube.caPem);
-    writeFileSync(
-      join(dir, "reviewer.jwt"),
-      await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600),
-    );
+    kubeFlags = await setupVaultKubernetesFlags(env, dir);
     await writeIstiodToken(env, join(dir, "vault-token"));
   });
   after(async () => {
@@ -47,13 +42,7 @@ describe("setup-vault and doctor against an empty OpenBao", () => {
   const agentFlags = () => [...vaultFlags(), `--token-path=${join(dir, "vault-token")}`];
 
   it("setup-vault configures an empty OpenBao and a second run changes nothing", () => {
-    const setupArgs = [
-      "setup-vault",
-      ...vaultFlags(),
-      `--kubernetes-host=${env.kube.url}`,
-      `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
-      `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
-    ];
+    const setupArgs = ["setup-vault", ...vaultFlags(), ...kubeFlags];
     const first = cli(setupArgs, { withToken: true });
     assert.equal(first.code, 0, first.output);
     assert.match(first.output, /mounted pki at pki\//);
@@ -109,13 +98,7 @@ describe("setup-vault and doctor against an empty OpenBao", () => {
 
   it("setup-vault --revisions=canary: istiod-canary logs in and obtains an intermediate; istiod-other is refused", async () => {
     for (const sa of ["istiod-canary", "istiod-other"]) await env.createServiceAccount(ISTIO_NS, sa);
-    const setupArgs = [
-      "setup-vault",
-      ...vaultFlags(),
-      `--kubernetes-host=${env.kube.url}`,
-      `--kubernetes-ca-file=${join(dir, "kube-ca.crt")}`,
-      `--token-reviewer-jwt-file=${join(dir, "reviewer.jwt")}`,
-    ];
+    const setupArgs = ["setup-vault", ...vaultFlags(), ...kubeFlags];
     const bad = cli([...setupArgs, "--revisions=canary,Stable_1"], { withToken: true });
     assert.equal(bad.code, 2, bad.output);
     assert.match(bad.output, /--revisions.*"Stable_1" is not.*e\.g\. canary,stable/);
