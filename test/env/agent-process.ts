@@ -262,7 +262,8 @@ export async function startIstioCaAgent(
   const args = [
     `--istio-ca-addr=127.0.0.1:${port}`,
     "--istio-ca-names=127.0.0.1,localhost",
-    `--kubeconfig=${suite.env.kube.kubeconfigPath}`,
+    // The admin's kubeconfig unless the test passes its own (e.g. one with only the RBAC the manifests grant).
+    ...(extra.some((a) => a.startsWith("--kubeconfig=")) ? [] : [`--kubeconfig=${suite.env.kube.kubeconfigPath}`]),
   ];
   const run = await suite.start("sidecar", [...args, ...extra], opts);
   const rootPem = (await getBundle(run.client)).rootCertPem.join("");

@@ -6,7 +6,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { agentSuite, startIstioCaAgent, type IstioCaAgent } from "../env/agent-process.js";
-import { TestEnv } from "../env/harness.js";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseAllDocuments } from "yaml";
+import { TestEnv, repoRoot } from "../env/harness.js";
+import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
 import { waitUntil } from "../env/process.js";
 import { workloadCsr, subjectAltNames } from "../env/crypto-check.js";
 
@@ -15,6 +19,7 @@ const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
 const SLEEP = id("default", "sleep");
 const OTHER = id("default", "other");
 const NOPOD = id("default", "nopod");
+const b64 = (s: string) => Buffer.from(s).toString("base64");
 
 /** A Pod of `sa` already "scheduled" to `node` (nobody runs it); returns its UID for a bound token. */
 async function createPod(env: TestEnv, ns: string, name: string, sa: string, node: string): Promise<string> {
@@ -91,7 +96,34 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
       { contentType: "application/merge-patch+json" },
     );
     assert.ok(failedUid);
-    ca = await startIstioCaAgent(suite, ["--cluster-id=cluster1"]);
+    // The agent runs as istio-system/istiod with only what manifests/base/istio-ca-tokenreview.yaml grants it, so the
+    // shipped RBAC is shown to be enough (TokenReview, pods cluster-wide, Secrets in its namespace).
+    await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
+    for (const doc of parseAllDocuments(
+      readFileSync(join(repoRoot(), "manifests/base/istio-ca-tokenreview.yaml"), "utf8"),
+    )) {
+      const obj = doc.toJSON() as { kind: string; metadata: { namespace?: string } };
+      const plural = `${obj.kind.toLowerCase()}s`;
+      const path = obj.metadata.namespace
+        ? `/apis/rbac.authorization.k8s.io/v1/namespaces/${obj.metadata.namespace}/${plural}`
+        : `/apis/rbac.authorization.k8s.io/v1/${plural}`;
+      await env.kube.admin.request("POST", path, obj);
+    }
+    const kubeconfig = join(suite.env.dir, "istiod-kubeconfig");
+    const istiodToken = await env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600);
+    writeFileSync(
+      kubeconfig,
+      JSON.stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [{ name: "c", cluster: { server: env.kube.url, "certificate-authority-data": b64(env.kube.caPem) } }],
+        users: [{ name: "istiod", user: { token: istiodToken } }],
+        contexts: [{ name: "istiod", context: { cluster: "c", user: "istiod" } }],
+        "current-context": "istiod",
+      }),
+      { mode: 0o600 },
+    );
+    ca = await startIstioCaAgent(suite, ["--cluster-id=cluster1", `--kubeconfig=${kubeconfig}`]);
   });
   after(async () => {
     await remote?.stop();
@@ -163,14 +195,18 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
 
   describe("ClusterID selects the cluster that reviews the token", () => {
     let remoteToken: string;
+    let remoteZtunnel: string;
     const secretPath = "/api/v1/namespaces/istio-system/secrets";
 
     before(async () => {
       remote = await TestEnv.start({ vault: false });
       await remote.createServiceAccount("default", "sleep");
       remoteToken = await remote.requestToken("default", "sleep", "istio-ca", 600);
+      // A ztunnel in cluster 2 on a node named like cluster 1's node-a, where cluster 1 (only) runs a sleep pod.
+      await remote.createServiceAccount("istio-system", "ztunnel");
+      const uid = await createPod(remote, "istio-system", "ztunnel-r", "ztunnel", "node-a");
+      remoteZtunnel = await podToken(remote, "istio-system", "ztunnel", "ztunnel-r", uid);
       // Created after the agent started: the agent's watch must pick it up.
-      const { readFileSync } = await import("node:fs");
       await suite.env.kube.admin.create(secretPath, {
         apiVersion: "v1",
         kind: "Secret",
@@ -200,6 +236,21 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
       // The metadata Struct's ClusterID field selects the same way.
       const viaField = await remoteCall({ metadata: { ClusterID: "cluster2" } });
       assert.deepEqual(subjectAltNames(viaField[0]!), [SLEEP]);
+    });
+
+    it("a cluster-2 node agent is checked against cluster 2's pods, not the local cluster's", async () => {
+      const ask = async () =>
+        ca.create(await workloadCsr(SLEEP), remoteZtunnel, 3600, {
+          headers: { clusterid: "cluster2" },
+          metadata: { ImpersonatedIdentity: SLEEP },
+        });
+      await refused(
+        ask(),
+        grpc.status.UNAUTHENTICATED,
+        /no pod of service account default\/sleep runs on its node node-a \(cluster cluster2\)/,
+      );
+      await createPod(remote!, "default", "sleep-r", "sleep", "node-a");
+      assert.deepEqual(subjectAltNames((await ask())[0]!), [SLEEP]);
     });
 
     it("the same token without a cluster ID (or with the local one) is refused by the local apiserver", async () => {
