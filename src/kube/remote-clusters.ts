@@ -20,6 +20,7 @@
 // - Not done: istiod's cluster aliases (a meshConfig option) and kubeconfig files instead of Secrets.
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
+import { HttpStatusError } from "../net/http-json.js";
 import { Backoff } from "../util/backoff.js";
 import { sleep, systemClock, type Clock } from "../util/clock.js";
 import type { KubeClient } from "./client.js";
@@ -216,7 +217,11 @@ export class RemoteClusters<T> {
         );
       } catch (err) {
         if (signal.aborted) return;
-        this.lastError = `reading them failed: ${((err as Error).message || String(err)).split("\n")[0]!.slice(0, 300)}`;
+        this.lastError =
+          `reading them failed: ${((err as Error).message || String(err)).split("\n")[0]!.slice(0, 300)}` +
+          (err instanceof HttpStatusError && err.status === 403
+            ? `; the agent needs secrets get/list/watch in namespace ${o.namespace} (manifests/base/istio-ca-tokenreview.yaml, chart rbac.remoteClusterSecrets)`
+            : "");
         const delay = backoff.next();
         o.log.warn(
           { err: this.lastError, namespace: o.namespace, retryInMs: delay },

@@ -387,3 +387,20 @@ describe("kubeClientFromUntrustedKubeconfig (a remote cluster's Secret)", () => 
       });
   });
 });
+
+describe("--trusted-node-agents and --cluster-id", () => {
+  const env = { VAULT_ADDR: "https://vault.example:8200" };
+  it("default to Istio's ztunnel account and cluster ID; an empty list trusts nobody; a bad entry is a config error", async () => {
+    const { loadConfig, parseFlags } = await import("../../src/config/load.js");
+    const d = loadConfig({}, env);
+    assert.deepEqual(d.istioCa.trustedNodeAgents, ["istio-system/ztunnel"]);
+    assert.equal(d.istioCa.clusterId, "Kubernetes");
+    const c = loadConfig(parseFlags(["--trusted-node-agents=", "--cluster-id=east"]), env);
+    assert.deepEqual(c.istioCa.trustedNodeAgents, []);
+    assert.equal(c.istioCa.clusterId, "east");
+    assert.throws(
+      () => loadConfig(parseFlags(["--trusted-node-agents=istio-system/ztunnel,ztunnel"]), env),
+      /--trusted-node-agents: .*"ztunnel" is not namespace\/serviceaccount/,
+    );
+  });
+});
