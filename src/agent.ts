@@ -19,7 +19,9 @@ import { VaultHealthProbe } from "./vault/health-probe.js";
 import type { KubeClient } from "./kube/client.js";
 import { openKube } from "./cli/kube.js";
 import { TokenReviewer } from "./kube/token-review.js";
-import { IstioCaServer } from "./serve/istio-ca.js";
+import { IstioCaServer, type CaClusterAccess } from "./serve/istio-ca.js";
+import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serve/node-authorizer.js";
+import { RemoteClusters } from "./kube/remote-clusters.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
@@ -47,6 +49,8 @@ export class Agent {
   private grpc: AgentGrpcServer | undefined;
   private istioCa: IstioCaServer | undefined;
   private kube: KubeClient | undefined;
+  private remoteClusters: RemoteClusters<CaClusterAccess> | undefined;
+  private remoteClustersStop: AbortController | undefined;
   private unsubscribeSink: (() => void) | undefined;
   private probe: VaultHealthProbe | undefined;
   private sinkQueue: Promise<void> = Promise.resolve();
@@ -221,13 +225,30 @@ export class Agent {
     }
     if (this.config.istioCa.address) {
       this.kube = await openKube(this.config.kube);
-      const reviewer = new TokenReviewer(
-        this.kube,
-        this.config.istioCa.audience,
-        this.config.leaf.trustDomain,
-        undefined,
-        this.metrics,
-      );
+      const access = (client: KubeClient): CaClusterAccess => ({
+        reviewer: new TokenReviewer(
+          client,
+          this.config.istioCa.audience,
+          this.config.leaf.trustDomain,
+          undefined,
+          this.metrics,
+        ),
+        pods: new ApiserverPodDirectory(client),
+      });
+      const local = access(this.kube);
+      const reviewer = local.reviewer;
+      this.remoteClusters = new RemoteClusters<CaClusterAccess>({
+        kube: this.kube,
+        namespace: this.config.pod.namespace ?? "istio-system",
+        localClusterId: this.config.istioCa.clusterId,
+        local,
+        makeAccess: (_id, client) => access(client),
+        log: this.log,
+        clock: this.clock,
+      });
+      this.remoteClustersStop = new AbortController();
+      void this.remoteClusters.run(this.remoteClustersStop.signal);
+      const remote = this.remoteClusters;
       this.istioCa = new IstioCaServer(
         {
           address: this.config.istioCa.address,
@@ -236,6 +257,12 @@ export class Agent {
           maxInFlight: this.config.istioCa.maxInFlight,
           authFailureBurst: this.config.istioCa.authFailureBurst,
           authFailuresPerMinute: this.config.istioCa.authFailuresPerMinute,
+          clusters: (id) => remote.select(id),
+          nodeAuthorizer: new NodeAuthorizer(
+            parseNodeAccounts(this.config.istioCa.trustedNodeAgents.join(",")),
+            this.config.leaf.trustDomain,
+            this.clock,
+          ),
         },
         this.authority,
         reviewer,
@@ -259,6 +286,8 @@ export class Agent {
     this.unsubscribeSink?.();
     await this.sinkQueue;
     await this.istioCa?.stop();
+    this.remoteClustersStop?.abort();
+    await this.remoteClusters?.close();
     await this.kube?.close();
     await this.grpc?.stop();
     await this.backend.vault.close();

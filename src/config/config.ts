@@ -67,6 +67,10 @@ export interface Config {
     authFailureBurst: number;
     /** Failed authentications per minute a peer address regains (token bucket refill). */
     authFailuresPerMinute: number;
+    /** Service accounts ("namespace/name") that may ask for workloads on their own node (istiod's CA_TRUSTED_NODE_ACCOUNTS). */
+    trustedNodeAgents: string[];
+    /** This cluster's ID (istiod's CLUSTER_ID): a request naming it, or none, is reviewed by the local apiserver. */
+    clusterId: string;
   };
   kube: {
     /** Kubeconfig for running outside a pod; in a pod the service account is used. */
@@ -118,6 +122,8 @@ export const DEFAULT_CONFIG: Config = {
     maxInFlight: 64,
     authFailureBurst: 20,
     authFailuresPerMinute: 30,
+    trustedNodeAgents: ["istio-system/ztunnel"],
+    clusterId: "Kubernetes",
   },
   kube: { kubeconfig: undefined, context: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },

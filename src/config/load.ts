@@ -25,6 +25,7 @@ import {
   commandFlag,
 } from "../cli/flags.js";
 import {
+  Expected,
   duration,
   durationMs,
   list,
@@ -47,8 +48,18 @@ import {
   withProxyEnv,
 } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
+import { parseNodeAccounts } from "../serve/node-authorizer.js";
 
 const flag = valueFlag<Config, string>;
+
+/** --trusted-node-agents: ns/sa pairs, checked and normalised (an empty value trusts nobody). */
+function trustedNodeAgents(v: string): string[] {
+  try {
+    return parseNodeAccounts(v).map((a) => `${a.namespace}/${a.serviceAccount}`);
+  } catch (err) {
+    throw new Expected(`namespace/serviceaccount pairs separated by commas (${(err as Error).message})`);
+  }
+}
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
 
@@ -160,6 +171,19 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     "failed authentications a peer address regains per minute",
     count(1),
     (c) => c.istioCa.authFailuresPerMinute,
+  ),
+  "trusted-node-agents": option(
+    "comma-separated namespace/serviceaccount of node agents (ztunnel) that may ask the Istio CA for the identities " +
+      "of pods on their own node (metadata ImpersonatedIdentity); empty: nobody",
+    trustedNodeAgents,
+    (c) => c.istioCa.trustedNodeAgents,
+    { arg: "NS/SA,..." },
+  ),
+  "cluster-id": option(
+    "this cluster's ID (Istio's CLUSTER_ID): Istio CA requests naming another cluster are reviewed by that cluster's " +
+      "apiserver, from Secrets labelled istio/multiCluster=true in the agent's namespace",
+    nonEmpty,
+    (c) => c.istioCa.clusterId,
   ),
   "socket-max-watch-per-connection": option(
     "WatchSigningBundle streams per socket connection",

@@ -37,22 +37,34 @@ const EXPECTED_AUTH =
 
 /** Reads, merges and selects; throws an Error naming the file, context, cluster or user that is wrong. */
 export function selectContext(files: string[], contextOverride?: string): SelectedContext {
-  const where = `kubeconfig ${files.join(":")}`;
-  const clusters = new Map<string, Raw>();
-  const users = new Map<string, Raw>();
-  const contexts = new Map<string, Raw>();
-  let current: string | undefined;
-  for (const file of files) {
-    let doc: Raw;
+  const docs = files.map((file) => {
+    let doc: unknown;
     try {
-      doc = (parseYaml(readFileSync(file, "utf8")) ?? {}) as Raw;
+      doc = parseYaml(readFileSync(file, "utf8")) ?? {};
     } catch (err) {
       throw new Error(`kubeconfig ${file}: cannot read or parse it (${(err as Error).message.split("\n")[0]})`, {
         cause: err,
       });
     }
-    if (typeof doc !== "object" || Array.isArray(doc)) throw new Error(`kubeconfig ${file}: not a kubeconfig document`);
-    const base = dirname(resolve(file));
+    return { name: file, doc, base: dirname(resolve(file)) };
+  });
+  return selectFromDocuments(docs, `kubeconfig ${files.join(":")}`, contextOverride);
+}
+
+/** selectContext over documents already read: `name` names each in errors, `base` resolves its relative paths. */
+function selectFromDocuments(
+  docs: { name: string; doc: unknown; base: string }[],
+  where: string,
+  contextOverride?: string,
+): SelectedContext {
+  const clusters = new Map<string, Raw>();
+  const users = new Map<string, Raw>();
+  const contexts = new Map<string, Raw>();
+  let current: string | undefined;
+  for (const { name: file, doc: parsed, base } of docs) {
+    const doc = parsed as Raw;
+    if (typeof doc !== "object" || doc === null || Array.isArray(doc))
+      throw new Error(`kubeconfig ${file}: not a kubeconfig document`);
     const add = (into: Map<string, Raw>, list: unknown, key: string, fix: (v: Raw) => Raw) => {
       for (const entry of Array.isArray(list) ? (list as Raw[]) : []) {
         const name = entry?.name;
@@ -180,7 +192,48 @@ export async function kubeClientFromKubeconfig(
   contextOverride?: string,
   warn: (message: string) => void = () => undefined,
 ): Promise<KubeClient> {
-  const sel = selectContext(typeof files === "string" ? [files] : files, contextOverride);
+  return clientForContext(selectContext(typeof files === "string" ? [files] : files, contextOverride), warn);
+}
+
+/**
+ * A client from a kubeconfig someone else wrote (a remote cluster's Secret), held to istiod's rules for those
+ * (istio pkg/kube NewUntrustedRestConfig + sanitizeKubeConfig): nothing that reads the agent's files or runs a
+ * program (client-certificate, client-key, tokenFile, exec, auth providers other than oidc), and, ours, no
+ * certificate-authority file and no insecure-skip-tls-verify (the apiserver's certificate is always verified).
+ * Inline data (token, client-certificate-data/client-key-data, certificate-authority-data) is what is expected.
+ */
+export async function kubeClientFromUntrustedKubeconfig(text: string, where: string): Promise<KubeClient> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new Error(`${where}: cannot parse the kubeconfig (${(err as Error).message.split("\n")[0]})`, {
+      cause: err,
+    });
+  }
+  const sel = selectFromDocuments([{ name: where, doc, base: "/" }], where);
+  const refused = untrustedOptions(sel);
+  if (refused.length)
+    throw new Error(
+      `${where}: ${refused.join(", ")} not allowed in a remote cluster's kubeconfig; expected inline credentials ` +
+        "(token, or client-certificate-data and client-key-data, or the oidc auth-provider) and certificate-authority-data",
+    );
+  return clientForContext(sel, () => undefined);
+}
+
+function untrustedOptions(sel: SelectedContext): string[] {
+  const u = sel.user;
+  const c = sel.cluster;
+  const out: string[] = [];
+  for (const k of ["client-certificate", "client-key", "tokenFile", "exec"]) if (u[k]) out.push(k);
+  const provider = u["auth-provider"] as Raw | undefined;
+  if (provider && provider.name !== "oidc") out.push(`auth-provider ${String(provider.name)}`);
+  if (c["certificate-authority"]) out.push("certificate-authority (a file)");
+  if (c["insecure-skip-tls-verify"] === true) out.push("insecure-skip-tls-verify");
+  return out;
+}
+
+async function clientForContext(sel: SelectedContext, warn: (message: string) => void): Promise<KubeClient> {
   checkUser(sel);
   const who = describeUser(sel);
   const c = sel.cluster;

@@ -28,7 +28,21 @@ export interface ReviewedIdentity {
   namespace: string;
   serviceAccount: string;
   spiffeId: string;
+  /**
+   * What the apiserver says the token is bound to (TokenReview status.user.extra, first value of each key, as istiod's
+   * tokenreview package reads them): set only for tokens bound to a pod (TokenRequest boundObjectRef, i.e. every
+   * projected token a kubelet mounts), and node-name only on apiservers that record it (1.30+). The caller cannot
+   * choose them: they come from the apiserver's answer, not the request.
+   */
+  podName?: string;
+  podUid?: string;
+  nodeName?: string;
 }
+
+/** TokenReview extra keys of a pod-bound token (k8s.io/apiserver serviceaccount claims). */
+export const POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name";
+export const POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid";
+export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
 
 /** The group the apiserver puts every service-account token's user in. */
 const SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts";
@@ -70,7 +84,7 @@ export function identityFromTokenReview(answer: unknown, audience: string, trust
       `the token is for audience ${s.audiences.map((a) => printable(String(a))).join(", ") || "(none)"}, not ${audience}`,
     );
   }
-  const user = (s.user ?? {}) as { username?: unknown; groups?: unknown };
+  const user = (s.user ?? {}) as { username?: unknown; groups?: unknown; extra?: unknown };
   const m = typeof user.username === "string" ? SERVICE_ACCOUNT_USER.exec(user.username) : null;
   if (!m) {
     throw new AuthenticationError(
@@ -85,7 +99,23 @@ export function identityFromTokenReview(answer: unknown, audience: string, trust
     );
   }
   const [, namespace = "", serviceAccount = ""] = m;
-  return { namespace, serviceAccount, spiffeId: `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}` };
+  const extra = (user.extra ?? {}) as Record<string, unknown>;
+  const first = (key: string): string | undefined => {
+    const v = extra[key];
+    const s0: unknown = Array.isArray(v) ? (v as unknown[])[0] : undefined;
+    return typeof s0 === "string" && s0 !== "" ? s0 : undefined;
+  };
+  const podName = first(POD_NAME_EXTRA);
+  const podUid = first(POD_UID_EXTRA);
+  const nodeName = first(NODE_NAME_EXTRA);
+  return {
+    namespace,
+    serviceAccount,
+    spiffeId: `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`,
+    ...(podName ? { podName } : {}),
+    ...(podUid ? { podUid } : {}),
+    ...(nodeName ? { nodeName } : {}),
+  };
 }
 
 /** Reviews tokens; successful reviews are cached briefly (keyed by a hash of the token) to spare the apiserver. */

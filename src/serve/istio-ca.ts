@@ -1,6 +1,8 @@
 // The agent as a drop-in Istio CA: a TLS gRPC listener serving istio.v1.auth.IstioCertificateService, so
 // istio-proxies (CA_ADDR / global.caAddress) get leaves signed by the in-memory intermediate and the key never
-// leaves the agent. Callers authenticate like istiod's: `authorization: Bearer <JWT>` checked by TokenReview.
+// leaves the agent. Callers authenticate like istiod's: `authorization: Bearer <JWT>` checked by TokenReview, in the
+// cluster the request names (src/kube/remote-clusters.ts); node agents may ask for workloads on their own node
+// (src/serve/node-authorizer.ts).
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type {
@@ -11,7 +13,14 @@ import type {
 import { IstioCertificateServiceService, type IstioCertificateServiceServer } from "../gen/istio/v1/auth/ca.js";
 import type { SigningBundle } from "../authority/bundle.js";
 import type { IntermediateAuthority } from "../authority/intermediate-authority.js";
-import { AuthenticationError, type TokenReviewer } from "../kube/token-review.js";
+import { AuthenticationError, type ReviewedIdentity, type TokenReviewer } from "../kube/token-review.js";
+import { requestedClusterId, CLUSTER_ID_HEADER, type ClusterChoice } from "../kube/remote-clusters.js";
+import {
+  impersonatedIdentityOf,
+  NodeAuthorizationError,
+  type NodeAuthorizer,
+  type PodDirectory,
+} from "./node-authorizer.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/leaf-policy.js";
 import { signLeaf } from "../signing/leaf-signer.js";
@@ -34,6 +43,16 @@ export interface IstioCaOptions {
   /** Failed authentications per peer address before it is refused without a TokenReview, and the refill rate. */
   authFailureBurst?: number;
   authFailuresPerMinute?: number;
+  /** The cluster a request's cluster ID selects (TokenReview and pods there); default: the local reviewer only. */
+  clusters?: (clusterId: string) => ClusterChoice<CaClusterAccess>;
+  /** Who may be certified for whom (ImpersonatedIdentity); without it every impersonation is refused, as istiod. */
+  nodeAuthorizer?: NodeAuthorizer;
+}
+
+/** One cluster's part in a CreateCertificate: its TokenReview, and its pods for the node check. */
+export interface CaClusterAccess {
+  reviewer: TokenReviewer;
+  pods?: PodDirectory;
 }
 
 /** Refusals logged per reason and minute; the rest are summed into one line. */
@@ -124,6 +143,10 @@ export class IstioCaServer {
         const token = m[1]!;
         const bundle = this.authority.current();
         if (!bundle) return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
+        const target = this.requestTarget(call);
+        if (!target.ok) return fail(grpc.status[target.code], target.message, target.reason);
+        const { cluster, impersonated } = target;
+        const reviewer = cluster.access.reviewer;
         const release = this.inFlight.acquire(ALL_CALLERS);
         if (typeof release !== "function") {
           this.metrics.limitHits.inc({ reason: "istio_ca_in_flight" });
@@ -135,7 +158,7 @@ export class IstioCaServer {
         }
         // A token reviewed successfully moments ago needs no TokenReview, so it passes even when its address is
         // out of failures (a node's other pods may share that address).
-        const cached = this.reviewer.cached(token);
+        const cached = reviewer.cached(token);
         const waitMs = cached ? 0 : this.authFailures.waitMs(peer);
         if (waitMs > 0) {
           release();
@@ -146,8 +169,9 @@ export class IstioCaServer {
             "auth_failures_exhausted",
           );
         }
-        (cached ? Promise.resolve(cached) : this.reviewer.review(token))
-          .then((who) =>
+        (cached ? Promise.resolve(cached) : reviewer.review(token))
+          .then((who) => this.certifiedIdentity(who, impersonated, cluster))
+          .then((identity) =>
             signLeaf(
               bundle,
               call.request.csr ?? "",
@@ -155,7 +179,7 @@ export class IstioCaServer {
               this.opts.leafPolicy(),
               new Date(this.clock.now()),
               {
-                requiredIdentity: who.spiffeId,
+                requiredIdentity: identity,
               },
             ),
           )
@@ -168,6 +192,7 @@ export class IstioCaServer {
               this.authFailures.fail(peer);
               return fail(grpc.status.UNAUTHENTICATED, err.message, "unauthenticated", err.reason);
             }
+            if (err instanceof NodeAuthorizationError) return fail(grpc.status[err.code], err.message, err.reason);
             if (err instanceof LeafPolicyError) {
               return fail(
                 err.code === "PERMISSION_DENIED" ? grpc.status.PERMISSION_DENIED : grpc.status.INVALID_ARGUMENT,
@@ -182,6 +207,48 @@ export class IstioCaServer {
           .finally(release);
       },
     };
+  }
+
+  /** The cluster a request names and the identity it asks for; refusals carry the gRPC code and reason. */
+  private requestTarget(
+    call: grpc.ServerUnaryCall<{ metadata?: { [key: string]: unknown } | undefined }, unknown>,
+  ):
+    | { ok: true; cluster: { id: string; access: CaClusterAccess }; impersonated: string | undefined }
+    | { ok: false; code: "INVALID_ARGUMENT" | "UNAUTHENTICATED" | "UNAVAILABLE"; message: string; reason: string } {
+    let clusterId: string;
+    let impersonated: string | undefined;
+    try {
+      clusterId = requestedClusterId(call.metadata.get(CLUSTER_ID_HEADER), call.request.metadata);
+      impersonated = impersonatedIdentityOf(call.request.metadata);
+    } catch (err) {
+      if (err instanceof NodeAuthorizationError)
+        return { ok: false, code: err.code, message: err.message, reason: err.reason };
+      return { ok: false, code: "INVALID_ARGUMENT", message: (err as Error).message, reason: "cluster_id_invalid" };
+    }
+    const choice: ClusterChoice<CaClusterAccess> = this.opts.clusters
+      ? this.opts.clusters(clusterId)
+      : { ok: true, id: clusterId || "local", local: true, access: { reviewer: this.reviewer } };
+    if (!choice.ok) return { ok: false, code: choice.code, message: choice.message, reason: choice.reason };
+    return { ok: true, cluster: { id: choice.id, access: choice.access }, impersonated };
+  }
+
+  /** The identity `who` may be certified for in this request (its own unless a node agent impersonates). */
+  private async certifiedIdentity(
+    who: ReviewedIdentity,
+    impersonated: string | undefined,
+    cluster: { id: string; access: CaClusterAccess },
+  ): Promise<string> {
+    if (impersonated === undefined) return who.spiffeId;
+    const authorizer = this.opts.nodeAuthorizer;
+    const pods = cluster.access.pods;
+    if (!authorizer || !pods)
+      throw new NodeAuthorizationError(
+        "impersonation_not_trusted",
+        "UNAUTHENTICATED",
+        `caller ${who.namespace}/${who.serviceAccount} may only request its own identity ${who.spiffeId}; ` +
+          "node authorisation is not configured (--trusted-node-agents)",
+      );
+    return authorizer.identityFor(who, impersonated, pods, cluster.id);
   }
 
   /** Logs a refusal unless this reason already logged its share this minute; then reports how many were skipped. */

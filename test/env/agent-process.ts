@@ -240,8 +240,16 @@ export interface IstioCaAgent {
   /** The roots the agent serves (its CreateCertificate TLS certificate chains to them). */
   rootPem: string;
   client: IstioCertificateServiceClient;
-  /** CreateCertificate with `token` as the bearer (none: no authorization header). */
-  create(csr: string, token?: string, validitySeconds?: number): Promise<string[]>;
+  /**
+   * CreateCertificate with `token` as the bearer (none: no authorization header); `extra.metadata` is the request's
+   * metadata Struct (e.g. ImpersonatedIdentity), `extra.headers` more gRPC metadata (e.g. clusterid).
+   */
+  create(
+    csr: string,
+    token?: string,
+    validitySeconds?: number,
+    extra?: { metadata?: Record<string, unknown>; headers?: Record<string, string> },
+  ): Promise<string[]>;
 }
 
 /** Starts a sidecar with the Istio CA server on a free port (tracked by the suite) and a client for it. */
@@ -254,7 +262,8 @@ export async function startIstioCaAgent(
   const args = [
     `--istio-ca-addr=127.0.0.1:${port}`,
     "--istio-ca-names=127.0.0.1,localhost",
-    `--kubeconfig=${suite.env.kube.kubeconfigPath}`,
+    // The admin's kubeconfig unless the test passes its own (e.g. one with only the RBAC the manifests grant).
+    ...(extra.some((a) => a.startsWith("--kubeconfig=")) ? [] : [`--kubeconfig=${suite.env.kube.kubeconfigPath}`]),
   ];
   const run = await suite.start("sidecar", [...args, ...extra], opts);
   const rootPem = (await getBundle(run.client)).rootCertPem.join("");
@@ -268,12 +277,13 @@ export async function startIstioCaAgent(
     port,
     rootPem,
     client,
-    create(csr, token, validitySeconds = 3600) {
+    create(csr, token, validitySeconds = 3600, extra = {}) {
       const md = new grpc.Metadata();
       if (token) md.set("authorization", `Bearer ${token}`);
+      for (const [k, v] of Object.entries(extra.headers ?? {})) md.set(k, v);
       return new Promise<string[]>((resolve, reject) =>
         client.createCertificate(
-          { csr, validityDuration: validitySeconds },
+          { csr, validityDuration: validitySeconds, metadata: extra.metadata },
           md,
           { deadline: Date.now() + 10_000 },
           (err, res) => (err ? reject(err) : resolve(res.certChain)),

@@ -28,7 +28,7 @@ const CRD_FILE = join(repoRoot(), "manifests/crd/roottrustpolicies.yaml");
 /** Everything the chart can render, on: two revisions, policies, monitoring, the relay server and agent. */
 const EVERYTHING: Record<string, unknown> = {
   revisions: ["default", "canary"],
-  rbac: { tokenReview: true },
+  rbac: { tokenReview: true, nodeAuthorization: true, remoteClusterSecrets: true },
   rootTrustPolicies: {
     create: true,
     spec: {
@@ -211,6 +211,7 @@ describe("Helm: the project chart and Istio's istiod chart lint, render and are 
     const lines = dryRun(objects);
     const kinds = [...new Set(objects.map((o) => o.kind))].sort();
     assert.deepEqual(kinds, [
+      "ClusterRole",
       "ClusterRoleBinding",
       "ConfigMap",
       "Deployment",
@@ -234,12 +235,25 @@ describe("Helm: the project chart and Istio's istiod chart lint, render and are 
       { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"] },
     );
     const subjects = ofKind<RoleBinding>(objects, "RoleBinding")
-      .filter((b) => b.metadata.namespace === ISTIO_NS)
+      .filter((b) => b.metadata.namespace === ISTIO_NS && !b.metadata.name.endsWith("-remote-secrets"))
       .flatMap((b) => b.subjects.map((s) => s.name))
       .sort();
     assert.deepEqual(subjects, ["istiod", "istiod-canary"]);
-    const tokenReview = ofKind<RoleBinding>(objects, "ClusterRoleBinding")[0]!;
+    const tokenReview = ofKind<RoleBinding>(objects, "ClusterRoleBinding").find((b) =>
+      b.metadata.name.includes("tokenreview"),
+    )!;
     assert.deepEqual(tokenReview.subjects.map((s) => s.name).sort(), ["istiod", "istiod-canary"]);
+    // The Istio CA listener's node authorisation reads pods cluster-wide; its ClusterID reads the remote-cluster
+    // Secrets in the release namespace only.
+    const podReader = ofKind<Role>(objects, "ClusterRole").find((r) => r.metadata.name.includes("pod-reader"))!;
+    assert.deepEqual(podReader.rules, [{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
+    const podBinding = ofKind<RoleBinding>(objects, "ClusterRoleBinding").find((b) =>
+      b.metadata.name.includes("pod-reader"),
+    )!;
+    assert.deepEqual(podBinding.subjects.map((s) => s.name).sort(), ["istiod", "istiod-canary"]);
+    const secrets = ofKind<Role>(objects, "Role").find((r) => r.metadata.name.endsWith("-remote-secrets"))!;
+    assert.equal(secrets.metadata.namespace, ISTIO_NS);
+    assert.deepEqual(secrets.rules, [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "watch"] }]);
 
     // Policies per revision, named after the Deployment; the canary's override merged over the shared spec.
     const policies = ofKind<KubeObject & { spec: { config: { agentCa: { vault: Record<string, unknown> } } } }>(

@@ -29,7 +29,7 @@ export interface IstioCertificateRequest {
   csr: string;
   /** Requested validity in seconds; 0 or less means the server's default. */
   validityDuration: number;
-  /** Optional caller metadata (e.g. impersonated identity); not used by this agent. */
+  /** Optional caller metadata: ImpersonatedIdentity (a node agent asking for a workload on its node) and ClusterID. */
   metadata?: { [key: string]: any } | undefined;
 }
 
