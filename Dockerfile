@@ -1,6 +1,7 @@
 # istiod-vault-agent: built on a Node image, shipped FROM scratch. The runtime stage holds only the Node binary, the
-# shared libraries it loads, a CA bundle, passwd/group entries, the compiled CLI and its production dependencies: no
-# shell, no npm, no package manager, and no base image of its own (so there is no runtime base to pin or patch).
+# shared libraries it loads, a CA bundle, passwd/group entries and the CLI bundled with its production dependencies
+# (dist/bundle: esbuild's output and source maps, no node_modules): no shell, no npm, no package manager, and no base
+# image of its own (so there is no runtime base to pin or patch).
 # Works with a read-only root filesystem: the agent writes only its socket directory and the cacerts volume.
 #
 # NODE_IMAGE is the build stage only. Its Node version is the one package.json's devDependency `node` pins (the tests
@@ -14,10 +15,9 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
+COPY scripts/bundle.mjs ./scripts/
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+RUN node scripts/bundle.mjs
 COPY vault-policies ./vault-policies
 
 # The runtime root filesystem, staged in /rootfs. Libraries are the ones ldd names for this very Node binary, copied
@@ -39,9 +39,8 @@ RUN set -eu; \
       'istiod-vault-agent:x:65532:1337:istiod-vault-agent:/nonexistent:/sbin/nologin' >"$r/etc/passwd"; \
     printf '%s\n' 'root:x:0:' 'istio-proxy:x:1337:' >"$r/etc/group"; \
     printf '%s\n' 'hosts: files dns' >"$r/etc/nsswitch.conf"; \
-    cp -r node_modules package.json vault-policies "$r/app/"; \
-    rm -rf "$r/app/node_modules/.bin"; find "$r/app/node_modules" -type d -empty -delete; \
-    cp -r dist/src "$r/app/dist/src"; \
+    cp -r package.json vault-policies "$r/app/"; \
+    mkdir -p "$r/app/dist/bundle"; cp dist/bundle/*.js dist/bundle/*.js.map dist/bundle/*.txt "$r/app/dist/bundle/"; \
     REVISION="$REVISION" node -e 'const r = process.env.REVISION; \
       if (r && !/^[0-9A-Za-z._-]{1,64}$/.test(r)) throw new Error("REVISION: expected a commit id, got " + r); \
       process.stdout.write(JSON.stringify(r ? { commit: r } : {}) + "\n")' >"$r/app/build-info.json"; \
@@ -61,10 +60,11 @@ COPY --from=build /rootfs /
 WORKDIR /app
 ENV PATH=/usr/local/bin \
     NODE_ENV=production
-# A bounded heap keeps RSS well under the 256Mi limit the manifests set (V8 otherwise grows it lazily under load);
-# the semi-space cap bounds the young generation, which bursts of short-lived requests grow (bench/RESULTS.md §4).
-ENV NODE_OPTIONS="--max-old-space-size=128 --max-semi-space-size=8"
 # istiod (1337:1337) reads the cacerts files through group 1337; the agent's own user owns them.
 USER 65532:1337
-ENTRYPOINT ["/usr/local/bin/node", "/app/dist/src/main.js"]
+# Node's flags are the ENTRYPOINT's, not NODE_OPTIONS: an environment variable in the pod spec could replace them.
+# --enable-source-maps: stack traces name the TypeScript files (dist/bundle/*.js.map). The heap flags are chosen from
+# measurements (bench/RESULTS.md §4): the semi-space cap bounds the young generation that bursts of short-lived
+# requests grow, and the old-space cap keeps RSS under the manifests' memory limit.
+ENTRYPOINT ["/usr/local/bin/node", "--enable-source-maps", "--max-semi-space-size=8", "--max-old-space-size=128", "/app/dist/bundle/main.js"]
 CMD ["sidecar"]
