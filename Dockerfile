@@ -20,6 +20,18 @@ COPY src ./src
 RUN node scripts/bundle.mjs
 COPY vault-policies ./vault-policies
 
+# V8's code cache for the bundle, made here because the image's root filesystem is read-only at run time. Node keys it
+# by file path and content, so the bundle runs from /app/dist/bundle, where the image has it, with the ENTRYPOINT's
+# flags. Every command's --help loads (and so compiles) that command's chunks and runs their top-level code; what a
+# real start compiles beyond that is compiled as usual. bench/RESULTS.md §3 has what it saves.
+ARG ENTRYPOINT_FLAGS="--enable-source-maps --max-semi-space-size=8 --max-old-space-size=128"
+RUN set -eu; \
+    mkdir -p /app/dist; cp -r dist/bundle /app/dist/bundle; rm /app/dist/bundle/meta.json; cp package.json /app/; \
+    for c in sidecar init status doctor setup-vault relay inject; do \
+      NODE_COMPILE_CACHE=/app/compile-cache node $ENTRYPOINT_FLAGS /app/dist/bundle/main.js "$c" --help >/dev/null; \
+    done; \
+    test -n "$(ls -A /app/compile-cache)"
+
 # The runtime root filesystem, staged in /rootfs. Libraries are the ones ldd names for this very Node binary, copied
 # to the paths the dynamic loader looks them up at. The CA bundle is Node's own (Mozilla) root store, so nothing the
 # build machine trusts (a proxy's CA mounted for npm) can end up in the image. node_modules/.bin goes: its launchers
@@ -39,7 +51,7 @@ RUN set -eu; \
       'istiod-vault-agent:x:65532:1337:istiod-vault-agent:/nonexistent:/sbin/nologin' >"$r/etc/passwd"; \
     printf '%s\n' 'root:x:0:' 'istio-proxy:x:1337:' >"$r/etc/group"; \
     printf '%s\n' 'hosts: files dns' >"$r/etc/nsswitch.conf"; \
-    cp -r package.json vault-policies "$r/app/"; \
+    cp -r package.json vault-policies /app/compile-cache "$r/app/"; \
     mkdir -p "$r/app/dist/bundle"; cp dist/bundle/*.js dist/bundle/*.js.map dist/bundle/*.txt "$r/app/dist/bundle/"; \
     REVISION="$REVISION" node -e 'const r = process.env.REVISION; \
       if (r && !/^[0-9A-Za-z._-]{1,64}$/.test(r)) throw new Error("REVISION: expected a commit id, got " + r); \
@@ -59,10 +71,12 @@ LABEL org.opencontainers.image.title="istiod-vault-agent" \
 COPY --from=build /rootfs /
 WORKDIR /app
 ENV PATH=/usr/local/bin \
-    NODE_ENV=production
+    NODE_ENV=production \
+    NODE_COMPILE_CACHE=/app/compile-cache
 # istiod (1337:1337) reads the cacerts files through group 1337; the agent's own user owns them.
 USER 65532:1337
-# Node's flags are the ENTRYPOINT's, not NODE_OPTIONS: an environment variable in the pod spec could replace them.
+# Node's flags are the ENTRYPOINT's, not an image NODE_OPTIONS, which a pod's own NODE_OPTIONS (set for anything
+# else) would replace wholesale; the pod's is added to these instead. ENTRYPOINT_FLAGS above must be the same flags.
 # --enable-source-maps: stack traces name the TypeScript files (dist/bundle/*.js.map). The heap flags are chosen from
 # measurements (bench/RESULTS.md §4): the semi-space cap bounds the young generation that bursts of short-lived
 # requests grow, and the old-space cap keeps RSS under the manifests' memory limit.

@@ -8,7 +8,7 @@
 // evaluated on their first require() only.
 // dist/bundle/meta.json is esbuild's metafile: which input files (and so which npm packages) each output contains;
 // scripts/sbom.sh lists those packages. It is a build record, not shipped in the image.
-//   node scripts/bundle.mjs [OUTDIR]
+//   node scripts/bundle.mjs [OUTDIR] [--bench]      (--bench: also bench/agent-harness.ts, for bench/socket-load.ts)
 import { build } from "esbuild";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -55,12 +55,15 @@ function nodeTarget() {
   return `node${pkg.devDependencies.node}`;
 }
 
-export async function bundle(outdir = join(repo, "dist/bundle")) {
+/** The benches' server (bench/socket-load.ts --server-script) bundled like the agent, for memory figures of the bundle. */
+export const BENCH_ENTRIES = { ...ENTRIES, "agent-harness": "bench/agent-harness.ts" };
+
+export async function bundle(outdir = join(repo, "dist/bundle"), entries = ENTRIES) {
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });
   const result = await build({
     absWorkingDir: repo,
-    entryPoints: Object.entries(ENTRIES).map(([out, src]) => ({ out, in: src })),
+    entryPoints: Object.entries(entries).map(([out, src]) => ({ out, in: src })),
     outdir,
     bundle: true,
     format: "esm",
@@ -89,8 +92,12 @@ export async function bundle(outdir = join(repo, "dist/bundle")) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const outdir = process.argv[2];
-  const result = await bundle(outdir);
+  const args = process.argv.slice(2);
+  const outdir = args.find((a) => !a.startsWith("--"));
+  const result = await bundle(
+    outdir && join(process.cwd(), outdir),
+    args.includes("--bench") ? BENCH_ENTRIES : ENTRIES,
+  );
   for (const w of result.warnings) process.stderr.write(`${w.text}\n`);
   for (const [file, out] of Object.entries(result.metafile.outputs)) {
     if (out.entryPoint) process.stdout.write(`${file}  ${(out.bytes / 1024).toFixed(0)} KiB\n`);

@@ -460,6 +460,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       "app/dist/bundle/main.js",
       "app/dist/bundle/main.js.map",
       "app/dist/bundle/signing-worker.js",
+      "app/compile-cache",
       "app/package.json",
       "app/build-info.json",
       "app/vault-policies/istiod-agent.hcl",
@@ -527,6 +528,12 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
         securityContext: { runAsNonRoot: true },
         containers: [
           { name: "version", args: ["--version"] },
+          // The image's compile cache (made in its build stage) is one V8 accepts on this node's Node.
+          {
+            name: "compile-cache",
+            args: ["status", "--help"],
+            env: [{ name: "NODE_DEBUG_NATIVE", value: "COMPILE_CACHE" }],
+          },
           {
             name: "whoami",
             command: ["node", "-e", "console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid() }))"],
@@ -548,7 +555,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       async () => {
         status = await node.podStatus(APP_NS, name);
         const all = status?.containerStatuses ?? [];
-        return all.length === 4 && all.every((c) => c.state?.terminated);
+        return all.length === 5 && all.every((c) => c.state?.terminated);
       },
       { timeoutMs: 120_000, intervalMs: 1000 },
     );
@@ -567,6 +574,10 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     assert.deepEqual(log("version"), [
       `istiod-vault-agent ${pkg.version} (commit ${images.agentRevision}, node v${pkg.devDependencies.node}, linux/x64)`,
     ]);
+    assert.equal(ended("compile-cache").exitCode, 0);
+    const cacheLog = log("compile-cache").join("\n");
+    assert.match(cacheLog, /V8 code cache for ESM file:\/\/\/app\/dist\/bundle\/main\.js was accepted/, cacheLog);
+    assert.doesNotMatch(cacheLog, /rejected|mismatch/i, cacheLog);
     assert.equal(ended("whoami").exitCode, 0);
     assert.deepEqual(
       log("whoami").map((l) => JSON.parse(l) as unknown),

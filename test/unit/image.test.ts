@@ -106,6 +106,10 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
       "a bounded heap",
     );
     assert.doesNotMatch(runtime, /^ENV NODE_OPTIONS/m, "Node's flags are the ENTRYPOINT's");
+    // The compile cache is made in the build stage with the same flags (V8 refuses a cache made under other flags).
+    const cacheFlags = /^ARG ENTRYPOINT_FLAGS="([^"]*)"$/m.exec(dockerfile)?.[1];
+    assert.equal(cacheFlags, argv.slice(1, -1).join(" "), "ENTRYPOINT_FLAGS are the ENTRYPOINT's flags");
+    assert.match(runtime, /NODE_COMPILE_CACHE=\/app\/compile-cache/);
     for (const label of ["title", "description", "source", "licenses", "version", "revision"]) {
       assert.match(runtime, new RegExp(`org\\.opencontainers\\.image\\.${label}=`), `OCI label ${label}`);
     }
