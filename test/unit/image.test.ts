@@ -9,7 +9,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { AGENT_UID, DEFAULT_IMAGE, ISTIOD_GID } from "../../src/inject/pod-template.js";
+import { AGENT_RESOURCES, AGENT_UID, DEFAULT_IMAGE, ISTIOD_GID } from "../../src/inject/pod-template.js";
 import { repoRoot } from "../env/harness.js";
 
 const root = repoRoot();
@@ -25,6 +25,7 @@ interface AgentContainer {
   name: string;
   image: string;
   securityContext: { runAsUser?: number; runAsGroup?: number; runAsNonRoot?: boolean };
+  resources?: unknown;
 }
 
 /** The agent containers of the shipped istiod values and the kustomize overlay. */
@@ -83,6 +84,10 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
     // the image's passwd/group name them (tools that map ids to names, and runAsNonRoot with a named user)
     assert.match(dockerfile, /istiod-vault-agent:x:65532:1337:/);
     assert.match(dockerfile, /istio-proxy:x:1337:/);
+  });
+
+  void it("one memory request and limit everywhere: inject's, the overlay's and the istiod values'", () => {
+    for (const [where, c] of shippedAgentContainers()) assert.deepEqual(c.resources, AGENT_RESOURCES, where);
   });
 
   void it("the runtime stage has no base image, no shell and no npm; the build base is the Node the tests run", () => {
