@@ -21,21 +21,27 @@ RUN node scripts/bundle.mjs
 COPY vault-policies ./vault-policies
 
 # V8's code cache for the bundle, made here because the image's root filesystem is read-only at run time. Node keys it
-# by file path and content, so the bundle runs from /app/dist/bundle, where the image has it, with the ENTRYPOINT's
-# flags. Every command's --help loads (and so compiles) that command's chunks and runs their top-level code; what a
-# real start compiles beyond that is compiled as usual. bench/RESULTS.md §3 has what it saves.
+# by file path and content and keeps it in a directory named after the user id, so the bundle runs from
+# /app/dist/bundle, where the image has it, as the image's user 65532 and with the ENTRYPOINT's flags. Every command's
+# --help loads (and so compiles) that command's chunks and runs their top-level code; what a real start compiles
+# beyond that is compiled as usual. A pod run as another user finds no cache and starts without one.
+# bench/RESULTS.md §3 has what it saves.
 ARG ENTRYPOINT_FLAGS="--enable-source-maps --max-semi-space-size=8 --max-old-space-size=128"
 RUN set -eu; \
-    mkdir -p /app/dist; cp -r dist/bundle /app/dist/bundle; rm /app/dist/bundle/meta.json; cp package.json /app/; \
-    for c in sidecar init status doctor setup-vault relay inject; do \
-      NODE_COMPILE_CACHE=/app/compile-cache node $ENTRYPOINT_FLAGS /app/dist/bundle/main.js "$c" --help >/dev/null; \
-    done; \
-    test -n "$(ls -A /app/compile-cache)"
+    mkdir -p /app/dist /app/compile-cache; cp -r dist/bundle /app/dist/bundle; rm /app/dist/bundle/meta.json; \
+    cp package.json /app/; chown 65532:1337 /app/compile-cache; \
+    ENTRYPOINT_FLAGS="$ENTRYPOINT_FLAGS" node -e ' \
+      const { execFileSync } = require("node:child_process"); \
+      process.setgid(1337); process.setuid(65532); \
+      for (const c of ["sidecar", "init", "status", "doctor", "setup-vault", "relay", "inject"]) \
+        execFileSync(process.execPath, [...process.env.ENTRYPOINT_FLAGS.split(" "), "/app/dist/bundle/main.js", c, "--help"], \
+          { stdio: "ignore", env: { ...process.env, NODE_COMPILE_CACHE: "/app/compile-cache" } });'; \
+    test -d /app/compile-cache/*-65532; chown -R 0:0 /app/compile-cache
 
 # The runtime root filesystem, staged in /rootfs. Libraries are the ones ldd names for this very Node binary, copied
 # to the paths the dynamic loader looks them up at. The CA bundle is Node's own (Mozilla) root store, so nothing the
-# build machine trusts (a proxy's CA mounted for npm) can end up in the image. node_modules/.bin goes: its launchers
-# start with #!/usr/bin/env, which does not exist here. Everything is owned by root and read-only for the agent's user.
+# build machine trusts (a proxy's CA mounted for npm) can end up in the image. Everything is owned by root and
+# read-only for the agent's user.
 ARG REVISION=""
 RUN set -eu; \
     r=/rootfs; \
