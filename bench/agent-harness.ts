@@ -8,6 +8,7 @@ import type { SigningBundle } from "../src/authority/bundle.js";
 import { createLogger } from "../src/observability/logger.js";
 import { AgentMetrics } from "../src/observability/metrics.js";
 import { AgentGrpcServer } from "../src/serve/agent-grpc.js";
+import { DEFAULT_SOCKET_LIMITS } from "../src/serve/socket-limits.js";
 import { benchPolicy, loadFixtures } from "./fixtures.js";
 
 /** Serves one fixed bundle; rotation hands back the same bundle. */
@@ -38,6 +39,12 @@ async function main(): Promise<void> {
       keyExport: false,
       leafPolicy: () => benchPolicy,
       signingWorkers: Number(process.env.IVA_SIGNING_WORKERS ?? 0),
+      // socket-load.ts keeps all its requests on one connection: 64 in flight needs more than the per-connection
+      // default of 32 (IVA_BENCH_SIGN_PER_CONNECTION; the agent's flag is --socket-max-sign-in-flight-per-connection).
+      limits: {
+        ...DEFAULT_SOCKET_LIMITS,
+        maxSignInFlightPerConnection: Number(process.env.IVA_BENCH_SIGN_PER_CONNECTION ?? 256),
+      },
     },
     fixedAuthority(bundle),
     log,

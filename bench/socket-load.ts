@@ -5,6 +5,8 @@
 // the highest level and reports the server's RSS over the run. Run by hand:
 //   node dist/bench/socket-load.js --dir DIR [--levels 1,16,64] [--seconds 10] [--soak 1000000] [--rss-csv FILE]
 //        [--server-node-args "--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-env IVA_SIGNING_WORKERS=2]
+//        [--server-script dist/bench-bundle/agent-harness.js]   (the harness bundled as the image's agent is:
+//                                                                 node scripts/bundle.mjs dist/bench-bundle --bench)
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,6 +27,7 @@ const { values: args } = parseArgs({
     "rss-csv": { type: "string" },
     "server-node-args": { type: "string", default: "" },
     "server-env": { type: "string", multiple: true, default: [] },
+    "server-script": { type: "string" },
   },
 });
 
@@ -46,7 +49,7 @@ async function startServer(dir: string): Promise<ServerProc> {
     const eq = kv.indexOf("=");
     env[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  const harness = new URL("./agent-harness.js", import.meta.url).pathname;
+  const harness = args["server-script"] ?? new URL("./agent-harness.js", import.meta.url).pathname;
   const child = spawn(process.execPath, [...nodeArgs, harness, dir, socketPath], {
     env,
     stdio: ["ignore", "pipe", "inherit"],

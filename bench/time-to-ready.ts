@@ -4,13 +4,19 @@
 // rotation, login, key generation + CSR + chain validation (the rest of the rotation), Vault signing
 // (istiod_vault_agent_vault_request_duration_seconds{operation="sign_intermediate"} from /metrics) and the cacerts write,
 // and the sidecar's idle RSS two seconds after it is ready.
-// Run by hand (the first run builds the servers, see README):
-//   node dist/bench/time-to-ready.js [RUNS] [--compile-cache] [--cpu-prof DIR]
-// --compile-cache adds a second series with NODE_COMPILE_CACHE set (V8's on-disk code cache, Node >= 22.1; the
-// warm-up run fills it); --cpu-prof profiles one more start-up (the profile is written when the agent exits).
+// Run by hand (the first run builds the servers, see README; `npm run bundle` first):
+//   node dist/bench/time-to-ready.js [RUNS] [--entry FILE]... [--node-arg ARG]... [--compile-cache] [--cpu-prof DIR]
+// --entry is what `node` runs (default dist/bundle/main.js, as the image does; dist/src/main.js is tsc's output);
+// several --entry options interleave their runs (entry A, entry B, A, B, ...) so that the machine's load, which other
+// people's work moves, falls on each alike. --node-arg adds a Node option to every start (the image's ENTRYPOINT
+// flags). --compile-cache adds a series per entry with NODE_COMPILE_CACHE set (V8's on-disk code cache; a start
+// before the series fills it); --compile-cache-dir DIR adds one with NODE_COMPILE_CACHE=DIR as it is (a cache made
+// beforehand, e.g. by --help runs as the Dockerfile does, on a read-only mount as in the image); --cpu-prof profiles one more start-up (written when the agent exits).
+// Besides wall time, cpuMs is the CPU time (user + system, all threads) the agent had used when it was ready: under
+// a loaded machine it moves much less than the wall time does.
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { loadavg, tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
@@ -30,6 +36,7 @@ interface LogLine {
 
 interface Run {
   socketReadyMs: number;
+  cpuMs: number;
   cacertsReadyMs: number;
   nodeStartMs: number;
   setupMs: number;
@@ -65,6 +72,7 @@ async function metric(port: number, operation: string): Promise<number> {
 async function oneRun(
   env: Awaited<ReturnType<typeof startAgentTestEnv>>["env"],
   i: number,
+  entry: string,
   extraEnv: NodeJS.ProcessEnv = {},
   nodeArgs: string[] = [],
 ): Promise<Run> {
@@ -79,15 +87,13 @@ async function oneRun(
   const args = agentArgs(env, { socketPath, cacertsDir, tokenPath }, [`--http-addr=127.0.0.1:${port}`]);
   const client = new CertificateAuthorityAgentClient(`unix://${socketPath}`, grpc.credentials.createInsecure());
   const t0 = Date.now();
-  const proc = new ManagedProcess(
-    `agent-${i}`,
-    nodeBinary(),
-    [...nodeArgs, join(repoRoot(), "dist/src/main.js"), "sidecar", ...args],
-    logPath,
-    { ...process.env, ...extraEnv },
-  );
+  const proc = new ManagedProcess(`agent-${i}`, nodeBinary(), [...nodeArgs, entry, "sidecar", ...args], logPath, {
+    ...process.env,
+    ...extraEnv,
+  });
   let socketReady = 0;
   let cacertsReady = 0;
+  let cpuMs = 0;
   try {
     // Poll both every 2 ms: cheap next to what is being measured, and fine-grained enough.
     while ((!socketReady || !cacertsReady) && Date.now() - t0 < 30_000) {
@@ -106,14 +112,21 @@ async function oneRun(
         );
         if (ok) socketReady = Date.now();
       }
+      if (socketReady && cacertsReady && !cpuMs) cpuMs = cpuTimeMs(proc.pid);
       await sleep(2);
     }
     if (!socketReady || !cacertsReady) throw new Error("agent not ready within 30 s");
-    await sleep(100); // let the log flush
-    const lines = readFileSync(logPath, "utf8")
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as LogLine);
+    // The log lines land a little after the files and the socket (later still on a loaded machine).
+    const readLines = () =>
+      readFileSync(logPath, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as LogLine);
+    let lines = readLines();
+    for (let waited = 0; !lines.some((l) => l.msg.startsWith("wrote cacerts")) && waited < 10_000; waited += 50) {
+      await sleep(50);
+      lines = readLines();
+    }
     const at = (l: LogLine) => Date.parse(l.time);
     const starting = logLine(lines, "starting sidecar");
     const login = logLine(lines, "logged in to Vault");
@@ -126,6 +139,7 @@ async function oneRun(
     const idleRssMiB = rssMiB(proc.pid);
     return {
       socketReadyMs: socketReady - t0,
+      cpuMs,
       cacertsReadyMs: cacertsReady - t0,
       nodeStartMs: at(starting) - t0,
       setupMs: at(serving) - rotationMs - at(starting),
@@ -150,6 +164,14 @@ function rssMiB(pid: number | undefined): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/** utime + stime of `pid` (all its threads) in ms, from /proc/PID/stat (Linux; clock ticks of 10 ms). */
+function cpuTimeMs(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** In a fresh process: generateKeyPair + createIntermediateCsr, cold (first use) and warm. */
 async function keygenChild(): Promise<void> {
   const times: number[] = [];
@@ -170,6 +192,7 @@ function median(xs: number[]): number {
 const COLUMNS: (keyof Run)[] = [
   "socketReadyMs",
   "cacertsReadyMs",
+  "cpuMs",
   "nodeStartMs",
   "setupMs",
   "loginMs",
@@ -193,9 +216,17 @@ async function main(): Promise<void> {
   if (process.argv[2] === "keygen") return keygenChild();
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { "compile-cache": { type: "boolean", default: false }, "cpu-prof": { type: "string" } },
+    options: {
+      entry: { type: "string", multiple: true, default: ["dist/bundle/main.js"] },
+      "node-arg": { type: "string", multiple: true, default: [] },
+      "compile-cache": { type: "boolean", default: false },
+      "compile-cache-dir": { type: "string" },
+      "cpu-prof": { type: "string" },
+    },
   });
   const runs = Number(positionals[0] ?? 5);
+  const entries = values.entry.map((e) => resolve(repoRoot(), e));
+  const nodeArgs = values["node-arg"];
   const bareTimes: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t = performance.now();
@@ -206,24 +237,48 @@ async function main(): Promise<void> {
     spawnSync(nodeBinary(), [new URL(import.meta.url).pathname, "keygen"], { encoding: "utf8" }).stdout,
   ) as number[];
 
-  console.log("starting etcd, kube-apiserver and OpenBao ...");
+  console.log(
+    `starting etcd, kube-apiserver and OpenBao ... (load ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")})`,
+  );
   const t = await startAgentTestEnv();
-  const results: Run[] = [];
-  const cached: Run[] = [];
-  const cacheDir = mkdtempSync(join(tmpdir(), "iva-compile-cache-"));
+  const results = entries.map(() => [] as Run[]);
+  const cached = entries.map(() => [] as Run[]);
+  const given = entries.map(() => [] as Run[]);
+  const givenDir = values["compile-cache-dir"];
+  const cacheDirs = entries.map(() => mkdtempSync(join(tmpdir(), "iva-compile-cache-")));
   try {
-    await oneRun(t.env, -1); // warm-up: page cache, OpenBao's first PKI use
-    for (let i = 0; i < runs; i++) results.push(await oneRun(t.env, i));
+    for (const e of entries) await oneRun(t.env, -1, e, {}, nodeArgs); // warm-up: page cache, OpenBao's first PKI use
+    for (let i = 0; i < runs; i++) {
+      for (const [k, e] of entries.entries()) {
+        results[k]!.push(await oneRun(t.env, i, e, {}, nodeArgs));
+        if (givenDir) given[k]!.push(await oneRun(t.env, 200 + i, e, { NODE_COMPILE_CACHE: givenDir }, nodeArgs));
+      }
+    }
     if (values["compile-cache"]) {
-      await oneRun(t.env, -2, { NODE_COMPILE_CACHE: cacheDir }); // fills the cache
-      for (let i = 0; i < runs; i++) cached.push(await oneRun(t.env, 100 + i, { NODE_COMPILE_CACHE: cacheDir }));
+      for (const [k, e] of entries.entries()) {
+        await oneRun(t.env, -2, e, { NODE_COMPILE_CACHE: cacheDirs[k] }, nodeArgs); // fills the cache
+      }
+      for (let i = 0; i < runs; i++) {
+        for (const [k, e] of entries.entries()) {
+          cached[k]!.push(await oneRun(t.env, 100 + i, e, { NODE_COMPILE_CACHE: cacheDirs[k] }, nodeArgs));
+        }
+      }
     }
     const profDir = values["cpu-prof"];
-    if (profDir) await oneRun(t.env, -3, {}, ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+    if (profDir) {
+      for (const e of entries) await oneRun(t.env, -3, e, {}, [...nodeArgs, "--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+    }
   } finally {
     await t.env.stop();
-    rmSync(cacheDir, { recursive: true, force: true });
+    for (const d of cacheDirs) rmSync(d, { recursive: true, force: true });
   }
+  console.log(
+    `load at the end: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
   console.log(`bare node start (node -e ""): median ${median(bareTimes).toFixed(0)} ms`);
   console.log(
     `generateKeyPair + createIntermediateCsr in a fresh process: first ${keygen[0]!.toFixed(1)} ms, then ` +
@@ -233,8 +288,13 @@ async function main(): Promise<void> {
         .join(", ") +
       " ms",
   );
-  printRuns("agent as built (ms from spawn; phases in ms)", results);
-  if (cached.length) printRuns("with NODE_COMPILE_CACHE (ms)", cached);
+  const flags = nodeArgs.length ? ` with ${nodeArgs.join(" ")}` : "";
+  for (const [k, e] of entries.entries()) {
+    printRuns(`${relative(repoRoot(), e)}${flags} (ms from spawn; phases in ms)`, results[k]!);
+    if (given[k]!.length)
+      printRuns(`${relative(repoRoot(), e)}${flags} with NODE_COMPILE_CACHE=${givenDir}`, given[k]!);
+    if (cached[k]!.length) printRuns(`${relative(repoRoot(), e)}${flags} with NODE_COMPILE_CACHE (ms)`, cached[k]!);
+  }
 }
 
 await main();

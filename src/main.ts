@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --enable-source-maps
 // CLI entry: istiod-vault-agent <command> [flags]. Each command lives in src/commands/ and is imported only when it
 // runs, so one command's --help does not load the others' gRPC, HTTP or X.509 stacks.
 import { EXIT_USAGE, runCommand, versionLine, type Command } from "./cli/command.js";
@@ -14,6 +14,18 @@ const COMMANDS: Record<string, string> = {
     "check as istiod's agent would (in its pod, or from a laptop with a kubeconfig): Vault reachable and trusted, login, least-privilege policy, dry-run chain",
   relay: "relay companion mode: keep the Gloo relay mTLS Secrets issued from Vault and rotated (--role server|agent)",
   inject: "patch an istiod Deployment (by name or istio.io/rev revision) so its pod runs the agent; --remove undoes it",
+};
+
+// One import() per command, spelled out so that the bundler (scripts/bundle.mjs) sees each module and keeps it lazy:
+// in dist/bundle/main.js a command's code is evaluated only when that command runs.
+const LOADERS: Record<string, () => Promise<{ command: Command }>> = {
+  sidecar: () => import("./commands/sidecar.js"),
+  init: () => import("./commands/init.js"),
+  status: () => import("./commands/status.js"),
+  "setup-vault": () => import("./commands/setup-vault.js"),
+  doctor: () => import("./commands/doctor.js"),
+  relay: () => import("./commands/relay.js"),
+  inject: () => import("./commands/inject.js"),
 };
 
 export const COMMAND_NAMES = Object.keys(COMMANDS);
@@ -49,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`unknown command "${name}"\n\n${usage()}`);
     return EXIT_USAGE;
   }
-  const { command } = (await import(`./commands/${name}.js`)) as { command: Command };
+  const { command } = await LOADERS[name]!();
   return runCommand(command, rest);
 }
 

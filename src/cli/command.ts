@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { ConfigError } from "./errors.js";
 import { parseCommandLine, type FlagTable, type FlagValues } from "./flags.js";
+import { packageRoot } from "../util/runtime-entry.js";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -54,7 +55,7 @@ export function versionLine(): string {
 
 function readJsonBesideDist<T>(name: string): T | undefined {
   try {
-    return JSON.parse(readFileSync(new URL(`../../../${name}`, import.meta.url), "utf8")) as T;
+    return JSON.parse(readFileSync(new URL(name, packageRoot()), "utf8")) as T;
   } catch {
     return undefined;
   }

@@ -251,7 +251,7 @@ async function clientForContext(sel: SelectedContext, warn: (message: string) =>
   // client-node gets the one context, with kubectl's tokenFile taken out: it would read it once (and under another
   // key); we re-read it per request.
   const { tokenFile, ...userForClientNode } = sel.user;
-  const { KubeConfig } = await import("@kubernetes/client-node");
+  const { KubeConfig } = await import("./client-node.js");
   const kc = new KubeConfig();
   kc.loadFromString(
     JSON.stringify({

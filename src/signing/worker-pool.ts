@@ -9,6 +9,7 @@ import type { KeyObject } from "node:crypto";
 import type { KeyAlgorithmName } from "../crypto/keys.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy, type LeafPolicyCode } from "./leaf-policy.js";
 import { signLeaf, type LeafIssuer, type SignLeafFn, type SignLeafOptions, type SignedLeaf } from "./leaf-signer.js";
+import { runtimeEntry } from "../util/runtime-entry.js";
 
 const WORKER_ROLE = "istiod-vault-agent-signing-worker";
 
@@ -112,7 +113,7 @@ export class SigningPool {
   }
 
   private spawn(): PoolWorker {
-    const worker = new Worker(new URL(import.meta.url), { workerData: { role: WORKER_ROLE } });
+    const worker = new Worker(runtimeEntry(import.meta.url, "signing-worker"), { workerData: { role: WORKER_ROLE } });
     // Idle workers must not keep the process alive.
     worker.unref();
     const entry: PoolWorker = { worker, inflight: 0, known: new Set() };

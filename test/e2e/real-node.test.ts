@@ -5,8 +5,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readlinkSync, statSync, existsSync, lstatSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, readdirSync, readlinkSync, statSync, existsSync, lstatSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { setupVault } from "../../src/vault/setup.js";
 import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
@@ -172,8 +172,9 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       },
       { timeoutMs: 60_000, intervalMs: 1000 },
     );
-    const script = readFileSync(join(repoRoot(), "test/e2e/workload-client.mjs"), "utf8");
-    kubectl(t.env, ["-n", APP_NS, "create", "configmap", name, `--from-literal=client.mjs=${script}`]);
+    const script = join(t.env.dir, `${name}.mjs`);
+    await bundleWorkloadClient(script);
+    kubectl(t.env, ["-n", APP_NS, "create", "configmap", name, `--from-file=client.mjs=${script}`]);
     const pod = {
       apiVersion: "v1",
       kind: "Pod",
@@ -409,13 +410,16 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
   });
 
-  it("the agent image holds Node, its libraries, the CLI and exactly the SBOM's packages: no shell, no npm", () => {
+  it("the agent image holds Node, its libraries and the bundle of exactly the SBOM's packages: no shell, no npm", () => {
     const image = readImageArchive(images.agentArchive);
     const pkg = JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string };
     assert.equal(image.config.User, "65532:1337");
-    assert.deepEqual(image.config.Entrypoint, ["/usr/local/bin/node", "/app/dist/src/main.js"]);
+    const dockerfile = readFileSync(join(repoRoot(), "Dockerfile"), "utf8");
+    const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
+    assert.deepEqual(image.config.Entrypoint, entrypoint);
+    assert.equal(entrypoint.at(-1), "/app/dist/bundle/main.js");
     assert.deepEqual(image.config.Cmd, ["sidecar"]);
-    assert.ok(image.config.Env?.includes("NODE_OPTIONS=--max-old-space-size=128 --max-semi-space-size=8"));
+    assert.ok(!image.config.Env?.some((e) => e.startsWith("NODE_OPTIONS=")), "Node's flags are the ENTRYPOINT's");
     const labels = image.config.Labels ?? {};
     assert.equal(labels["org.opencontainers.image.version"], pkg.version);
     assert.equal(labels["org.opencontainers.image.revision"], images.agentRevision);
@@ -453,7 +457,10 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       "no npm or dev tool",
     );
     for (const f of [
-      "app/dist/src/main.js",
+      "app/dist/bundle/main.js",
+      "app/dist/bundle/main.js.map",
+      "app/dist/bundle/signing-worker.js",
+      "app/compile-cache",
       "app/package.json",
       "app/build-info.json",
       "app/vault-policies/istiod-agent.hcl",
@@ -461,16 +468,51 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       assert.ok(image.paths.has(f), `/${f} is missing`);
     }
     assert.ok(!files.some((f) => f.startsWith("app/dist/test/") || f.startsWith("app/src/")), "no tests or sources");
+    assert.ok(!files.some((f) => f.includes("node_modules/")), "no node_modules: the packages are in the bundle");
+    assert.ok(!files.some((f) => f.startsWith("app/dist/src/")), "no tsc output");
 
-    // The SBOM the release script writes lists exactly the packages the image carries.
+    // The image's bundle is the one `npm run bundle` makes here from the same inputs (file for file, byte for byte),
+    // so this checkout's metafile (dist/bundle/meta.json) says which packages the image carries; the SBOM the release
+    // script writes from it lists exactly those (each bundled input file's package.json on disk names it).
+    const local = join(repoRoot(), "dist/bundle");
+    const shippedJs = files.filter((f) => f.startsWith("app/dist/bundle/") && f.endsWith(".js"));
+    assert.deepEqual(
+      shippedJs.map((f) => f.slice("app/dist/bundle/".length)).sort(),
+      readdirSync(local)
+        .filter((f) => f.endsWith(".js"))
+        .sort(),
+      "the image holds the same bundle files",
+    );
+    for (const f of shippedJs) {
+      assert.ok(image.read(f).equals(readFileSync(join(local, f.slice("app/dist/bundle/".length)))), `${f} differs`);
+    }
+    const meta = JSON.parse(readFileSync(join(local, "meta.json"), "utf8")) as {
+      outputs: Record<string, { inputs: Record<string, { bytesInOutput: number }> }>;
+    };
+    const bundled = new Set<string>();
+    for (const o of Object.values(meta.outputs)) {
+      for (const [input, { bytesInOutput }] of Object.entries(o.inputs)) {
+        if (!input.includes("node_modules/") || bytesInOutput === 0) continue;
+        for (let d = dirname(join(repoRoot(), input)); d.includes("/node_modules/"); d = dirname(d)) {
+          if (!existsSync(join(d, "package.json"))) continue;
+          const p = JSON.parse(readFileSync(join(d, "package.json"), "utf8")) as { name?: string; version?: string };
+          if (!p.name || !p.version) continue;
+          bundled.add(`${p.name}@${p.version}`);
+          break;
+        }
+      }
+    }
     const sbomFile = join(t.env.dir, "sbom.json");
     execFileSync("bash", [join(repoRoot(), "scripts/sbom.sh"), sbomFile], { stdio: ["ignore", "ignore", "pipe"] });
     const sbom = JSON.parse(readFileSync(sbomFile, "utf8")) as {
       components: { name: string; group?: string; version: string }[];
     };
     const listed = sbom.components.map((c) => `${c.group ? `${c.group}/` : ""}${c.name}@${c.version}`).sort();
-    const shipped = [...image.packages("app")].sort();
-    assert.deepEqual(shipped, [...new Set(listed)], "the image's node_modules are the SBOM's components");
+    assert.deepEqual(
+      [...bundled].sort(),
+      [...new Set(listed)],
+      "the image's bundled packages are the SBOM's components",
+    );
   });
 
   it("on the kubelet the image runs as its own 65532:1337, answers --version with its build, and has no sh or npm", async () => {
@@ -486,6 +528,12 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
         securityContext: { runAsNonRoot: true },
         containers: [
           { name: "version", args: ["--version"] },
+          // The image's compile cache (made in its build stage) is one V8 accepts on this node's Node.
+          {
+            name: "compile-cache",
+            args: ["status", "--help"],
+            env: [{ name: "NODE_DEBUG_NATIVE", value: "COMPILE_CACHE" }],
+          },
           {
             name: "whoami",
             command: ["node", "-e", "console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid() }))"],
@@ -507,7 +555,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       async () => {
         status = await node.podStatus(APP_NS, name);
         const all = status?.containerStatuses ?? [];
-        return all.length === 4 && all.every((c) => c.state?.terminated);
+        return all.length === 5 && all.every((c) => c.state?.terminated);
       },
       { timeoutMs: 120_000, intervalMs: 1000 },
     );
@@ -526,6 +574,10 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     assert.deepEqual(log("version"), [
       `istiod-vault-agent ${pkg.version} (commit ${images.agentRevision}, node v${pkg.devDependencies.node}, linux/x64)`,
     ]);
+    assert.equal(ended("compile-cache").exitCode, 0);
+    const cacheLog = log("compile-cache").join("\n");
+    assert.match(cacheLog, /V8 code cache for ESM file:\/\/\/app\/dist\/bundle\/main\.js was accepted/, cacheLog);
+    assert.doesNotMatch(cacheLog, /rejected|mismatch/i, cacheLog);
     assert.equal(ended("whoami").exitCode, 0);
     assert.deepEqual(
       log("whoami").map((l) => JSON.parse(l) as unknown),
@@ -593,3 +645,24 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     assert.ok(existsSync(node.podLogsDir));
   });
 });
+
+/**
+ * test/e2e/workload-client.mjs as one script for a pod of the agent image (which has no node_modules): the client, the
+ * project's X.509 and generated gRPC modules and @grpc/grpc-js, minified to fit a ConfigMap (1 MiB).
+ */
+async function bundleWorkloadClient(out: string): Promise<void> {
+  const { build } = await import("esbuild");
+  await build({
+    absWorkingDir: repoRoot(),
+    entryPoints: ["test/e2e/workload-client.mjs"],
+    outfile: out,
+    bundle: true,
+    minify: true,
+    format: "esm",
+    platform: "node",
+    target: "node24",
+    logLevel: "error",
+    // CommonJS inside (grpc-js) require()s Node's built-in modules; an ES module has no require of its own.
+    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
+  });
+}

@@ -2,14 +2,14 @@
 // workload agent does: a fresh key, a CSR for the pod's SPIFFE ID, the kubelet-projected istio-ca token, and
 // CreateCertificate on istiod's TLS port verified against the istio-ca-root-cert ConfigMap istiod publishes.
 // Prints {"certChain": [...]} on success; exits 1 with the gRPC status otherwise.
+// The image has no node_modules (the agent is bundled), so real-node.test.ts bundles this file with esbuild, with the
+// project's X.509 module, its generated gRPC client and @grpc/grpc-js, into one script it mounts into the pod.
 import { webcrypto as crypto } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import process from "node:process";
-
-const { x509 } = await import("/app/dist/src/crypto/x509.js");
-const { IstioCertificateServiceClient } = await import("/app/dist/src/gen/istio/v1/auth/ca.js");
-const grpc = createRequire("/app/package.json")("@grpc/grpc-js");
+import * as grpc from "@grpc/grpc-js";
+import { x509 } from "../../src/crypto/x509.ts";
+import { IstioCertificateServiceClient } from "../../src/gen/istio/v1/auth/ca.ts";
 
 const keys = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
 const csr = await x509.Pkcs10CertificateRequestGenerator.create({

@@ -22,6 +22,8 @@ export interface ImageArchive {
   files: Set<string>;
   /** name@version of every package under `dir`/node_modules in the image (nested ones included). */
   packages(dir: string): Set<string>;
+  /** The bytes of one file in the image (the topmost layer that holds it). */
+  read(path: string): Buffer;
 }
 
 const sh = (script: string, ...args: string[]) =>
@@ -51,6 +53,24 @@ export function readImageArchive(archive: string): ImageArchive {
     config,
     paths,
     files: new Set([...paths].filter((p) => !dirs.has(p))),
+    read(path: string) {
+      for (const layer of [...manifest.Layers].reverse()) {
+        const out = execFileSync(
+          "bash",
+          [
+            "-c",
+            'tar -xOf "$1" "$2" | tar -xO "$3" 2>/dev/null || tar -xOf "$1" "$2" | tar -xO "./$3" 2>/dev/null || true',
+            "bash",
+            archive,
+            layer,
+            path,
+          ],
+          { maxBuffer: 256 << 20 },
+        );
+        if (out.length) return out;
+      }
+      throw new Error(`${archive}: no file ${path}`);
+    },
     packages(dir: string) {
       const work = mkdtempSync(join(tmpdir(), "iva-image-"));
       try {

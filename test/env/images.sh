@@ -99,7 +99,7 @@ build_pause() {
 }
 
 # The agent image is the project's Dockerfile as it stands; only the base image is swapped for the local one. Its key
-# covers what reaches the final stage (tests are compiled in the build stage but not shipped, and CI typechecks them).
+# covers the build context: the inputs of the bundle (scripts/bundle.mjs, src, the lockfile) and what is shipped.
 # VERSION is package.json's, as a release passes it; REVISION names the inputs hash rather than a commit, so a commit
 # that changes none of the inputs reuses the image and what --version reports stays true.
 build_agent() {
@@ -107,7 +107,7 @@ build_agent() {
   key=$({
     echo "$base_key"
     cd "$repo" && git ls-files -co --exclude-standard -- Dockerfile .dockerignore package.json package-lock.json \
-      tsconfig.json src vault-policies | LC_ALL=C sort | xargs -d '\n' sha256sum
+      tsconfig.json scripts/bundle.mjs src vault-policies | LC_ALL=C sort | xargs -d '\n' sha256sum
   } | hash_of)
   version=$("$node_bin" -p 'require(process.argv[1]).version' "$repo/package.json")
   ref=localhost/istiod-vault-agent:$key

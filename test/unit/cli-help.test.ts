@@ -4,7 +4,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { COMMAND_NAMES, main } from "../../src/main.js";
@@ -218,6 +218,90 @@ void describe("cli: help, version and exit codes", () => {
       assert.ok(!loaded.some((u) => u.endsWith(other)), `inject --help loaded ${other}`);
     for (const heavy of ["@grpc/grpc-js", "@peculiar/x509"])
       assert.ok(!loaded.some((u) => u.includes(heavy)), `inject --help loaded ${heavy}`);
+  });
+});
+
+/** The outputs of `npm run bundle` (esbuild's metafile): output file → the input files it holds and what it imports. */
+function bundleMeta(): Record<string, { inputs: Record<string, unknown>; imports: { path: string; kind: string }[] }> {
+  const file = join(repoRoot(), "dist/bundle/meta.json");
+  assert.ok(existsSync(file), "dist/bundle is missing: npm run bundle (test:unit runs it)");
+  return (JSON.parse(readFileSync(file, "utf8")) as { outputs: ReturnType<typeof bundleMeta> }).outputs;
+}
+
+/** Runs the bundle as the image does (its ENTRYPOINT flags aside) and returns what it printed. */
+function runBundle(argv: string[]): { code: number | null; out: string; err: string } {
+  const res = spawnSync(process.execPath, ["--enable-source-maps", join(repoRoot(), "dist/bundle/main.js"), ...argv], {
+    encoding: "utf8",
+    env: { ...process.env, ...VAULT_ENV },
+  });
+  return { code: res.status, out: res.stdout.replace(/\n$/, ""), err: res.stderr };
+}
+
+void describe("cli: the bundle (dist/bundle/main.js, what the image and npm start run)", () => {
+  void it("answers every command's --help and --version as tsc's output does, and refuses the same", async () => {
+    for (const command of COMMAND_NAMES) {
+      const expected = await run([command, "--help"]);
+      const res = runBundle([command, "--help"]);
+      assert.equal(res.code, 0, `bundle ${command} --help: ${res.err}`);
+      assert.equal(res.out, expected.out, `bundle ${command} --help: the same help as tsc's output`);
+      const v = runBundle([command, "--version"]);
+      assert.equal(v.code, 0);
+      assert.equal(v.out, (await run([command, "--version"])).out, `bundle ${command} --version (package.json found)`);
+      const bad = runBundle([command, "--no-such-flag=1"]);
+      assert.equal(bad.code, 2, `bundle ${command} --no-such-flag`);
+      assert.match(bad.err, /--no-such-flag/);
+    }
+    assert.equal(runBundle(["--help"]).out, (await run(["--help"])).out);
+  });
+
+  void it("stack traces name the TypeScript sources (source maps beside every output file)", () => {
+    const outputs = bundleMeta();
+    for (const file of Object.keys(outputs).filter((f) => f.endsWith(".js"))) {
+      assert.ok(outputs[`${file}.map`], `${file} has no source map`);
+      assert.match(readFileSync(join(repoRoot(), file), "utf8"), /\n\/\/# sourceMappingURL=[\w.-]+\.js\.map\n?$/);
+    }
+    // main(undefined) throws a TypeError inside main(): the trace must point into src/main.ts, not the bundle.
+    const mainUrl = pathToFileURL(join(repoRoot(), "dist/bundle/main.js")).href;
+    const script = `const { main } = await import(${JSON.stringify(mainUrl)});
+      await main(undefined).catch((e) => console.log(e.stack));`;
+    const res = spawnSync(process.execPath, ["--enable-source-maps", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+    });
+    assert.equal(res.status, 0, res.stderr);
+    assert.match(res.stdout, /^TypeError/);
+    assert.match(res.stdout, /\bat main \(.*\/src\/main\.ts:\d+:\d+\)/, res.stdout);
+  });
+
+  void it("a command loads only its own chunks: inject --help no gRPC or X.509, sidecar --help no kubeconfig stack", () => {
+    const outputs = bundleMeta();
+    const holds = (file: string, input: string) =>
+      Object.keys(outputs[`dist/bundle/${file}`]?.inputs ?? {}).some((i) => i.includes(input));
+    const loadedBy = (argv: string[]): string[] => {
+      const mainUrl = pathToFileURL(join(repoRoot(), "dist/bundle/main.js")).href;
+      const script = `
+        import { registerHooks } from "node:module";
+        const loaded = [];
+        registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.push(r.url); return r; } });
+        const { main } = await import(${JSON.stringify(mainUrl)});
+        console.log = () => {};
+        await main(${JSON.stringify(argv)});
+        process.stderr.write(JSON.stringify(loaded));`;
+      const res = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+      assert.equal(res.status, 0, res.stderr);
+      const urls = JSON.parse(res.stderr.trim().split("\n").at(-1) ?? "[]") as string[];
+      return urls.filter((u) => u.includes("/dist/bundle/")).map((u) => u.slice(u.lastIndexOf("/") + 1));
+    };
+    const inject = loadedBy(["inject", "--help"]);
+    assert.ok(
+      inject.some((f) => holds(f, "src/commands/inject.ts")),
+      `inject's chunk is loaded (the trace works): ${inject.join(" ")}`,
+    );
+    for (const heavy of ["src/commands/sidecar.ts", "src/agent.ts", "@grpc/grpc-js", "@peculiar/x509"])
+      assert.ok(!inject.some((f) => holds(f, heavy)), `inject --help loaded ${heavy}`);
+    const sidecar = loadedBy(["sidecar", "--help"]);
+    assert.ok(sidecar.some((f) => holds(f, "src/agent.ts")));
+    for (const heavy of ["@kubernetes/client-node", "src/kube/kubeconfig.ts", "src/relay/"])
+      assert.ok(!sidecar.some((f) => holds(f, heavy)), `sidecar --help loaded ${heavy}`);
   });
 });
 

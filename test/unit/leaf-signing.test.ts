@@ -12,7 +12,8 @@ import {
   type KeyObject,
   type webcrypto,
 } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SigningBundle } from "../../src/authority/bundle.js";
@@ -40,6 +41,7 @@ import { SigningPool } from "../../src/signing/worker-pool.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import { mulberry32, randomBytes } from "../env/hostile.js";
 import { caCertificate, testSigningBundle } from "../env/ca-certs.js";
+import { repoRoot } from "../env/harness.js";
 import * as asn1 from "../../src/crypto/der.js";
 
 const OPENSSL = "/usr/bin/openssl";
@@ -1069,6 +1071,32 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
     }
     assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, leaves[0]!.certPem), /: OK\s*$/);
     assert.equal(new Set(leaves.map((l) => l.serialHex)).size, leaves.length);
+  });
+
+  void it("in the bundle (dist/bundle), starts its workers from signing-worker.js beside it and signs alike", async () => {
+    // The chunk that holds the pool, from the bundle's metafile (its name carries a content hash).
+    const meta = JSON.parse(readFileSync(join(repoRoot(), "dist/bundle/meta.json"), "utf8")) as {
+      outputs: Record<string, { inputs: Record<string, unknown>; exports: string[] }>;
+    };
+    const [chunk] = Object.entries(meta.outputs).filter(
+      ([f, o]) => f.endsWith(".js") && o.inputs["src/signing/worker-pool.ts"] && o.exports.includes("SigningPool"),
+    );
+    assert.ok(chunk, "npm run bundle first: no bundled SigningPool");
+    const bundled = (await import(pathToFileURL(join(repoRoot(), chunk[0])).href)) as {
+      SigningPool: typeof SigningPool;
+    };
+    assert.notEqual(bundled.SigningPool, SigningPool, "the bundle's own copy");
+    const bundledPool = new bundled.SigningPool(1);
+    try {
+      const signed = await bundledPool.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date());
+      assert.match(opensslVerify(ca.rootPem, ca.intermediatePem, signed.certPem), /: OK\s*$/);
+      await assert.rejects(
+        bundledPool.sign(ca.bundle, await makeCsr({ sans: [] }), HOUR, policy, new Date()),
+        (err: Error) => err.constructor.name === "LeafPolicyError",
+      );
+    } finally {
+      await bundledPool.close();
+    }
   });
 
   void it("refuses with the same error classes, codes, rules and messages as signLeaf", async () => {
