@@ -44,8 +44,13 @@ export interface OpenBaoCluster {
   roles(): Promise<NodeRole[]>;
   /** SIGKILL: no step-down, no goodbye; the node's Raft data stays on disk. */
   kill(node: OpenBaoNode): Promise<void>;
-  /** Starts a stopped node again from its data, unseals it and waits until it is active or a standby. */
-  start(node: OpenBaoNode): Promise<void>;
+  /**
+   * Starts a stopped node again from its data, unseals it and waits until it is active or a standby. With
+   * `{ unseal: false }` it stays sealed (every request answers 503) until unseal(node).
+   */
+  start(node: OpenBaoNode, opts?: { unseal?: boolean }): Promise<void>;
+  /** Unseals a running sealed node and waits until it is active or a standby. */
+  unseal(node: OpenBaoNode): Promise<void>;
   /**
    * Waits until exactly one running node is active, every other running node is an unsealed standby, and every
    * running node is a Raft voter (so killing any one of three leaves a quorum to elect a new leader).
@@ -232,7 +237,7 @@ export async function startOpenBaoCluster(opts: OpenBaoClusterOptions = {}): Pro
         node.process.signal("SIGKILL");
         await node.process.waitExit();
       },
-      async start(node) {
+      async start(node, startOpts = {}) {
         if (node.process.alive) throw new Error(`OpenBao node-${node.index} is still running`);
         node.process = spawnNode(node.index);
         if (node.index === 0) env.vault.process = node.process;
@@ -241,8 +246,9 @@ export async function startOpenBaoCluster(opts: OpenBaoClusterOptions = {}): Pro
           async () => (await node.client.health()).status !== 0,
           { timeoutMs: 30_000, process: node.process },
         );
-        await unseal(node);
+        if (startOpts.unseal !== false) await unseal(node);
       },
+      unseal: (node) => unseal(node),
       waitHealthy,
       async stop() {
         for (const n of nodes) await n.client.close().catch(() => undefined);
