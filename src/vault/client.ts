@@ -159,16 +159,26 @@ export class VaultClient {
   /**
    * The one way every request reaches Vault: over the addresses from the preferred one, following one standby
    * redirect, retrying retryable failures with backoff (see the top of this file). Statuses the caller accepts are
-   * answers, never retried.
+   * answers, never retried; those in `tryNextOn` are answers too, but another address is asked first (sys/health: a
+   * sealed node's 503 is the answer only when no other node is up).
    */
-  private async send<T>(req: JsonRequest): Promise<JsonResponse<T>> {
+  private async send<T>(
+    req: JsonRequest,
+    opts: { maxRetries?: number; tryNextOn?: readonly number[] } = {},
+  ): Promise<JsonResponse<T>> {
+    const maxRetries = opts.maxRetries ?? this.retry.maxRetries;
     let last: unknown;
     for (let attempt = 0; ; attempt++) {
+      let fallback: JsonResponse<T> | undefined;
       for (let k = 0; k < this.addresses.length; k++) {
         const i = (this.preferred + k) % this.addresses.length;
         const address = this.addresses[i]!;
         try {
           const res = await this.sendFollowingRedirect<T>(address, req);
+          if (opts.tryNextOn?.includes(res.status)) {
+            fallback ??= res;
+            continue;
+          }
           this.preferred = i;
           return res;
         } catch (err) {
@@ -184,7 +194,8 @@ export class VaultClient {
             });
         }
       }
-      if (attempt >= this.retry.maxRetries) throw last;
+      if (fallback) return fallback;
+      if (attempt >= maxRetries) throw last;
       const waitMs = this.backoff(attempt + 1, last);
       this.onRetry?.({
         method: req.method,
@@ -278,32 +289,19 @@ export class VaultClient {
 
   /**
    * `GET sys/health`: unauthenticated and server-wide, so sent without the namespace header. Not retried (the probe
-   * polls); with several addresses, the first node that is up (active or standby) answers, else the first answer.
+   * polls); with several addresses, the first node that is up (active or standby) answers, else a sealed or
+   * uninitialised node's answer.
    */
   async health(): Promise<{ status: number; initialized: boolean; sealed: boolean; version: string }> {
-    type Health = { initialized: boolean; sealed: boolean; version: string };
-    let first: JsonResponse<Health> | undefined;
-    let firstError: unknown;
-    for (let k = 0; k < this.addresses.length; k++) {
-      const i = (this.preferred + k) % this.addresses.length;
-      try {
-        const res = await this.http.request<Health>({
-          method: "GET",
-          path: "/v1/sys/health",
-          acceptStatuses: [429, 472, 473, 501, 503],
-          baseUrl: this.addresses[i]!,
-        });
-        if ([200, 429, 472, 473].includes(res.status)) {
-          this.preferred = i;
-          return { status: res.status, ...res.body };
-        }
-        first ??= res;
-      } catch (err) {
-        firstError ??= err;
-      }
+    try {
+      const res = await this.send<{ initialized: boolean; sealed: boolean; version: string }>(
+        { method: "GET", path: "/v1/sys/health", acceptStatuses: [429, 472, 473, 501, 503] },
+        { maxRetries: 0, tryNextOn: [501, 503] },
+      );
+      return { status: res.status, ...res.body };
+    } catch (err) {
+      throw withTlsHint(err);
     }
-    if (first) return { status: first.status, ...first.body };
-    throw withTlsHint(firstError);
   }
 
   async close(): Promise<void> {

@@ -75,7 +75,8 @@ export async function leaderKilledMidRenewal(
   const before = await getBundle(run.client);
   const notAfter = Number(before.notAfterUnix) * 1000;
   const dueAt = scheduledRenewalAt(run);
-  if (dueAt === undefined) throw new Error("the agent's log has no scheduled renewal (start it with --log-level=debug)");
+  if (dueAt === undefined)
+    throw new Error("the agent's log has no scheduled renewal (start it with --log-level=debug)");
   const csr = await workloadCsr("spiffe://cluster.local/ns/ha/sa/client");
   let signings = 0;
   const failures: string[] = [];
