@@ -64,7 +64,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)))
 
 /**
  * Runs the scenario once against a healthy cluster and a running sidecar (started with HA_AGENT_FLAGS). Kills the
- * active node `killBeforeDueMs` before the agent's renewal point. Leaves the killed node down: the caller restarts it
+ * active node `killBeforeDueMs` (default 1 s) before the agent's renewal point: elections take 1.5-3 s here, so the
+ * renewal comes due while there is no leader. Leaves the killed node down: the caller restarts it
  * (cluster.start) before another run.
  */
 export async function leaderKilledMidRenewal(
@@ -96,8 +97,11 @@ export async function leaderKilledMidRenewal(
   let active: OpenBaoNode;
   let killedAt: number;
   try {
-    await sleep(dueAt - (opts.killBeforeDueMs ?? 500) - Date.now());
+    // Found before the wait, checked with one sys/health after it: polling every node there would make the kill late on
+    // a loaded machine. Leadership can move by itself under load: then the node active now is the one killed.
     active = await cluster.activeNode();
+    await sleep(dueAt - (opts.killBeforeDueMs ?? 1_000) - Date.now());
+    if ((await active.client.health().catch(() => ({ status: 0 }))).status !== 200) active = await cluster.activeNode();
     const logOffset = readFileSync(run.logPath).length;
     killedAt = Date.now();
     await cluster.kill(active);

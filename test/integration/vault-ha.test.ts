@@ -34,16 +34,23 @@ describe("Vault HA: the sidecar against a 3-node OpenBao Raft cluster", () => {
     return run;
   };
 
+  /** Every node running, unsealed and a voter: each case starts from a healthy cluster whatever the last one did. */
+  const healthyCluster = async () => {
+    for (const n of cluster.nodes) if (!n.process.alive) await cluster.start(n);
+    for (const [i, role] of (await cluster.roles()).entries())
+      if (role === "sealed") await cluster.unseal(cluster.nodes[i]!);
+    await cluster.waitHealthy();
+  };
+
   it("active node killed as the renewal comes due: a new leader is elected, the agent renews, no signing fails", async (t) => {
     const active = await cluster.activeNode();
     // The killed node first in the list: the worst case for an agent without a load balancer in front of Vault.
     const order = [active, ...cluster.nodes.filter((n) => n !== active)];
     const run = await sidecar(order, HA_AGENT_FLAGS);
-    const result = await leaderKilledMidRenewal(cluster, run, { killBeforeDueMs: 500 });
+    const result = await leaderKilledMidRenewal(cluster, run);
     t.diagnostic(`measured: ${JSON.stringify(result)}`);
-    assert.equal(result.killedNode, active.index);
-    assert.notEqual(result.newActiveNode, active.index, "a standby became active");
-    assert.ok(result.renewalDueAfterKillMs > 0, "the renewal came due after the kill");
+    assert.notEqual(result.newActiveNode, result.killedNode, "a standby became active");
+    assert.equal(cluster.nodes[result.killedNode]!.process.alive, false, "the killed node stays down meanwhile");
     assert.ok(result.generationAfter > result.generationBefore, "renewed through the new leader");
     // Generous bound, not a speed assertion: renewed while the old intermediate was still valid.
     assert.ok(result.oldIntermediateLeftMs > 0, `renewed with ${result.oldIntermediateLeftMs} ms of the old one left`);
@@ -55,11 +62,10 @@ describe("Vault HA: the sidecar against a 3-node OpenBao Raft cluster", () => {
     assert.equal(chain[1], now.signingCertPem);
     assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]), /OK/);
     await run.stop();
-    await cluster.start(cluster.nodes[result.killedNode]!);
-    await cluster.waitHealthy();
   });
 
   it("a sealed node (503) first in the list and a standby that forwards: the agent logs in and renews", async () => {
+    await healthyCluster();
     const active = await cluster.activeNode();
     const [sealed, standby] = cluster.nodes.filter((n) => n !== active) as [OpenBaoNode, OpenBaoNode];
     await cluster.kill(sealed);
