@@ -8,6 +8,8 @@ import { createServer as createHttpsServer } from "node:https";
 import { HttpStatusError, HttpTransportError, retryAfterMs } from "../../src/net/http-json.js";
 import { VaultClient, vaultAddressList, type VaultRetryEvent } from "../../src/vault/client.js";
 import { vaultUrlProblem } from "../../src/cli/validate.js";
+import { ConfigError } from "../../src/config/config.js";
+import { loadConfig, parseFlags } from "../../src/config/load.js";
 import { makeTestCa } from "../env/pki.js";
 import { freePort } from "../env/harness.js";
 
@@ -281,5 +283,14 @@ void describe("Vault client in an HA cluster", () => {
     assert.match(vaultUrlProblem("https://a:8200,http://b:8200") ?? "", /mixes http:\/\/ and https:\/\//);
     assert.match(vaultUrlProblem(" , ") ?? "", /is not a URL/);
     assert.throws(() => new VaultClient({ address: "https://a:8200,http://b:8200" }), /same scheme/);
+    // Through the configuration (flag and VAULT_ADDR alike): accepted as one value, a bad entry named.
+    assert.equal(
+      loadConfig(parseFlags(["--vault-addr=https://a:8200,https://b:8200"]), {}).vault.address,
+      "https://a:8200,https://b:8200",
+    );
+    assert.throws(
+      () => loadConfig({}, { VAULT_ADDR: "https://a:8200,vault-b:8200" }),
+      (err: Error) => err instanceof ConfigError && /"vault-b:8200" must be an https:\/\//.test(err.message),
+    );
   });
 });
