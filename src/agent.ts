@@ -106,6 +106,13 @@ export class Agent {
       address: config.vault.address,
       namespace: config.vault.namespace,
       tls: config.vault,
+      // An HA cluster's failover shows here: standby redirects, an unreachable node, retries (never a token or body).
+      onRetry: (e) => {
+        const fields = { vaultAddress: e.address, method: e.method, path: e.path, reason: e.reason, waitMs: e.waitMs };
+        if (e.action === "redirect") this.log.info(fields, "Vault standby redirected the request to the active node");
+        else if (e.action === "next-address") this.log.warn(fields, "Vault address failed; trying the next address");
+        else this.log.warn(fields, "Vault request failed; retrying");
+      },
     });
     return { vault, auth: createAuthSession(vault, config.auth, this.log, this.metrics, this.clock) };
   }

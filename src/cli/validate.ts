@@ -2,6 +2,7 @@
 // splitter, one duration parser, one auth-mount normaliser (the key-algorithm parser is in ./key-algorithm.ts). A
 // parser returns the value or throws Expected, whose message says what was expected; the flag layer adds the flag's
 // name and the raw value.
+import { vaultAddressList } from "../vault/client.js";
 
 /** Thrown by a parser: the message completes "expected …". */
 export class Expected extends Error {}
@@ -58,15 +59,22 @@ export function dnsNames(v: string): string[] {
   return list(v.toLowerCase()).map(dnsName);
 }
 
-/** Why `v` is not a usable Vault address, or undefined when it is. */
+/** Why `v` is not a usable Vault address (one URL, or several comma-separated: a cluster's nodes), or undefined. */
 export function vaultUrlProblem(v: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    return `"${v}" is not a URL; expected e.g. https://vault.vault:8200`;
+  const list = vaultAddressList(v);
+  if (list.length === 0) return `"${v}" is not a URL; expected e.g. https://vault.vault:8200`;
+  const schemes = new Set<string>();
+  for (const one of list) {
+    let url: URL;
+    try {
+      url = new URL(one);
+    } catch {
+      return `"${one}" is not a URL; expected e.g. https://vault.vault:8200 (several: comma-separated)`;
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") return `"${one}" must be an https:// (or http://) URL`;
+    schemes.add(url.protocol);
   }
-  if (url.protocol !== "https:" && url.protocol !== "http:") return `"${v}" must be an https:// (or http://) URL`;
+  if (schemes.size > 1) return `"${v}" mixes http:// and https://; expected every address with the same scheme`;
   return undefined;
 }
 

@@ -88,10 +88,15 @@ export function withProxyEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 export function vaultAuthFlags<C extends VaultAuthSection>(): FlagTable<C> {
   const { option } = fieldFlags<C>();
   return {
-    "vault-addr": option("Vault (or OpenBao) address, e.g. https://vault.vault:8200", text, (c) => c.vault.address, {
-      env: "VAULT_ADDR",
-      arg: "URL",
-    }),
+    "vault-addr": option(
+      "Vault (or OpenBao) address, e.g. https://vault.vault:8200; several comma-separated (a cluster's nodes) are tried in order",
+      text,
+      (c) => c.vault.address,
+      {
+        env: "VAULT_ADDR",
+        arg: "URL",
+      },
+    ),
     "vault-cacert": valueFlag<C, string>({
       help: "PEM file of the CAs that sign Vault's TLS certificate",
       defaultText: "the system CAs",

@@ -37,6 +37,11 @@ export class HttpStatusError extends Error {
     readonly status: number,
     /** Server-provided error strings (Vault `errors`, Kubernetes Status `message`); safe to show. */
     readonly serverMessages: readonly string[],
+    /**
+     * The two response headers a retrying caller needs (no others are kept: headers can carry credentials): where a
+     * redirect points (Location) and how long the server asked to wait (Retry-After, in ms).
+     */
+    readonly details: { location?: string | undefined; retryAfterMs?: number | undefined } = {},
   ) {
     super(
       `${service} ${method} ${path} answered HTTP ${status}` +
@@ -70,6 +75,11 @@ export interface JsonRequest {
   acceptStatuses?: readonly number[];
   /** Return the body as text instead of parsing JSON (health endpoints answer "ok"). */
   text?: boolean;
+  /**
+   * Send to this origin (scheme://host:port) instead of the client's base URL, with the same connections and TLS
+   * settings: another address of the same server (a Vault cluster's nodes, a standby's redirect to the active node).
+   */
+  baseUrl?: string;
 }
 
 export interface JsonResponse<T> {
@@ -124,7 +134,7 @@ export class HttpJsonClient {
     }
     let res;
     try {
-      res = await request(new URL(req.path, this.baseUrl), {
+      res = await request(new URL(req.path, req.baseUrl ?? this.baseUrl), {
         method: req.method,
         headers,
         body: payload,
@@ -157,7 +167,10 @@ export class HttpJsonClient {
       }
     }
     if (!ok) {
-      throw new HttpStatusError(this.service, req.method, req.path, res.statusCode, serverMessages(parsed));
+      throw new HttpStatusError(this.service, req.method, req.path, res.statusCode, serverMessages(parsed), {
+        location: headerValue(res.headers.location),
+        retryAfterMs: retryAfterMs(headerValue(res.headers["retry-after"]), Date.now()),
+      });
     }
     return { status: res.statusCode, body: parsed as T };
   }
@@ -224,4 +237,18 @@ function serverMessages(body: unknown): string[] {
 
 function clip(s: string): string {
   return s.length > 500 ? `${s.slice(0, 500)}…` : s;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** A Retry-After header (delay-seconds or an HTTP-date, RFC 9110 10.2.3) in ms from `now`; undefined if unusable. */
+export function retryAfterMs(v: string | undefined, now: number): number | undefined {
+  if (v === undefined) return undefined;
+  const s = v.trim();
+  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  const at = Date.parse(s);
+  if (!/[a-z]/i.test(s) || Number.isNaN(at)) return undefined;
+  return Math.max(0, at - now);
 }

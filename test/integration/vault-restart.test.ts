@@ -16,8 +16,13 @@ describe("OpenBao with persistent storage stopped and started again", () => {
     const rootBefore = first.rootCertPem.join("");
     await suite.env.stopVault();
     try {
-      // The renewal point (~10 s) passes while OpenBao is down.
-      await new Promise((r) => setTimeout(r, 12_000));
+      // The renewal point (~10 s) passes while OpenBao is down; that attempt fails once the Vault client's own retries
+      // (two, 1-1.5 s and 2-3 s apart, as Vault's Go client does) are spent.
+      await waitUntil(
+        "a failed renewal attempt",
+        () => Promise.resolve(/could not renew the intermediate; still serving the current one/.test(run!.log())),
+        { timeoutMs: 20_000 },
+      );
       const chain = await signCertificate(run.client, await workloadCsr("spiffe://cluster.local/ns/a/sa/b"), 60);
       assert.equal(chain[1], first.signingCertPem, "the held intermediate keeps signing");
       assert.match(opensslVerify(chain[0]!, chain[2]!, chain[1]), /OK/);
