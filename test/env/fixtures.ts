@@ -24,23 +24,34 @@ export async function startAgentTestEnv(
 ): Promise<AgentTestEnv> {
   const env = await TestEnv.start(envOpts);
   try {
-    await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
-    // Vault's TokenReview credential: a dedicated service account allowed to review tokens, as in a real install.
-    await env.createServiceAccount(REVIEWER_NS, REVIEWER_SA);
-    await env.bindClusterRole("system:auth-delegator", REVIEWER_NS, REVIEWER_SA);
-    const reviewerJwt = await env.requestToken(REVIEWER_NS, REVIEWER_SA, APISERVER_AUDIENCE, 24 * 3600);
-    const setup: VaultSetupOptions = {
-      ...DEFAULT_SETUP,
-      intermediateMount: "pki_int",
-      ...overrides,
-      kubernetes: { mount: "kubernetes", host: env.kube.url, caPem: env.kube.caPem, reviewerJwt },
-    };
-    const changes = await setupVault(env.vault.client, env.vault.rootToken, setup);
-    return { env, setup, changes };
+    return await configureAgentTestEnv(env, overrides);
   } catch (err) {
     await env.stop();
     throw err;
   }
+}
+
+/**
+ * The Kubernetes and Vault side of startAgentTestEnv on an environment already running (its apiserver and env.vault):
+ * the istiod and TokenReview service accounts, then setupVault(). The OpenBao cluster harness calls it too.
+ */
+export async function configureAgentTestEnv(
+  env: TestEnv,
+  overrides: Partial<Omit<VaultSetupOptions, "kubernetes">> = {},
+): Promise<AgentTestEnv> {
+  await env.createServiceAccount(ISTIO_NS, ISTIOD_SA);
+  // Vault's TokenReview credential: a dedicated service account allowed to review tokens, as in a real install.
+  await env.createServiceAccount(REVIEWER_NS, REVIEWER_SA);
+  await env.bindClusterRole("system:auth-delegator", REVIEWER_NS, REVIEWER_SA);
+  const reviewerJwt = await env.requestToken(REVIEWER_NS, REVIEWER_SA, APISERVER_AUDIENCE, 24 * 3600);
+  const setup: VaultSetupOptions = {
+    ...DEFAULT_SETUP,
+    intermediateMount: "pki_int",
+    ...overrides,
+    kubernetes: { mount: "kubernetes", host: env.kube.url, caPem: env.kube.caPem, reviewerJwt },
+  };
+  const changes = await setupVault(env.vault.client, env.vault.rootToken, setup);
+  return { env, setup, changes };
 }
 
 /**
