@@ -14,11 +14,28 @@ import {
   fieldFlags,
 } from "../cli/flags.js";
 import { kubeClusterInfo, type KubeAccess } from "../cli/kube.js";
-import { DNS_LABEL, Expected, revisionNames, text, vaultName, vaultPath } from "../cli/validate.js";
+import {
+  DNS_LABEL,
+  duration,
+  Expected,
+  formatDuration,
+  revisionNames,
+  text,
+  vaultName,
+  vaultPath,
+} from "../cli/validate.js";
 import { ConfigError, type Config } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
 import { VaultClient } from "../vault/client.js";
-import { DEFAULT_SETUP, setupVaultClusters, type ClusterAccessOptions, type VaultRootOptions } from "../vault/setup.js";
+import {
+  DEFAULT_SETUP,
+  DEFAULT_TIDY_INTERVAL_SECONDS,
+  defaultTidySafetyBufferSeconds,
+  setupVaultClusters,
+  signPathMount,
+  type ClusterAccessOptions,
+  type VaultRootOptions,
+} from "../vault/setup.js";
 
 /** A workload cluster of --cluster NAME[=CONTEXT]. */
 export interface ClusterRef {
@@ -45,6 +62,12 @@ export interface SetupSettings {
   pkiPerCluster: boolean;
   /** --cluster-token-reviewer-jwt-file NAME=FILE: each cluster's own TokenReview credential. */
   clusterReviewerJwtFiles: Record<string, string>;
+  /** --auto-tidy: configure pki/config/auto-tidy on the signing mount(s). */
+  autoTidy: boolean;
+  /** --tidy-safety-buffer (seconds); undefined: derived from the agent's --ttl. */
+  tidySafetyBufferSeconds: number | undefined;
+  /** --tidy-interval (seconds); undefined: Vault's 12h. */
+  tidyIntervalSeconds: number | undefined;
 }
 
 export const DEFAULT_SETUP_SETTINGS: SetupSettings = {
@@ -61,10 +84,13 @@ export const DEFAULT_SETUP_SETTINGS: SetupSettings = {
   clusters: [],
   pkiPerCluster: false,
   clusterReviewerJwtFiles: {},
+  autoTidy: false,
+  tidySafetyBufferSeconds: undefined,
+  tidyIntervalSeconds: undefined,
 };
 
 const flag = valueFlag<SetupSettings, string>;
-const { option, toggle } = fieldFlags<SetupSettings>();
+const { option, toggle, seconds } = fieldFlags<SetupSettings>();
 
 /** setup-vault's own flags, beside the agent's. */
 export const SETUP_FLAGS: FlagTable<SetupSettings> = {
@@ -145,6 +171,23 @@ export const SETUP_FLAGS: FlagTable<SetupSettings> = {
       }
     },
   },
+  "auto-tidy": toggle(
+    "configure pki/config/auto-tidy on the mount that signs the intermediates: every agent start and renewal stores " +
+      "one certificate there, and tidy removes them once expired past the safety buffer",
+    (s) => s.autoTidy,
+  ),
+  "tidy-safety-buffer": seconds(
+    "with --auto-tidy: how long past its expiry a certificate is kept (safety_buffer)",
+    duration("720h", 1),
+    (s) => s.tidySafetyBufferSeconds,
+    { defaultText: "the intermediate's --ttl, at least 72h" },
+  ),
+  "tidy-interval": seconds(
+    "with --auto-tidy: how often Vault tidies (interval_duration)",
+    duration("12h", 60),
+    (s) => s.tidyIntervalSeconds,
+    { defaultText: "12h" },
+  ),
 };
 
 /** NAME[=CONTEXT]: NAME names Vault mounts and policies, so a DNS label; CONTEXT is any kubeconfig context name. */
@@ -228,6 +271,12 @@ export function setupSettings(flags: FlagValues): { s: SetupSettings; problems: 
       problems.push(
         `--cluster-token-reviewer-jwt-file: "${name}" is not a --cluster; expected NAME=FILE for a cluster given with --cluster`,
       );
+  if (!s.autoTidy)
+    for (const [name, v] of [
+      ["tidy-safety-buffer", s.tidySafetyBufferSeconds],
+      ["tidy-interval", s.tidyIntervalSeconds],
+    ] as const)
+      if (v !== undefined) problems.push(`--${name}: needs --auto-tidy; expected --auto-tidy --${name}=DURATION`);
   const seen = new Set<string>();
   for (const c of s.clusters) {
     if (seen.has(c.name)) problems.push(`--cluster: "${c.name}" is given twice; expected each cluster once`);
@@ -319,6 +368,12 @@ export function setupPlan(
       s.importCaBundleFile,
       "a PEM bundle with the root certificate and its key",
     ),
+    autoTidy: s.autoTidy
+      ? {
+          intervalSeconds: s.tidyIntervalSeconds ?? DEFAULT_TIDY_INTERVAL_SECONDS,
+          safetyBufferSeconds: s.tidySafetyBufferSeconds ?? defaultTidySafetyBufferSeconds(c.intermediate.ttlSeconds),
+        }
+      : undefined,
   };
   const clusters: PlannedCluster[] = [];
   if (!s.clusters.length) {
@@ -405,6 +460,14 @@ export async function runSetupVault(c: Config, flags: FlagValues, out: (s: strin
         : "setup-vault: Vault is already configured; nothing changed",
     );
     for (const cl of plan.clusters) out(describeCluster(cl));
+    const tidy = plan.root.autoTidy;
+    if (tidy) {
+      const mounts = [...new Set(plan.clusters.map((cl) => `${signPathMount(cl.signPath)}/`))].join(", ");
+      out(
+        `auto-tidy on ${mounts}: every ${formatDuration(tidy.intervalSeconds)}, expired certificates removed ` +
+          `${formatDuration(tidy.safetyBufferSeconds)} past expiry (tidy_cert_store, tidy_revoked_certs)`,
+      );
+    }
     return 0;
   } finally {
     await vault.close();

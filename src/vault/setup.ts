@@ -34,6 +34,33 @@ export interface VaultSetupOptions {
   importCaBundlePem?: string | undefined;
   /** Opt-in Gloo flow: the generate/exported path the policy also allows. */
   csrPath?: string | undefined;
+  /** pki/config/auto-tidy on the mount that signs the intermediates; untouched when undefined. */
+  autoTidy?: AutoTidyOptions | undefined;
+}
+
+/**
+ * Automatic tidy of a PKI mount's certificate store: every sign-intermediate is stored (the agent's role cannot set
+ * no_store on sign-intermediate), one per agent start and per renewal, so without tidy the store only grows.
+ */
+export interface AutoTidyOptions {
+  /** How often Vault runs tidy (interval_duration). */
+  intervalSeconds: number;
+  /** How long past its expiry a certificate is kept before tidy removes it (safety_buffer). */
+  safetyBufferSeconds: number;
+}
+
+/** Vault's own defaults: tidy every 12h, keep expired certificates 72h. */
+export const DEFAULT_TIDY_INTERVAL_SECONDS = 12 * 3600;
+export const MIN_TIDY_SAFETY_BUFFER_SECONDS = 72 * 3600;
+
+/**
+ * The default safety buffer: one intermediate lifetime, at least Vault's 72h. An expired intermediate then stays
+ * readable (pki/cert/SERIAL) for as long as it was valid, long after every leaf it signed has expired too (leaves end
+ * no later than their intermediate), so it is there for any investigation of those leaves; and the store is bounded
+ * by the intermediates issued in about two lifetimes plus one tidy interval.
+ */
+export function defaultTidySafetyBufferSeconds(intermediateTtlSeconds: number): number {
+  return Math.max(MIN_TIDY_SAFETY_BUFFER_SECONDS, intermediateTtlSeconds);
 }
 
 export const DEFAULT_SETUP: Omit<VaultSetupOptions, "kubernetes"> = {
@@ -53,7 +80,10 @@ export const DEFAULT_SETUP: Omit<VaultSetupOptions, "kubernetes"> = {
 };
 
 /** The root every cluster's chain ends in: one PKI mount, generated or imported once. */
-export type VaultRootOptions = Pick<VaultSetupOptions, "rootMount" | "rootCommonName" | "importCaBundlePem">;
+export type VaultRootOptions = Pick<
+  VaultSetupOptions,
+  "rootMount" | "rootCommonName" | "importCaBundlePem" | "autoTidy"
+>;
 
 /**
  * One workload cluster's way to the PKI: its Kubernetes auth mount (configured with that cluster's apiserver, so
@@ -104,7 +134,54 @@ export async function setupVaultClusters(
     await ensureClusterAccess(vault, token, root, mounts, cluster, lines);
     changes.push(...lines.map((l) => `${cluster.label}${l}`));
   }
+  if (root.autoTidy) {
+    // Tidy where the intermediates are stored: the mount of each cluster's sign path, once each.
+    const signMounts = new Set(clusters.map((c) => signPathMount(c.signPath)));
+    for (const mount of signMounts) await ensureAutoTidy(vault, token, mount, root.autoTidy, changes);
+  }
   return changes;
+}
+
+/** The PKI mount of a sign path (pki_int/root/sign-intermediate -> pki_int; issuer paths included). */
+export function signPathMount(signPath: string): string {
+  const path = trimSlashes(signPath);
+  const i = path.search(/\/(root|issuer)\//);
+  return i < 0 ? (path.split("/")[0] ?? path) : path.slice(0, i);
+}
+
+/** The auto-tidy fields setup-vault owns; any other field of the mount's tidy config is left as it is. */
+export function autoTidyConfig(o: AutoTidyOptions): Record<string, boolean | number> {
+  return {
+    enabled: true,
+    interval_duration: o.intervalSeconds,
+    tidy_cert_store: true,
+    // Revoked intermediates (an operator revoking a compromised one) expire too; their CRL entries go with them.
+    tidy_revoked_certs: true,
+    safety_buffer: o.safetyBufferSeconds,
+  };
+}
+
+async function ensureAutoTidy(
+  vault: VaultClient,
+  token: string,
+  mount: string,
+  o: AutoTidyOptions,
+  changes: string[],
+): Promise<void> {
+  const want = autoTidyConfig(o);
+  const have = await readOrUndefined<Record<string, unknown>>(vault, token, `${mount}/config/auto-tidy`);
+  if (have && Object.entries(want).every(([k, v]) => have[k] === v)) return;
+  await vault.write(`${mount}/config/auto-tidy`, token, want);
+  changes.push(
+    `enabled auto-tidy on ${mount}/ (every ${formatSeconds(o.intervalSeconds)}, removes certificates ` +
+      `${formatSeconds(o.safetyBufferSeconds)} past expiry: tidy_cert_store, tidy_revoked_certs)`,
+  );
+}
+
+function formatSeconds(s: number): string {
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
 }
 
 async function ensureClusterAccess(

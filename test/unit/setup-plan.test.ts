@@ -14,6 +14,7 @@ import {
   setupSettings,
   type FoundApiserver,
 } from "../../src/commands/setup-vault.js";
+import { autoTidyConfig, signPathMount } from "../../src/vault/setup.js";
 
 const ENV = { VAULT_ADDR: "https://vault.example:8200" };
 const TABLE = { ...AGENT_FLAGS, ...SETUP_FLAGS } as FlagTable<never>;
@@ -113,5 +114,42 @@ void describe("setup-vault --cluster plan", () => {
   void it("a context that cannot be read names the cluster and the reason", () => {
     const { problems } = plan(["--cluster=a", "--cluster=c"], { ...FOUND, c: { error: 'no context named "c"' } });
     assert.match(problems.join("\n"), /cluster c: --kubernetes-host: missing \(kubeconfig: no context named "c"\)/);
+  });
+});
+
+void describe("setup-vault --auto-tidy plan", () => {
+  void it("off unless asked; the safety buffer defaults to the intermediate's --ttl, at least 72h", () => {
+    assert.equal(plan([]).plan.root.autoTidy, undefined);
+    assert.deepEqual(plan(["--auto-tidy"]).plan.root.autoTidy, {
+      intervalSeconds: 12 * 3600,
+      safetyBufferSeconds: 720 * 3600,
+    });
+    assert.deepEqual(plan(["--auto-tidy", "--ttl=24h"]).plan.root.autoTidy?.safetyBufferSeconds, 72 * 3600);
+    const given = plan(["--auto-tidy", "--tidy-safety-buffer=100h", "--tidy-interval=1h"], { "": FOUND.a! });
+    assert.deepEqual(given.problems, []);
+    assert.deepEqual(given.plan.root.autoTidy, { intervalSeconds: 3600, safetyBufferSeconds: 100 * 3600 });
+  });
+
+  void it("its settings without --auto-tidy, or out of range, are refused", () => {
+    const { problems } = setupSettings(
+      parseCommandLine(TABLE, ["--tidy-safety-buffer=1h", "--tidy-interval=1h"]).values,
+    );
+    assert.match(problems.join("\n"), /--tidy-safety-buffer: needs --auto-tidy/);
+    assert.match(problems.join("\n"), /--tidy-interval: needs --auto-tidy/);
+    const low = setupSettings(parseCommandLine(TABLE, ["--auto-tidy", "--tidy-interval=10s"]).values);
+    assert.match(low.problems.join("\n"), /--tidy-interval/);
+  });
+
+  void it("tidies the mount that stores the intermediates: the sign path's mount", () => {
+    assert.equal(signPathMount("pki/root/sign-intermediate"), "pki");
+    assert.equal(signPathMount("pki_int/root/sign-intermediate"), "pki_int");
+    assert.equal(signPathMount("/team/pki/issuer/default/sign-intermediate"), "team/pki");
+    assert.deepEqual(autoTidyConfig({ intervalSeconds: 60, safetyBufferSeconds: 7 }), {
+      enabled: true,
+      interval_duration: 60,
+      tidy_cert_store: true,
+      tidy_revoked_certs: true,
+      safety_buffer: 7,
+    });
   });
 });
