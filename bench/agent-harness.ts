@@ -8,6 +8,8 @@ import type { SigningBundle } from "../src/authority/bundle.js";
 import { createLogger } from "../src/observability/logger.js";
 import { AgentMetrics } from "../src/observability/metrics.js";
 import { AgentGrpcServer } from "../src/serve/agent-grpc.js";
+import { AgentSigning } from "../src/signing/agent-signing.js";
+import { cpuLimits, defaultSigningWorkers } from "../src/signing/signing-workers.js";
 import { benchPolicy, loadFixtures } from "./fixtures.js";
 
 /** Serves one fixed bundle; rotation hands back the same bundle. */
@@ -32,20 +34,32 @@ async function main(): Promise<void> {
   }
   const { bundle } = await loadFixtures(dir);
   const log = createLogger({ level: process.env.IVA_BENCH_LOG_LEVEL ?? "warn" });
+  // As the agent chooses: IVA_SIGNING_WORKERS when set (the agent's --signing-workers), else the default rule.
+  const set = process.env.IVA_SIGNING_WORKERS;
+  const choice =
+    set === undefined || set === ""
+      ? defaultSigningWorkers(cpuLimits())
+      : { workers: Number(set), reason: "IVA_SIGNING_WORKERS" };
+  console.error(`signing workers: ${choice.workers} (${choice.reason})`);
+  const metrics = new AgentMetrics();
+  const signing = new AgentSigning(choice.workers, log, metrics);
   const server = new AgentGrpcServer(
     {
       socketPath,
       keyExport: false,
       leafPolicy: () => benchPolicy,
-      signingWorkers: Number(process.env.IVA_SIGNING_WORKERS ?? 0),
+      sign: signing.signer("socket"),
     },
     fixedAuthority(bundle),
     log,
-    new AgentMetrics(),
+    metrics,
   );
   await server.start();
   process.once("SIGTERM", () => {
-    void server.stop().then(() => process.exit(0));
+    void server
+      .stop()
+      .then(() => signing.close())
+      .then(() => process.exit(0));
   });
   const every = Number(process.env.IVA_BENCH_MEMORY_EVERY_S ?? 0);
   if (every > 0) {

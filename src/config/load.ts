@@ -49,6 +49,8 @@ import {
 import { splitPemCertificates } from "../crypto/pem.js";
 
 const flag = valueFlag<Config, string>;
+/** More threads than this only add memory: one main thread cannot feed them (bench/RESULTS.md). */
+const MAX_SIGNING_WORKERS = 64;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
 
@@ -180,6 +182,16 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     "SignCertificate calls in flight per socket connection",
     count(1),
     (c) => c.serve.limits.maxSignInFlightPerConnection,
+  ),
+  "signing-workers": option(
+    "worker threads signing leaves for the socket and the Istio CA listener; 0 signs on the main thread",
+    wholeNumber(0, MAX_SIGNING_WORKERS),
+    (c) => c.serve.signingWorkers,
+    {
+      env: "ISTIOD_VAULT_AGENT_SIGNING_WORKERS",
+      arg: "N",
+      defaultText: "CPUs the cgroup quota and availableParallelism() allow, minus one (max 4), logged at start",
+    },
   ),
   "rotate-min-interval": millis(
     "shortest time between two Vault signings caused by the Rotate RPC",

@@ -14,7 +14,7 @@ import type { IntermediateAuthority } from "../authority/intermediate-authority.
 import { AuthenticationError, type TokenReviewer } from "../kube/token-review.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/leaf-policy.js";
-import { signLeaf } from "../signing/leaf-signer.js";
+import { signLeaf, type SignedLeaf, type SignLeafFn } from "../signing/leaf-signer.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
 import { decodeError, withDecodeErrors } from "./grpc-decode.js";
@@ -34,6 +34,8 @@ export interface IstioCaOptions {
   /** Failed authentications per peer address before it is refused without a TokenReview, and the refill rate. */
   authFailureBurst?: number;
   authFailuresPerMinute?: number;
+  /** Signs the leaves: the agent's shared signer (AgentSigning, the socket's pool); signLeaf on this thread if absent. */
+  sign?: SignLeafFn<SigningBundle>;
 }
 
 /** Refusals logged per reason and minute; the rest are summed into one line. */
@@ -148,16 +150,7 @@ export class IstioCaServer {
         }
         (cached ? Promise.resolve(cached) : this.reviewer.review(token))
           .then((who) =>
-            signLeaf(
-              bundle,
-              call.request.csr ?? "",
-              Math.max(0, Number(call.request.validityDuration ?? 0)),
-              this.opts.leafPolicy(),
-              new Date(this.clock.now()),
-              {
-                requiredIdentity: who.spiffeId,
-              },
-            ),
+            this.signWorkload(call.request.csr ?? "", Number(call.request.validityDuration ?? 0), who.spiffeId),
           )
           .then((leaf) => {
             this.metrics.leavesSigned.inc();
@@ -182,6 +175,24 @@ export class IstioCaServer {
           .finally(release);
       },
     };
+  }
+
+  /**
+   * Signs an authenticated caller's leaf through the agent's signer. The intermediate is read now, after the
+   * TokenReview, not when the call arrived: a rotation during the review must not leave a leaf signed by the
+   * intermediate it replaced.
+   */
+  private signWorkload(csrPem: string, validitySeconds: number, spiffeId: string): Promise<SignedLeaf> {
+    const bundle = this.authority.current();
+    if (!bundle) return Promise.reject(new Error(this.authority.unavailableReason()));
+    return (this.opts.sign ?? signLeaf)(
+      bundle,
+      csrPem,
+      Math.max(0, validitySeconds),
+      this.opts.leafPolicy(),
+      new Date(this.clock.now()),
+      { requiredIdentity: spiffeId },
+    );
   }
 
   /** Logs a refusal unless this reason already logged its share this minute; then reports how many were skipped. */
