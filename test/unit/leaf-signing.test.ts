@@ -1177,9 +1177,13 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
   });
 });
 
-/** Resolves once `cond` holds (checked on every turn of the event loop; the test's own timeout bounds it). */
-async function waitFor(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+/** Resolves once `cond` holds; fails (rather than hangs the suite) if it never does. */
+async function waitFor(cond: () => boolean, what = "the pool to report the worker's exit"): Promise<void> {
+  const giveUp = Date.now() + 60_000;
+  while (!cond()) {
+    if (Date.now() > giveUp) assert.fail(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** signing_leaves_total by "listener/thread". */
@@ -1243,7 +1247,9 @@ void describe("AgentSigning (one pool per agent, shared by the socket and the Is
       const leaves = await Promise.all(calls);
       for (const l of leaves) assert.equal(l.chainPem[1], ca.intermediatePem);
       const restarts = async () => (await metrics.signingWorkerRestarts.get()).values[0]?.value ?? 0;
-      while ((await restarts()) < 1) await new Promise((r) => setTimeout(r, 5));
+      let restarted = 0;
+      const poll = setInterval(() => void restarts().then((n) => (restarted = n)), 5);
+      await waitFor(() => restarted >= 1).finally(() => clearInterval(poll));
       const before = await leafCounts(metrics);
       assert.equal((before["socket/worker"] ?? 0) + (before["socket/main"] ?? 0), 40);
       await socket(ca.bundle, csr, HOUR, policy, new Date());
