@@ -9,6 +9,8 @@ import { createLogger } from "../src/observability/logger.js";
 import { AgentMetrics } from "../src/observability/metrics.js";
 import { AgentGrpcServer } from "../src/serve/agent-grpc.js";
 import { DEFAULT_SOCKET_LIMITS } from "../src/serve/socket-limits.js";
+import { AgentSigning } from "../src/signing/agent-signing.js";
+import { cpuLimits, defaultSigningWorkers } from "../src/signing/signing-workers.js";
 import { benchPolicy, loadFixtures } from "./fixtures.js";
 
 /** Serves one fixed bundle; rotation hands back the same bundle. */
@@ -33,12 +35,21 @@ async function main(): Promise<void> {
   }
   const { bundle } = await loadFixtures(dir);
   const log = createLogger({ level: process.env.IVA_BENCH_LOG_LEVEL ?? "warn" });
+  // As the agent chooses: IVA_SIGNING_WORKERS when set (the agent's --signing-workers), else the default rule.
+  const set = process.env.IVA_SIGNING_WORKERS;
+  const choice =
+    set === undefined || set === ""
+      ? defaultSigningWorkers(cpuLimits())
+      : { workers: Number(set), reason: "IVA_SIGNING_WORKERS" };
+  console.error(`signing workers: ${choice.workers} (${choice.reason})`);
+  const metrics = new AgentMetrics();
+  const signing = new AgentSigning(choice.workers, log, metrics);
   const server = new AgentGrpcServer(
     {
       socketPath,
       keyExport: false,
       leafPolicy: () => benchPolicy,
-      signingWorkers: Number(process.env.IVA_SIGNING_WORKERS ?? 0),
+      sign: signing.signer("socket"),
       // socket-load.ts keeps all its requests on one connection: 64 in flight needs more than the per-connection
       // default of 32 (IVA_BENCH_SIGN_PER_CONNECTION; the agent's flag is --socket-max-sign-in-flight-per-connection).
       limits: {
@@ -48,11 +59,14 @@ async function main(): Promise<void> {
     },
     fixedAuthority(bundle),
     log,
-    new AgentMetrics(),
+    metrics,
   );
   await server.start();
   process.once("SIGTERM", () => {
-    void server.stop().then(() => process.exit(0));
+    void server
+      .stop()
+      .then(() => signing.close())
+      .then(() => process.exit(0));
   });
   const every = Number(process.env.IVA_BENCH_MEMORY_EVERY_S ?? 0);
   if (every > 0) {

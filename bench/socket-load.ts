@@ -3,8 +3,11 @@
 // concurrency level keeps that many requests in flight for a fixed time and reports leaves/s and p50/p99 latency,
 // the server's CPU time per leaf, and its RSS (sampled from /proc every few seconds). --soak N then signs N leaves at
 // the highest level and reports the server's RSS over the run. Run by hand:
+// --rate R replaces the levels with an open loop: requests are sent on a fixed schedule of R per second whether or not
+// earlier ones have been answered, and each latency is measured from its scheduled send time (so a stall is not
+// hidden by the client waiting). Without IVA_SIGNING_WORKERS the server chooses its workers as the agent does.
 //   node dist/bench/socket-load.js --dir DIR [--levels 1,16,64] [--seconds 10] [--soak 1000000] [--rss-csv FILE]
-//        [--server-node-args "--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-env IVA_SIGNING_WORKERS=2]
+//        [--rate 2500] [--server-node-args "--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-env IVA_SIGNING_WORKERS=2]
 //        [--server-script dist/bench-bundle/agent-harness.js]   (the harness bundled as the image's agent is:
 //                                                                 node scripts/bundle.mjs dist/bench-bundle --bench)
 import { spawn, type ChildProcess } from "node:child_process";
@@ -23,6 +26,7 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "10" },
     warmup: { type: "string", default: "2" },
     soak: { type: "string", default: "0" },
+    rate: { type: "string", default: "0" },
     "rss-every": { type: "string", default: "5" },
     "rss-csv": { type: "string" },
     "server-node-args": { type: "string", default: "" },
@@ -235,6 +239,65 @@ async function soak(
   }
 }
 
+/**
+ * Open loop: request i is due at start + i / rate; a timer sends every due request (a late timer sends the backlog
+ * at once, as clients keep arriving), and latency runs from the due time to the answer.
+ */
+async function openLoop(
+  client: CertificateAuthorityAgentClient,
+  server: ServerProc,
+  csrs: string[],
+  rate: number,
+  seconds: number,
+): Promise<void> {
+  const run = async (durationS: number, latencies: number[] | undefined) => {
+    const total = Math.floor(rate * durationS);
+    const start = performance.now();
+    let sent = 0;
+    let done = 0;
+    let errors = 0;
+    let maxOutstanding = 0;
+    let firstError: unknown;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const now = performance.now();
+        while (sent < total && start + (sent * 1000) / rate <= now) {
+          const due = start + (sent * 1000) / rate;
+          const csr = csrs[sent++ % csrs.length]!;
+          maxOutstanding = Math.max(maxOutstanding, sent - done - errors);
+          sign(client, csr).then(
+            () => {
+              latencies?.push(performance.now() - due);
+              if (++done + errors === total) resolve();
+            },
+            (err: unknown) => {
+              firstError ??= err;
+              if (done + ++errors === total) resolve();
+            },
+          );
+        }
+        if (sent < total) setTimeout(tick, 1);
+      };
+      tick();
+    });
+    if (firstError) console.error(`errors: ${errors}; first: ${(firstError as Error).message}`);
+    return { done, errors, maxOutstanding, elapsed: (performance.now() - start) / 1000 };
+  };
+  await run(Number(args.warmup), undefined);
+  const latencies: number[] = [];
+  const cpu0 = cpuSeconds(server.pid);
+  const r = await run(seconds, latencies);
+  const serverCpu = cpuSeconds(server.pid) - cpu0;
+  const sorted = Float64Array.from(latencies).sort();
+  console.log(
+    `open loop at ${rate}/s for ${seconds} s: ${r.done} leaves (${Math.round(r.done / r.elapsed)}/s achieved), ` +
+      `p50 ${percentile(sorted, 0.5).toFixed(2)} ms, p99 ${percentile(sorted, 0.99).toFixed(2)} ms, ` +
+      `p99.9 ${percentile(sorted, 0.999).toFixed(2)} ms, max ${(sorted[sorted.length - 1] ?? Number.NaN).toFixed(1)} ms, ` +
+      `errors ${r.errors}, most outstanding ${r.maxOutstanding}, server CPU ${((serverCpu * 1e6) / r.done).toFixed(0)} us/leaf ` +
+      `(${((serverCpu / r.elapsed) * 100).toFixed(0)}% of a core), RSS ${rssMiB(server.pid).toFixed(1)} MiB`,
+  );
+}
+
 async function main(): Promise<void> {
   const dir = args.dir;
   if (!dir) {
@@ -246,6 +309,10 @@ async function main(): Promise<void> {
   const client = new CertificateAuthorityAgentClient(`unix://${server.socketPath}`, grpc.credentials.createInsecure());
   try {
     console.log(`server pid ${server.pid}, RSS at start ${rssMiB(server.pid).toFixed(1)} MiB`);
+    if (Number(args.rate) > 0) {
+      await openLoop(client, server, csrs, Number(args.rate), Number(args.seconds));
+      return;
+    }
     console.log(
       "in-flight  leaves/s   p50 ms   p99 ms   max ms  errors  server CPU us/leaf  client CPU us/leaf  RSS MiB",
     );

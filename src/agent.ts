@@ -22,6 +22,8 @@ import { TokenReviewer } from "./kube/token-review.js";
 import { IstioCaServer, type CaClusterAccess } from "./serve/istio-ca.js";
 import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serve/node-authorizer.js";
 import { RemoteClusters } from "./kube/remote-clusters.js";
+import { AgentSigning } from "./signing/agent-signing.js";
+import { cpuLimits, defaultSigningWorkers } from "./signing/signing-workers.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
@@ -48,6 +50,8 @@ export class Agent {
   private applying: Promise<unknown> = Promise.resolve();
   private grpc: AgentGrpcServer | undefined;
   private istioCa: IstioCaServer | undefined;
+  /** The one signing pool, shared by the socket and the Istio CA listener. */
+  private signing: AgentSigning | undefined;
   private kube: KubeClient | undefined;
   private remoteClusters: RemoteClusters<CaClusterAccess> | undefined;
   private remoteClustersStop: AbortController | undefined;
@@ -194,12 +198,14 @@ export class Agent {
   async run(signal?: AbortSignal): Promise<void> {
     // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
     await this.sink?.preflight();
+    this.signing = this.startSigning();
     this.grpc = new AgentGrpcServer(
       {
         socketPath: this.config.serve.socketPath,
         keyExport: this.config.serve.keyExport,
         leafPolicy: () => this.policy,
         limits: this.config.serve.limits,
+        sign: this.signing.signer("socket"),
       },
       this.authority,
       this.log,
@@ -270,6 +276,7 @@ export class Agent {
             this.config.leaf.trustDomain,
             this.clock,
           ),
+          sign: this.signing.signer("istio_ca"),
         },
         this.authority,
         reviewer,
@@ -285,6 +292,20 @@ export class Agent {
     }
   }
 
+  /** The signing workers: --signing-workers, else the default rule over this container's CPU limits. */
+  private startSigning(): AgentSigning {
+    const given = this.config.serve.signingWorkers;
+    const choice =
+      given === undefined
+        ? defaultSigningWorkers(cpuLimits())
+        : { workers: given, reason: "--signing-workers / ISTIOD_VAULT_AGENT_SIGNING_WORKERS" };
+    this.log.info(
+      { signingWorkers: choice.workers, reason: choice.reason },
+      choice.workers > 0 ? "signing leaves on worker threads" : "signing leaves on the main thread",
+    );
+    return new AgentSigning(choice.workers, this.log, this.metrics);
+  }
+
   async stop(): Promise<void> {
     this.probe?.stop();
     this.authority.stop();
@@ -297,6 +318,7 @@ export class Agent {
     await this.remoteClusters?.close();
     await this.kube?.close();
     await this.grpc?.stop();
+    await this.signing?.close();
     await this.backend.vault.close();
   }
 }

@@ -42,6 +42,11 @@ export interface Config {
     limits: SocketLimits;
     /** GET sys/health this often for the vault_up gauge; 0 disables the probe. */
     vaultProbeIntervalMs: number;
+    /**
+     * Worker threads that sign leaves for the socket and the drop-in Istio CA (0: on the main thread); undefined:
+     * chosen at start from the CPU quota and availableParallelism() (src/signing/signing-workers.ts).
+     */
+    signingWorkers: number | undefined;
   };
   /**
    * Extra trust anchors served beside the signing root (root-cert.pem, GetSigningBundle roots): the other root
@@ -112,6 +117,7 @@ export const DEFAULT_CONFIG: Config = {
     unreadyBeforeExpirySeconds: DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS,
     limits: { ...DEFAULT_SOCKET_LIMITS },
     vaultProbeIntervalMs: 15_000,
+    signingWorkers: undefined,
   },
   trustAnchors: { file: undefined, pem: [] },
   cacerts: { dir: undefined, group: 1337, multiRoot: false },

@@ -60,6 +60,9 @@ function trustedNodeAgents(v: string): string[] {
     throw new Expected(`namespace/serviceaccount pairs separated by commas (${(err as Error).message})`);
   }
 }
+
+/** More threads than this only add memory: one main thread cannot feed them (bench/RESULTS.md). */
+const MAX_SIGNING_WORKERS = 64;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
 const count = (min = 0) => wholeNumber(min);
 
@@ -204,6 +207,16 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     "SignCertificate calls in flight per socket connection",
     count(1),
     (c) => c.serve.limits.maxSignInFlightPerConnection,
+  ),
+  "signing-workers": option(
+    "worker threads signing leaves for the socket and the Istio CA listener; 0 signs on the main thread",
+    wholeNumber(0, MAX_SIGNING_WORKERS),
+    (c) => c.serve.signingWorkers,
+    {
+      env: "ISTIOD_VAULT_AGENT_SIGNING_WORKERS",
+      arg: "N",
+      defaultText: "CPUs the cgroup quota and availableParallelism() allow, minus one (max 4), logged at start",
+    },
   ),
   "rotate-min-interval": millis(
     "shortest time between two Vault signings caused by the Rotate RPC",

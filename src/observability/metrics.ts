@@ -21,6 +21,7 @@ const GROUP_OF: Record<string, MetricGroup | "always"> = {
   limit_hits_: "serve",
   token_reviews_: "serve",
   cacerts_: "serve",
+  signing_: "serve",
 };
 
 /**
@@ -131,6 +132,19 @@ export class AgentMetrics {
     "token_reviews_total",
     "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
     ["outcome"],
+  );
+  readonly signingWorkers = this.series.gauge(
+    "signing_workers",
+    "Signing worker threads running (--signing-workers; 0: leaves are signed on the main thread).",
+  );
+  readonly signingLeaves = this.series.counter(
+    "signing_leaves_total",
+    "Workload leaves signed, by listener (socket, istio_ca) and thread (worker, or main: no workers, or a worker died).",
+    ["listener", "thread"],
+  );
+  readonly signingWorkerRestarts = this.series.counter(
+    "signing_worker_restarts_total",
+    "Signing workers that died (and were replaced unless they kept dying).",
   );
   readonly sinkWrites = this.series.counter("cacerts_writes_total", "Writes of the cacerts directory, by outcome.", [
     "outcome",

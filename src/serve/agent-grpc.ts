@@ -17,8 +17,7 @@ import type { IntermediateAuthority } from "../authority/intermediate-authority.
 import type { AgentMetrics } from "../observability/metrics.js";
 import type { LeafPolicy } from "../signing/leaf-policy.js";
 import { CaValidityError, LeafPolicyError } from "../signing/leaf-policy.js";
-import { signLeaf } from "../signing/leaf-signer.js";
-import { SigningPool } from "../signing/worker-pool.js";
+import { signLeaf, type SignLeafFn } from "../signing/leaf-signer.js";
 import { decodeError, withDecodeErrors } from "./grpc-decode.js";
 import { RotateGate } from "./rotate-gate.js";
 import {
@@ -39,15 +38,14 @@ export interface AgentGrpcOptions {
   keyExport: boolean;
   /** The policy in force, read at each request (the agent replaces it on reconfiguration). */
   leafPolicy: () => LeafPolicy;
-  /** Sign leaves on this many worker threads (0 or absent: on the main thread). */
-  signingWorkers?: number;
+  /** Signs SignCertificate's leaves: the agent's shared signer (AgentSigning); signLeaf on this thread when absent. */
+  sign?: SignLeafFn<SigningBundle>;
   /** Stream, signing and rotation limits; DEFAULT_SOCKET_LIMITS when absent. */
   limits?: SocketLimits;
 }
 
 export class AgentGrpcServer {
   private server: grpc.Server | undefined;
-  private pool: SigningPool | undefined;
   private readonly streams = new Set<grpc.ServerWritableStream<unknown, SigningBundleMessage>>();
   private readonly limits: SocketLimits;
   private readonly watches: ConnectionCounter;
@@ -91,7 +89,6 @@ export class AgentGrpcServer {
       process.umask(previousUmask);
     }
     await chmod(path, 0o660);
-    if (this.opts.signingWorkers) this.pool = new SigningPool(this.opts.signingWorkers);
     this.server = server;
     this.log.info({ socket: path, mode: "0660" }, "gRPC server listening on Unix socket");
   }
@@ -108,8 +105,6 @@ export class AgentGrpcServer {
       server.tryShutdown(() => (clearTimeout(t), resolve()));
     });
     await unlink(this.opts.socketPath).catch(() => undefined);
-    await this.pool?.close();
-    this.pool = undefined;
   }
 
   private handlers(): CertificateAuthorityAgentServer {
@@ -224,10 +219,9 @@ export class AgentGrpcServer {
     if (!b) return callback(unavailable(this.authority.unavailableReason()));
     const ttl = Number(call.request.ttlSeconds ?? 0);
     const csrPem = call.request.csrPem ?? "";
-    (this.pool
-      ? this.pool.sign(b, csrPem, ttl, this.opts.leafPolicy(), new Date())
-      : signLeaf(b, csrPem, ttl, this.opts.leafPolicy(), new Date())
-    )
+    // `b` is the bundle current now, so a request that arrives after a rotation is signed by the new intermediate
+    // (the pool sends a worker each new key before the first request for it).
+    (this.opts.sign ?? signLeaf)(b, csrPem, ttl, this.opts.leafPolicy(), new Date())
       .then((leaf) => {
         this.metrics.leavesSigned.inc();
         callback(null, { certChainPem: leaf.chainPem });

@@ -23,7 +23,7 @@ import {
 } from "./node-authorizer.js";
 import type { AgentMetrics } from "../observability/metrics.js";
 import { CaValidityError, LeafPolicyError, type LeafPolicy } from "../signing/leaf-policy.js";
-import { signLeaf } from "../signing/leaf-signer.js";
+import { signLeaf, type SignedLeaf, type SignLeafFn } from "../signing/leaf-signer.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 import { MAX_MESSAGE_BYTES } from "./agent-grpc.js";
 import { decodeError, withDecodeErrors } from "./grpc-decode.js";
@@ -47,6 +47,8 @@ export interface IstioCaOptions {
   clusters?: (clusterId: string) => ClusterChoice<CaClusterAccess>;
   /** Who may be certified for whom (ImpersonatedIdentity); without it every impersonation is refused, as istiod. */
   nodeAuthorizer?: NodeAuthorizer;
+  /** Signs the leaves: the agent's shared signer (AgentSigning, the socket's pool); signLeaf on this thread if absent. */
+  sign?: SignLeafFn<SigningBundle>;
 }
 
 /** One cluster's part in a CreateCertificate: its TokenReview, and its pods for the node check. */
@@ -141,8 +143,8 @@ export class IstioCaServer {
             "no_token",
           );
         const token = m[1]!;
-        const bundle = this.authority.current();
-        if (!bundle) return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
+        if (!this.authority.current())
+          return fail(grpc.status.UNAVAILABLE, this.authority.unavailableReason(), "no_intermediate");
         const target = this.requestTarget(call);
         if (!target.ok) return fail(grpc.status[target.code], target.message, target.reason);
         const { cluster, impersonated } = target;
@@ -172,16 +174,7 @@ export class IstioCaServer {
         (cached ? Promise.resolve(cached) : reviewer.review(token))
           .then((who) => this.certifiedIdentity(who, impersonated, cluster))
           .then((identity) =>
-            signLeaf(
-              bundle,
-              call.request.csr ?? "",
-              Math.max(0, Number(call.request.validityDuration ?? 0)),
-              this.opts.leafPolicy(),
-              new Date(this.clock.now()),
-              {
-                requiredIdentity: identity,
-              },
-            ),
+            this.signWorkload(call.request.csr ?? "", Number(call.request.validityDuration ?? 0), identity),
           )
           .then((leaf) => {
             this.metrics.leavesSigned.inc();
@@ -249,6 +242,24 @@ export class IstioCaServer {
           "node authorisation is not configured (--trusted-node-agents)",
       );
     return authorizer.identityFor(who, impersonated, pods, cluster.id);
+  }
+
+  /**
+   * Signs an authenticated caller's leaf through the agent's signer. The intermediate is read now, after the
+   * TokenReview, not when the call arrived: a rotation during the review must not leave a leaf signed by the
+   * intermediate it replaced.
+   */
+  private signWorkload(csrPem: string, validitySeconds: number, spiffeId: string): Promise<SignedLeaf> {
+    const bundle = this.authority.current();
+    if (!bundle) return Promise.reject(new Error(this.authority.unavailableReason()));
+    return (this.opts.sign ?? signLeaf)(
+      bundle,
+      csrPem,
+      Math.max(0, validitySeconds),
+      this.opts.leafPolicy(),
+      new Date(this.clock.now()),
+      { requiredIdentity: spiffeId },
+    );
   }
 
   /** Logs a refusal unless this reason already logged its share this minute; then reports how many were skipped. */

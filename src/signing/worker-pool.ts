@@ -57,6 +57,22 @@ interface PoolWorker {
   known: Set<number>;
 }
 
+/**
+ * A request did not get an answer because its worker died (crash, out of memory, terminated), or because the pool
+ * gave up replacing workers. Nothing about the request itself is known to be wrong: the caller may sign it elsewhere.
+ */
+export class WorkerCrashedError extends Error {
+  override readonly name = "WorkerCrashedError";
+}
+
+/** Workers that die this many times in a row without one answer in between are not replaced any more. */
+export const MAX_CONSECUTIVE_WORKER_CRASHES = 3;
+
+export interface SigningPoolOptions {
+  /** Called when a worker died and (unless `replaced` is false) a new one was started in its place. */
+  onWorkerExit?: (err: Error, replaced: boolean) => void;
+}
+
 /** A fixed set of signing workers; sign() has signLeaf()'s contract. */
 export class SigningPool {
   private readonly workers: PoolWorker[];
@@ -65,14 +81,25 @@ export class SigningPool {
   private nextId = 1;
   private nextIssuer = 1;
   private closed = false;
+  /** Worker deaths since the last answer from any worker: a worker that cannot even start must not respawn forever. */
+  private consecutiveCrashes = 0;
 
-  constructor(readonly size: number) {
+  constructor(
+    readonly size: number,
+    private readonly opts: SigningPoolOptions = {},
+  ) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`signing pool size must be a positive integer`);
     this.workers = Array.from({ length: size }, () => this.spawn());
   }
 
+  /** False once workers kept dying and were no longer replaced: sign() then rejects with WorkerCrashedError. */
+  get working(): boolean {
+    return this.workers.length > 0 && !this.closed;
+  }
+
   readonly sign: SignLeafFn<SigningBundle> = (bundle, csrPem, ttlSeconds, policy, now, opts = {}) => {
     if (this.closed) return Promise.reject(new Error("the signing pool is closed"));
+    if (this.workers.length === 0) return Promise.reject(new WorkerCrashedError("no signing worker is running"));
     // The least busy worker; ties go to the first, which keeps a light load on few threads.
     let target = this.workers[0]!;
     for (const w of this.workers) if (w.inflight < target.inflight) target = w;
@@ -129,6 +156,7 @@ export class SigningPool {
     const p = this.pending.get(reply.id);
     if (!p) return;
     this.pending.delete(reply.id);
+    this.consecutiveCrashes = 0;
     p.worker.inflight--;
     if (reply.ok) {
       p.resolve({
@@ -149,17 +177,42 @@ export class SigningPool {
     );
   }
 
-  /** A worker died: fail its requests and start a new one in its place. */
+  /**
+   * A worker died: its requests (only those it held) fail with WorkerCrashedError, and a new worker takes its place,
+   * which is sent each issuer again before its first request (its `known` set starts empty). After
+   * MAX_CONSECUTIVE_WORKER_CRASHES deaths without an answer in between, no more workers are started.
+   */
   private replace(entry: PoolWorker, err: Error): void {
     const index = this.workers.indexOf(entry);
     if (index < 0 || this.closed) return;
     for (const [id, p] of this.pending) {
       if (p.worker !== entry) continue;
       this.pending.delete(id);
-      p.reject(new Error(`leaf signing failed: ${err.message}`));
+      p.reject(new WorkerCrashedError(`signing worker died: ${err.message}`));
     }
     void entry.worker.terminate();
-    this.workers[index] = this.spawn();
+    const replaced = ++this.consecutiveCrashes < MAX_CONSECUTIVE_WORKER_CRASHES;
+    if (replaced) this.workers[index] = this.spawn();
+    else {
+      // Every worker goes: callers sign elsewhere rather than queue on threads that keep dying.
+      this.workers.splice(index, 1);
+      for (const w of this.workers.splice(0)) {
+        for (const [id, p] of this.pending) {
+          if (p.worker !== w) continue;
+          this.pending.delete(id);
+          p.reject(new WorkerCrashedError("the signing workers were stopped after repeated crashes"));
+        }
+        void w.worker.terminate();
+      }
+    }
+    this.opts.onWorkerExit?.(err, replaced);
+  }
+
+  /** Test hook: ends worker `index` abruptly, as a crash would. */
+  crashWorkerForTest(index = 0): Promise<number> {
+    const w = this.workers[index];
+    if (!w) return Promise.reject(new Error(`no worker ${index}`));
+    return w.worker.terminate();
   }
 }
 

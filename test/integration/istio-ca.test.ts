@@ -4,7 +4,15 @@ import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { x509 } from "../../src/crypto/x509.js";
-import { agentSuite, startIstioCaAgent, type IstioCaAgent } from "../env/agent-process.js";
+import {
+  agentSuite,
+  getBundle,
+  rotate,
+  signCertificate,
+  startIstioCaAgent,
+  type IstioCaAgent,
+} from "../env/agent-process.js";
+import { freePort } from "../env/harness.js";
 import { opensslVerify, workloadCsr, SLEEP_SPIFFE_ID, subjectAltNames } from "../env/crypto-check.js";
 
 describe("drop-in Istio CA (CreateCertificate with TokenReview)", () => {
@@ -63,5 +71,45 @@ describe("drop-in Istio CA (CreateCertificate with TokenReview)", () => {
       grpc.status.PERMISSION_DENIED,
       /ca_requested/,
     );
+  });
+
+  it("signs the socket's and the listener's leaves on the same signing workers, chained to the current intermediate across a rotation", async () => {
+    const httpPort = await freePort();
+    const pooled = await startIstioCaAgent(suite, [
+      "--signing-workers=2",
+      "--rotate-min-interval=0s",
+      `--http-addr=127.0.0.1:${httpPort}`,
+    ]);
+    const token = await suite.env.requestToken("default", "sleep", "istio-ca", 600);
+    const signBoth = async () => {
+      const csr = await workloadCsr(SLEEP_SPIFFE_ID);
+      return [await signCertificate(pooled.run.client, csr, 3600), await pooled.create(csr, token)];
+    };
+    const checkChains = (chains: string[][], intermediatePem: string) => {
+      for (const chain of chains) {
+        assert.equal(chain[1]!.trim(), intermediatePem.trim(), "the leaf's chain names the current intermediate");
+        // Only the current intermediate is offered to openssl: a leaf signed by the replaced key would not verify.
+        assert.match(opensslVerify(chain[0]!, pooled.rootPem, intermediatePem), /OK/);
+      }
+    };
+    const first = await getBundle(pooled.run.client);
+    checkChains(await signBoth(), first.signingCertPem);
+    const second = await rotate(pooled.run.client);
+    assert.ok(second.generation > first.generation);
+    assert.notEqual(second.signingCertPem, first.signingCertPem);
+    // Both listeners read the new bundle from the next request on; the workers are sent the new key first.
+    checkChains([...(await signBoth()), ...(await signBoth())], second.signingCertPem);
+
+    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    const value = (series: string) => {
+      const line = metrics.split("\n").find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
+    };
+    assert.equal(value("istiod_vault_agent_signing_workers"), 2);
+    assert.equal(value('istiod_vault_agent_signing_leaves_total{listener="socket",thread="worker"}'), 3);
+    assert.equal(value('istiod_vault_agent_signing_leaves_total{listener="istio_ca",thread="worker"}'), 3);
+    assert.equal(value('istiod_vault_agent_signing_leaves_total{listener="socket",thread="main"}'), undefined);
+    assert.equal(value('istiod_vault_agent_signing_leaves_total{listener="istio_ca",thread="main"}'), undefined);
+    assert.match(pooled.run.log(), /"signingWorkers":2.*signing leaves on worker threads/);
   });
 });

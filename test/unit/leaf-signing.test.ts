@@ -37,7 +37,10 @@ import {
 } from "../../src/signing/leaf-policy.js";
 import { ipBytes, signLeaf } from "../../src/signing/leaf-signer.js";
 import { parseCsrPem } from "../../src/crypto/csr-parse.js";
-import { SigningPool } from "../../src/signing/worker-pool.js";
+import { MAX_CONSECUTIVE_WORKER_CRASHES, SigningPool } from "../../src/signing/worker-pool.js";
+import { AgentSigning } from "../../src/signing/agent-signing.js";
+import { AgentMetrics } from "../../src/observability/metrics.js";
+import { createLogger } from "../../src/observability/logger.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
 import { mulberry32, randomBytes } from "../env/hostile.js";
 import { caCertificate, testSigningBundle } from "../env/ca-certs.js";
@@ -1131,10 +1134,159 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
     });
   });
 
+  void it("follows rotation: each leaf is signed by the bundle it was asked for, across more bundles than a worker keeps", async () => {
+    // One worker keeps at most two issuers: A, B, C, then A again must be re-sent, never answered with another key.
+    const single = new SigningPool(1);
+    try {
+      const cas = [ca, await makeCa("ECDSA_P256", validFor(-HOUR, 30 * 24 * HOUR))];
+      cas.push(await makeCa("ECDSA_P384", validFor(-HOUR, 30 * 24 * HOUR)));
+      const order = [0, 0, 1, 1, 2, 0, 2, 1, 0];
+      const csr = await makeCsr();
+      const leaves = await Promise.all(order.map((i) => single.sign(cas[i]!.bundle, csr, HOUR, policy, new Date())));
+      for (const [n, signed] of leaves.entries()) {
+        const issuer = cas[order[n]!]!;
+        assert.equal(signed.chainPem[1], issuer.intermediatePem);
+        const leaf = new x509.X509Certificate(signed.certPem);
+        assert.ok(
+          await leaf.verify({ publicKey: issuer.bundle.signingCert.publicKey, signatureOnly: true }),
+          `leaf ${n} is signed by intermediate ${order[n]}`,
+        );
+        assert.match(opensslVerify(issuer.rootPem, issuer.intermediatePem, signed.certPem), /: OK\s*$/);
+      }
+    } finally {
+      await single.close();
+    }
+  });
+
+  void it("replaces a dead worker: only its requests fail (WorkerCrashedError), the next ones are signed", async () => {
+    const exits: boolean[] = [];
+    const crashing = new SigningPool(1, { onWorkerExit: (_err, replaced) => exits.push(replaced) });
+    try {
+      const csr = await makeCsr();
+      await crashing.sign(ca.bundle, csr, HOUR, policy, new Date());
+      const inFlight = crashing.sign(ca.bundle, csr, HOUR, policy, new Date()).then(
+        () => "signed",
+        (err: unknown) => (err as Error).name,
+      );
+      await crashing.crashWorkerForTest();
+      assert.ok(["signed", "WorkerCrashedError"].includes(await inFlight));
+      await waitFor(() => exits.length === 1);
+      assert.deepEqual(exits, [true]);
+      assert.ok(crashing.working);
+      const after = await crashing.sign(ca.bundle, csr, HOUR, policy, new Date());
+      assert.equal(after.chainPem[1], ca.intermediatePem, "the new worker was sent the issuer");
+    } finally {
+      await crashing.close();
+    }
+  });
+
+  void it(`stops replacing workers after ${MAX_CONSECUTIVE_WORKER_CRASHES} deaths without an answer`, async () => {
+    const exits: boolean[] = [];
+    const crashing = new SigningPool(1, { onWorkerExit: (_err, replaced) => exits.push(replaced) });
+    try {
+      for (let i = 1; i <= MAX_CONSECUTIVE_WORKER_CRASHES; i++) {
+        await crashing.crashWorkerForTest();
+        await waitFor(() => exits.length === i);
+      }
+      assert.deepEqual(exits, [true, true, false]);
+      assert.equal(crashing.working, false);
+      await assert.rejects(crashing.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date()), {
+        name: "WorkerCrashedError",
+      });
+    } finally {
+      await crashing.close();
+    }
+  });
+
   void it("rejects requests after close", async () => {
     const closing = new SigningPool(1);
     await closing.close();
     await assert.rejects(closing.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date()), /closed/);
+  });
+});
+
+/** Resolves once `cond` holds; fails (rather than hangs the suite) if it never does. */
+async function waitFor(cond: () => boolean, what = "the pool to report the worker's exit"): Promise<void> {
+  const giveUp = Date.now() + 60_000;
+  while (!cond()) {
+    if (Date.now() > giveUp) assert.fail(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** signing_leaves_total by "listener/thread". */
+async function leafCounts(metrics: AgentMetrics): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await metrics.signingLeaves.get()).values)
+    out[`${String(v.labels.listener)}/${String(v.labels.thread)}`] = v.value;
+  return out;
+}
+
+void describe("AgentSigning (one pool per agent, shared by the socket and the Istio CA listener)", () => {
+  let ca: TestCa;
+  const log = createLogger({ level: "silent" });
+  before(async () => {
+    ca = await makeCa("ECDSA_P256", validFor(-HOUR, 30 * 24 * HOUR));
+  });
+
+  void it("signs both listeners' leaves on its workers and counts them per listener", async () => {
+    const metrics = new AgentMetrics({ processMetrics: false });
+    const signing = new AgentSigning(2, log, metrics);
+    try {
+      const csr = await makeCsr();
+      const socket = signing.signer("socket");
+      const istioCa = signing.signer("istio_ca");
+      const leaves = await Promise.all([
+        socket(ca.bundle, csr, HOUR, policy, new Date()),
+        socket(ca.bundle, csr, HOUR, policy, new Date()),
+        istioCa(ca.bundle, csr, HOUR, policy, new Date(), { requiredIdentity: IDENTITY }),
+      ]);
+      for (const l of leaves) assert.deepEqual(l.chainPem.slice(1), [ca.intermediatePem, ca.rootPem]);
+      assert.deepEqual(await leafCounts(metrics), { "socket/worker": 2, "istio_ca/worker": 1 });
+      assert.equal((await metrics.signingWorkers.get()).values[0]?.value, 2);
+      // A refusal is the caller's error, not a reason to sign on the main thread.
+      await assert.rejects(
+        istioCa(ca.bundle, csr, HOUR, policy, new Date(), { requiredIdentity: "spiffe://cluster.local/ns/x/sa/y" }),
+        LeafPolicyError,
+      );
+      assert.deepEqual(await leafCounts(metrics), { "socket/worker": 2, "istio_ca/worker": 1 });
+    } finally {
+      await signing.close();
+    }
+  });
+
+  void it("0 workers: signs on the main thread", async () => {
+    const metrics = new AgentMetrics({ processMetrics: false });
+    const signing = new AgentSigning(0, log, metrics);
+    await signing.signer("istio_ca")(ca.bundle, await makeCsr(), HOUR, policy, new Date());
+    assert.deepEqual(await leafCounts(metrics), { "istio_ca/main": 1 });
+    assert.equal((await metrics.signingWorkers.get()).values[0]?.value, 0);
+    await signing.close();
+  });
+
+  void it("a worker crash fails no call: its requests are signed again on the main thread", async () => {
+    const metrics = new AgentMetrics({ processMetrics: false });
+    const signing = new AgentSigning(1, log, metrics);
+    try {
+      const csr = await makeCsr();
+      const socket = signing.signer("socket");
+      const calls = Array.from({ length: 40 }, () => socket(ca.bundle, csr, HOUR, policy, new Date()));
+      await signing.crashWorkerForTest();
+      const leaves = await Promise.all(calls);
+      for (const l of leaves) assert.equal(l.chainPem[1], ca.intermediatePem);
+      const restarts = async () => (await metrics.signingWorkerRestarts.get()).values[0]?.value ?? 0;
+      let restarted = 0;
+      const poll = setInterval(() => void restarts().then((n) => (restarted = n)), 5);
+      await waitFor(() => restarted >= 1).finally(() => clearInterval(poll));
+      const before = await leafCounts(metrics);
+      assert.equal((before["socket/worker"] ?? 0) + (before["socket/main"] ?? 0), 40);
+      await socket(ca.bundle, csr, HOUR, policy, new Date());
+      const after = await leafCounts(metrics);
+      assert.equal(after["socket/worker"], (before["socket/worker"] ?? 0) + 1, "the replacement worker signs");
+      assert.equal(await restarts(), 1);
+    } finally {
+      await signing.close();
+    }
   });
 });
 
