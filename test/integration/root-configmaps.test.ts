@@ -4,10 +4,12 @@
 // holder of Lease istiod-vault-agent-root-cert writes (a graceful stop hands the writing over).
 import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentSuite, getBundle, startIstioCaAgent, type AgentRun } from "../env/agent-process.js";
-import { mountPkiRoot } from "../env/fixtures.js";
+import { APISERVER_AUDIENCE, ISTIOD_SA, ISTIO_NS, mountPkiRoot } from "../env/fixtures.js";
+import { repoRoot } from "../env/harness.js";
 import { waitUntil } from "../env/process.js";
 import { istiodAgentPolicy } from "../../src/vault/policies.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
@@ -84,6 +86,36 @@ describe("root distribution: istio-ca-root-cert in every selected namespace", ()
     );
     return last!;
   };
+  /**
+   * A kubeconfig for istiod's service account holding only the shipped RBAC (manifests/base: the agent's Role with the
+   * Lease, the TokenReview binding, and root-configmaps/), so the first replica proves those rules are enough.
+   */
+  const istiodKubeconfig = async (): Promise<string> => {
+    for (const f of ["rbac.yaml", "istio-ca-tokenreview.yaml", "root-configmaps/rbac.yaml"]) {
+      const res = spawnSync(
+        "kubectl",
+        [`--kubeconfig=${suite.env.kube.kubeconfigPath}`, "apply", "-f", join(repoRoot(), "manifests/base", f)],
+        { encoding: "utf8" },
+      );
+      assert.equal(res.status, 0, `${f}: ${res.stderr}`);
+    }
+    const token = await suite.env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600);
+    const file = join(suite.env.dir, "istiod-kubeconfig.json");
+    const b64 = Buffer.from(suite.env.kube.caPem).toString("base64");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [{ name: "c", cluster: { server: suite.env.kube.url, "certificate-authority-data": b64 } }],
+        users: [{ name: "istiod", user: { token } }],
+        contexts: [{ name: "c", context: { cluster: "c", user: "istiod" } }],
+        "current-context": "c",
+      }),
+      { mode: 0o600 },
+    );
+    return file;
+  };
   const replica = (name: string, extra: string[] = []) =>
     startIstioCaAgent(
       suite,
@@ -106,7 +138,7 @@ describe("root distribution: istio-ca-root-cert in every selected namespace", ()
       metadata: { name: CM, namespace: "claimed" },
       data: { "root-cert.pem": "someone else's root\n" },
     });
-    const ca = await replica("replica-a");
+    const ca = await replica("replica-a", [`--kubeconfig=${await istiodKubeconfig()}`]);
     a = ca.run;
     rootPem = ca.rootPem;
     dir = a.dir;
