@@ -205,7 +205,7 @@ class ScriptedApiserver {
           try {
             onEvent({ type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired" } });
           } catch (err) {
-            return Promise.reject(err as Error);
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
           }
           return Promise.resolve();
         }
@@ -217,7 +217,7 @@ class ScriptedApiserver {
                 onEvent(e);
               } catch (err) {
                 this.watchers.delete(w);
-                reject(err as Error);
+                reject(err instanceof Error ? err : new Error(String(err)));
               }
             },
             done: () => resolve(),
