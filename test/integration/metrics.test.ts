@@ -39,6 +39,8 @@ const SIDECAR_SERIES: Record<string, "gauge" | "counter" | "histogram"> = {
   [`${P}signing_workers`]: "gauge",
   [`${P}signing_leaves_total`]: "counter",
   [`${P}signing_worker_restarts_total`]: "counter",
+  [`${P}root_configmaps_written_total`]: "counter",
+  [`${P}root_configmaps_unowned`]: "gauge",
   process_resident_memory_bytes: "gauge",
   process_cpu_seconds_total: "counter",
   nodejs_heap_size_used_bytes: "gauge",
