@@ -20,6 +20,7 @@ import type { KubeClient } from "./kube/client.js";
 import { openKube } from "./cli/kube.js";
 import { TokenReviewer } from "./kube/token-review.js";
 import { IstioCaServer } from "./serve/istio-ca.js";
+import { IstiodCertPublisher } from "./serve/istiod-cert.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
@@ -46,6 +47,7 @@ export class Agent {
   private applying: Promise<unknown> = Promise.resolve();
   private grpc: AgentGrpcServer | undefined;
   private istioCa: IstioCaServer | undefined;
+  private istiodCert: IstiodCertPublisher | undefined;
   private kube: KubeClient | undefined;
   private unsubscribeSink: (() => void) | undefined;
   private probe: VaultHealthProbe | undefined;
@@ -174,7 +176,10 @@ export class Agent {
    */
   healthEndpoints(): Omit<HealthHttpOptions, "address"> {
     return {
-      ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
+      // With --istiod-tls-dir, ready also means istiod's TLS files exist: the startupProbe holds istiod until then.
+      ready: () =>
+        this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000) &&
+        (this.config.istiodTls.dir === undefined || this.istiodCert?.published !== undefined),
       registry: this.metrics.registry,
     };
   }
@@ -183,6 +188,22 @@ export class Agent {
   async run(signal?: AbortSignal): Promise<void> {
     // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
     await this.sink?.preflight();
+    const t = this.config.istiodTls;
+    if (t.dir) {
+      this.istiodCert = new IstiodCertPublisher(
+        {
+          dir: t.dir,
+          dnsNames: t.dnsNames,
+          ttlMs: t.ttlSeconds * 1000,
+          graceRatio: this.config.intermediate.rotationGraceRatio,
+          group: this.config.cacerts.group,
+        },
+        this.authority,
+        this.log,
+        this.clock,
+      );
+      await this.istiodCert.preflight();
+    }
     this.grpc = new AgentGrpcServer(
       {
         socketPath: this.config.serve.socketPath,
@@ -219,6 +240,8 @@ export class Agent {
           ),
         );
     }
+    // Before the listeners and before /readyz can pass: istiod looks for its TLS files once, at its start.
+    await this.istiodCert?.start();
     if (this.config.istioCa.address) {
       this.kube = await openKube(this.config.kube);
       const reviewer = new TokenReviewer(
@@ -257,6 +280,7 @@ export class Agent {
     // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
     await this.backend.auth.revokeAndStop();
     this.unsubscribeSink?.();
+    this.istiodCert?.stop();
     await this.sinkQueue;
     await this.istioCa?.stop();
     await this.kube?.close();

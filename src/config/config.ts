@@ -68,6 +68,18 @@ export interface Config {
     /** Failed authentications per minute a peer address regains (token bucket refill). */
     authFailuresPerMinute: number;
   };
+  /**
+   * istiod's TLS serving certificate in the mesh-CA mode (src/serve/istiod-cert.ts): written as tls.crt, tls.key and
+   * ca.crt into `dir` (istiod's /var/run/secrets/istiod/tls); off unless a directory is set.
+   */
+  istiodTls: {
+    dir: string | undefined;
+    /** DNS names; empty: istiod.<POD_NAMESPACE>.svc, or istiod-<revision>.<ns>.svc (loadConfig fills them in). */
+    dnsNames: string[];
+    ttlSeconds: number;
+    /** The istiod revision this agent runs beside; only names the default DNS name. */
+    revision: string | undefined;
+  };
   kube: {
     /** Kubeconfig for running outside a pod; in a pod the service account is used. */
     kubeconfig: string | undefined;
@@ -135,6 +147,7 @@ export const DEFAULT_CONFIG: Config = {
     authFailureBurst: 20,
     authFailuresPerMinute: 30,
   },
+  istiodTls: { dir: undefined, dnsNames: [], ttlSeconds: 24 * 3600, revision: undefined },
   kube: { kubeconfig: undefined, context: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
@@ -258,9 +271,20 @@ export function validateConfig(
   }
   if (c.istioCa.address !== undefined && c.istioCa.servingNames.length === 0)
     p.push("istioCa.servingNames: at least one DNS name is needed");
+  p.push(...istiodTlsProblems(c));
   if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
     p.push("backoff: initial must be ≥ 10ms and ≤ max");
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
+  return p;
+}
+
+/** The mesh-CA mode's istiod serving certificate settings. */
+function istiodTlsProblems(c: Config): string[] {
+  const p: string[] = [];
+  const t = c.istiodTls;
+  if (t.dir !== undefined && !t.dir.startsWith("/")) p.push(`istiodTls.dir: "${t.dir}" must be an absolute path`);
+  if (!(Number.isFinite(t.ttlSeconds) && t.ttlSeconds >= 60))
+    p.push(`istiodTls.ttl: ${t.ttlSeconds}s (--istiod-cert-ttl) must be at least 60s`);
   return p;
 }
 
