@@ -8,7 +8,7 @@ import { parse as parseYaml } from "yaml";
 import type { Command } from "../cli/command.js";
 import { applyFlags, fieldFlags, renderFlags, valueFlag, type FlagTable, type FlagValues } from "../cli/flags.js";
 import { openKube } from "../cli/kube.js";
-import { DNS_LABEL, Expected, dnsName, namespaceName, revisionName } from "../cli/validate.js";
+import { Expected, dnsName, namespaceName, revisionName } from "../cli/validate.js";
 import { ConfigError, type Config } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
 import { generateKeyPair } from "../crypto/keys.js";
