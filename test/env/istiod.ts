@@ -23,6 +23,11 @@ export async function startIstiod(
   env: TestEnv,
   rootCaDir: string,
   extraEnv: Record<string, string> = {},
+  /**
+   * istiod's working directory: its well-known paths are relative (./var/run/secrets/istiod/tls, as `/` in Istio's
+   * image), so a test puts the agent's --istiod-tls-dir at <cwd>/var/run/secrets/istiod/tls.
+   */
+  cwd?: string,
 ): Promise<IstiodRun> {
   const bin = serverBinaries(["istiod"]).istiod;
   const [httpPort, grpcPort, securePort, monitoringPort, httpsPort] = await Promise.all([
@@ -56,6 +61,7 @@ export async function startIstiod(
       HOME: env.dir,
       ...extraEnv,
     },
+    cwd,
   );
   await waitUntil(
     "istiod /ready",
