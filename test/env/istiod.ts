@@ -28,6 +28,8 @@ export async function startIstiod(
    * image), so a test puts the agent's --istiod-tls-dir at <cwd>/var/run/secrets/istiod/tls.
    */
   cwd?: string,
+  /** More pilot-discovery flags (e.g. --tlsCertFile, as the mesh-CA Helm values pass them). */
+  extraArgs: string[] = [],
 ): Promise<IstiodRun> {
   const bin = serverBinaries(["istiod"]).istiod;
   const [httpPort, grpcPort, securePort, monitoringPort, httpsPort] = await Promise.all([
@@ -51,6 +53,7 @@ export async function startIstiod(
       `--httpsAddr=127.0.0.1:${httpsPort}`,
       "--domain=cluster.local",
       "--log_output_level=default:info",
+      ...extraArgs,
     ],
     logPath,
     {

@@ -30,8 +30,8 @@ import { ManagedProcess, waitUntil } from "../env/process.js";
 const WORKLOAD_NS = "default";
 const WORKLOAD_SA = "sleep";
 const WORKLOAD_ID = `spiffe://cluster.local/ns/${WORKLOAD_NS}/sa/${WORKLOAD_SA}`;
-/** Where istiod reads its DNS certificate, relative to its working directory (Istio's constants). */
-const ISTIOD_TLS = "var/run/secrets/istiod/tls";
+/** The agent's --istiod-tls-dir inside istiod's directory; istiod gets it with --tlsCertFile etc., as shipped. */
+const ISTIOD_TLS = "etc/istiod-vault-agent/istiod-tls";
 
 /** The root a pod gets: the istio-ca-root-cert ConfigMap of its namespace (mounted at /var/run/secrets/istio). */
 async function rootFromConfigMap(env: TestEnv, namespace: string): Promise<string> {
@@ -229,7 +229,13 @@ void describe("mesh-CA mode: Istio's pilot-agent and istiod (CA server off) on t
       { mode: 0o600 },
     );
 
-    istiod = await startIstiod(env, join(istiodRoot, "etc/cacerts"), { ENABLE_CA_SERVER: "false" }, istiodRoot);
+    // As manifests/helm/istiod-values-mesh-ca.yaml runs it: CA server off, serving certificate from the agent's files.
+    const tls = join(istiodRoot, ISTIOD_TLS);
+    istiod = await startIstiod(env, join(istiodRoot, "etc/cacerts"), { ENABLE_CA_SERVER: "false" }, istiodRoot, [
+      `--tlsCertFile=${tls}/tls.crt`,
+      `--tlsKeyFile=${tls}/tls.key`,
+      `--caCertFile=${tls}/ca.crt`,
+    ]);
 
     const statusPort = await freePort();
     pilotAgent = new ManagedProcess(
