@@ -11,6 +11,7 @@ import {
 } from "../cli/vault-flags.js";
 import type { AuthSettings } from "../vault/auth.js";
 import { DEFAULT_SOCKET_LIMITS, type SocketLimits } from "../serve/socket-limits.js";
+import type { LabelSelector } from "../kube/label-selector.js";
 
 export interface Config {
   /** Address, CA file/directory, namespace, client certificate, server name, skip-verify, proxy (vault-flags.ts). */
@@ -80,6 +81,17 @@ export interface Config {
     /** The istiod revision this agent runs beside; only names the default DNS name. */
     revision: string | undefined;
   };
+  /**
+   * Root distribution (mesh-CA mode): keep ConfigMap istio-ca-root-cert with the served roots in every namespace the
+   * selector picks (src/kube/root-configmaps.ts). One replica writes, elected with a Lease.
+   */
+  rootConfigMaps: {
+    enabled: boolean;
+    /** Namespaces to keep it in; no requirements = every namespace. */
+    namespaceSelector: LabelSelector;
+    /** Overwrite an existing istio-ca-root-cert that lacks our managed-by label. */
+    adopt: boolean;
+  };
   kube: {
     /** Kubeconfig for running outside a pod; in a pod the service account is used. */
     kubeconfig: string | undefined;
@@ -148,6 +160,7 @@ export const DEFAULT_CONFIG: Config = {
     authFailuresPerMinute: 30,
   },
   istiodTls: { dir: undefined, dnsNames: [], ttlSeconds: 24 * 3600, revision: undefined },
+  rootConfigMaps: { enabled: false, namespaceSelector: { requirements: [], text: "" }, adopt: false },
   kube: { kubeconfig: undefined, context: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
   logLevel: "info",
@@ -272,6 +285,15 @@ export function validateConfig(
   if (c.istioCa.address !== undefined && c.istioCa.servingNames.length === 0)
     p.push("istioCa.servingNames: at least one DNS name is needed");
   p.push(...istiodTlsProblems(c));
+  if (c.rootConfigMaps.enabled && c.cacerts.dir !== undefined) {
+    p.push(
+      "--root-configmaps: for the mesh-CA mode (no --cacerts-dir); with cacerts istiod publishes " +
+        "istio-ca-root-cert itself and the two writers would fight; remove one of them",
+    );
+  }
+  if (!c.rootConfigMaps.enabled && (c.rootConfigMaps.adopt || c.rootConfigMaps.namespaceSelector.text !== "")) {
+    p.push("--adopt and --root-namespace-selector: they only act with --root-configmaps; add it or remove them");
+  }
   if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
     p.push("backoff: initial must be ≥ 10ms and ≤ max");
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);

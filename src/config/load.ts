@@ -25,6 +25,7 @@ import {
   commandFlag,
 } from "../cli/flags.js";
 import {
+  Expected,
   duration,
   durationMs,
   list,
@@ -50,6 +51,7 @@ import {
   withProxyEnv,
 } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
+import { LabelSelectorError, parseLabelSelector, type LabelSelector } from "../kube/label-selector.js";
 
 const flag = valueFlag<Config, string>;
 const { option, toggle, seconds, millis } = fieldFlags<Config>();
@@ -212,6 +214,23 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     durationMs("30s"),
     (c) => c.serve.limits.rotateMinIntervalMs,
   ),
+  "root-configmaps": toggle(
+    "mesh-CA mode: keep ConfigMap istio-ca-root-cert (root-cert.pem = the served roots) in every namespace " +
+      "--root-namespace-selector picks; one replica writes, elected with Lease istiod-vault-agent-root-cert",
+    (c) => c.rootConfigMaps.enabled,
+  ),
+  "root-namespace-selector": valueFlag<Config, LabelSelector>({
+    help: "label selector (kubectl -l syntax) of the namespaces that get istio-ca-root-cert",
+    parse: namespaceSelector,
+    set: (c, v) => (c.rootConfigMaps.namespaceSelector = v),
+    arg: "SELECTOR",
+    defaultText: "every namespace",
+  }),
+  adopt: toggle(
+    "with --root-configmaps: take over an existing istio-ca-root-cert that lacks the label " +
+      "app.kubernetes.io/managed-by=istiod-vault-agent (otherwise it is left alone and reported)",
+    (c) => c.rootConfigMaps.adopt,
+  ),
   "policy-name": commandFlag(
     "RootTrustPolicy to read (init) or read and watch (sidecar) through the apiserver: live reload, status, Events. " +
       "The policy is authoritative: a flag or variable setting one of its fields is refused",
@@ -220,8 +239,8 @@ export const AGENT_FLAGS: FlagTable<Config> = {
     defaultText: "$POD_NAMESPACE, else istio-system",
   }),
   "status-lease-duration": commandFlag(
-    "with --policy-name: how long the Lease that elects the one replica writing the policy's status lasts " +
-      "without renewal before another replica takes over",
+    "how long a Lease electing the one writer among replicas (the policy's status with --policy-name; the " +
+      "ConfigMaps with --root-configmaps) lasts without renewal before another replica takes over",
     { arg: "DURATION", defaultText: "15s" },
   ),
   // Outside a pod (TokenReview, RootTrustPolicy; doctor and setup-vault from a laptop); in a pod the service account.
@@ -342,6 +361,16 @@ function scaledExpiryDefaults(c: Config): void {
     c.leaf.minTtlSeconds = Math.min(DEFAULT_MIN_LEAF_TTL_SECONDS, Math.max(1, Math.floor(grace * 0.15)));
   if (c.serve.unreadyBeforeExpirySeconds === DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS)
     c.serve.unreadyBeforeExpirySeconds = Math.min(DEFAULT_UNREADY_BEFORE_EXPIRY_SECONDS, Math.floor(grace * 0.3));
+}
+
+function namespaceSelector(raw: string): LabelSelector {
+  try {
+    return parseLabelSelector(raw);
+  } catch (err) {
+    if (err instanceof LabelSelectorError)
+      throw new Expected(`a label selector such as istio-injection=enabled or env in (prod,staging): ${err.message}`);
+    throw err;
+  }
 }
 
 function str(v: string | boolean | string[] | undefined): string | undefined {

@@ -44,6 +44,8 @@ export interface LeaderElectorOptions {
   retryPeriodMs?: number;
   /** Told every time leading starts (true) or stops (false). */
   onChange: (leading: boolean) => void;
+  /** What the Lease elects a writer of, for logs; default "the policy status". */
+  purpose?: string;
   log: Logger;
   clock?: Clock;
 }
@@ -63,6 +65,10 @@ export class LeaderElector {
     this.retryPeriodMs = opts.retryPeriodMs ?? Math.max(50, Math.round(opts.leaseDurationMs / 7.5));
     if (!(this.renewDeadlineMs < opts.leaseDurationMs && this.retryPeriodMs < this.renewDeadlineMs))
       throw new Error("leader election: expected retry period < renew deadline < lease duration");
+  }
+
+  private get purpose(): string {
+    return this.opts.purpose ?? "the policy status";
   }
 
   get leading(): boolean {
@@ -89,7 +95,7 @@ export class LeaderElector {
       }
     } catch (err) {
       if (!(err instanceof LeaseConflict))
-        this.opts.log.warn({ err: (err as Error).message }, "could not read or write the status Lease");
+        this.opts.log.warn({ err: (err as Error).message }, `could not read or write the Lease for ${this.purpose}`);
     }
     // A holder that cannot renew gives up before others may take over (the renew deadline is below the duration).
     if (this.isLeading && (this.lastRenewMs === undefined || now - this.lastRenewMs >= this.renewDeadlineMs))
@@ -109,7 +115,10 @@ export class LeaderElector {
     try {
       await this.opts.store.update(spec, this.observed.resourceVersion);
     } catch (err) {
-      this.opts.log.debug({ err: (err as Error).message }, "could not release the status Lease (it expires instead)");
+      this.opts.log.debug(
+        { err: (err as Error).message },
+        `could not release the Lease for ${this.purpose} (it expires instead)`,
+      );
     }
     this.setLeading(false);
   }
@@ -142,7 +151,7 @@ export class LeaderElector {
       renewTime: microTime(now),
       leaseTransitions: (lease.spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
     };
-    if (!mine) this.opts.log.info({ previousHolder: holder || null }, "taking over the status Lease");
+    if (!mine) this.opts.log.info({ previousHolder: holder || null }, `taking over the Lease for ${this.purpose}`);
     this.observe(await this.opts.store.update(spec, lease.resourceVersion), spec, now);
     return true;
   }
@@ -156,7 +165,7 @@ export class LeaderElector {
     this.isLeading = leading;
     this.opts.log.info(
       { identity: this.opts.identity },
-      leading ? "now writing the policy status" : "no longer writing the policy status",
+      leading ? `now writing ${this.purpose}` : `no longer writing ${this.purpose}`,
     );
     this.opts.onChange(leading);
   }

@@ -1,13 +1,19 @@
-// Kubernetes Secrets written by a component that owns them (today the relay's). A Secret is ours when it carries
-// app.kubernetes.io/managed-by=istiod-vault-agent; one without that label is never written unless adoption was asked
-// for, and nothing here deletes a Secret. Writes are a create (POST) or a full update (PUT) with the resourceVersion
-// read just before, so a certificate and its key always change in one request; a conflict (409) means someone else
-// wrote in between: read again and retry.
-import { HttpStatusError } from "../net/http-json.js";
+// Kubernetes Secrets written by a component that owns them (today the relay's), under the ownership rule of
+// ownership.ts: a Secret is ours when it carries app.kubernetes.io/managed-by=istiod-vault-agent; one without that
+// label is never written unless adoption was asked for, and nothing here deletes a Secret. A certificate and its key
+// always change in one request (a full update with the resourceVersion read just before; conflicts are retried).
+import {
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  UnmanagedObjectError,
+  isManaged,
+  writeOwned,
+  type KubeObject,
+  type WriteOutcome,
+} from "./ownership.js";
 import type { KubeClient } from "./client.js";
 
-export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
-export const MANAGED_BY_VALUE = "istiod-vault-agent";
+export { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type WriteOutcome };
 
 export interface KubeSecret {
   apiVersion?: string;
@@ -33,18 +39,13 @@ export interface DesiredSecret {
   annotations: Record<string, string>;
 }
 
-export type WriteOutcome = "created" | "updated" | "adopted";
-
 /** A Secret of the same name exists but is not ours. */
-export class UnmanagedSecretError extends Error {
+export class UnmanagedSecretError extends UnmanagedObjectError {
   constructor(
-    readonly namespace: string,
+    namespace: string,
     readonly secretName: string,
   ) {
-    super(
-      `Secret ${namespace}/${secretName} exists without the label ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}, so it was ` +
-        `left untouched; delete it, add that label, or run with --adopt to let the relay take it over`,
-    );
+    super("Secret", namespace, secretName, "the relay");
     this.name = "UnmanagedSecretError";
   }
 }
@@ -59,8 +60,6 @@ export class IncompatibleSecretError extends Error {
     this.name = "IncompatibleSecretError";
   }
 }
-
-const MAX_CONFLICT_RETRIES = 5;
 
 export class SecretStore {
   constructor(
@@ -80,7 +79,7 @@ export class SecretStore {
   }
 
   static isManaged(secret: KubeSecret): boolean {
-    return secret.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE;
+    return isManaged(secret);
   }
 
   /** Throws UnmanagedSecretError when `secret` exists, is not ours and adoption is off. */
@@ -101,57 +100,43 @@ export class SecretStore {
    * kept). `current` is the copy just read, if any. Retries on conflicts, re-checking ownership each time.
    */
   async write(name: string, desired: DesiredSecret, current: KubeSecret | undefined): Promise<WriteOutcome> {
-    let cur = current;
-    for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
-      if (attempt > 0) cur = await this.get(name);
-      const encoded = Object.fromEntries(
-        Object.entries(desired.data).map(([k, v]) => [k, Buffer.from(v, "utf8").toString("base64")]),
-      );
-      if (!cur) {
-        const res = await this.kube.request(
-          "POST",
-          this.path(),
-          {
-            apiVersion: "v1",
-            kind: "Secret",
-            metadata: {
-              name,
-              namespace: this.namespace,
-              labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-              annotations: desired.annotations,
-            },
-            type: desired.type,
-            data: encoded,
-          },
-          { acceptStatuses: [409] },
-        );
-        if (res.status === 409) continue; // created by someone else meanwhile: read it and decide again
-        return "created";
-      }
-      this.assertWritable(name, cur);
-      const adopting = !SecretStore.isManaged(cur);
-      const type = compatibleType(cur.type ?? "Opaque", desired.type);
-      if (!type) throw new IncompatibleSecretError(this.namespace, name, cur.type ?? "Opaque", desired.type);
-      const { managedFields: _managedFields, ...metadata } = cur.metadata;
-      const body: KubeSecret = {
-        ...cur,
+    const encoded = Object.fromEntries(
+      Object.entries(desired.data).map(([k, v]) => [k, Buffer.from(v, "utf8").toString("base64")]),
+    );
+    return writeOwned<KubeSecret>({
+      kube: this.kube,
+      kind: "Secret",
+      namespace: this.namespace,
+      name,
+      collection: this.path(),
+      adopt: this.adopt,
+      current,
+      get: () => this.get(name),
+      assertWritable: (cur) => this.assertWritable(name, cur),
+      who: "the relay",
+      createBody: (): KubeObject => ({
         apiVersion: "v1",
         kind: "Secret",
-        metadata: {
-          ...metadata,
-          labels: { ...(cur.metadata.labels ?? {}), [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-          annotations: { ...(cur.metadata.annotations ?? {}), ...desired.annotations },
-        },
-        type,
-        data: { ...(cur.data ?? {}), ...encoded },
-      };
-      const res = await this.kube.request("PUT", this.path(name), body, { acceptStatuses: [409] });
-      if (res.status === 409) continue; // changed since we read it: read again, re-check, retry
-      return adopting ? "adopted" : "updated";
-    }
-    throw new HttpStatusError("kubernetes", "PUT", this.path(name), 409, [
-      `Secret ${this.namespace}/${name} kept changing under the relay (${MAX_CONFLICT_RETRIES + 1} conflicts in a row)`,
-    ]);
+        metadata: { name, namespace: this.namespace, annotations: desired.annotations },
+        type: desired.type,
+        data: encoded,
+      }),
+      updateBody: (cur): KubeObject => {
+        const type = compatibleType(cur.type ?? "Opaque", desired.type);
+        if (!type) throw new IncompatibleSecretError(this.namespace, name, cur.type ?? "Opaque", desired.type);
+        return {
+          ...cur,
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: {
+            ...cur.metadata,
+            annotations: { ...(cur.metadata.annotations ?? {}), ...desired.annotations },
+          },
+          type,
+          data: { ...(cur.data ?? {}), ...encoded },
+        };
+      },
+    });
   }
 }
 

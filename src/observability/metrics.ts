@@ -21,6 +21,7 @@ const GROUP_OF: Record<string, MetricGroup | "always"> = {
   limit_hits_: "serve",
   token_reviews_: "serve",
   cacerts_: "serve",
+  root_configmaps_: "serve",
 };
 
 /**
@@ -135,6 +136,16 @@ export class AgentMetrics {
   readonly sinkWrites = this.series.counter("cacerts_writes_total", "Writes of the cacerts directory, by outcome.", [
     "outcome",
   ]);
+  readonly rootConfigMapsWritten = this.series.counter(
+    "root_configmaps_written_total",
+    "Writes of istio-ca-root-cert ConfigMaps (--root-configmaps) by this replica, by outcome: created, updated, " +
+      "adopted, failed.",
+    ["outcome"],
+  );
+  readonly rootConfigMapsUnowned = this.series.gauge(
+    "root_configmaps_unowned",
+    "Selected namespaces whose istio-ca-root-cert is not ours (no managed-by label) and is left alone; see --adopt.",
+  );
 
   /**
    * `groups`: the series this mode exports (default all); the others still count but are not in the registry.
