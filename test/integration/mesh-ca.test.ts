@@ -347,7 +347,13 @@ void describe("mesh-CA mode: Istio's pilot-agent and istiod (CA server off) on t
     });
     assert.equal(new X509Certificate(presented).fingerprint256, leaf.fingerprint256);
 
-    const answer = await adsThroughPilotAgent(join(podRoot, "etc/istio/proxy/XDS"));
+    const uds = join(podRoot, "etc/istio/proxy/XDS");
+    await waitUntil("pilot-agent's XDS proxy socket", () => Promise.resolve(existsSync(uds)), {
+      timeoutMs: 60_000,
+      process: pilotAgent,
+      intervalMs: 200,
+    });
+    const answer = await adsThroughPilotAgent(uds);
     assert.equal(answer.typeUrl, CLUSTER_TYPE);
     assert.ok(answer.resources > 0, "istiod sent clusters");
     // istiod's side: it accepted the stream for the workload's node (authenticated by its istio-ca token).
