@@ -343,6 +343,7 @@ export class RootConfigMapController {
         const list = await this.opts.kube.get<KubeList<T>>(`${path}?${query}`);
         on.reset(list.items);
         let rv = list.metadata.resourceVersion;
+        this.opts.log.debug({ what, items: list.items.length, resourceVersion: rv }, "listed; watching from here");
         backoff.reset();
         // The server ends a watch after its timeout; carry on from the last resourceVersion seen.
         while (!signal.aborted) {

@@ -36,6 +36,8 @@ const SIDECAR_SERIES: Record<string, "gauge" | "counter" | "histogram"> = {
   [`${P}limit_hits_total`]: "counter",
   [`${P}token_reviews_total`]: "counter",
   [`${P}cacerts_writes_total`]: "counter",
+  [`${P}root_configmaps_written_total`]: "counter",
+  [`${P}root_configmaps_unowned`]: "gauge",
   process_resident_memory_bytes: "gauge",
   process_cpu_seconds_total: "counter",
   nodejs_heap_size_used_bytes: "gauge",

@@ -205,7 +205,7 @@ class ScriptedApiserver {
           try {
             onEvent({ type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired" } });
           } catch (err) {
-            return Promise.reject(err as Error);
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
           }
           return Promise.resolve();
         }
@@ -217,7 +217,7 @@ class ScriptedApiserver {
                 onEvent(e);
               } catch (err) {
                 this.watchers.delete(w);
-                reject(err as Error);
+                reject(err instanceof Error ? err : new Error(String(err)));
               }
             },
             done: () => resolve(),
@@ -344,6 +344,11 @@ void describe("RootConfigMapController", () => {
     const cm = t.api.configMaps.get("a")!;
     assert.equal(cm.data!["root-cert.pem"], ROOT_B);
     assert.equal(cm.data!.other, "writer", "the other writer's change is kept, not overwritten blindly");
+    assert.equal(
+      await t.value("istiod_vault_agent_root_configmaps_written_total", { outcome: "updated" }),
+      1,
+      "the conflict was retried inside the write (read again, written once), not counted as a write",
+    );
     await t.close();
   });
 
