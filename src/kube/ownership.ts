@@ -29,6 +29,8 @@ export interface KubeObject {
 }
 
 export type WriteOutcome = "created" | "updated" | "adopted";
+/** writeOwned's answer: "unchanged" only when `upToDate` was given and the object (ours) already holds what it says. */
+export type OwnedWriteOutcome = WriteOutcome | "unchanged";
 
 export function isManaged(obj: { metadata: { labels?: Record<string, string> } } | undefined): boolean {
   return obj?.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE;
@@ -66,6 +68,11 @@ export interface OwnedWrite<T extends KubeObject> {
   get: () => Promise<T | undefined>;
   /** Throws when `current` (ours or adoptable) cannot be written, e.g. UnmanagedObjectError for someone else's. */
   assertWritable: (current: T | undefined) => void;
+  /**
+   * Whether an object of ours, as read again after a conflict, already holds what would be written: then nothing is
+   * written (a create that lost to another writer of the same content is not followed by an empty update).
+   */
+  upToDate?: (current: T) => boolean;
   /** The new object's body; the ownership label is added here. */
   createBody: () => KubeObject;
   /** The full replacement of `current` (its resourceVersion kept); the ownership label is added, managedFields dropped. */
@@ -75,7 +82,7 @@ export interface OwnedWrite<T extends KubeObject> {
 }
 
 /** Creates or updates one owned object, retrying on conflicts and re-checking ownership each time. */
-export async function writeOwned<T extends KubeObject>(w: OwnedWrite<T>): Promise<WriteOutcome> {
+export async function writeOwned<T extends KubeObject>(w: OwnedWrite<T>): Promise<OwnedWriteOutcome> {
   const path = `${w.collection}/${encodeURIComponent(w.name)}`;
   let cur = w.current;
   for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
@@ -89,6 +96,7 @@ export async function writeOwned<T extends KubeObject>(w: OwnedWrite<T>): Promis
     }
     w.assertWritable(cur);
     const adopting = !isManaged(cur);
+    if (!adopting && w.upToDate?.(cur)) return "unchanged";
     const body = w.updateBody(cur);
     const { managedFields: _managedFields, ...metadata } = body.metadata;
     body.metadata = { ...metadata, labels: withOwnerLabel(body.metadata.labels) };

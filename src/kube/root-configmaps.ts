@@ -245,6 +245,7 @@ export class RootConfigMapController {
           if (cur && !isManaged(cur) && !this.opts.adopt)
             throw new UnmanagedObjectError("ConfigMap", ns, ROOT_CONFIGMAP, "the agent");
         },
+        upToDate: (cur) => cur.data?.[ROOT_CERT_KEY] === rootPem,
         who: "the agent",
         createBody: () => ({
           apiVersion: "v1",
@@ -270,6 +271,7 @@ export class RootConfigMapController {
           data: { ...(cur.data ?? {}), [ROOT_CERT_KEY]: rootPem },
         }),
       });
+      if (outcome === "unchanged") return void this.setUnowned(ns, false);
       this.written(ns, outcome);
     } catch (err) {
       if (err instanceof UnmanagedObjectError) return void this.setUnowned(ns, true);

@@ -103,7 +103,7 @@ export class SecretStore {
     const encoded = Object.fromEntries(
       Object.entries(desired.data).map(([k, v]) => [k, Buffer.from(v, "utf8").toString("base64")]),
     );
-    return writeOwned<KubeSecret>({
+    const outcome = await writeOwned<KubeSecret>({
       kube: this.kube,
       kind: "Secret",
       namespace: this.namespace,
@@ -137,6 +137,9 @@ export class SecretStore {
         };
       },
     });
+    // No upToDate was given, so writeOwned always wrote.
+    if (outcome === "unchanged") throw new Error("unreachable: Secret write reported unchanged");
+    return outcome;
   }
 }
 
