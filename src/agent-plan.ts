@@ -21,7 +21,7 @@ export function leafPolicy(c: Config): Readonly<LeafPolicy> {
 }
 
 /** Settings read only at start: a change is reported, and takes effect at the next restart. */
-export const RESTART_SETTINGS = ["serve", "cacerts", "istioCa", "rootConfigMaps", "kube"] as const;
+export const RESTART_SETTINGS = ["serve", "cacerts", "istioCa", "istiodTls", "rootConfigMaps", "kube"] as const;
 export type RestartSetting = (typeof RESTART_SETTINGS)[number];
 
 export interface AgentPlan {

@@ -24,6 +24,8 @@ import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serv
 import { RemoteClusters } from "./kube/remote-clusters.js";
 import { AgentSigning } from "./signing/agent-signing.js";
 import { cpuLimits, defaultSigningWorkers } from "./signing/signing-workers.js";
+import { IstioCaServer } from "./serve/istio-ca.js";
+import { IstiodCertPublisher } from "./serve/istiod-cert.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
@@ -52,6 +54,7 @@ export class Agent {
   private istioCa: IstioCaServer | undefined;
   /** The one signing pool, shared by the socket and the Istio CA listener. */
   private signing: AgentSigning | undefined;
+  private istiodCert: IstiodCertPublisher | undefined;
   private kube: KubeClient | undefined;
   private remoteClusters: RemoteClusters<CaClusterAccess> | undefined;
   private remoteClustersStop: AbortController | undefined;
@@ -189,7 +192,10 @@ export class Agent {
    */
   healthEndpoints(): Omit<HealthHttpOptions, "address"> {
     return {
-      ready: () => this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000),
+      // With --istiod-tls-dir, ready also means istiod's TLS files exist: the startupProbe holds istiod until then.
+      ready: () =>
+        this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000) &&
+        (this.config.istiodTls.dir === undefined || this.istiodCert?.published !== undefined),
       registry: this.metrics.registry,
     };
   }
@@ -199,6 +205,22 @@ export class Agent {
     // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
     await this.sink?.preflight();
     this.signing = this.startSigning();
+    const t = this.config.istiodTls;
+    if (t.dir) {
+      this.istiodCert = new IstiodCertPublisher(
+        {
+          dir: t.dir,
+          dnsNames: t.dnsNames,
+          ttlMs: t.ttlSeconds * 1000,
+          graceRatio: this.config.intermediate.rotationGraceRatio,
+          group: this.config.cacerts.group,
+        },
+        this.authority,
+        this.log,
+        this.clock,
+      );
+      await this.istiodCert.preflight();
+    }
     this.grpc = new AgentGrpcServer(
       {
         socketPath: this.config.serve.socketPath,
@@ -236,6 +258,8 @@ export class Agent {
           ),
         );
     }
+    // Before the listeners and before /readyz can pass: istiod looks for its TLS files once, at its start.
+    await this.istiodCert?.start();
     if (this.config.istioCa.address) {
       this.kube = await openKube(this.config.kube);
       const access = (client: KubeClient): CaClusterAccess => ({
@@ -312,6 +336,7 @@ export class Agent {
     // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
     await this.backend.auth.revokeAndStop();
     this.unsubscribeSink?.();
+    this.istiodCert?.stop();
     await this.sinkQueue;
     await this.istioCa?.stop();
     this.remoteClustersStop?.abort();

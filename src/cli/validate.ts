@@ -55,6 +55,15 @@ export function revisionNames(v: string): string[] {
   });
 }
 
+/** One istiod revision name (a DNS label); "default" is istiod's default revision. */
+export function revisionName(v: string): string {
+  if (v.length > 63 || !DNS_LABEL.test(v))
+    throw new Expected(
+      "an istiod revision, a DNS label (lower-case letters, digits, '-'), e.g. canary; \"default\" is istiod",
+    );
+  return v;
+}
+
 export function dnsNames(v: string): string[] {
   return list(v.toLowerCase()).map(dnsName);
 }

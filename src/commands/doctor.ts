@@ -8,7 +8,7 @@ import { parse as parseYaml } from "yaml";
 import type { Command } from "../cli/command.js";
 import { applyFlags, fieldFlags, renderFlags, valueFlag, type FlagTable, type FlagValues } from "../cli/flags.js";
 import { openKube } from "../cli/kube.js";
-import { DNS_LABEL, Expected, dnsName, namespaceName } from "../cli/validate.js";
+import { Expected, dnsName, namespaceName, revisionName } from "../cli/validate.js";
 import { ConfigError, type Config } from "../config/config.js";
 import { AGENT_FLAGS, agentHelp, loadConfig } from "../config/load.js";
 import { generateKeyPair } from "../crypto/keys.js";
@@ -586,14 +586,6 @@ export function formatReport(checks: DoctorCheck[]): string {
 
 function given(v: string | boolean | string[] | undefined): boolean {
   return typeof v === "string" && v !== "";
-}
-
-function revisionName(v: string): string {
-  if (v.length > 63 || !DNS_LABEL.test(v))
-    throw new Expected(
-      "an istiod revision, a DNS label (lower-case letters, digits, '-'), e.g. canary; \"default\" is istiod",
-    );
-  return v;
 }
 
 function audienceValue(v: string): string {

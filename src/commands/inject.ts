@@ -138,6 +138,7 @@ function sidecarMode(native: boolean): string {
 
 export const DEFAULT_INJECT_OPTIONS: InjectOptions = {
   namespace: "istio-system",
+  mode: "cacerts",
   name: undefined,
   revision: undefined,
   image: DEFAULT_IMAGE,
@@ -189,6 +190,17 @@ export const INJECT_FLAGS: FlagTable<InjectOptions> = {
       return v;
     },
     (o) => o.image,
+  ),
+  mode: option(
+    "cacerts: istiod signs with the delivered intermediate (init container + sidecar, in-memory cacerts); mesh-ca: " +
+      "the agent is the mesh's CA and the key never leaves it (native sidecar with --istio-ca-addr, --istiod-tls-dir " +
+      "and --root-configmaps; discovery gets ENABLE_CA_SERVER=false and its serving certificate from the agent). " +
+      "mesh-ca also needs the CA Service and Istio's global.caAddress (project chart meshCa.enabled=true)",
+    (v) => {
+      if (v !== "cacerts" && v !== "mesh-ca") throw new Expected("cacerts or mesh-ca");
+      return v;
+    },
+    (o) => o.mode,
   ),
   "use-policy": toggle(
     "configure the agent from the RootTrustPolicy named after each Deployment (istiod, istiod-<rev>): only " +
@@ -309,6 +321,11 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
   } else if (!opts.remove && values["vault-addr"] === undefined)
     problems.push(
       "--vault-addr: missing; expected the Vault URL the agent uses, e.g. https://vault.vault:8200 (or --use-policy)",
+    );
+  if (opts.mode === "mesh-ca" && opts.nativeSidecar === false)
+    problems.push(
+      "--native-sidecar=false: not with --mode=mesh-ca; istiod reads its TLS files only at its start, so the agent " +
+        "must be a native sidecar whose startupProbe holds istiod back (Kubernetes 1.29+)",
     );
   if (problems.length) throw new ConfigError(problems);
   return opts;

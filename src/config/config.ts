@@ -79,6 +79,18 @@ export interface Config {
     clusterId: string;
   };
   /**
+   * istiod's TLS serving certificate in the mesh-CA mode (src/serve/istiod-cert.ts): written as tls.crt, tls.key and
+   * ca.crt into `dir` (istiod's /var/run/secrets/istiod/tls); off unless a directory is set.
+   */
+  istiodTls: {
+    dir: string | undefined;
+    /** DNS names; empty: istiod.<POD_NAMESPACE>.svc, or istiod-<revision>.<ns>.svc (loadConfig fills them in). */
+    dnsNames: string[];
+    ttlSeconds: number;
+    /** The istiod revision this agent runs beside; only names the default DNS name. */
+    revision: string | undefined;
+  };
+  /**
    * Root distribution (mesh-CA mode): keep ConfigMap istio-ca-root-cert with the served roots in every namespace the
    * selector picks (src/kube/root-configmaps.ts). One replica writes, elected with a Lease.
    */
@@ -143,6 +155,7 @@ export const DEFAULT_CONFIG: Config = {
     trustedNodeAgents: ["istio-system/ztunnel"],
     clusterId: "Kubernetes",
   },
+  istiodTls: { dir: undefined, dnsNames: [], ttlSeconds: 24 * 3600, revision: undefined },
   rootConfigMaps: { enabled: false, namespaceSelector: { requirements: [], text: "" }, adopt: false },
   kube: { kubeconfig: undefined, context: undefined },
   backoff: { initialMs: 1_000, maxMs: 300_000 },
@@ -267,6 +280,7 @@ export function validateConfig(
   }
   if (c.istioCa.address !== undefined && c.istioCa.servingNames.length === 0)
     p.push("istioCa.servingNames: at least one DNS name is needed");
+  p.push(...istiodTlsProblems(c));
   if (c.rootConfigMaps.enabled && c.cacerts.dir !== undefined) {
     p.push(
       "--root-configmaps: for the mesh-CA mode (no --cacerts-dir); with cacerts istiod publishes " +
@@ -279,6 +293,16 @@ export function validateConfig(
   if (!(c.backoff.initialMs >= 10 && c.backoff.maxMs >= c.backoff.initialMs))
     p.push("backoff: initial must be ≥ 10ms and ≤ max");
   if (!LOG_LEVELS.includes(c.logLevel)) p.push(`logLevel: "${c.logLevel}" must be one of error, warn, info, debug`);
+  return p;
+}
+
+/** The mesh-CA mode's istiod serving certificate settings. */
+function istiodTlsProblems(c: Config): string[] {
+  const p: string[] = [];
+  const t = c.istiodTls;
+  if (t.dir !== undefined && !t.dir.startsWith("/")) p.push(`istiodTls.dir: "${t.dir}" must be an absolute path`);
+  if (!(Number.isFinite(t.ttlSeconds) && t.ttlSeconds >= 60))
+    p.push(`istiodTls.ttl: ${t.ttlSeconds}s (--istiod-cert-ttl) must be at least 60s`);
   return p;
 }
 

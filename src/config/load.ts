@@ -33,11 +33,14 @@ import {
   normalizeAuthMount,
   optionalHostPort,
   ratio,
+  revisionName,
+  dnsNames,
   text,
   vaultPath,
   wholeNumber,
 } from "../cli/validate.js";
 import { keyAlgorithm } from "../cli/key-algorithm.js";
+import { defaultIstiodDnsNames } from "../serve/istiod-cert.js";
 import { retryLogFlags } from "../cli/service-flags.js";
 import {
   VAULT_PROBE_HELP,
@@ -188,6 +191,28 @@ export const AGENT_FLAGS: FlagTable<Config> = {
       "apiserver, from Secrets labelled istio/multiCluster=true in the agent's namespace",
     nonEmpty,
     (c) => c.istioCa.clusterId,
+  "istiod-tls-dir": option(
+    "mesh-CA mode: write istiod's TLS serving certificate (tls.crt, tls.key, ca.crt) here, for istiod's " +
+      "/var/run/secrets/istiod/tls; off by default",
+    text,
+    (c) => c.istiodTls.dir,
+    { arg: "DIR" },
+  ),
+  "istiod-dns-names": option(
+    "comma-separated DNS names of istiod's serving certificate",
+    dnsNames,
+    (c) => c.istiodTls.dnsNames,
+    { defaultText: "istiod.$POD_NAMESPACE.svc (istiod-<rev>.$POD_NAMESPACE.svc with --revision)" },
+  ),
+  "istiod-cert-ttl": seconds(
+    "lifetime of istiod's serving certificate (renewed at --grace-ratio and on every new intermediate)",
+    duration("24h"),
+    (c) => c.istiodTls.ttlSeconds,
+  ),
+  revision: option(
+    "istiod revision this agent runs beside (names the default --istiod-dns-names)",
+    revisionName,
+    (c) => c.istiodTls.revision,
   ),
   "socket-max-watch-per-connection": option(
     "WatchSigningBundle streams per socket connection",
@@ -312,6 +337,8 @@ export function loadConfig(
       : shadowingProblems(AGENT_FLAGS, values, env, opts.policyDoc, opts.policyName ?? policyNameOf(opts.policyDoc));
   if (env.POD_NAME) c.pod.name = env.POD_NAME;
   if (env.POD_NAMESPACE) c.pod.namespace = env.POD_NAMESPACE;
+  if (c.istiodTls.dir !== undefined && c.istiodTls.dnsNames.length === 0)
+    c.istiodTls.dnsNames = defaultIstiodDnsNames(c.pod.namespace ?? "istio-system", c.istiodTls.revision);
   // The policy document may name the mount in any of its spellings too.
   c.auth.mountPath = normalizeAuthMount(c.auth.mountPath);
   const given = (flag: string) => values[flag] !== undefined;

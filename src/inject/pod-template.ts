@@ -9,9 +9,19 @@
 //   - a projected service-account token for Vault, an emptyDir for the agent's socket (also mounted in discovery);
 //   - pod fsGroup 1337 so istiod (group 1337) can read the 0640 cacerts files;
 //   - an annotation holding the original values that were replaced, so --remove restores the original exactly.
+//
+// --mode=mesh-ca instead: no cacerts and no init container; the agent (native sidecar only: istiod must find its TLS
+// files at its start) serves the Istio CA on 15013, writes istiod's serving certificate into an in-memory volume that
+// discovery reads through --tlsCertFile/--tlsKeyFile/--caCertFile, and the istio-ca-root-cert ConfigMaps; discovery
+// gets ENABLE_CA_SERVER=false. The CA Service and Istio's global.caAddress are not part of the Deployment (project
+// chart meshCa.enabled, manifests/overlays/mesh-ca/service.yaml).
+
+export type InjectMode = "cacerts" | "mesh-ca";
 
 export interface InjectOptions {
   namespace: string;
+  /** cacerts (default): istiod signs with the delivered intermediate; mesh-ca: the agent is the mesh's CA. */
+  mode?: InjectMode;
   /** Deployment name; ignored when `revision` is set. */
   name?: string;
   /** Select every istiod Deployment labelled istio.io/rev=<revision> instead of one by name. */
@@ -57,6 +67,16 @@ export const CACERTS_VOLUME = "cacerts";
 export const TOKEN_VOLUME = "vault-token";
 export const SOCKET_VOLUME = "istiod-vault-agent-socket";
 export const VAULT_CA_VOLUME = "istiod-vault-agent-vault-ca";
+export const ISTIOD_TLS_VOLUME = "istiod-vault-agent-istiod-tls";
+export const ISTIOD_TLS_DIR = "/etc/istiod-vault-agent/istiod-tls";
+/** The agent's Istio CA port in istiod's pod (istiod holds 15012); the CA Service maps 15012 to it. */
+export const MESH_CA_PORT = 15013;
+/** What discovery gets in the mesh-CA mode: its serving certificate from the agent's files. */
+export const MESH_CA_DISCOVERY_ARGS = [
+  `--tlsCertFile=${ISTIOD_TLS_DIR}/tls.crt`,
+  `--tlsKeyFile=${ISTIOD_TLS_DIR}/tls.key`,
+  `--caCertFile=${ISTIOD_TLS_DIR}/ca.crt`,
+];
 export const CACERTS_DIR = "/etc/cacerts";
 export const TOKEN_DIR = "/var/run/secrets/tokens";
 export const TOKEN_PATH = `${TOKEN_DIR}/vault-token`;
@@ -79,10 +99,11 @@ export const ISTIOD_GID = 1337;
 export const DEFAULT_IMAGE = "ghcr.io/istiod-vault-agent/istiod-vault-agent:0.1.0";
 export const REVISION_LABEL = "istio.io/rev";
 
-const AGENT_VOLUMES = [TOKEN_VOLUME, SOCKET_VOLUME, VAULT_CA_VOLUME];
+const AGENT_VOLUMES = [TOKEN_VOLUME, SOCKET_VOLUME, VAULT_CA_VOLUME, ISTIOD_TLS_VOLUME];
 const AGENT_CONTAINERS = [INIT_CONTAINER, SIDECAR_CONTAINER];
 /** Ports istiod's discovery container listens on in the shared pod network namespace. */
 export const ISTIOD_PORTS = [8080, 15010, 15012, 15014, 15017, 15053];
+const ENABLE_CA_SERVER = "ENABLE_CA_SERVER";
 
 // --- loose Kubernetes shapes (only what is touched; everything else is carried through untouched) -------------------
 
@@ -94,6 +115,8 @@ export interface Named extends Obj {
 
 export interface Container extends Named {
   volumeMounts?: Named[];
+  env?: Named[];
+  args?: string[];
 }
 
 export interface PodSpec extends Obj {
@@ -125,6 +148,10 @@ interface InjectionRecord {
   fsGroup: number | null;
   /** Discovery had no mount of `cacerts`; one was added at /etc/cacerts. */
   addedDiscoveryCacertsMount: boolean;
+  /** mesh-ca mode only: discovery's original ENABLE_CA_SERVER entry (null: none), and the args appended to it. */
+  mode?: "mesh-ca";
+  caServerEnv?: Obj | null;
+  addedDiscoveryArgs?: string[];
   /** Fields that did not exist before injection; removal deletes them again when they end up empty. */
   created: CreatedField[];
 }
@@ -136,7 +163,9 @@ type CreatedField =
   | "pod.securityContext"
   | "pod.initContainers"
   | "pod.volumes"
-  | "discovery.volumeMounts";
+  | "discovery.volumeMounts"
+  | "discovery.env"
+  | "discovery.args";
 
 export const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 
@@ -197,26 +226,38 @@ export function isInjected(deployment: unknown): boolean {
 
 // --- the agent containers -------------------------------------------------------------------------------------------
 
-function agentArgs(command: "init" | "sidecar", opts: InjectOptions, deploymentName: string): string[] {
-  const layout = [
-    `--cacerts-dir=${CACERTS_DIR}`,
-    `--token-path=${TOKEN_PATH}`,
-    `--socket=${SOCKET_PATH}`,
-    `--http-addr=0.0.0.0:${opts.httpPort}`,
-  ];
-  if (opts.usePolicy) return [command, `--policy-name=${deploymentName}`, ...layout, ...(opts.extraArgs ?? [])];
+function agentArgs(
+  command: "init" | "sidecar",
+  opts: InjectOptions,
+  deployment: { name: string; ns: string },
+): string[] {
+  const mode = opts.mode === "mesh-ca" ? meshCaArgs(deployment) : [`--cacerts-dir=${CACERTS_DIR}`];
+  const layout = [`--token-path=${TOKEN_PATH}`, `--socket=${SOCKET_PATH}`, `--http-addr=0.0.0.0:${opts.httpPort}`];
+  if (opts.usePolicy)
+    return [command, `--policy-name=${deployment.name}`, ...mode, ...layout, ...(opts.extraArgs ?? [])];
   return [
     command,
-    `--cacerts-dir=${CACERTS_DIR}`,
+    ...mode,
     `--vault-addr=${opts.vaultAddress}`,
     `--auth-role=${opts.role}`,
     `--ca-path=${opts.caPath}`,
-    `--token-path=${TOKEN_PATH}`,
-    `--socket=${SOCKET_PATH}`,
-    `--http-addr=0.0.0.0:${opts.httpPort}`,
+    ...layout,
     ...(opts.vaultCaConfigMap ? [`--vault-cacert=${VAULT_CA_DIR}/ca.crt`] : []),
     ...(opts.trustDomain ? [`--trust-domain=${opts.trustDomain}`] : []),
     ...(opts.extraArgs ?? []),
+  ];
+}
+
+/** The mesh-CA sidecar's flags: CA listener named after its Service, istiod's TLS files, the root ConfigMaps. */
+function meshCaArgs(deployment: { name: string; ns: string }): string[] {
+  const revision = deployment.name.startsWith("istiod-") ? deployment.name.slice("istiod-".length) : undefined;
+  const service = revision ? `istiod-vault-agent-${revision}` : "istiod-vault-agent";
+  return [
+    `--istio-ca-addr=0.0.0.0:${MESH_CA_PORT}`,
+    `--istio-ca-names=${service}.${deployment.ns}.svc`,
+    `--istiod-tls-dir=${ISTIOD_TLS_DIR}`,
+    ...(revision ? [`--revision=${revision}`] : []),
+    "--root-configmaps",
   ];
 }
 
@@ -224,13 +265,13 @@ function agentContainer(
   kind: "init" | "sidecar",
   opts: InjectOptions,
   native: boolean,
-  deploymentName: string,
+  deployment: { name: string; ns: string },
 ): Container {
   const httpGet = (path: string) => ({ path, port: opts.httpPort, scheme: "HTTP" });
   const c: Container = {
     name: kind === "init" ? INIT_CONTAINER : SIDECAR_CONTAINER,
     image: opts.image,
-    args: agentArgs(kind, opts, deploymentName),
+    args: agentArgs(kind, opts, deployment),
     env: [
       { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
       { name: "POD_NAMESPACE", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.namespace" } } },
@@ -245,14 +286,19 @@ function agentContainer(
       capabilities: { drop: ["ALL"] },
     },
     volumeMounts: [
-      { name: CACERTS_VOLUME, mountPath: CACERTS_DIR },
+      opts.mode === "mesh-ca"
+        ? { name: ISTIOD_TLS_VOLUME, mountPath: ISTIOD_TLS_DIR }
+        : { name: CACERTS_VOLUME, mountPath: CACERTS_DIR },
       { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
       { name: SOCKET_VOLUME, mountPath: SOCKET_DIR },
       ...(opts.vaultCaConfigMap ? [{ name: VAULT_CA_VOLUME, mountPath: VAULT_CA_DIR, readOnly: true }] : []),
     ],
   };
   if (kind === "sidecar") {
-    c.ports = [{ name: "agent-http", containerPort: opts.httpPort, protocol: "TCP" }];
+    c.ports = [
+      { name: "agent-http", containerPort: opts.httpPort, protocol: "TCP" },
+      ...(opts.mode === "mesh-ca" ? [{ name: "grpc-istio-ca", containerPort: MESH_CA_PORT, protocol: "TCP" }] : []),
+    ];
     if (native) {
       c.restartPolicy = "Always";
       // Discovery starts only once this passes: the agent holds a valid intermediate. Up to 5 minutes for Vault.
@@ -273,6 +319,8 @@ function agentVolumes(opts: InjectOptions): Named[] {
       },
     },
     { name: SOCKET_VOLUME, emptyDir: {} },
+    // istiod's serving key: in memory, shared by the agent (writes) and discovery (reads) only.
+    ...(opts.mode === "mesh-ca" ? [{ name: ISTIOD_TLS_VOLUME, emptyDir: { medium: "Memory", sizeLimit: "1Mi" } }] : []),
     ...(opts.vaultCaConfigMap
       ? [
           {
@@ -304,6 +352,12 @@ export function injectPodSpec(deployment: unknown, opts: InjectOptions): unknown
 /** Mutates `d` (a private copy): adds the agent. `d` must not be injected. */
 function applyInjection(d: Deployment, opts: InjectOptions): Deployment {
   const native = opts.nativeSidecar === true;
+  const meshCa = opts.mode === "mesh-ca";
+  if (meshCa && !native)
+    throw new Error(
+      "--mode=mesh-ca needs a native sidecar (Kubernetes 1.29+): istiod reads its TLS files only at its start, so " +
+        "the agent's startupProbe must hold it back until they exist; do not pass --native-sidecar=false",
+    );
   const pod = podSpecOf(d);
   const discovery = discoveryOf(d);
   for (const name of AGENT_VOLUMES)
@@ -326,40 +380,44 @@ function applyInjection(d: Deployment, opts: InjectOptions): Deployment {
     created,
   };
 
-  // (a) cacerts: an in-memory emptyDir in place of the Secret, at the same position.
   if (!pod.volumes) {
     pod.volumes = [];
     created.push("pod.volumes");
-  }
-  const cacerts: Named = { name: CACERTS_VOLUME, emptyDir: { medium: "Memory" } };
-  const at = pod.volumes.findIndex((v) => v.name === CACERTS_VOLUME);
-  if (at >= 0) {
-    record.cacertsVolume = structuredClone(pod.volumes[at]!);
-    pod.volumes[at] = cacerts;
-  } else {
-    pod.volumes.push(cacerts);
   }
   if (!discovery.volumeMounts) {
     discovery.volumeMounts = [];
     created.push("discovery.volumeMounts");
   }
-  if (!discovery.volumeMounts.some((m) => m.name === CACERTS_VOLUME)) {
-    discovery.volumeMounts.push({ name: CACERTS_VOLUME, mountPath: CACERTS_DIR, readOnly: true });
-    record.addedDiscoveryCacertsMount = true;
+  if (meshCa) injectMeshCaDiscovery(discovery, record, created);
+  else {
+    // (a) cacerts: an in-memory emptyDir in place of the Secret, at the same position.
+    const cacerts: Named = { name: CACERTS_VOLUME, emptyDir: { medium: "Memory" } };
+    const at = pod.volumes.findIndex((v) => v.name === CACERTS_VOLUME);
+    if (at >= 0) {
+      record.cacertsVolume = structuredClone(pod.volumes[at]!);
+      pod.volumes[at] = cacerts;
+    } else {
+      pod.volumes.push(cacerts);
+    }
+    if (!discovery.volumeMounts.some((m) => m.name === CACERTS_VOLUME)) {
+      discovery.volumeMounts.push({ name: CACERTS_VOLUME, mountPath: CACERTS_DIR, readOnly: true });
+      record.addedDiscoveryCacertsMount = true;
+    }
   }
   // (c), (d) token and socket volumes; the socket is shared with discovery.
   pod.volumes.push(...agentVolumes(opts));
   discovery.volumeMounts.push({ name: SOCKET_VOLUME, mountPath: SOCKET_DIR });
 
-  // (b) init container, then the sidecar (native: a restartable init container after it).
+  // (b) init container (cacerts mode: fills cacerts before istiod starts), then the sidecar (native: a restartable
+  // init container after it).
   if (!pod.initContainers) {
     pod.initContainers = [];
     created.push("pod.initContainers");
   }
-  const name = d.metadata?.name ?? "istiod";
-  pod.initContainers.push(agentContainer("init", opts, native, name));
-  if (native) pod.initContainers.push(agentContainer("sidecar", opts, native, name));
-  else pod.containers.push(agentContainer("sidecar", opts, native, name));
+  const deployment = { name: d.metadata?.name ?? "istiod", ns: d.metadata?.namespace ?? opts.namespace };
+  if (!meshCa) pod.initContainers.push(agentContainer("init", opts, native, deployment));
+  if (native) pod.initContainers.push(agentContainer("sidecar", opts, native, deployment));
+  else pod.containers.push(agentContainer("sidecar", opts, native, deployment));
 
   // (e) fsGroup for istiod's group.
   if (!pod.securityContext) {
@@ -389,6 +447,49 @@ function applyInjection(d: Deployment, opts: InjectOptions): Deployment {
   return d;
 }
 
+/** mesh-ca: discovery reads the agent's TLS files and runs without its CA server; the originals go in the record. */
+function injectMeshCaDiscovery(discovery: Container, record: InjectionRecord, created: CreatedField[]): void {
+  record.mode = "mesh-ca";
+  discovery.volumeMounts!.push({ name: ISTIOD_TLS_VOLUME, mountPath: ISTIOD_TLS_DIR, readOnly: true });
+  if (!discovery.env) {
+    discovery.env = [];
+    created.push("discovery.env");
+  }
+  const at = discovery.env.findIndex((e) => e.name === ENABLE_CA_SERVER);
+  record.caServerEnv = at >= 0 ? structuredClone(discovery.env[at]!) : null;
+  const off = { name: ENABLE_CA_SERVER, value: "false" };
+  if (at >= 0) discovery.env[at] = off;
+  else discovery.env.push(off);
+  if (!discovery.args) {
+    discovery.args = [];
+    created.push("discovery.args");
+  }
+  const clashing = discovery.args.filter((a) => /^--(tlsCertFile|tlsKeyFile|caCertFile)(=|$)/.test(a));
+  if (clashing.length)
+    throw new Error(
+      `discovery already has ${clashing.join(" ")}; --mode=mesh-ca sets istiod's serving certificate itself (remove them first)`,
+    );
+  record.addedDiscoveryArgs = [...MESH_CA_DISCOVERY_ARGS];
+  discovery.args.push(...MESH_CA_DISCOVERY_ARGS);
+}
+
+/** Undoes injectMeshCaDiscovery from the record. */
+function removeMeshCaDiscovery(discovery: Container, record: InjectionRecord, created: Set<CreatedField>): void {
+  if (discovery.env) {
+    const at = discovery.env.findIndex((e) => e.name === ENABLE_CA_SERVER);
+    if (record.caServerEnv) {
+      if (at >= 0) discovery.env[at] = record.caServerEnv as Named;
+      else discovery.env.push(record.caServerEnv as Named);
+    } else if (at >= 0) discovery.env.splice(at, 1);
+    if (discovery.env.length === 0 && created.has("discovery.env")) delete discovery.env;
+  }
+  if (discovery.args) {
+    const added = new Set(record.addedDiscoveryArgs ?? []);
+    discovery.args = discovery.args.filter((a) => !added.has(a));
+    if (discovery.args.length === 0 && created.has("discovery.args")) delete discovery.args;
+  }
+}
+
 /**
  * Returns a deep copy of `deployment` without the agent: the original `cacerts` volume, fsGroup and every other
  * replaced value come back from the annotation, and everything injection added is removed. A Deployment that was never
@@ -413,7 +514,8 @@ export function removeInjection(deployment: unknown): unknown {
 
   if (pod.volumes) {
     pod.volumes = pod.volumes.filter((v) => !AGENT_VOLUMES.includes(v.name));
-    if (record) {
+    // The mesh-CA mode never touched cacerts (Istio's own optional Secret stays).
+    if (record && record.mode !== "mesh-ca") {
       const at = pod.volumes.findIndex((v) => v.name === CACERTS_VOLUME);
       if (record.cacertsVolume) {
         if (at >= 0) pod.volumes[at] = record.cacertsVolume as Named;
@@ -428,10 +530,15 @@ export function removeInjection(deployment: unknown): unknown {
   const discovery = pod.containers.find((c) => c.name === DISCOVERY_CONTAINER);
   if (discovery?.volumeMounts) {
     discovery.volumeMounts = discovery.volumeMounts.filter(
-      (m) => m.name !== SOCKET_VOLUME && !(record?.addedDiscoveryCacertsMount && m.name === CACERTS_VOLUME),
+      (m) =>
+        m.name !== SOCKET_VOLUME &&
+        m.name !== ISTIOD_TLS_VOLUME &&
+        !(record?.addedDiscoveryCacertsMount && m.name === CACERTS_VOLUME),
     );
     if (discovery.volumeMounts.length === 0 && created.has("discovery.volumeMounts")) delete discovery.volumeMounts;
   }
+
+  if (discovery && record?.mode === "mesh-ca") removeMeshCaDiscovery(discovery, record, created);
 
   if (record && pod.securityContext) {
     if (record.fsGroup === null) delete pod.securityContext.fsGroup;

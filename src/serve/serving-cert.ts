@@ -1,6 +1,6 @@
-// The Istio CA listener's TLS serving certificate: a fresh P-256 key, signed by the current intermediate through the
-// one leaf signer. Kept apart from the listener so tests (zlint among them) can make one in process exactly as the
-// listener does.
+// TLS serving certificates the agent issues itself (the Istio CA listener's, and istiod's own in the mesh-CA mode,
+// src/serve/istiod-cert.ts): a fresh P-256 key, signed by the current intermediate through the one leaf signer. Kept
+// apart from their users so tests (zlint among them) can make one in process exactly as they do.
 import type { SigningBundle } from "../authority/bundle.js";
 import { exportNodePrivateKeyPem, generateNodeKeyPairFor } from "../crypto/keys.js";
 import { spkiSubjectPublicKey } from "../crypto/csr-parse.js";
@@ -16,15 +16,19 @@ export interface ServingCertificate {
   notAfter: Date;
 }
 
-/** A serving certificate for `servingNames` (DNS names, or IP addresses), valid from now (minus skew) for a day. */
+/**
+ * A serving certificate for `servingNames` (DNS names, or IP addresses), valid from now (minus skew) for `ttlMs` (a
+ * day by default), never past the intermediate. Every call makes a new key: it is the server's, not the intermediate's.
+ */
 export async function issueServingCertificate(
   bundle: SigningBundle,
   servingNames: readonly string[],
   nowMs: number,
+  ttlMs: number = SERVING_CERT_TTL_MS,
 ): Promise<ServingCertificate> {
   const keys = await generateNodeKeyPairFor("ECDSA_P256");
   const spki = keys.publicKey.export({ type: "spki", format: "der" });
-  const notAfter = new Date(Math.floor(Math.min(nowMs + SERVING_CERT_TTL_MS, bundle.notAfter.getTime()) / 1000) * 1000);
+  const notAfter = new Date(Math.floor(Math.min(nowMs + ttlMs, bundle.notAfter.getTime()) / 1000) * 1000);
   const ips = servingNames.filter((n) => /^[\d.]+$|:/.test(n));
   const { certPem } = issueLeaf(bundle, {
     spki,

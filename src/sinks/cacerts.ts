@@ -1,34 +1,26 @@
 // The cacerts sink: publishes the four plugged-in CA files istiod reads from /etc/cacerts (an in-memory volume shared
-// with istiod). Writes follow kubelet's projected-volume layout so a reader never sees a half-written set:
-//
-//   ..2025_01_02_03_04_05.678_Ab12Cd/   fresh, fully written and fsynced directory (0750) per write
-//   ..data -> ..2025_01_02_03_04_05.678_Ab12Cd   swapped atomically with rename(2)
-//   ca-cert.pem -> ..data/ca-cert.pem   (same for the other three; created once, never change)
-//
-// Another writer of the volume must not be able to redirect these writes (or the key) with a symlink: the data
-// directory is opened once (O_NOFOLLOW) and everything inside it is created through that descriptor (O_EXCL |
-// O_NOFOLLOW, fchmod, fchown); before `..data` is swapped, both directories must still be the ones opened.
+// with istiod), atomically and safe against another writer of the volume, through the projected-volume writer in
+// ./projected-dir.ts (`..data` swap; the same writer publishes istiod's TLS serving certificate).
 //
 // istiod also compares root-cert.pem byte for byte with the root it loaded (bytes.Contains in multi-root mode), so the
 // sink decides the bytes of root-cert.pem itself: see planRootCertText.
 import { createHash } from "node:crypto";
-import { constants as fsConstants, existsSync, type Stats } from "node:fs";
-import {
-  access,
-  lstat,
-  mkdtemp,
-  open,
-  readdir,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  stat,
-  symlink,
-  type FileHandle,
-} from "node:fs/promises";
+import { constants as fsConstants, existsSync } from "node:fs";
+import { open, readFile, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { parsePemBlocks, type PemBlock } from "../crypto/pem.js";
+import {
+  DATA_DIR_MODE,
+  DATA_DIR_PATTERN,
+  DATA_LINK,
+  ProjectedDir,
+  errnoCode,
+  readFileIfPresent,
+  readLinkIfPresent,
+  type ChownFunction,
+} from "./projected-dir.js";
+
+export type { ChownFunction } from "./projected-dir.js";
 
 export interface CacertsFiles {
   caCertPem: string;
@@ -48,12 +40,6 @@ export interface OwnGeneration {
   name: string;
   files: CacertsFiles;
 }
-
-/**
- * Test seam: changes the group of a path; `uid` -1 keeps the owner (contract of fs/promises chown). Without it the
- * sink uses fchown on the open descriptor, never a path.
- */
-export type ChownFunction = (path: string, uid: number, gid: number) => Promise<void>;
 
 export interface CacertsSinkOptions {
   /** The directory istiod reads (its /etc/cacerts); must exist and be writable. */
@@ -90,37 +76,28 @@ export const ORIGIN_FILE = "istiod-vault-agent-origin.json";
 /** Larger files are not ours: the four PEM files and the origin record are a few KiB each. */
 const MAX_OWN_FILE_BYTES = 256 * 1024;
 
-const DATA_LINK = "..data";
-const DATA_TMP_LINK = "..data_tmp";
-/** Temporary name used when a top-level name has to be replaced (wrong link or a plain file). */
-const LINK_TMP = "..link_tmp";
-/** Our timestamped data directories; kubelet's `..2006_01_02_15_04_05.000000000` matches too. */
-const DATA_DIR_PATTERN = /^\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\./;
-const DATA_DIR_MODE = 0o750;
 const DEFAULT_GROUP = 1337;
 const DEFAULT_FILE_MODE = 0o640;
 
 export class CacertsSink {
   readonly dir: string;
-  private readonly group: number;
   private readonly fileMode: number;
   private readonly multiRoot: boolean;
-  private readonly chownFn: ChownFunction | undefined;
-  private strayCleanupDone = false;
+  private readonly out: ProjectedDir;
   private lastWarnings: readonly string[] = [];
-  /** Serializes write() calls: two interleaved writes would each remove the other's "previous" directory. */
-  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: CacertsSinkOptions) {
     this.dir = path.resolve(opts.dir);
-    this.group = opts.group ?? DEFAULT_GROUP;
     this.fileMode = opts.fileMode ?? DEFAULT_FILE_MODE;
     this.multiRoot = opts.multiRoot ?? false;
-    this.chownFn = opts.chown;
-    if (!Number.isInteger(this.group) || this.group < 0) throw new Error(`cacerts group must be a gid >= 0`);
-    if (!Number.isInteger(this.fileMode) || this.fileMode < 0 || this.fileMode > 0o777) {
-      throw new Error(`cacerts fileMode must be a permission mode between 0 and 0o777`);
-    }
+    this.out = new ProjectedDir({
+      dir: this.dir,
+      group: opts.group ?? DEFAULT_GROUP,
+      fileMode: this.fileMode,
+      label: "cacerts",
+      dirError: (message) => new CacertsDirError(message),
+      chown: opts.chown,
+    });
   }
 
   /**
@@ -134,14 +111,25 @@ export class CacertsSink {
 
   /** Fails with a CacertsDirError naming the path and the permission needed unless the directory is usable. */
   async preflight(): Promise<void> {
-    await assertWritableDir(this.dir);
+    await this.out.preflight();
   }
 
   /** Atomically publishes a new set of the four files. Concurrent calls run one after the other. */
-  write(files: CacertsFiles): Promise<void> {
-    const run = this.queue.then(() => this.writeNow(files));
-    this.queue = run.catch(() => undefined);
-    return run;
+  async write(files: CacertsFiles): Promise<void> {
+    this.lastWarnings = await this.out.write(async () => {
+      validateFiles(files);
+      await this.out.preflight();
+      // Read inside the writer's queue: the root on disk is the one the previous write left.
+      const onDiskRoot = await readFileIfPresent(path.join(this.dir, FILE_NAMES.rootCertPem));
+      const rootCertPem = planRootCertText(onDiskRoot, files.rootCertPem, this.multiRoot, this.dir);
+      return [
+        ...FILE_KEYS.map((key) => ({
+          name: FILE_NAMES[key],
+          content: key === "rootCertPem" ? rootCertPem : files[key],
+        })),
+        ...(files.originJson === undefined ? [] : [{ name: ORIGIN_FILE, content: files.originJson, link: false }]),
+      ];
+    });
   }
 
   /** The set currently published through `..data`, read consistently; undefined when nothing is published yet. */
@@ -240,158 +228,6 @@ export class CacertsSink {
       await dirHandle.close();
     }
   }
-
-  private async writeNow(files: CacertsFiles): Promise<void> {
-    validateFiles(files);
-    await assertWritableDir(this.dir);
-    if (!this.strayCleanupDone) {
-      await this.removeStrays();
-      this.strayCleanupDone = true;
-    }
-    const onDiskRoot = await readFileIfPresent(path.join(this.dir, FILE_NAMES.rootCertPem));
-    const rootCertPem = planRootCertText(onDiskRoot, files.rootCertPem, this.multiRoot, this.dir);
-    const warnings: string[] = [];
-
-    const topDir = await open(this.dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-    const dataDir = await mkdtemp(path.join(this.dir, dataDirPrefix(new Date())));
-    let dirHandle: FileHandle | undefined;
-    try {
-      dirHandle = await openOwnDirectory(dataDir);
-      await dirHandle.chmod(DATA_DIR_MODE);
-      let chownDenied = await this.setGroup(dirHandle, dataDir);
-      const created: [string, Stats][] = [];
-      for (const key of FILE_KEYS) {
-        const name = FILE_NAMES[key];
-        const file = await createInDirectory(dirHandle, dataDir, name, this.fileMode);
-        try {
-          await file.writeFile(key === "rootCertPem" ? rootCertPem : files[key], "utf8");
-          await file.chmod(this.fileMode); // open()'s mode is filtered by the umask.
-          chownDenied = (await this.setGroup(file, path.join(dataDir, name))) ?? chownDenied;
-          await file.sync();
-          created.push([name, await file.stat()]);
-        } finally {
-          await file.close();
-        }
-      }
-      if (files.originJson !== undefined) {
-        const file = await createInDirectory(dirHandle, dataDir, ORIGIN_FILE, this.fileMode);
-        try {
-          await file.writeFile(files.originJson, "utf8");
-          await file.chmod(this.fileMode);
-          chownDenied = (await this.setGroup(file, path.join(dataDir, ORIGIN_FILE))) ?? chownDenied;
-          await file.sync();
-          created.push([ORIGIN_FILE, await file.stat()]);
-        } finally {
-          await file.close();
-        }
-      }
-      await dirHandle.sync();
-      // Last check before publishing: the names still lead to what was written through the descriptors.
-      await assertSameObject(this.dir, await topDir.stat(), "stat");
-      await assertSameObject(dataDir, await dirHandle.stat(), "lstat");
-      for (const [name, st] of created) await assertSameObject(path.join(dataDir, name), st, "lstat");
-      if (chownDenied !== undefined) warnings.push(this.chownWarning(chownDenied));
-    } catch (err) {
-      // rm does not follow a symlink planted under our name: it removes the link, never what it points to.
-      await rm(dataDir, { recursive: true, force: true });
-      throw err;
-    } finally {
-      await dirHandle?.close();
-      await topDir.close();
-    }
-
-    const previous = await readLinkIfPresent(path.join(this.dir, DATA_LINK));
-    await this.swapDataLink(path.basename(dataDir));
-    await this.ensureTopLevelLinks();
-    // Only a plain name of ours is removed, never a path a foreign `..data` might have pointed to.
-    if (previous !== undefined && DATA_DIR_PATTERN.test(previous) && !previous.includes("/")) {
-      await rm(path.join(this.dir, previous), { recursive: true, force: true });
-    }
-    this.lastWarnings = warnings;
-  }
-
-  /** `..data_tmp` -> new dir, then rename over `..data`: rename(2) is the single atomic switch readers observe. */
-  private async swapDataLink(dataDirName: string): Promise<void> {
-    const tmp = path.join(this.dir, DATA_TMP_LINK);
-    await rm(tmp, { recursive: true, force: true });
-    await symlink(dataDirName, tmp);
-    try {
-      await rename(tmp, path.join(this.dir, DATA_LINK));
-    } catch (err) {
-      await rm(path.join(this.dir, dataDirName), { recursive: true, force: true });
-      await rm(tmp, { force: true });
-      throw new CacertsDirError(
-        `cannot replace ${path.join(this.dir, DATA_LINK)} (${errnoCode(err) ?? String(err)}); it must be a symlink`,
-      );
-    }
-    await fsyncDir(this.dir);
-  }
-
-  /** Each top-level name must be the symlink `..data/<name>`; a missing, wrong or plain-file entry is replaced. */
-  private async ensureTopLevelLinks(): Promise<void> {
-    let changed = false;
-    for (const name of Object.values(FILE_NAMES)) {
-      const linkPath = path.join(this.dir, name);
-      const wanted = `${DATA_LINK}/${name}`;
-      let current: string | undefined;
-      try {
-        current = await readlink(linkPath);
-      } catch (err) {
-        const code = errnoCode(err);
-        if (code === "ENOENT") {
-          await symlink(wanted, linkPath);
-          changed = true;
-          continue;
-        }
-        if (code !== "EINVAL") throw err; // EINVAL: exists but is not a symlink, replaced below.
-      }
-      if (current === wanted) continue;
-      if ((await lstat(linkPath)).isDirectory()) {
-        throw new CacertsDirError(`${linkPath} is a directory; remove it so it can become a link to ${wanted}`);
-      }
-      // Replacing through rename keeps the name present at every instant.
-      const tmp = path.join(this.dir, LINK_TMP);
-      await rm(tmp, { force: true });
-      await symlink(wanted, tmp);
-      await rename(tmp, linkPath);
-      changed = true;
-    }
-    if (changed) await fsyncDir(this.dir);
-  }
-
-  /** Leftovers of a writer killed mid-write: `..data_tmp`, `..link_tmp` and data dirs `..data` does not point to. */
-  private async removeStrays(): Promise<void> {
-    const current = await readLinkIfPresent(path.join(this.dir, DATA_LINK));
-    for (const name of await readdir(this.dir)) {
-      const stray = name === DATA_TMP_LINK || name === LINK_TMP || (DATA_DIR_PATTERN.test(name) && name !== current);
-      if (stray) await rm(path.join(this.dir, name), { recursive: true, force: true });
-    }
-  }
-
-  /** Gives the open file our group. Returns the errno code when the kernel refuses (EPERM/EINVAL), undefined otherwise. */
-  private async setGroup(handle: FileHandle, displayPath: string): Promise<string | undefined> {
-    // Skip when already right (setgid fsGroup volume, or we run as that group): no privilege needed then.
-    if ((await handle.stat()).gid === this.group) return undefined;
-    try {
-      if (this.chownFn) await this.chownFn(displayPath, -1, this.group);
-      else await handle.chown(-1, this.group);
-      return undefined;
-    } catch (err) {
-      const code = errnoCode(err);
-      // EPERM: not root and not a member of the group. EINVAL: the gid is not mapped in this user namespace.
-      if (code === "EPERM" || code === "EINVAL") return code;
-      throw err;
-    }
-  }
-
-  private chownWarning(code: string): string {
-    const gid = process.getegid?.() ?? "unknown";
-    return (
-      `could not give the cacerts files in ${this.dir} group ${this.group} (${code}); they keep group ${gid}. ` +
-      `istiod can read them only if it is in that group: run this container as root, with group ${this.group} ` +
-      `(runAsGroup/supplementalGroups), or set the pod's fsGroup to ${this.group}`
-    );
-  }
 }
 
 /**
@@ -484,106 +320,4 @@ function fingerprints(blocks: PemBlock[]): string {
   return unique
     .map((k) => "sha256:" + createHash("sha256").update(Buffer.from(k, "base64")).digest("hex").slice(0, 16))
     .join(", ");
-}
-
-async function assertWritableDir(dir: string): Promise<void> {
-  const who = `uid ${process.geteuid?.() ?? "?"} gid ${process.getegid?.() ?? "?"}`;
-  const needs = `this process (${who}) needs write and search (w+x) permission on it`;
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") {
-      throw new CacertsDirError(
-        `cacerts directory ${dir} does not exist: mount the in-memory volume shared with istiod there; ${needs}`,
-      );
-    }
-    throw new CacertsDirError(`cannot inspect cacerts directory ${dir} (${errnoCode(err) ?? String(err)}); ${needs}`);
-  }
-  if (!isDir) throw new CacertsDirError(`cacerts path ${dir} is not a directory`);
-  try {
-    await access(dir, fsConstants.W_OK | fsConstants.X_OK);
-  } catch (err) {
-    throw new CacertsDirError(`cacerts directory ${dir} is not writable (${errnoCode(err) ?? String(err)}): ${needs}`);
-  }
-}
-
-/** `..YYYY_MM_DD_HH_MM_SS.mmm_` in UTC; mkdtemp appends six random characters. */
-function dataDirPrefix(now: Date): string {
-  const p = (n: number, width = 2): string => String(n).padStart(width, "0");
-  const date = `${now.getUTCFullYear()}_${p(now.getUTCMonth() + 1)}_${p(now.getUTCDate())}`;
-  const time = `${p(now.getUTCHours())}_${p(now.getUTCMinutes())}_${p(now.getUTCSeconds())}`;
-  return `..${date}_${time}.${p(now.getUTCMilliseconds(), 3)}_`;
-}
-
-/** Opens a directory this process just created, refusing a symlink or anything not owned by us. */
-async function openOwnDirectory(dir: string): Promise<FileHandle> {
-  const handle = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
-  const st = await handle.stat();
-  const uid = process.geteuid?.();
-  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
-    await handle.close();
-    throw new CacertsDirError(`${dir} is not the directory this agent just created; another writer changed it`);
-  }
-  return handle;
-}
-
-/**
- * Creates `name` inside the directory open as `dir`. On Linux the path goes through /proc/self/fd/N, which resolves
- * to the open directory itself (like openat), so renaming or replacing the directory's name cannot redirect the
- * file; elsewhere the name is used and the identity checks before publishing catch a swap.
- */
-async function createInDirectory(dir: FileHandle, dirPath: string, name: string, mode: number): Promise<FileHandle> {
-  const viaFd = `/proc/self/fd/${dir.fd}`;
-  const base = existsSync(viaFd) ? viaFd : dirPath;
-  const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
-  return open(path.join(base, name), flags, mode);
-}
-
-/** Fails unless `target` (by stat or lstat) is still the object `opened` describes (same device and inode). */
-async function assertSameObject(target: string, opened: Stats, how: "stat" | "lstat"): Promise<void> {
-  let now: Stats | undefined;
-  try {
-    now = how === "lstat" ? await lstat(target) : await stat(target);
-  } catch (err) {
-    if (errnoCode(err) !== "ENOENT") throw err;
-  }
-  if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.isSymbolicLink()) {
-    throw new CacertsDirError(
-      `${target} was replaced while the cacerts files were being written (${now ? (now.isSymbolicLink() ? "now a symlink" : "another file") : "now missing"}); ` +
-        `refusing to publish: only this agent may write the cacerts volume`,
-    );
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function readLinkIfPresent(linkPath: string): Promise<string | undefined> {
-  try {
-    return await readlink(linkPath);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-async function readFileIfPresent(filePath: string): Promise<string | undefined> {
-  try {
-    return await readFile(filePath, "utf8");
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-function errnoCode(err: unknown): string | undefined {
-  if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "string") return err.code;
-  return undefined;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real servers the tests run against (etcd, kube-apiserver, the node components kubelet,
-# kube-controller-manager and kube-scheduler, OpenBao, istiod), the zlint certificate linter and Prometheus's promtool
+# kube-controller-manager and kube-scheduler, OpenBao, istiod and its workload agent pilot-agent), the zlint certificate linter and Prometheus's promtool
 # (rule checks) from their Go modules.
 #
 # Each server has its own wrapper module in test/env/<name>/ (go.mod + go.sum pin every module). A binary is cached
@@ -38,6 +38,14 @@ settings() {
       local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
       ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
       ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
+    pilot-agent)
+      # Istio's workload agent, built from the same istio.io/istio commit as istiod: its own wrapper module
+      # (test/env/pilot-agent) pins that commit, and every module the two share at the same version, while istiod's
+      # go.mod (and so its cache key) stays as it was. The mesh-CA test runs it as a workload's agent.
+      pkg=istio.io/istio/pilot/cmd/pilot-agent; bin=pilot-agent; tags="vtprotobuf,disable_pgv"; cgo=0
+      local rev; rev=$(module_version "$1" istio.io/istio | sed -E 's/.*-([0-9a-f]{12})$/\1/')
+      ldflags="-X istio.io/istio/pkg/version.buildVersion=1.31-dev+$rev -X istio.io/istio/pkg/version.buildGitRevision=$rev"
+      ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean" ;;
     helm)
       # Renders Istio's own istiod chart (from the pinned istio.io/istio module) with the project's values.
       pkg=helm.sh/helm/v3/cmd/helm; bin=helm; tags=""; cgo=0
@@ -50,7 +58,7 @@ settings() {
       pkg=github.com/prometheus/prometheus/cmd/promtool; bin=promtool; tags=""; cgo=0
       ldflags="-X github.com/prometheus/common/version.Version=$(module_version promtool github.com/prometheus/prometheus)" ;;
     *) echo "build.sh: unknown server '$1' (expected etcd, kube-apiserver, kubelet, kube-controller-manager," \
-         "kube-scheduler, openbao, istiod, helm, zlint or promtool)" >&2; return 1 ;;
+         "kube-scheduler, openbao, istiod, pilot-agent, helm, zlint or promtool)" >&2; return 1 ;;
   esac
 }
 

@@ -17,6 +17,7 @@ export type ServerName =
   | "kube-apiserver"
   | "openbao"
   | "istiod"
+  | "pilot-agent"
   | "kubelet"
   | "kube-controller-manager"
   | "kube-scheduler"

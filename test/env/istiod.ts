@@ -23,6 +23,13 @@ export async function startIstiod(
   env: TestEnv,
   rootCaDir: string,
   extraEnv: Record<string, string> = {},
+  /**
+   * istiod's working directory: its well-known paths are relative (./var/run/secrets/istiod/tls, as `/` in Istio's
+   * image), so a test puts the agent's --istiod-tls-dir at <cwd>/var/run/secrets/istiod/tls.
+   */
+  cwd?: string,
+  /** More pilot-discovery flags (e.g. --tlsCertFile, as the mesh-CA Helm values pass them). */
+  extraArgs: string[] = [],
 ): Promise<IstiodRun> {
   const bin = serverBinaries(["istiod"]).istiod;
   const [httpPort, grpcPort, securePort, monitoringPort, httpsPort] = await Promise.all([
@@ -46,6 +53,7 @@ export async function startIstiod(
       `--httpsAddr=127.0.0.1:${httpsPort}`,
       "--domain=cluster.local",
       "--log_output_level=default:info",
+      ...extraArgs,
     ],
     logPath,
     {
@@ -56,6 +64,7 @@ export async function startIstiod(
       HOME: env.dir,
       ...extraEnv,
     },
+    cwd,
   );
   await waitUntil(
     "istiod /ready",

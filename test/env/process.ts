@@ -19,9 +19,11 @@ export class ManagedProcess {
     args: string[],
     readonly logPath: string,
     env: NodeJS.ProcessEnv = process.env,
+    /** Working directory (Istio's binaries read their well-known paths relative to it: ./var/run/secrets/...). */
+    cwd?: string,
   ) {
     const fd = openSync(logPath, "a");
-    this.child = spawn(binary, args, { stdio: ["ignore", fd, fd], env });
+    this.child = spawn(binary, args, { stdio: ["ignore", fd, fd], env, ...(cwd ? { cwd } : {}) });
     closeSync(fd);
     running.add(this.child);
     this.exited = new Promise((resolve) => {

@@ -81,6 +81,26 @@ describe("manifests, scripts and Dockerfile", () => {
     assert.equal(res.status, 0, res.stderr);
   });
 
+  it("the mesh-CA overlay builds without any cacerts, and the apiserver accepts it and its RBAC", () => {
+    const overlay = execFileSync("kubectl", ["kustomize", m("overlays/mesh-ca")], { encoding: "utf8" });
+    assert.doesNotMatch(overlay, /cacerts|key-export/, "no cacerts directory and no key export in this mode");
+    const docs = parseAllDocuments(overlay).map((d) => d.toJSON() as { kind: string; spec: Record<string, unknown> });
+    assert.deepEqual(docs.map((d) => d.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]);
+    const text = JSON.stringify(docs.find((d) => d.kind === "Deployment"));
+    for (const s of [
+      '{"name":"ENABLE_CA_SERVER","value":"false"}',
+      "--tlsCertFile=/etc/istiod-vault-agent/istiod-tls/tls.crt",
+      "--istiod-tls-dir=/etc/istiod-vault-agent/istiod-tls",
+      "--istio-ca-addr=0.0.0.0:15013",
+      "--root-configmaps",
+    ])
+      assert.ok(text.includes(s), s);
+    const res = kubectl(["apply", "--dry-run=server", "-f", "-"], overlay);
+    assert.equal(res.status, 0, res.stderr);
+    const tokenReview = kubectl(["apply", "--dry-run=server", "-f", m("base/istio-ca-tokenreview.yaml")]);
+    assert.equal(tokenReview.status, 0, tokenReview.stderr);
+  });
+
   it("shell scripts pass shellcheck", () => {
     const scripts = [
       ".ci/run",

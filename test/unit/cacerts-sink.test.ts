@@ -300,10 +300,10 @@ void test("a read-only directory is refused", async (t) => {
   }
   // Root bypasses directory permissions, so check as an unprivileged user (as istiod's pod would run the agent).
   await fsp.chmod(path.dirname(dir), 0o755);
-  // The checkout may not be readable by that user: give it a copy of the compiled sink module and its one import.
+  // The checkout may not be readable by that user: give it a copy of the compiled sink modules and their one import.
   const modules = path.join(path.dirname(dir), "modules");
   const sinkCopy = path.join(modules, "sinks", "cacerts.js");
-  for (const rel of ["sinks/cacerts.js", "crypto/pem.js"]) {
+  for (const rel of ["sinks/cacerts.js", "sinks/projected-dir.js", "crypto/pem.js"]) {
     const copy = path.join(modules, rel);
     await fsp.mkdir(path.dirname(copy), { recursive: true, mode: 0o755 });
     await fsp.copyFile(new URL(`../../src/${rel}`, import.meta.url), copy);

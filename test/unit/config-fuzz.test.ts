@@ -21,7 +21,18 @@ const SEED = hostileSeed(process.env, "IVA_CONFIG_FUZZ_SEED");
 const FLAG_NAMES = Object.keys(AGENT_FLAGS);
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("");
 const PROTO_KEYS = ["__proto__", "constructor", "prototype", "toString", "valueOf", "hasOwnProperty", "toJSON"];
-const CONFIG_PATHS = ["vault", "auth", "intermediate", "leaf", "serve", "cacerts", "istioCa", "kube", "pod"];
+const CONFIG_PATHS = [
+  "vault",
+  "auth",
+  "intermediate",
+  "leaf",
+  "serve",
+  "cacerts",
+  "istioCa",
+  "istiodTls",
+  "kube",
+  "pod",
+];
 
 /**
  * A problem "names a field" when it starts with one: a flag, an environment variable, a policy document path, or a

@@ -537,3 +537,70 @@ void describe("inject: parseInjectArgs", () => {
     );
   });
 });
+
+void describe("inject --mode=mesh-ca", () => {
+  const MESH = { ...BASE_OPTS, mode: "mesh-ca" as const };
+
+  void it("adds only the native sidecar (CA listener, istiod's TLS files, root ConfigMaps) and no cacerts", () => {
+    const x = istiodDeployment();
+    const out = injectPodSpec(x, MESH);
+    const p = pod(out);
+    assert.deepEqual(
+      names(p.initContainers).filter((n) => n.startsWith("istiod-vault-agent")),
+      ["istiod-vault-agent"],
+    );
+    const sidecar = byName(p.initContainers, "istiod-vault-agent");
+    assert.equal(sidecar.restartPolicy, "Always");
+    for (const a of [
+      "--istio-ca-addr=0.0.0.0:15013",
+      "--istio-ca-names=istiod-vault-agent.istio-system.svc",
+      "--istiod-tls-dir=/etc/istiod-vault-agent/istiod-tls",
+      "--root-configmaps",
+    ])
+      assert.ok(sidecar.args.includes(a), `${a} in ${sidecar.args.join(" ")}`);
+    assert.ok(!sidecar.args.some((a) => a.startsWith("--cacerts-dir") || a === "--key-export"));
+    assert.deepEqual(byName(p.volumes, "istiod-vault-agent-istiod-tls").emptyDir, {
+      medium: "Memory",
+      sizeLimit: "1Mi",
+    });
+    // Istio's own optional cacerts Secret is left as it was.
+    assert.deepEqual(byName(p.volumes, "cacerts"), byName(pod(x).volumes, "cacerts"));
+    const d = discovery(out) as unknown as Container & { env: { name: string; value?: string }[] };
+    assert.deepEqual(byName(d.env, "ENABLE_CA_SERVER"), { name: "ENABLE_CA_SERVER", value: "false" });
+    for (const a of ["--tlsCertFile=", "--tlsKeyFile=", "--caCertFile="])
+      assert.ok(
+        d.args.some((x) => x.startsWith(a + "/etc/istiod-vault-agent/istiod-tls/")),
+        a,
+      );
+    assert.deepEqual(byName(d.volumeMounts, "istiod-vault-agent-istiod-tls"), {
+      name: "istiod-vault-agent-istiod-tls",
+      mountPath: "/etc/istiod-vault-agent/istiod-tls",
+      readOnly: true,
+    });
+  });
+
+  void it("names the CA Service and the revision after a revisioned Deployment", () => {
+    const x = istiodDeployment();
+    (x as { metadata: { name: string } }).metadata.name = "istiod-canary";
+    const sidecar = byName(pod(injectPodSpec(x, MESH)).initContainers, "istiod-vault-agent");
+    assert.ok(sidecar.args.includes("--istio-ca-names=istiod-vault-agent-canary.istio-system.svc"));
+    assert.ok(sidecar.args.includes("--revision=canary"));
+  });
+
+  void it("remove(inject(x)) deep-equals x, and switching modes round-trips", () => {
+    const x = istiodDeployment();
+    assert.deepEqual(removeInjection(injectPodSpec(x, MESH)), x);
+    assert.deepEqual(removeInjection(injectPodSpec(injectPodSpec(x, BASE_OPTS), MESH)), x);
+    assert.deepEqual(injectPodSpec(injectPodSpec(x, MESH), MESH), injectPodSpec(x, MESH), "idempotent");
+  });
+
+  void it("refuses a regular sidecar: istiod must wait for its TLS files", () => {
+    assert.throws(() => injectPodSpec(istiodDeployment(), { ...MESH, nativeSidecar: false }), /native sidecar/);
+    assert.throws(
+      () => parseInjectArgs(["--vault-addr=https://v:8200", "--mode=mesh-ca", "--native-sidecar=false"]),
+      /--native-sidecar=false: not with --mode=mesh-ca/,
+    );
+    assert.equal(parseInjectArgs(["--vault-addr=https://v:8200"]).mode, "cacerts");
+    assert.throws(() => parseInjectArgs(["--vault-addr=https://v:8200", "--mode=istio-csr"]), /cacerts or mesh-ca/);
+  });
+});
