@@ -24,7 +24,6 @@ import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serv
 import { RemoteClusters } from "./kube/remote-clusters.js";
 import { AgentSigning } from "./signing/agent-signing.js";
 import { cpuLimits, defaultSigningWorkers } from "./signing/signing-workers.js";
-import { IstioCaServer } from "./serve/istio-ca.js";
 import { IstiodCertPublisher } from "./serve/istiod-cert.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";

@@ -191,6 +191,7 @@ export const AGENT_FLAGS: FlagTable<Config> = {
       "apiserver, from Secrets labelled istio/multiCluster=true in the agent's namespace",
     nonEmpty,
     (c) => c.istioCa.clusterId,
+  ),
   "istiod-tls-dir": option(
     "mesh-CA mode: write istiod's TLS serving certificate (tls.crt, tls.key, ca.crt) here, for istiod's " +
       "/var/run/secrets/istiod/tls; off by default",
