@@ -15,21 +15,9 @@ import type { KubeClient } from "./client.js";
 
 export { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type WriteOutcome };
 
-export interface KubeSecret {
-  apiVersion?: string;
-  kind?: string;
-  metadata: {
-    name: string;
-    namespace?: string;
-    resourceVersion?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    managedFields?: unknown;
-    [key: string]: unknown;
-  };
+export interface KubeSecret extends KubeObject {
   type?: string;
   data?: Record<string, string>;
-  [key: string]: unknown;
 }
 
 export interface DesiredSecret {
