@@ -109,9 +109,11 @@ describe("socket and Istio CA limits", { timeout: 600_000 }, () => {
     };
     httpPort = await freePort();
     caPort = await freePort();
-    // Run the agent as the image ships it: the Dockerfile's NODE_OPTIONS (a V8 heap cap) is what a pod runs with.
-    const shipped = /^ENV NODE_OPTIONS="?([^"\n]+)"?$/m.exec(readFileSync(join(repoRoot(), "Dockerfile"), "utf8"))?.[1];
-    assert.ok(shipped, "the Dockerfile sets NODE_OPTIONS");
+    // Run the agent with the Node flags the image ships (its ENTRYPOINT's: the V8 heap caps a pod runs with).
+    const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(join(repoRoot(), "Dockerfile"), "utf8"))?.[1];
+    assert.ok(entrypoint, "the Dockerfile has an exec-form ENTRYPOINT");
+    const shipped = (JSON.parse(entrypoint) as string[]).filter((a) => a.startsWith("--")).join(" ");
+    assert.match(shipped, /--max-old-space-size=\d+/, "the image caps V8's heap");
     const nodeOptions = process.env.NODE_OPTIONS;
     process.env.NODE_OPTIONS = shipped;
     try {
