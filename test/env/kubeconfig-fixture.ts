@@ -117,3 +117,21 @@ export async function writeExecKubeconfig(
     serviceAccount,
   };
 }
+
+/**
+ * A kubeconfig for the test apiserver whose user is a bearer token (e.g. a service account's, from TokenRequest):
+ * how tests run the agent or a command with exactly that account's RBAC. Written 0600 to `file`, which is returned.
+ */
+export function writeTokenKubeconfig(env: TestEnv, file: string, token: string): string {
+  const caData = Buffer.from(env.kube.caPem).toString("base64");
+  const kubeconfig = {
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: "c", cluster: { server: env.kube.url, "certificate-authority-data": caData } }],
+    users: [{ name: "u", user: { token } }],
+    contexts: [{ name: "c", context: { cluster: "c", user: "u" } }],
+    "current-context": "c",
+  };
+  writeFileSync(file, JSON.stringify(kubeconfig), { mode: 0o600 });
+  return file;
+}

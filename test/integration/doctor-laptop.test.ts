@@ -12,6 +12,7 @@ import { TestEnv, repoRoot } from "../env/harness.js";
 import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA, setupVaultKubernetesFlags } from "../env/fixtures.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { writeExecKubeconfig } from "../env/kubeconfig-fixture.js";
+import { writeTokenKubeconfig } from "../env/kubeconfig-fixture.js";
 
 /** Any JWT (a base64url JSON header, `{"` → eyJ, then payload and signature). */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+/;
@@ -176,19 +177,7 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
 
     // A kubeconfig whose user is a service account with no right to create tokens for istiod.
     const weak = await env.requestToken("vault-system", "vault-token-reviewer", APISERVER_AUDIENCE, 3600);
-    const b64 = (s: string) => Buffer.from(s).toString("base64");
-    const kubeconfig = join(dir, "weak.kubeconfig");
-    writeFileSync(
-      kubeconfig,
-      JSON.stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: "c", cluster: { server: env.kube.url, "certificate-authority-data": b64(env.kube.caPem) } }],
-        users: [{ name: "u", user: { token: weak } }],
-        contexts: [{ name: "x", context: { cluster: "c", user: "u" } }],
-        "current-context": "x",
-      }),
-    );
+    const kubeconfig = writeTokenKubeconfig(env, join(dir, "weak.kubeconfig"), weak);
     const res = cli(["doctor", ...vaultFlags(), `--kubeconfig=${kubeconfig}`]);
     assert.equal(res.code, 1, res.output);
     assert.match(res.output, /^FAIL service-account token: not allowed to request a token for istio-system\/istiod/m);

@@ -6,20 +6,20 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { agentSuite, startIstioCaAgent, type IstioCaAgent } from "../env/agent-process.js";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { TestEnv, repoRoot } from "../env/harness.js";
 import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA } from "../env/fixtures.js";
 import { waitUntil } from "../env/process.js";
 import { workloadCsr, subjectAltNames } from "../env/crypto-check.js";
+import { writeTokenKubeconfig } from "../env/kubeconfig-fixture.js";
 
 const TD = "cluster.local";
 const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
 const SLEEP = id("default", "sleep");
 const OTHER = id("default", "other");
 const NOPOD = id("default", "nopod");
-const b64 = (s: string) => Buffer.from(s).toString("base64");
 
 /** A Pod of `sa` already "scheduled" to `node` (nobody runs it); returns its UID for a bound token. */
 async function createPod(env: TestEnv, ns: string, name: string, sa: string, node: string): Promise<string> {
@@ -109,19 +109,10 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
         : `/apis/rbac.authorization.k8s.io/v1/${plural}`;
       await env.kube.admin.request("POST", path, obj);
     }
-    const kubeconfig = join(suite.env.dir, "istiod-kubeconfig");
-    const istiodToken = await env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600);
-    writeFileSync(
-      kubeconfig,
-      JSON.stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: "c", cluster: { server: env.kube.url, "certificate-authority-data": b64(env.kube.caPem) } }],
-        users: [{ name: "istiod", user: { token: istiodToken } }],
-        contexts: [{ name: "istiod", context: { cluster: "c", user: "istiod" } }],
-        "current-context": "istiod",
-      }),
-      { mode: 0o600 },
+    const kubeconfig = writeTokenKubeconfig(
+      env,
+      join(suite.env.dir, "istiod-kubeconfig"),
+      await env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600),
     );
     ca = await startIstioCaAgent(suite, ["--cluster-id=cluster1", `--kubeconfig=${kubeconfig}`]);
   });

@@ -13,6 +13,7 @@ import { repoRoot } from "../env/harness.js";
 import { waitUntil } from "../env/process.js";
 import { istiodAgentPolicy } from "../../src/vault/policies.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
+import { writeTokenKubeconfig } from "../env/kubeconfig-fixture.js";
 
 const CM = "istio-ca-root-cert";
 const MANAGED = "app.kubernetes.io/managed-by";
@@ -100,21 +101,7 @@ describe("root distribution: istio-ca-root-cert in every selected namespace", ()
       assert.equal(res.status, 0, `${f}: ${res.stderr}`);
     }
     const token = await suite.env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600);
-    const file = join(suite.env.dir, "istiod-kubeconfig.json");
-    const b64 = Buffer.from(suite.env.kube.caPem).toString("base64");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: "c", cluster: { server: suite.env.kube.url, "certificate-authority-data": b64 } }],
-        users: [{ name: "istiod", user: { token } }],
-        contexts: [{ name: "c", context: { cluster: "c", user: "istiod" } }],
-        "current-context": "c",
-      }),
-      { mode: 0o600 },
-    );
-    return file;
+    return writeTokenKubeconfig(suite.env, join(suite.env.dir, "istiod-kubeconfig.json"), token);
   };
   const replica = (name: string, extra: string[] = []) =>
     startIstioCaAgent(
