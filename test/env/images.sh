@@ -6,6 +6,7 @@
 #   pause   the pod sandbox image (base + `sleep infinity`)
 #   agent   the project's Dockerfile, built as it stands by buildah with NODE_IMAGE pointing at `base`
 #   istiod  base + pilot-discovery built by build.sh, running as Istio's uid 1337
+#   pilot-agent  base + pilot-agent built by build.sh (Istio's workload agent, run without Envoy), uid 1337
 # Each image is saved as a docker-archive tar under $IVA_CACHE_DIR/images, keyed by a hash of its inputs, so a warm
 # machine skips the build. Prints NAME=ARCHIVE and NAME_IMAGE=REFERENCE lines on stdout; progress goes to stderr.
 #
@@ -134,30 +135,34 @@ build_agent() {
   echo "agent_REVISION=inputs-$key"
 }
 
-build_istiod() {
-  local bin key ref archive ctr
-  bin=$(bash "$here/build.sh" istiod | sed -n 's/^istiod=//p')
-  key=$({ echo "$base_key"; sha256sum <"$bin"; sed -n '/^build_istiod()/,/^}/p' "$0"; } | hash_of)
-  ref=localhost/iva-pilot:$key
-  archive=$out_dir/istiod-$key.tar
+# An image of one of Istio's binaries (built by build.sh from the pinned istio.io/istio module) on the base image:
+# istiod (pilot-discovery) and the workload's Istio agent (pilot-agent, as in Istio's proxy image, without Envoy: the
+# tests run it proxyless). NAME is both the build.sh target and the image's name; BINARY is its path in the image.
+build_istio_image() {
+  local name=$1 binary=$2 bin key ref archive ctr
+  bin=$(bash "$here/build.sh" "$name" | sed -n "s/^$name=//p")
+  key=$({ echo "$base_key|$binary"; sha256sum <"$bin"; sed -n '/^build_istio_image()/,/^}/p' "$0"; } | hash_of)
+  ref=localhost/iva-$name:$key
+  archive=$out_dir/$name-$key.tar
   if ! have "$ref" "$archive"; then
     ctr=$(buildah_ from "$base_ref")
-    buildah_ copy --chmod 0755 "$ctr" "$bin" /usr/local/bin/pilot-discovery >/dev/null
+    buildah_ copy --chmod 0755 "$ctr" "$bin" "$binary" >/dev/null
     # As in Istio's own images, user and group istio-proxy (1337) exist: the istiod chart sets no runAsGroup, so the
     # runtime takes istiod's group from /etc/passwd (0 without this entry), and the agent's cacerts files are readable
     # by group 1337 only.
     buildah_ run "$ctr" -- sh -c 'echo "istio-proxy:x:1337:1337::/nonexistent:/usr/sbin/nologin" >>/etc/passwd &&
       echo "istio-proxy:x:1337:" >>/etc/group'
-    buildah_ config --user 1337:1337 --entrypoint '["/usr/local/bin/pilot-discovery"]' --cmd '' "$ctr"
+    buildah_ config --user 1337:1337 --entrypoint "[\"$binary\"]" --cmd '' "$ctr"
     buildah_ commit -q "$ctr" "$ref" >/dev/null
     buildah_ rm "$ctr" >/dev/null
     save "$ref" "$archive"
   fi
-  echo "istiod=$archive"
-  echo "istiod_IMAGE=$ref"
+  echo "$name=$archive"
+  echo "${name//-/_}_IMAGE=$ref"
 }
 
 build_base
 build_pause
 build_agent
-build_istiod
+build_istio_image istiod /usr/local/bin/pilot-discovery
+build_istio_image pilot-agent /usr/local/bin/pilot-agent

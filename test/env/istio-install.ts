@@ -11,6 +11,8 @@ import { POD_GATEWAY } from "./node.js";
 export interface Images {
   agent: string;
   istiod: string;
+  /** Istio's workload agent (pilot-agent, no Envoy), for pods that are the mesh's workloads. */
+  pilotAgent: string;
   pause: string;
   archives: string[];
   agentArchiveBytes: number;
@@ -40,8 +42,9 @@ export function buildImages(): Images {
   return {
     agent: need("agent_IMAGE"),
     istiod: need("istiod_IMAGE"),
+    pilotAgent: need("pilot_agent_IMAGE"),
     pause: need("pause_IMAGE"),
-    archives: [need("base"), need("pause"), need("agent"), need("istiod")],
+    archives: [need("base"), need("pause"), need("agent"), need("istiod"), need("pilot-agent")],
     agentArchiveBytes: Number(need("agent_SIZE")),
     agentArchive: need("agent"),
     agentRevision: need("agent_REVISION"),
@@ -62,13 +65,14 @@ export function istiodChartDir(): string {
   return join(info.Dir, "manifests/charts/istio-control/istio-discovery");
 }
 
-/** The project's values for Istio's istiod chart, as shipped. */
-export function shippedIstiodValues(): Record<string, unknown> {
+/** The two ways to run with Istio (README): istiod signs with the delivered intermediate, or the agent is the CA. */
+export type IstioMode = "cacerts" | "mesh-ca";
+
+/** The project's values for Istio's istiod chart for `mode`, as shipped. */
+export function shippedIstiodValues(mode: IstioMode = "cacerts"): Record<string, unknown> {
+  const file = mode === "cacerts" ? "istiod-values.yaml" : "istiod-values-mesh-ca.yaml";
   // The file is the product's: parse it as it ships.
-  return parseYaml(readFileSync(join(repoRoot(), "manifests/helm/istiod-values.yaml"), "utf8")) as Record<
-    string,
-    unknown
-  >;
+  return parseYaml(readFileSync(join(repoRoot(), "manifests/helm", file), "utf8")) as Record<string, unknown>;
 }
 
 /**
@@ -76,12 +80,13 @@ export function shippedIstiodValues(): Record<string, unknown> {
  * registry), the apiserver's address (no kube-proxy here, so the `kubernetes` Service's ClusterIP leads nowhere and
  * pods get the address explicitly) and small resource requests (one 2-core node runs several istiods).
  */
-export function testOverrides(env: TestEnv, images: Images, withAgent: boolean): Record<string, unknown> {
+export function testOverrides(env: TestEnv, images: Images, agentMode: IstioMode | undefined): Record<string, unknown> {
   const apiserverEnv = {
     KUBERNETES_SERVICE_HOST: POD_GATEWAY,
     KUBERNETES_SERVICE_PORT: new URL(env.kube.url).port,
   };
-  const shipped = shippedIstiodValues() as { env: Record<string, string>; initContainers: unknown[] };
+  const withAgent = agentMode !== undefined;
+  const shipped = shippedIstiodValues(agentMode) as { env: Record<string, string>; initContainers: unknown[] };
   const values: Record<string, unknown> = {
     image: images.istiod,
     global: { imagePullPolicy: "Never", logging: { level: "default:info" } },
