@@ -5,15 +5,13 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, readlinkSync, statSync, existsSync, lstatSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync, statSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { parse as parseYaml } from "yaml";
 import { setupVault } from "../../src/vault/setup.js";
 import { opensslVerify, publicKeyId } from "../env/crypto-check.js";
-import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
-import { serverBinaries, serverVersions, repoRoot } from "../env/harness.js";
+import { ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
+import { repoRoot } from "../env/harness.js";
 import {
-  buildImages,
   kubectl,
   renderIstiod,
   renderedDeployments,
@@ -21,52 +19,43 @@ import {
   testOverrides,
   type Images,
 } from "../env/istio-install.js";
-import { KubeNode, POD_GATEWAY, type PodStatus } from "../env/node.js";
-import { renderProjectChart } from "../env/project-chart.js";
+import { type KubeNode, type PodStatus } from "../env/node.js";
 import { waitUntil } from "../env/process.js";
 import { readImageArchive } from "../env/image-archive.js";
+import {
+  IstiodOnNode,
+  inContainer,
+  isReady,
+  jwtClaims,
+  mountOf,
+  pidStatus,
+  startRealNode,
+  type Pod,
+  type RealNode,
+} from "../env/real-node.js";
 
 const CACERTS = "/etc/istiod-vault-agent/cacerts";
 const APP_NS = "app";
 
+let rn: RealNode;
 let t: AgentTestEnv;
 let node: KubeNode;
 let images: Images;
-
-interface Pod {
-  metadata: { name: string; uid: string; labels?: Record<string, string>; creationTimestamp: string };
-  spec: { nodeName?: string };
-  status?: PodStatus;
-}
+let istiod: IstiodOnNode;
 
 describe("real node: istiod with the agent as a native sidecar", { timeout: 1_500_000 }, () => {
   before(async () => {
-    images = buildImages();
-    // persistent: its TLS certificate is the harness's own, so it can name the pod network's gateway too
-    t = await startAgentTestEnv({}, { podGatewayIp: POD_GATEWAY, vault: "persistent" });
-    node = await KubeNode.start(t.env, { sandboxImage: images.pause });
-    for (const archive of images.archives) node.importImage(archive);
-    console.log(
-      `real node: ${JSON.stringify({ ...node.versions, ...serverVersions(serverBinaries(["istiod"])) })}` +
-        ` agent image ${(images.agentArchiveBytes / 2 ** 20).toFixed(1)} MiB (${images.agent})`,
-    );
     // The install an operator runs first: the project chart (its CRD, and the agent's RBAC for both revisions used
     // below), rendered by helm and applied as is.
-    const chart = renderProjectChart(t.env.dir, { includeCrds: true, values: [{ revisions: ["default", "canary"] }] });
-    kubectl(t.env, ["apply", "--server-side", "-f", "-"], chart);
-    kubectl(t.env, [
-      "wait",
-      "--for=condition=Established",
-      "--timeout=60s",
-      "crd/roottrustpolicies.istiod-vault-agent.io",
-    ]);
+    rn = await startRealNode({ revisions: ["default", "canary"] });
+    ({ t, node, images } = rn);
+    istiod = new IstiodOnNode(rn);
     await t.env.createNamespace(APP_NS);
     await t.env.createServiceAccount(APP_NS, "app");
   });
 
   after(async () => {
-    await node?.stop();
-    await t?.env.stop();
+    await rn?.stop();
   });
 
   /** A Vault Kubernetes-auth role `role` (setup-vault's policy) for istiod's service account `serviceAccount`. */
@@ -77,88 +66,11 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     });
   }
 
-  /** A RootTrustPolicy for one istiod Deployment, pointing the agent at OpenBao through the pod network. */
-  function applyPolicy(name: string, role: string): void {
-    const policy = parseYaml(readFileSync(join(repoRoot(), "manifests/examples/root-trust-policy.yaml"), "utf8")) as {
-      metadata: { name: string };
-      spec: {
-        config: {
-          agentCa: { vault: Record<string, unknown> & { kubernetesAuth: Record<string, unknown> } };
-          intermediateCertOptions: Record<string, unknown>;
-        };
-      };
-    };
-    policy.metadata.name = name;
-    // The policy applies to the istiod Deployment of the same name; spec.applyTo is gone from the schema.
-    const vault = policy.spec.config.agentCa.vault;
-    vault.server = node.podUrl(t.env.vault.url);
-    vault.caBundle = t.env.vault.caPem;
-    vault.caPath = t.setup.signPath;
-    vault.kubernetesAuth.role = role;
-    // No serviceAccountTokenPath: the istiod values pass --token-path (a pod-layout fact), and the policy is
-    // authoritative, so setting both would be refused by the agent.
-    policy.spec.config.intermediateCertOptions.ttl = "1h";
-    kubectl(t.env, ["apply", "-f", "-"], JSON.stringify(policy));
-  }
-
-  function install(opts: { release: string; revision?: string; withAgent: boolean }): string {
-    const values = opts.withAgent
-      ? [shippedIstiodValues(), testOverrides(t.env, images, true)]
-      : [testOverrides(t.env, images, false)];
-    const yaml = renderIstiod(t.env.dir, { release: opts.release, revision: opts.revision, values });
-    kubectl(t.env, ["apply", "--server-side", "-f", "-"], yaml);
-    return yaml;
-  }
-
-  async function istiodPods(deployment: string): Promise<Pod[]> {
-    const rev = deployment === "istiod" ? "default" : deployment.replace(/^istiod-/, "");
-    const list = await t.env.kube.admin.get<{ items: Pod[] }>(
-      `/api/v1/namespaces/${ISTIO_NS}/pods?labelSelector=${encodeURIComponent(`app=istiod,istio.io/rev=${rev}`)}`,
-    );
-    return list.items;
-  }
-
-  async function readyPod(deployment: string, not: string[] = []): Promise<Pod> {
-    let found: Pod | undefined;
-    await waitUntil(
-      `a Ready pod of ${deployment}`,
-      async () => {
-        found = (await istiodPods(deployment)).find(
-          (p) =>
-            !not.includes(p.metadata.name) &&
-            (p.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"),
-        );
-        return !!found;
-      },
-      { timeoutMs: 240_000, intervalMs: 1000 },
-    ).catch(async (err: Error) => {
-      const pods = await istiodPods(deployment);
-      const detail = pods
-        .map((p) => `${p.metadata.name}: ${JSON.stringify(p.status)}\n` + podLogs(p.metadata.name).slice(-3000))
-        .join("\n");
-      throw new Error(`${err.message}\n${detail}`);
-    });
-    return found!;
-  }
-
-  function podLogs(pod: string): string {
-    return ["istiod-vault-agent", "discovery"]
-      .map((c) => `--- ${c}\n${node.containerLog(ISTIO_NS, pod, c)}`)
-      .join("\n");
-  }
-
-  function containerId(pod: Pod, name: string): string {
-    const all = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
-    const s = all.find((c) => c.name === name) as { containerID?: string } | undefined;
-    if (!s?.containerID) throw new Error(`${pod.metadata.name}: no container ${name}`);
-    return s.containerID;
-  }
-
   /** A workload pod asks istiod (at its pod IP) for a certificate; returns the chain it got. */
-  async function workloadCertificate(istiod: Pod, serviceName: string): Promise<string[]> {
+  async function workloadCertificate(istiodPod: Pod, serviceName: string): Promise<string[]> {
     const name = `client-${Date.now()}`;
     // istiod publishes the mesh root into every namespace; it must be Vault's (a plain istiod would publish its own)
-    const root = (await vaultRoot()).trim();
+    const root = (await istiod.vaultRoot()).trim();
     await waitUntil(
       "istio-ca-root-cert in the workload namespace holds the Vault root",
       async () => {
@@ -191,7 +103,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
             imagePullPolicy: "Never",
             command: ["node", "/client/client.mjs"],
             env: [
-              { name: "CA_ADDR", value: `${istiod.status!.podIP}:15012` },
+              { name: "CA_ADDR", value: `${istiodPod.status!.podIP}:15012` },
               { name: "CA_NAME", value: `${serviceName}.${ISTIO_NS}.svc` },
               { name: "SPIFFE_ID", value: `spiffe://cluster.local/ns/${APP_NS}/sa/app` },
             ],
@@ -234,44 +146,13 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     return (JSON.parse(line.slice(line.indexOf("{"))) as { certChain: string[] }).certChain;
   }
 
-  async function vaultRoot(): Promise<string> {
-    return (await t.env.vault.client.read<{ certificate: string }>("pki/cert/ca", undefined)).data.certificate;
-  }
-
-  /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images (the
-   * agent's has no /var of its own: runc makes the mount point's directories), and an absolute symlink under
-   * /proc/PID/root would resolve against the host's root, so it is resolved here when there is one. */
-  function inContainer(pid: number, path: string): string {
-    const root = `/proc/${pid}/root`;
-    const varRunIsLink = lstatSync(`${root}/var/run`, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
-    return `${root}${varRunIsLink ? path.replace(/^\/var\/run\//, "/run/") : path}`;
-  }
-
-  function pidStatus(pid: number): Record<string, string> {
-    return Object.fromEntries(
-      readFileSync(`/proc/${pid}/status`, "utf8")
-        .split("\n")
-        .map((l) => l.split(":\t") as [string, string]),
-    );
-  }
-
-  /** The mount options and filesystem type of `path` as the process sees it. */
-  function mountOf(pid: number, path: string): { options: string[]; fstype: string } {
-    const line = readFileSync(`/proc/${pid}/mountinfo`, "utf8")
-      .split("\n")
-      .find((l) => l.split(" ")[4] === path);
-    assert.ok(line, `${path} is not a mount point in pid ${pid}`);
-    const [left, right] = line.split(" - ") as [string, string];
-    return { options: left.split(" ")[5]!.split(","), fstype: right.split(" ")[0]! };
-  }
-
   let defaultPod: Pod;
   let firstIntermediate: string;
 
   it("the project's values render a native sidecar into Istio's chart, and the pod waits for the agent", async () => {
     const rendered = renderIstiod(t.env.dir, {
       release: "istiod",
-      values: [shippedIstiodValues(), testOverrides(t.env, images, true)],
+      values: [shippedIstiodValues(), testOverrides(t.env, images, "cacerts")],
     });
     const [dep] = renderedDeployments(rendered);
     const spec = dep!.spec as {
@@ -283,10 +164,10 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
 
     // The policy names a Vault role that does not exist yet: the agent cannot log in, so neither it nor istiod may
     // become ready and discovery must not start (it would otherwise create a self-signed CA of its own).
-    applyPolicy("istiod", "istiod-agent-not-yet");
-    install({ release: "istiod", withAgent: true });
+    istiod.applyPolicy("istiod", "istiod-agent-not-yet");
+    istiod.install({ release: "istiod", agentMode: "cacerts" });
     let pod: Pod | undefined;
-    await waitUntil("istiod pod created", async () => !!(pod = (await istiodPods("istiod"))[0]), {
+    await waitUntil("istiod pod created", async () => !!(pod = (await istiod.pods("istiod"))[0]), {
       timeoutMs: 60_000,
     });
     await waitUntil(
@@ -300,20 +181,20 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     const early = (await node.podStatus(ISTIO_NS, pod!.metadata.name))!;
     const discovery = early.containerStatuses?.find((c) => c.name === "discovery");
     assert.ok(!discovery?.state?.running, `discovery started before the agent was ready: ${JSON.stringify(early)}`);
-    assert.ok(!(early.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"));
+    assert.ok(!isReady({ status: early }));
 
     // Now the real role: the agent logs in at its next retry, writes cacerts, and only then does discovery start.
-    applyPolicy("istiod", "istiod-agent");
+    istiod.applyPolicy("istiod", "istiod-agent");
     kubectl(t.env, ["-n", ISTIO_NS, "delete", "pod", pod!.metadata.name, "--wait=false"]);
-    defaultPod = await readyPod("istiod", [pod!.metadata.name]);
+    defaultPod = await istiod.readyPod("istiod", [pod!.metadata.name]);
     const istiodLog = node.containerLog(ISTIO_NS, defaultPod.metadata.name, "discovery");
     assert.match(istiodLog, /Using istiod file format for signing ca files/, "istiod did not load the plugged-in CA");
     assert.doesNotMatch(istiodLog, /Use self-signed certificate as the CA certificate/);
   });
 
   it("cacerts is a memory-backed volume written by the agent's uid, readable by istiod's group, not by others", () => {
-    const agentPid = node.containerPid(containerId(defaultPod, "istiod-vault-agent"));
-    const istiodPid = node.containerPid(containerId(defaultPod, "discovery"));
+    const agentPid = istiod.pid(defaultPod, "istiod-vault-agent");
+    const istiodPid = istiod.pid(defaultPod, "discovery");
     assert.equal(mountOf(agentPid, CACERTS).fstype, "tmpfs");
     const dir = `/proc/${agentPid}/root${CACERTS}`;
     for (const f of ["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"]) {
@@ -322,27 +203,27 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       assert.equal(st.gid, 1337, `${f} group`);
       assert.equal(st.mode & 0o777, 0o640, `${f} mode`);
     }
-    const istiod = pidStatus(istiodPid);
-    assert.equal(istiod.Uid!.split("\t")[0], "1337", "istiod runs as 1337");
-    assert.ok(`${istiod.Gid} ${istiod.Groups}`.split(/\s+/).includes("1337"), "istiod is in group 1337");
+    const discovery = pidStatus(istiodPid);
+    assert.equal(discovery.Uid!.split("\t")[0], "1337", "istiod runs as 1337");
+    assert.ok(`${discovery.Gid} ${discovery.Groups}`.split(/\s+/).includes("1337"), "istiod is in group 1337");
     // istiod can read what it needs: it loaded the CA (previous test); the key is not readable by other users.
     firstIntermediate = readFileSync(join(dir, "ca-cert.pem"), "utf8");
     assert.ok(readlinkSync(join(dir, "..data")), "files are published through the ..data swap");
   });
 
   it("the agent runs non-root on a read-only root filesystem with the kubelet-projected vault token", () => {
-    const agentPid = node.containerPid(containerId(defaultPod, "istiod-vault-agent"));
+    const agentPid = istiod.pid(defaultPod, "istiod-vault-agent");
     const st = pidStatus(agentPid);
     assert.equal(st.Uid!.split("\t")[0], "65532");
     assert.equal(st.Gid!.split("\t")[0], "1337");
     assert.equal(st.CapEff, "0000000000000000", "no effective capabilities");
     assert.ok(mountOf(agentPid, "/").options.includes("ro"), "root filesystem is read-only");
     const token = readFileSync(inContainer(agentPid, "/var/run/secrets/vault/vault-token"), "utf8");
-    const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as {
+    const claims = jwtClaims<{
       aud: string[];
       sub: string;
       "kubernetes.io"?: { pod?: { name: string } };
-    };
+    }>(token);
     assert.deepEqual(claims.aud, ["vault"]);
     assert.equal(claims.sub, "system:serviceaccount:istio-system:istiod");
     assert.equal(claims["kubernetes.io"]?.pod?.name, defaultPod.metadata.name, "a pod-bound token from the kubelet");
@@ -353,20 +234,20 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
   it("a workload pod gets a certificate from istiod that chains to the Vault root through the agent's intermediate", async () => {
     const chain = await workloadCertificate(defaultPod, "istiod");
     assert.ok(chain.length >= 2, "leaf and issuer chain");
-    const root = await vaultRoot();
+    const root = await istiod.vaultRoot();
     assert.equal(publicKeyId(chain[1]!), publicKeyId(firstIntermediate), "leaf issued by the agent's intermediate");
     opensslVerify(chain[0]!, root, chain.slice(1).join("\n"));
   });
 
   it("deleting the istiod pod gives a new pod with a new key and intermediate, and it issues", async () => {
     kubectl(t.env, ["-n", ISTIO_NS, "delete", "pod", defaultPod.metadata.name, "--wait=false"]);
-    const next = await readyPod("istiod", [defaultPod.metadata.name]);
-    const agentPid = node.containerPid(containerId(next, "istiod-vault-agent"));
+    const next = await istiod.readyPod("istiod", [defaultPod.metadata.name]);
+    const agentPid = istiod.pid(next, "istiod-vault-agent");
     const second = readFileSync(`/proc/${agentPid}/root${CACERTS}/ca-cert.pem`, "utf8");
     assert.notEqual(publicKeyId(second), publicKeyId(firstIntermediate), "a new pod generates a new key");
     const chain = await workloadCertificate(next, "istiod");
     assert.equal(publicKeyId(chain[1]!), publicKeyId(second));
-    opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
+    opensslVerify(chain[0]!, await istiod.vaultRoot(), chain.slice(1).join("\n"));
     defaultPod = next;
   });
 
@@ -378,10 +259,8 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     await waitUntil(
       "rollout to a new Ready pod and the old one gone",
       async () => {
-        const pods = await istiodPods("istiod");
-        const ready = pods.filter((p) =>
-          (p.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"),
-        );
+        const pods = await istiod.pods("istiod");
+        const ready = pods.filter(isReady);
         if (ready.length === 0) gaps++;
         next = ready.find((p) => p.metadata.name !== before);
         return !!next && !pods.some((p) => p.metadata.name === before);
@@ -390,24 +269,24 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
     );
     assert.equal(gaps, 0, "no moment without a ready istiod during the rollout");
     const chain = await workloadCertificate(next!, "istiod");
-    opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
+    opensslVerify(chain[0]!, await istiod.vaultRoot(), chain.slice(1).join("\n"));
     defaultPod = next!;
   });
 
   it("a canary revision gets its own agent, policy and Vault role binding (istiod-canary) and issues", async () => {
     // The canary's RBAC came with the project chart (revisions: default, canary).
     await vaultRoleFor("istiod-canary-agent", "istiod-canary");
-    applyPolicy("istiod-canary", "istiod-canary-agent");
-    install({ release: "istiod-canary", revision: "canary", withAgent: true });
-    const canary = await readyPod("istiod-canary");
-    const agentPid = node.containerPid(containerId(canary, "istiod-vault-agent"));
+    istiod.applyPolicy("istiod-canary", "istiod-canary-agent");
+    istiod.install({ release: "istiod-canary", revision: "canary", agentMode: "cacerts" });
+    const canary = await istiod.readyPod("istiod-canary");
+    const agentPid = istiod.pid(canary, "istiod-vault-agent");
     const token = readFileSync(inContainer(agentPid, "/var/run/secrets/vault/vault-token"), "utf8");
-    const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as { sub: string };
+    const claims = jwtClaims<{ sub: string }>(token);
     assert.equal(claims.sub, "system:serviceaccount:istio-system:istiod-canary");
     const intermediate = readFileSync(`/proc/${agentPid}/root${CACERTS}/ca-cert.pem`, "utf8");
     const chain = await workloadCertificate(canary, "istiod-canary");
     assert.equal(publicKeyId(chain[1]!), publicKeyId(intermediate), "the canary's own intermediate signed it");
-    opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
+    opensslVerify(chain[0]!, await istiod.vaultRoot(), chain.slice(1).join("\n"));
   });
 
   it("the agent image holds Node, its libraries and the bundle of exactly the SBOM's packages: no shell, no npm", () => {
@@ -592,8 +471,8 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
 
   it("inject on a plainly installed istiod makes pods that serve; inject --remove returns to a working istiod", async () => {
     // A plain install of another revision, without the project's values.
-    install({ release: "istiod-plain", revision: "plain", withAgent: false });
-    const plain = await readyPod("istiod-plain");
+    istiod.install({ release: "istiod-plain", revision: "plain" });
+    const plain = await istiod.readyPod("istiod-plain");
     assert.match(node.containerLog(ISTIO_NS, plain.metadata.name, "discovery"), /Use self-signed certificate/);
     await vaultRoleFor("istiod-plain-agent", "istiod-plain");
     kubectl(t.env, [
@@ -617,7 +496,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       `--ca-path=${t.setup.signPath}`,
     ];
     execFileSync(process.execPath, injectArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-    const injected = await readyPod("istiod-plain", [plain.metadata.name]);
+    const injected = await istiod.readyPod("istiod-plain", [plain.metadata.name]);
     assert.ok(
       [...(injected.status?.initContainerStatuses ?? []), ...(injected.status?.containerStatuses ?? [])].some((c) =>
         c.name.startsWith("istiod-vault-agent"),
@@ -625,7 +504,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
       "the injected pod runs the agent",
     );
     const chain = await workloadCertificate(injected, "istiod-plain");
-    opensslVerify(chain[0]!, await vaultRoot(), chain.slice(1).join("\n"));
+    opensslVerify(chain[0]!, await istiod.vaultRoot(), chain.slice(1).join("\n"));
 
     execFileSync(
       process.execPath,
@@ -635,7 +514,7 @@ describe("real node: istiod with the agent as a native sidecar", { timeout: 1_50
         stdio: ["ignore", "pipe", "pipe"],
       },
     );
-    const restored = await readyPod("istiod-plain", [plain.metadata.name, injected.metadata.name]);
+    const restored = await istiod.readyPod("istiod-plain", [plain.metadata.name, injected.metadata.name]);
     assert.ok(
       ![...(restored.status?.initContainerStatuses ?? []), ...(restored.status?.containerStatuses ?? [])].some((c) =>
         c.name.startsWith("istiod-vault-agent"),

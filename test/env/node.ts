@@ -44,12 +44,15 @@ export class KubeNode {
   readonly dir: string;
   readonly containerdSocket: string;
   readonly podLogsDir: string;
+  /** The kubelet's --root-dir: pods/<uid>/volumes holds every volume of a pod (memory-backed ones mounted there). */
+  readonly kubeletDir: string;
   versions: Record<string, string> = {};
 
   private constructor(private readonly env: TestEnv) {
     this.dir = join(env.dir, "node");
     this.containerdSocket = join(this.dir, "containerd", "containerd.sock");
     this.podLogsDir = join(this.dir, "pod-logs");
+    this.kubeletDir = join(this.dir, "kubelet");
   }
 
   /** Starts containerd, the control-plane controllers and the kubelet; resolves when the node is Ready. */
@@ -230,7 +233,7 @@ export class KubeNode {
   // --- kubelet ------------------------------------------------------------------------------------------------------
 
   private async startKubelet(bin: string): Promise<void> {
-    const root = join(this.dir, "kubelet");
+    const root = this.kubeletDir;
     mkdirSync(root, { recursive: true });
     const [port, healthzPort] = [await freePort(), await freePort()];
     const config = join(this.dir, "kubelet-config.json");
@@ -299,11 +302,17 @@ export class KubeNode {
     return res.status === 404 ? undefined : res.body.status;
   }
 
+  /** A pod's log directory (one directory per container), or undefined before the kubelet made it. */
+  podLogDir(namespace: string, pod: string): string | undefined {
+    const podDir = readdirSync(this.podLogsDir).find((d) => d.startsWith(`${namespace}_${pod}_`));
+    return podDir && join(this.podLogsDir, podDir);
+  }
+
   /** A container's log as the kubelet wrote it (there is no `kubectl logs` through a loopback-only node). */
   containerLog(namespace: string, pod: string, container: string): string {
-    const podDir = readdirSync(this.podLogsDir).find((d) => d.startsWith(`${namespace}_${pod}_`));
+    const podDir = this.podLogDir(namespace, pod);
     if (!podDir) return "";
-    const dir = join(this.podLogsDir, podDir, container);
+    const dir = join(podDir, container);
     if (!existsSync(dir)) return "";
     return readdirSync(dir)
       .filter((f) => f.endsWith(".log"))
