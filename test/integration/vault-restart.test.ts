@@ -46,15 +46,20 @@ describe("OpenBao with persistent storage stopped and started again", () => {
 
   it("OpenBao sealed (503): renewal fails and the held intermediate keeps signing; unsealed, it renews", async () => {
     const held = await getBundle(run!.client);
+    const sealedAnswers = () => run!.log().match(/HTTP 503/g)?.length ?? 0;
+    const before = sealedAnswers();
     await suite.env.vault.client.call("PUT", "sys/seal", { token: suite.env.vault.rootToken });
     try {
       assert.equal((await suite.env.vault.client.health()).status, 503);
-      await new Promise((r) => setTimeout(r, 12_000)); // past the next renewal point
+      // Past the next renewal point: the agent has asked the sealed OpenBao and logged its answer.
+      await waitUntil("a renewal attempt answered 503", () => Promise.resolve(sealedAnswers() > before), {
+        timeoutMs: 30_000,
+        process: run!.process,
+      });
       const chain = await signCertificate(run!.client, await workloadCsr("spiffe://cluster.local/ns/a/sa/b"), 60);
       const now = await getBundle(run!.client);
       assert.equal(now.generation, held.generation, "nothing new while sealed");
       assert.equal(chain[1], held.signingCertPem);
-      assert.match(run!.log(), /HTTP 503/);
     } finally {
       await suite.env.unsealVault();
     }
