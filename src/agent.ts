@@ -21,7 +21,7 @@ import { openKube } from "./cli/kube.js";
 import { TokenReviewer } from "./kube/token-review.js";
 import { IstioCaServer, type CaClusterAccess } from "./serve/istio-ca.js";
 import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serve/node-authorizer.js";
-import { RemoteClusters } from "./kube/remote-clusters.js";
+import { parseClusterAliases, RemoteClusters } from "./kube/remote-clusters.js";
 import { AgentSigning } from "./signing/agent-signing.js";
 import { cpuLimits, defaultSigningWorkers } from "./signing/signing-workers.js";
 import { IstiodCertPublisher } from "./serve/istiod-cert.js";
@@ -277,6 +277,7 @@ export class Agent {
         kube: this.kube,
         namespace: this.config.pod.namespace ?? "istio-system",
         localClusterId: this.config.istioCa.clusterId,
+        aliases: parseClusterAliases(this.config.istioCa.clusterAliases.join(",")),
         local,
         makeAccess: (_id, client) => access(client),
         log: this.log,

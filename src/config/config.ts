@@ -77,6 +77,8 @@ export interface Config {
     trustedNodeAgents: string[];
     /** This cluster's ID (istiod's CLUSTER_ID): a request naming it, or none, is reviewed by the local apiserver. */
     clusterId: string;
+    /** "alias=clusterID" entries (istiod's --clusterAliases), normalised; see parseClusterAliases. */
+    clusterAliases: string[];
   };
   /**
    * istiod's TLS serving certificate in the mesh-CA mode (src/serve/istiod-cert.ts): written as tls.crt, tls.key and
@@ -154,6 +156,7 @@ export const DEFAULT_CONFIG: Config = {
     authFailuresPerMinute: 30,
     trustedNodeAgents: ["istio-system/ztunnel"],
     clusterId: "Kubernetes",
+    clusterAliases: [],
   },
   istiodTls: { dir: undefined, dnsNames: [], ttlSeconds: 24 * 3600, revision: undefined },
   rootConfigMaps: { enabled: false, namespaceSelector: { requirements: [], text: "" }, adopt: false },
@@ -214,6 +217,13 @@ export function validateConfig(
     p.push(
       `leaf.trustDomain: "${c.leaf.trustDomain}" is not a SPIFFE trust domain; expected lower-case letters, digits, '.', '-' or '_', e.g. cluster.local`,
     );
+  }
+  for (const entry of c.istioCa.clusterAliases) {
+    // istiod checks the cluster's own ID before aliases, so such an alias would never be used.
+    if (entry.split("=")[0] === c.istioCa.clusterId)
+      p.push(
+        `istioCa.clusterAliases: "${entry}" makes this cluster's own ID (--cluster-id ${c.istioCa.clusterId}) an alias; expected aliases that are other names`,
+      );
   }
   if (!(c.leaf.maxTtlSeconds >= 60)) p.push(`leaf.maxTtl: ${c.leaf.maxTtlSeconds}s must be at least 60s`);
   if (!(c.leaf.defaultTtlSeconds >= 60 && c.leaf.defaultTtlSeconds <= c.leaf.maxTtlSeconds)) {

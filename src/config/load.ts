@@ -52,6 +52,7 @@ import {
 } from "../cli/vault-flags.js";
 import { splitPemCertificates } from "../crypto/pem.js";
 import { parseNodeAccounts } from "../serve/node-authorizer.js";
+import { parseClusterAliases } from "../kube/remote-clusters.js";
 import { LabelSelectorError, parseLabelSelector, type LabelSelector } from "../kube/label-selector.js";
 
 const flag = valueFlag<Config, string>;
@@ -62,6 +63,14 @@ function trustedNodeAgents(v: string): string[] {
     return parseNodeAccounts(v).map((a) => `${a.namespace}/${a.serviceAccount}`);
   } catch (err) {
     throw new Expected(`namespace/serviceaccount pairs separated by commas (${(err as Error).message})`);
+  }
+}
+
+function clusterAliases(v: string): string[] {
+  try {
+    return [...parseClusterAliases(v)].map(([alias, id]) => `${alias}=${id}`);
+  } catch (err) {
+    throw new Expected(`alias=clusterID pairs separated by commas, one alias per cluster (${(err as Error).message})`);
   }
 }
 
@@ -191,6 +200,13 @@ export const AGENT_FLAGS: FlagTable<Config> = {
       "apiserver, from Secrets labelled istio/multiCluster=true in the agent's namespace",
     nonEmpty,
     (c) => c.istioCa.clusterId,
+  ),
+  "cluster-aliases": option(
+    "other names Istio CA requests may give a cluster (istiod's --clusterAliases): alias=clusterID,...; an alias of " +
+      "--cluster-id is this cluster, any other is looked up as its cluster ID",
+    clusterAliases,
+    (c) => c.istioCa.clusterAliases,
+    { arg: "ALIAS=ID,..." },
   ),
   "istiod-tls-dir": option(
     "mesh-CA mode: write istiod's TLS serving certificate (tls.crt, tls.key, ca.crt) here, for istiod's " +

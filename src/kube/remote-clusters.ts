@@ -17,7 +17,11 @@
 // - Remote kubeconfigs are untrusted input (kube.NewUntrustedRestConfig): see kubeClientFromUntrustedKubeconfig.
 // - istiod's node authoriser runs per cluster (multicluster.Component), so a remote caller's pods are looked up in
 //   that remote cluster; so do we (ClusterAccess.pods).
-// - Not done: istiod's cluster aliases (a meshConfig option) and kubeconfig files instead of Secrets.
+// - Cluster aliases (istiod's --clusterAliases alias=clusterID,...; pilot-discovery refuses two aliases for one ID):
+//   an ID whose alias target is the local ID is local; otherwise the remote cluster registered under the ID itself,
+//   then the one registered under its alias target. We take the same flag syntax and rule (--cluster-aliases), and
+//   also refuse an alias that is the local ID (istiod would never reach it) or names itself.
+// - Not done: kubeconfig files instead of Secrets.
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import { HttpStatusError } from "../net/http-json.js";
@@ -110,6 +114,31 @@ export function requestedClusterId(headerValues: unknown[], metadata: unknown): 
   return h || f;
 }
 
+/**
+ * `alias=clusterID,...` as pilot-discovery's --clusterAliases takes it (pure): alias -> cluster ID. Throws a message
+ * naming the entry when one is malformed, an alias repeats, or one cluster ID has two aliases (istiod's rule).
+ */
+export function parseClusterAliases(text: string): Map<string, string> {
+  const aliases = new Map<string, string>();
+  const aliased = new Map<string, string>();
+  for (const raw of text.split(",")) {
+    const entry = raw.trim();
+    if (!entry) continue;
+    const eq = entry.indexOf("=");
+    const alias = eq < 0 ? "" : entry.slice(0, eq).trim();
+    const id = eq < 0 ? "" : entry.slice(eq + 1).trim();
+    if (!alias || !id) throw new Error(`"${printable(entry)}" is not alias=clusterID`);
+    if (alias === id) throw new Error(`"${printable(entry)}" names the cluster itself`);
+    if (aliases.has(alias)) throw new Error(`alias "${printable(alias)}" is given twice`);
+    const other = aliased.get(id);
+    if (other !== undefined)
+      throw new Error(`cluster "${printable(id)}" has two aliases ("${printable(other)}", "${printable(alias)}")`);
+    aliases.set(alias, id);
+    aliased.set(id, alias);
+  }
+  return aliases;
+}
+
 interface RemoteEntry<T> {
   source: string;
   sha: string;
@@ -124,6 +153,8 @@ export interface RemoteClustersOptions<T> {
   /** Where the Secrets are (the agent's namespace). */
   namespace: string;
   localClusterId: string;
+  /** alias -> cluster ID (--cluster-aliases, parseClusterAliases). */
+  aliases?: ReadonlyMap<string, string>;
   local: T;
   /** Builds what a remote cluster offers from its client. */
   makeAccess: (id: string, client: KubeClient) => T;
@@ -146,12 +177,18 @@ export class RemoteClusters<T> {
     this.clock = opts.clock ?? systemClock;
   }
 
-  /** Picks the cluster for a request's cluster ID ("" = local). */
-  select(id: string): ClusterChoice<T> {
+  /** Picks the cluster for a request's cluster ID ("" = local), through its alias as istiod does. */
+  select(requested: string): ClusterChoice<T> {
     const o = this.opts;
-    if (id === "" || id === o.localClusterId) return { ok: true, id: o.localClusterId, local: true, access: o.local };
+    const aliasOf = o.aliases?.get(requested);
+    if (requested === "" || requested === o.localClusterId || aliasOf === o.localClusterId)
+      return { ok: true, id: o.localClusterId, local: true, access: o.local };
+    // The ID itself first, then its alias target (istiod's order).
+    const id = this.remotes.has(requested) || aliasOf === undefined ? requested : aliasOf;
     const where = `Secrets labelled ${MULTICLUSTER_SECRET_LABEL}=true in namespace ${o.namespace}`;
-    const shown = printable(id);
+    const named =
+      `cluster "${printable(requested)}"` +
+      (aliasOf === undefined ? "" : ` (alias of "${printable(aliasOf)}", --cluster-aliases)`);
     const entry = this.remotes.get(id);
     if (entry?.access) return { ok: true, id, local: false, access: entry.access };
     if (entry)
@@ -159,7 +196,7 @@ export class RemoteClusters<T> {
         ok: false,
         code: "UNAVAILABLE",
         reason: "cluster_unavailable",
-        message: `cluster "${shown}" (${entry.source}) cannot be used: ${entry.problem ?? "its kubeconfig is still being loaded; retry"}`,
+        message: `${named} (${entry.source}) cannot be used: ${entry.problem ?? "its kubeconfig is still being loaded; retry"}`,
       };
     if (!this.synced)
       return {
@@ -167,7 +204,7 @@ export class RemoteClusters<T> {
         code: "UNAVAILABLE",
         reason: "cluster_unavailable",
         message:
-          `cluster "${shown}" is not known yet: the ${where} have not been read` +
+          `${named} is not known yet: the ${where} have not been read` +
           (this.lastError ? ` (${this.lastError})` : "") +
           "; retry",
       };
@@ -177,7 +214,7 @@ export class RemoteClusters<T> {
       code: "UNAUTHENTICATED",
       reason: "unknown_cluster",
       message:
-        `the request names cluster "${shown}", but this agent knows only its own cluster "${o.localClusterId}" ` +
+        `the request names ${named}, but this agent knows only its own cluster "${o.localClusterId}" ` +
         `(--cluster-id) and remote clusters [${known.join(", ")}]; a remote cluster's credentials are expected in ` +
         `${where}, each data key a cluster ID and its value that cluster's kubeconfig`,
     };

@@ -114,7 +114,12 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
       join(suite.env.dir, "istiod-kubeconfig"),
       await env.requestToken(ISTIO_NS, ISTIOD_SA, APISERVER_AUDIENCE, 3600),
     );
-    ca = await startIstioCaAgent(suite, ["--cluster-id=cluster1", `--kubeconfig=${kubeconfig}`]);
+    ca = await startIstioCaAgent(suite, [
+      "--cluster-id=cluster1",
+      // istiod's --clusterAliases: another name for each cluster
+      "--cluster-aliases=primary=cluster1,east=cluster2",
+      `--kubeconfig=${kubeconfig}`,
+    ]);
   });
   after(async () => {
     await remote?.stop();
@@ -227,6 +232,9 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
       // The metadata Struct's ClusterID field selects the same way.
       const viaField = await remoteCall({ metadata: { ClusterID: "cluster2" } });
       assert.deepEqual(subjectAltNames(viaField[0]!), [SLEEP]);
+      // So does cluster 2's alias (--cluster-aliases east=cluster2).
+      const viaAlias = await remoteCall({ headers: { clusterid: "east" } });
+      assert.deepEqual(subjectAltNames(viaAlias[0]!), [SLEEP]);
     });
 
     it("a cluster-2 node agent is checked against cluster 2's pods, not the local cluster's", async () => {
@@ -247,6 +255,8 @@ describe("drop-in Istio CA: node authorisation and cluster selection", () => {
     it("the same token without a cluster ID (or with the local one) is refused by the local apiserver", async () => {
       await refused(remoteCall({}), grpc.status.UNAUTHENTICATED, /rejected by TokenReview/);
       await refused(remoteCall({ headers: { clusterid: "cluster1" } }), grpc.status.UNAUTHENTICATED, /TokenReview/);
+      // The local cluster's alias is the local cluster.
+      await refused(remoteCall({ headers: { clusterid: "primary" } }), grpc.status.UNAUTHENTICATED, /TokenReview/);
     });
 
     it("an unknown cluster ID is refused, naming it and where credentials are expected", async () => {

@@ -16,6 +16,7 @@ import { identityFromTokenReview, type ReviewedIdentity } from "../../src/kube/t
 import {
   RemoteClusters,
   clustersFromSecrets,
+  parseClusterAliases,
   requestedClusterId,
   type SecretObject,
 } from "../../src/kube/remote-clusters.js";
@@ -304,11 +305,12 @@ describe("RemoteClusters.select", () => {
   const closed: string[] = [];
   const fakeClient = (name: string) =>
     ({ close: () => Promise.resolve(void closed.push(name)) }) as unknown as KubeClient;
-  const make = () => {
+  const make = (aliases?: Map<string, string>) => {
     const rc = new RemoteClusters<string>({
       kube: fakeClient("local"),
       namespace: "istio-system",
       localClusterId: "c1",
+      aliases,
       local: "local-access",
       makeAccess: (id) => `access-${id}`,
       log,
@@ -351,6 +353,73 @@ describe("RemoteClusters.select", () => {
     await rc.reconcile();
     assert.equal(rc.select("c2").ok, false);
     assert.ok(closed.includes("kc2"));
+  });
+});
+
+describe("cluster aliases (--cluster-aliases, istiod's --clusterAliases)", () => {
+  const log = pino({ level: "silent" });
+  const client = (name: string) => ({ close: () => Promise.resolve(void name) }) as unknown as KubeClient;
+  const make = (aliases: string) => {
+    const rc = new RemoteClusters<string>({
+      kube: client("local"),
+      namespace: "istio-system",
+      localClusterId: "c1",
+      aliases: parseClusterAliases(aliases),
+      local: "local-access",
+      makeAccess: (id) => `access-${id}`,
+      log,
+      buildClient: (kubeconfig) => Promise.resolve(client(kubeconfig)),
+    });
+    return rc as unknown as {
+      select: RemoteClusters<string>["select"];
+      reconcile: RemoteClusters<string>["reconcile"];
+      secrets: Map<string, SecretObject>;
+      synced: boolean;
+    };
+  };
+
+  it("parses alias=clusterID pairs and refuses what istiod refuses, naming the entry", () => {
+    assert.deepEqual(
+      [...parseClusterAliases(" old=c1, east = c2 ,")],
+      [
+        ["old", "c1"],
+        ["east", "c2"],
+      ],
+    );
+    assert.deepEqual([...parseClusterAliases("")], []);
+    assert.throws(() => parseClusterAliases("old"), /"old" is not alias=clusterID/);
+    assert.throws(() => parseClusterAliases("=c1"), /"=c1" is not alias=clusterID/);
+    assert.throws(() => parseClusterAliases("c1=c1"), /names the cluster itself/);
+    assert.throws(() => parseClusterAliases("a=c1,a=c2"), /alias "a" is given twice/);
+    assert.throws(() => parseClusterAliases("a=c1,b=c1"), /cluster "c1" has two aliases \("a", "b"\)/);
+  });
+
+  it("an alias of the local ID is local; another alias is its target's remote cluster, after the ID itself", async () => {
+    const rc = make("old-name=c1,east=c2,west=c3");
+    assert.deepEqual(rc.select("old-name"), { ok: true, id: "c1", local: true, access: "local-access" });
+    rc.synced = true;
+    const missing = rc.select("east");
+    assert.ok(!missing.ok && missing.code === "UNAUTHENTICATED");
+    assert.match(missing.message, /names cluster "east" \(alias of "c2", --cluster-aliases\), but/);
+    rc.secrets.set("s", secret("s", "2026-01-01T00:00:00Z", { c2: "kc2", west: "kc-west", c3: "kc3" }));
+    await rc.reconcile();
+    assert.deepEqual(rc.select("east"), { ok: true, id: "c2", local: false, access: "access-c2" });
+    // A cluster registered under the requested ID itself wins over the alias target (istiod's order).
+    assert.deepEqual(rc.select("west"), { ok: true, id: "west", local: false, access: "access-west" });
+    // An unaliased unknown ID is still refused.
+    assert.equal(rc.select("c9").ok, false);
+  });
+
+  it("config: an alias that is the agent's own --cluster-id is refused at start", async () => {
+    const { loadConfig } = await import("../../src/config/load.js");
+    assert.throws(
+      () => loadConfig({ "cluster-id": "c1", "cluster-aliases": "c1=c2" }, {}, { needVault: false }),
+      /"c1=c2" makes this cluster's own ID \(--cluster-id c1\) an alias/,
+    );
+    assert.throws(
+      () => loadConfig({ "cluster-aliases": "a=b,c=b" }, {}, { needVault: false }),
+      /--cluster-aliases.*alias=clusterID pairs.*cluster "b" has two aliases/,
+    );
   });
 });
 
