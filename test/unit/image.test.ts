@@ -28,20 +28,39 @@ interface AgentContainer {
   resources?: unknown;
 }
 
-/** The agent containers of the shipped istiod values and the kustomize overlay. */
+/** The istiod values files and kustomize agent patches that ship an agent container, cacerts mode and mesh-CA mode. */
+const SHIPPED_VALUES = ["manifests/helm/istiod-values.yaml", "manifests/helm/istiod-values-mesh-ca.yaml"];
+const SHIPPED_PATCHES = ["manifests/overlays/istiod/agent-patch.yaml", "manifests/overlays/mesh-ca/agent-patch.yaml"];
+
+/** The agent containers of the shipped istiod values and the kustomize overlays (both modes). */
 function shippedAgentContainers(): [string, AgentContainer][] {
-  const values = parseYaml(read("manifests/helm/istiod-values.yaml")) as { initContainers: AgentContainer[] };
-  const overlay = parseYaml(read("manifests/overlays/istiod/agent-patch.yaml")) as {
-    spec: { template: { spec: { initContainers: AgentContainer[]; containers: AgentContainer[] } } };
-  };
-  const pod = overlay.spec.template.spec;
-  const all: [string, AgentContainer][] = [
-    ...values.initContainers.map((c): [string, AgentContainer] => [`istiod-values.yaml ${c.name}`, c]),
-    ...[...pod.initContainers, ...pod.containers]
-      .filter((c) => c.name.startsWith("istiod-vault-agent"))
-      .map((c): [string, AgentContainer] => [`agent-patch.yaml ${c.name}`, c]),
-  ];
-  assert.equal(all.length, 3, "the values' sidecar and the overlay's init container and sidecar");
+  const all: [string, AgentContainer][] = [];
+  for (const f of SHIPPED_VALUES) {
+    const values = parseYaml(read(f)) as { initContainers: AgentContainer[] };
+    all.push(...values.initContainers.map((c): [string, AgentContainer] => [`${f} ${c.name}`, c]));
+  }
+  for (const f of SHIPPED_PATCHES) {
+    const overlay = parseYaml(read(f)) as {
+      spec: { template: { spec: { initContainers: AgentContainer[]; containers: AgentContainer[] } } };
+    };
+    const pod = overlay.spec.template.spec;
+    all.push(
+      ...[...pod.initContainers, ...pod.containers]
+        .filter((c) => c.name.startsWith("istiod-vault-agent"))
+        .map((c): [string, AgentContainer] => [`${f} ${c.name}`, c]),
+    );
+  }
+  assert.deepEqual(
+    all.map(([where]) => where),
+    [
+      "manifests/helm/istiod-values.yaml istiod-vault-agent",
+      "manifests/helm/istiod-values-mesh-ca.yaml istiod-vault-agent",
+      "manifests/overlays/istiod/agent-patch.yaml istiod-vault-agent-init",
+      "manifests/overlays/istiod/agent-patch.yaml istiod-vault-agent",
+      "manifests/overlays/mesh-ca/agent-patch.yaml istiod-vault-agent",
+    ],
+    "both values files' sidecar, the cacerts overlay's init container and sidecar, the mesh-CA overlay's sidecar",
+  );
   return all;
 }
 
@@ -58,7 +77,7 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
     // The OCI version label's default, for a build without --build-arg VERSION.
     assert.match(dockerfile, new RegExp(`^ARG VERSION=${pkg.version.replace(/\./g, "\\.")}$`, "m"));
     // Every other mention of the image anywhere shipped uses the same tag (none is left behind at an old version).
-    for (const f of ["README.md", "manifests/helm/istiod-values.yaml", "manifests/overlays/istiod/agent-patch.yaml"]) {
+    for (const f of ["README.md", ...SHIPPED_VALUES, ...SHIPPED_PATCHES]) {
       for (const [ref] of read(f).matchAll(/ghcr\.io\/istiod-vault-agent\/istiod-vault-agent:[\w.-]+/g)) {
         assert.equal(ref, expected, `${f} names ${ref}`);
       }
@@ -86,7 +105,7 @@ void describe("image: reference, user, Dockerfile, release scripts", () => {
     assert.match(dockerfile, /istio-proxy:x:1337:/);
   });
 
-  void it("one memory request and limit everywhere: inject's, the overlay's and the istiod values'", () => {
+  void it("one memory request and limit everywhere: inject's, the overlays' and the istiod values' (both modes)", () => {
     for (const [where, c] of shippedAgentContainers()) assert.deepEqual(c.resources, AGENT_RESOURCES, where);
   });
 
