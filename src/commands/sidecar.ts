@@ -174,6 +174,15 @@ function trustAnchorsReloader(agent: Agent, config: Config, log: Logger): TrustA
   return new TrustAnchorsReloader({
     file,
     inForce: () => agent.config.trustAnchors.pem,
+    // istiod reads them from cacerts: refuse up front what the sink would refuse, so no consumer serves other roots.
+    ...(config.cacerts.dir !== undefined && {
+      nested: {
+        servedRoot: () => {
+          const chain = agent.authority.current()?.chainPem;
+          return chain?.[chain.length - 1];
+        },
+      },
+    }),
     apply: (pem) => agent.apply((c) => ({ ...c, trustAnchors: { file, pem } })),
     log: log.child({ component: "trust-anchors" }),
     count: (labels) => agent.metrics.trustAnchorsReloads.inc(labels),

@@ -6,6 +6,7 @@ import { watch as fsWatch } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { readTrustAnchors, type TrustAnchorsRead } from "./trust-anchors.js";
+import { uniquePemCertificates } from "../crypto/pem.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 
 export type TrustAnchorsTrigger = "signal" | "watch";
@@ -14,11 +15,36 @@ export type TrustAnchorsOutcome = "applied" | "unchanged" | "rejected";
 export type TrustAnchorsDecision =
   { action: "apply"; pem: string[] } | { action: "unchanged" } | { action: "reject"; problem: string };
 
-/** What to do with a read of the file, given the roots in force (pure). */
-export function decideTrustAnchorsReload(inForce: readonly string[], read: TrustAnchorsRead): TrustAnchorsDecision {
+/**
+ * What to do with a read of the file, given the anchors in force (pure). `servedRoot` (the held intermediate's own
+ * root) with `nested` (istiod reads root-cert.pem: the cacerts sink is on) refuses a change istiod would refuse even
+ * in multi-root mode, before anything is served: the new served roots must contain the old ones or be contained in
+ * them (add the new root first, drop the old one later), never both add and drop at once.
+ */
+export function decideTrustAnchorsReload(
+  inForce: readonly string[],
+  read: TrustAnchorsRead,
+  opts: { nested?: boolean; servedRoot?: string | undefined; file?: string } = {},
+): TrustAnchorsDecision {
   if (!read.ok) return { action: "reject", problem: read.problem };
   const same = read.pem.length === inForce.length && read.pem.every((p, i) => p === inForce[i]);
-  return same ? { action: "unchanged" } : { action: "apply", pem: read.pem };
+  if (same) return { action: "unchanged" };
+  if (opts.nested) {
+    const root = opts.servedRoot ? uniquePemCertificates([opts.servedRoot]) : [];
+    const before = new Set(uniquePemCertificates([...root, ...inForce]));
+    const after = new Set(uniquePemCertificates([...root, ...read.pem]));
+    const adds = [...after].some((p) => !before.has(p));
+    const drops = [...before].some((p) => !after.has(p));
+    if (adds && drops)
+      return {
+        action: "reject",
+        problem:
+          `--trust-anchors-file ${opts.file ?? ""}: adds and drops roots in one change, which istiod refuses even with ` +
+          `ISTIO_MULTIROOT_MESH=true; expected first a file with the old and the new roots, then (once every workload ` +
+          `trusts the new root) one without the old root`,
+      };
+  }
+  return { action: "apply", pem: read.pem };
 }
 
 /**
@@ -47,6 +73,11 @@ export interface TrustAnchorsReloaderOptions {
   file: string;
   /** The extra roots in force (the agent's configuration). */
   inForce: () => readonly string[];
+  /**
+   * istiod reads the served roots (the cacerts sink is on): a change must only add or only drop roots. `servedRoot`
+   * is then the held intermediate's own root, which stays served whatever the file says.
+   */
+  nested?: { servedRoot: () => string | undefined };
   /** Puts new roots in force (Agent.apply editing trustAnchors.pem). */
   apply: (pem: string[]) => Promise<unknown>;
   log: Logger;
@@ -109,7 +140,10 @@ export class TrustAnchorsReloader {
   }
 
   private changed(name: string | null): void {
+    // Nothing is logged for other entries: the directory may hold the agent's own log file, whose every write is an
+    // event here.
     if (this.stopped || this.pending || !concernsFile(this.opts.file, name)) return;
+    this.opts.log.debug({ changed: name, file: this.opts.file }, "the trust-anchors file may have changed");
     // Throttled, not reset by each event: a directory that keeps changing still gets read.
     this.pending = this.clock.after(this.opts.debounceMs ?? DEFAULT_TRUST_ANCHORS_DEBOUNCE_MS, () => {
       this.pending = undefined;
@@ -127,7 +161,12 @@ export class TrustAnchorsReloader {
   private async reloadNow(trigger: TrustAnchorsTrigger): Promise<TrustAnchorsOutcome> {
     const { file, log } = this.opts;
     const read = readTrustAnchors(file, new Date(this.clock.now()), this.opts.read);
-    const decision = decideTrustAnchorsReload(this.opts.inForce(), read);
+    const nested = this.opts.nested;
+    const decision = decideTrustAnchorsReload(this.opts.inForce(), read, {
+      nested: nested !== undefined,
+      servedRoot: nested?.servedRoot(),
+      file,
+    });
     let outcome: TrustAnchorsOutcome;
     if (decision.action === "reject") {
       outcome = "rejected";

@@ -80,6 +80,23 @@ void describe("trust-anchors file check", () => {
     assert.deepEqual(decideTrustAnchorsReload([a], { ok: false, problem: "p" }), { action: "reject", problem: "p" });
   });
 
+  void it("with istiod reading the roots, a change that both adds and drops a root is refused; one step at a time is not", async () => {
+    const signing = await root("Signing");
+    const a = await root("A");
+    const b = await root("B");
+    const nested = { nested: true, servedRoot: signing, file: FILE };
+    const swap = decideTrustAnchorsReload([a], { ok: true, pem: [b] }, nested);
+    assert.equal(swap.action, "reject");
+    if (swap.action === "reject") {
+      assert.match(swap.problem, new RegExp(`^--trust-anchors-file ${FILE}: adds and drops roots in one change`));
+      assert.match(swap.problem, /expected first a file with the old and the new roots/);
+    }
+    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [a, b] }, nested).action, "apply", "add");
+    assert.equal(decideTrustAnchorsReload([a, b], { ok: true, pem: [b] }, nested).action, "apply", "drop");
+    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [signing] }, nested).action, "apply", "signing stays");
+    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [b] }).action, "apply", "no istiod: any change");
+  });
+
   void it("a change of the file's own name, of ..data (the kubelet's swap) or an unnamed one concerns the file", () => {
     assert.ok(concernsFile(FILE, "roots.pem"));
     assert.ok(concernsFile(FILE, "..data"));
