@@ -196,6 +196,29 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
         /istiod_vault_agent_trust_anchors_reloads_total\{trigger="watch",outcome="rejected"\} [1-9]/,
       );
       assert.match(metrics, /istiod_vault_agent_trust_anchors_reloads_total\{trigger="watch",outcome="applied"\} 2/);
+
+      // SIGHUP re-reads the file before rotating. Written in place inside the data directory, which the (not recursive)
+      // watch does not see, so only the signal can pick it up.
+      const fourth = (await makeTestCa("fourth root")).certPem;
+      writeFileSync(join(anchors, "..data", "roots.pem"), oldRoot + fourth);
+      sidecar.process.signal("SIGHUP");
+      await waitUntil(
+        "SIGHUP serves the file's roots with a new intermediate",
+        async () => {
+          const b = await getBundle(sidecar.client);
+          return has(b.rootCertPem.join(""), fourth) && b.serialHex !== before.serialHex;
+        },
+        { timeoutMs: 30_000, process: sidecar.process },
+      );
+      await waitUntil(
+        "cacerts root-cert.pem carries the SIGHUP's anchor",
+        () => Promise.resolve(has(cacerts("root-cert.pem"), fourth)),
+        { timeoutMs: 30_000, process: sidecar.process },
+      );
+      assert.match(
+        await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
+        /istiod_vault_agent_trust_anchors_reloads_total\{trigger="signal",outcome="applied"\} 1/,
+      );
     } finally {
       stream.cancel();
     }
