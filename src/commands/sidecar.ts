@@ -17,6 +17,7 @@ import type { Config } from "../config/config.js";
 import type { Logger } from "pino";
 import { createLogger } from "../observability/logger.js";
 import { TrustAnchorsReloader } from "../config/trust-anchors-reload.js";
+import { uniquePemCertificates } from "../crypto/pem.js";
 
 export const command: Command = {
   name: "sidecar",
@@ -175,14 +176,12 @@ function trustAnchorsReloader(agent: Agent, config: Config, log: Logger): TrustA
     file,
     inForce: () => agent.config.trustAnchors.pem,
     // istiod reads them from cacerts: refuse up front what the sink would refuse, so no consumer serves other roots.
-    ...(config.cacerts.dir !== undefined && {
-      nested: {
-        servedRoot: () => {
-          const chain = agent.authority.current()?.chainPem;
-          return chain?.[chain.length - 1];
-        },
-      },
-    }),
+    refusal: async (pem) => {
+      const held = agent.authority.current();
+      if (!agent.sink || !held) return undefined;
+      const signingRoot = held.chainPem[held.chainPem.length - 1] ?? "";
+      return agent.sink.rootChangeProblem(uniquePemCertificates([signingRoot, ...pem]).join(""));
+    },
     apply: (pem) => agent.apply((c) => ({ ...c, trustAnchors: { file, pem } })),
     log: log.child({ component: "trust-anchors" }),
     count: (labels) => agent.metrics.trustAnchorsReloads.inc(labels),

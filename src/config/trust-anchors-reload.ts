@@ -6,7 +6,6 @@ import { watch as fsWatch } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { readTrustAnchors, type TrustAnchorsRead } from "./trust-anchors.js";
-import { uniquePemCertificates } from "../crypto/pem.js";
 import { systemClock, type Clock, type Timer } from "../util/clock.js";
 
 export type TrustAnchorsTrigger = "signal" | "watch";
@@ -15,36 +14,11 @@ export type TrustAnchorsOutcome = "applied" | "unchanged" | "rejected";
 export type TrustAnchorsDecision =
   { action: "apply"; pem: string[] } | { action: "unchanged" } | { action: "reject"; problem: string };
 
-/**
- * What to do with a read of the file, given the anchors in force (pure). `servedRoot` (the held intermediate's own
- * root) with `nested` (istiod reads root-cert.pem: the cacerts sink is on) refuses a change istiod would refuse even
- * in multi-root mode, before anything is served: the new served roots must contain the old ones or be contained in
- * them (add the new root first, drop the old one later), never both add and drop at once.
- */
-export function decideTrustAnchorsReload(
-  inForce: readonly string[],
-  read: TrustAnchorsRead,
-  opts: { nested?: boolean; servedRoot?: string | undefined; file?: string } = {},
-): TrustAnchorsDecision {
+/** What to do with a read of the file, given the anchors in force (pure). */
+export function decideTrustAnchorsReload(inForce: readonly string[], read: TrustAnchorsRead): TrustAnchorsDecision {
   if (!read.ok) return { action: "reject", problem: read.problem };
   const same = read.pem.length === inForce.length && read.pem.every((p, i) => p === inForce[i]);
-  if (same) return { action: "unchanged" };
-  if (opts.nested) {
-    const root = opts.servedRoot ? uniquePemCertificates([opts.servedRoot]) : [];
-    const before = new Set(uniquePemCertificates([...root, ...inForce]));
-    const after = new Set(uniquePemCertificates([...root, ...read.pem]));
-    const adds = [...after].some((p) => !before.has(p));
-    const drops = [...before].some((p) => !after.has(p));
-    if (adds && drops)
-      return {
-        action: "reject",
-        problem:
-          `--trust-anchors-file ${opts.file ?? ""}: adds and drops roots in one change, which istiod refuses even with ` +
-          `ISTIO_MULTIROOT_MESH=true; expected first a file with the old and the new roots, then (once every workload ` +
-          `trusts the new root) one without the old root`,
-      };
-  }
-  return { action: "apply", pem: read.pem };
+  return same ? { action: "unchanged" } : { action: "apply", pem: read.pem };
 }
 
 /**
@@ -74,10 +48,11 @@ export interface TrustAnchorsReloaderOptions {
   /** The extra roots in force (the agent's configuration). */
   inForce: () => readonly string[];
   /**
-   * istiod reads the served roots (the cacerts sink is on): a change must only add or only drop roots. `servedRoot`
-   * is then the held intermediate's own root, which stays served whatever the file says.
+   * Why a consumer would refuse these new roots (the cacerts sink: istiod accepts only adding or dropping roots at an
+   * end of root-cert.pem), or undefined. A refusal rejects them before anything serves them, so the socket, cacerts
+   * and the ConfigMaps never disagree.
    */
-  nested?: { servedRoot: () => string | undefined };
+  refusal?: (pem: string[]) => Promise<string | undefined>;
   /** Puts new roots in force (Agent.apply editing trustAnchors.pem). */
   apply: (pem: string[]) => Promise<unknown>;
   log: Logger;
@@ -161,12 +136,17 @@ export class TrustAnchorsReloader {
   private async reloadNow(trigger: TrustAnchorsTrigger): Promise<TrustAnchorsOutcome> {
     const { file, log } = this.opts;
     const read = readTrustAnchors(file, new Date(this.clock.now()), this.opts.read);
-    const nested = this.opts.nested;
-    const decision = decideTrustAnchorsReload(this.opts.inForce(), read, {
-      nested: nested !== undefined,
-      servedRoot: nested?.servedRoot(),
-      file,
-    });
+    let decision = decideTrustAnchorsReload(this.opts.inForce(), read);
+    if (decision.action === "apply") {
+      const refused = await this.opts
+        .refusal?.(decision.pem)
+        .catch((err: Error) => `cannot check them: ${err.message}`);
+      if (refused !== undefined)
+        decision = {
+          action: "reject",
+          problem: `--trust-anchors-file ${file}: these roots would be refused (${refused}); expected roots that only add to or only drop from the served ones`,
+        };
+    }
     let outcome: TrustAnchorsOutcome;
     if (decision.action === "reject") {
       outcome = "rejected";

@@ -219,6 +219,19 @@ describe("Vault root rotation with istiod in multi-root mode", () => {
         await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
         /istiod_vault_agent_trust_anchors_reloads_total\{trigger="signal",outcome="applied"\} 1/,
       );
+
+      // root-cert.pem is now signing root, old, fourth: dropping the old root from the middle is what istiod refuses
+      // (it takes a smaller bundle only as a byte-for-byte part of the current one). Refused before anything serves
+      // it, so the socket and cacerts still agree.
+      const agreed = cacerts("root-cert.pem");
+      publish(5, fourth);
+      await waitUntil(
+        "the agent refuses roots istiod would refuse",
+        () => Promise.resolve(sidecar.log().includes("these roots would be refused")),
+        { timeoutMs: 30_000, process: sidecar.process },
+      );
+      assert.equal(cacerts("root-cert.pem"), agreed);
+      assert.ok(has((await getBundle(sidecar.client)).rootCertPem.join(""), oldRoot), "the socket keeps the old root");
     } finally {
       stream.cancel();
     }

@@ -80,23 +80,6 @@ void describe("trust-anchors file check", () => {
     assert.deepEqual(decideTrustAnchorsReload([a], { ok: false, problem: "p" }), { action: "reject", problem: "p" });
   });
 
-  void it("with istiod reading the roots, a change that both adds and drops a root is refused; one step at a time is not", async () => {
-    const signing = await root("Signing");
-    const a = await root("A");
-    const b = await root("B");
-    const nested = { nested: true, servedRoot: signing, file: FILE };
-    const swap = decideTrustAnchorsReload([a], { ok: true, pem: [b] }, nested);
-    assert.equal(swap.action, "reject");
-    if (swap.action === "reject") {
-      assert.match(swap.problem, new RegExp(`^--trust-anchors-file ${FILE}: adds and drops roots in one change`));
-      assert.match(swap.problem, /expected first a file with the old and the new roots/);
-    }
-    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [a, b] }, nested).action, "apply", "add");
-    assert.equal(decideTrustAnchorsReload([a, b], { ok: true, pem: [b] }, nested).action, "apply", "drop");
-    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [signing] }, nested).action, "apply", "signing stays");
-    assert.equal(decideTrustAnchorsReload([a], { ok: true, pem: [b] }).action, "apply", "no istiod: any change");
-  });
-
   void it("a change of the file's own name, of ..data (the kubelet's swap) or an unnamed one concerns the file", () => {
     assert.ok(concernsFile(FILE, "roots.pem"));
     assert.ok(concernsFile(FILE, "..data"));
@@ -107,7 +90,7 @@ void describe("trust-anchors file check", () => {
 });
 
 /** A reloader over a scripted file and directory watch; `inForce` is what apply() last put in force. */
-function harness(initial: string[]) {
+function harness(initial: string[], refusal?: (pem: string[]) => Promise<string | undefined>) {
   const clock = new FakeClock(NOW.getTime(), 0);
   const state = {
     text: initial.join(""),
@@ -134,6 +117,7 @@ function harness(initial: string[]) {
     },
     log: spyLog,
     count: (l) => void state.counts.push(l),
+    ...(refusal && { refusal }),
     clock,
     debounceMs: 500,
     read: () => {
@@ -199,5 +183,25 @@ void describe("TrustAnchorsReloader (fake clock, scripted file)", () => {
     state.text = a;
     assert.equal(await reloader.reload("signal"), "unchanged", "the same roots again change nothing");
     assert.deepEqual(state.applied, []);
+  });
+
+  void it("roots a consumer would refuse (istiod via the cacerts sink) are rejected before anything serves them", async () => {
+    const a = await root("A");
+    const b = await root("B");
+    const asked: string[][] = [];
+    const { state, reloader } = harness([a], (pem) => {
+      asked.push(pem);
+      return Promise.resolve(pem.includes(a) ? undefined : "refusing to change the root: neither contains the other");
+    });
+    state.text = b;
+    assert.equal(await reloader.reload("watch"), "rejected");
+    assert.deepEqual(state.applied, []);
+    assert.match(
+      state.errors[0]!,
+      new RegExp(`--trust-anchors-file ${FILE}: these roots would be refused \\(refusing`),
+    );
+    state.text = a + b;
+    assert.equal(await reloader.reload("watch"), "applied", "adding is fine");
+    assert.deepEqual(asked, [[b], [a, b]]);
   });
 });
