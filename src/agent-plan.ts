@@ -29,8 +29,13 @@ export interface AgentPlan {
   newVaultBackend: boolean;
   /** The intermediate's options changed (path, TTL, key, renewal, roots, ...): the authority gets them. */
   newAuthorityOptions: boolean;
-  /** A new intermediate is obtained at once (from the new Vault, or with the new options). */
+  /** A new intermediate is obtained at once (from the new Vault, or with new options other than the extra roots). */
   newIntermediate: boolean;
+  /**
+   * Only the extra roots (trust anchors) changed: the held intermediate is served on with the new roots, published
+   * to every consumer as a rotation is, without a Vault signing. False when a new intermediate carries them anyway.
+   */
+  newRoots: boolean;
   /** The leaf policy is replaced; the next request is signed under it. */
   newLeafPolicy: boolean;
   /** Changed settings that need a restart (listeners, socket, cacerts directory, apiserver access). */
@@ -54,10 +59,13 @@ export function sameValue(a: unknown, b: unknown): boolean {
 export function planApply(prev: Config, next: Config): AgentPlan {
   const newVaultBackend = !sameValue(prev.vault, next.vault) || !sameValue(prev.auth, next.auth);
   const newAuthorityOptions = !sameValue(authorityOptions(prev), authorityOptions(next));
+  const withoutRoots = (c: Config) => ({ ...authorityOptions(c), extraRootsPem: [] });
+  const newIntermediate = newVaultBackend || !sameValue(withoutRoots(prev), withoutRoots(next));
   return {
     newVaultBackend,
     newAuthorityOptions,
-    newIntermediate: newVaultBackend || newAuthorityOptions,
+    newIntermediate,
+    newRoots: !newIntermediate && !sameValue(prev.trustAnchors.pem, next.trustAnchors.pem),
     newLeafPolicy: !sameValue(leafPolicy(prev), leafPolicy(next)),
     needsRestart: RESTART_SETTINGS.filter((k) => !sameValue(prev[k], next[k])),
   };
@@ -67,7 +75,8 @@ export function planApply(prev: Config, next: Config): AgentPlan {
 export function planSummary(p: AgentPlan): string[] {
   return [
     ...(p.newVaultBackend ? ["vault"] : []),
-    ...(p.newAuthorityOptions ? ["intermediate"] : []),
+    ...(p.newIntermediate && p.newAuthorityOptions ? ["intermediate"] : []),
+    ...(p.newRoots ? ["trust anchors"] : []),
     ...(p.newLeafPolicy ? ["leaf policy"] : []),
   ];
 }

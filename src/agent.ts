@@ -126,11 +126,15 @@ export class Agent {
   /**
    * Applies a new configuration to the running agent (live RootTrustPolicy reload): computes the plan (planApply),
    * carries it out and returns it. A new Vault backend or new intermediate options make a new intermediate at once
-   * (its failure is thrown after the new configuration is in force); a new leaf policy applies to the next request;
+   * (its failure is thrown after the new configuration is in force); new trust anchors alone are published with the
+   * held intermediate; a new leaf policy applies to the next request;
    * settings read only at start are logged as needing a restart.
    */
-  apply(next: Config): Promise<AgentPlan> {
-    const run = this.applying.then(() => this.carryOut(freezeConfig(next)));
+  apply(next: Config | ((current: Readonly<Config>) => Config)): Promise<AgentPlan> {
+    // A function edits the configuration in force when its turn comes, not the one in force when it was queued.
+    const run = this.applying.then(() =>
+      this.carryOut(freezeConfig(typeof next === "function" ? next(this.snapshot) : next)),
+    );
     this.applying = run.catch(() => undefined);
     return run;
   }
@@ -158,6 +162,7 @@ export class Agent {
       this.log.warn({ setting }, "this setting changed but needs a restart of the agent to take effect");
     this.snapshot = next;
     if (plan.newIntermediate) await this.authority.rotate("config");
+    else if (plan.newRoots) await this.authority.republishRoots();
     return plan;
   }
 

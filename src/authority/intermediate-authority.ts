@@ -185,13 +185,7 @@ export class IntermediateAuthority {
         "serving a new intermediate",
       );
       this.scheduleRenewal(bundle, adopted?.renewAt);
-      for (const fn of this.listeners) {
-        try {
-          fn(bundle);
-        } catch (err) {
-          this.log.error({ err: (err as Error).message }, "a bundle subscriber failed");
-        }
-      }
+      this.notify(bundle);
       return bundle;
     } catch (err) {
       const message = (err as Error).message;
@@ -217,6 +211,41 @@ export class IntermediateAuthority {
         }
       }
       throw err;
+    }
+  }
+
+  /**
+   * Serves the extra roots the options now name (reconfigure) beside the held intermediate's own root, without a new
+   * intermediate: the same bundle with new rootsPem and the next generation, published to every subscriber (socket
+   * Watch streams, cacerts root-cert.pem, the root ConfigMaps) as a rotation is. Waits for a rotation in flight, which
+   * read the old options. Returns the bundle served afterwards; nothing is published when the roots are unchanged or
+   * no intermediate is held yet (the next one gets the new roots).
+   */
+  async republishRoots(): Promise<SigningBundle | undefined> {
+    await this.inflight?.catch(() => undefined);
+    const held = this.bundle;
+    if (!held) return undefined;
+    const signingRoot = held.chainPem[held.chainPem.length - 1] ?? held.rootsPem[0];
+    const rootsPem = uniquePemCertificates([...(signingRoot ? [signingRoot] : []), ...this.opts.extraRootsPem]);
+    if (rootsPem.length === held.rootsPem.length && rootsPem.every((p, i) => p === held.rootsPem[i])) return held;
+    const bundle: SigningBundle = { ...held, rootsPem, generation: ++this.generation };
+    this.bundle = bundle;
+    this.metrics.intermediateGeneration.set(bundle.generation);
+    this.log.info(
+      { generation: bundle.generation, serial: bundle.serialHex, roots: rootsPem.length },
+      "serving new trust anchors with the same intermediate",
+    );
+    this.notify(bundle);
+    return bundle;
+  }
+
+  private notify(bundle: SigningBundle): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(bundle);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, "a bundle subscriber failed");
+      }
     }
   }
 

@@ -16,6 +16,8 @@ import { openKube } from "../cli/kube.js";
 import type { Config } from "../config/config.js";
 import type { Logger } from "pino";
 import { createLogger } from "../observability/logger.js";
+import { TrustAnchorsReloader } from "../config/trust-anchors-reload.js";
+import { uniquePemCertificates } from "../crypto/pem.js";
 
 export const command: Command = {
   name: "sidecar",
@@ -29,7 +31,8 @@ export const command: Command = {
       "Runs beside istiod: obtains the intermediate, serves it on the socket (and in cacerts), renews it.\n" +
         "With --policy-name the RootTrustPolicy is authoritative (flags may not set its fields), reloaded live, and\n" +
         "one replica, elected with a Lease, writes its status.\n" +
-        "SIGHUP rotates the intermediate now; SIGTERM/SIGINT stop gracefully (the Vault token is revoked).",
+        "SIGHUP re-reads --trust-anchors-file, then rotates the intermediate now; SIGTERM/SIGINT stop gracefully\n" +
+        "(the Vault token is revoked). The trust-anchors file is also watched: a change serves its roots at once.",
     ),
   run: runSidecar,
 };
@@ -62,6 +65,7 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
   let election: Promise<void> | undefined;
   let roots: Promise<void> | undefined;
   let rootsKube: KubeClient | undefined;
+  const anchors = trustAnchorsReloader(agent, config, log);
   // Its own signal: close() also runs when start() failed without a stop signal.
   const stopElection = new AbortController();
   // /healthz answers from the start; /readyz follows the intermediate the agent holds.
@@ -70,10 +74,14 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
     name: "sidecar",
     http: config.serve.httpAddress ? { address: config.serve.httpAddress, ...agent.healthEndpoints() } : undefined,
     onHangup: () => {
-      log.info("SIGHUP: rotating the intermediate now");
-      agent.authority.rotate("signal").catch(() => undefined);
+      // The new intermediate then carries the file's roots too; a bad file keeps the last good roots (logged).
+      void (anchors?.reload("signal") ?? Promise.resolve()).then(() => {
+        log.info("SIGHUP: rotating the intermediate now");
+        agent.authority.rotate("signal").catch(() => undefined);
+      });
     },
     async start(signal) {
+      anchors?.start();
       if (policy) {
         // Wired before the first intermediate, so a start that keeps failing shows in the status (NoIntermediate)
         // and as Events; the watch for policy edits starts once the agent runs.
@@ -103,6 +111,7 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
     async close() {
       // The Lease is released before the apiserver client closes, so another replica takes over at once.
       stopElection.abort();
+      anchors?.stop();
       await election;
       await roots;
       await agent.stop();
@@ -154,6 +163,29 @@ function distributeRoots(
     "keeping istio-ca-root-cert in the selected namespaces",
   );
   return Promise.all([roots.run(signal), lease.run(signal)]).then(() => undefined);
+}
+
+/**
+ * --trust-anchors-file, reloaded live: its roots go through Agent.apply (the path a RootTrustPolicy edit takes), which
+ * publishes them with the held intermediate to the socket, cacerts root-cert.pem and the root ConfigMaps.
+ */
+function trustAnchorsReloader(agent: Agent, config: Config, log: Logger): TrustAnchorsReloader | undefined {
+  const file = config.trustAnchors.file;
+  if (!file) return undefined;
+  return new TrustAnchorsReloader({
+    file,
+    inForce: () => agent.config.trustAnchors.pem,
+    // istiod reads them from cacerts: refuse up front what the sink would refuse, so no consumer serves other roots.
+    refusal: async (pem) => {
+      const held = agent.authority.current();
+      if (!agent.sink || !held) return undefined;
+      const signingRoot = held.chainPem[held.chainPem.length - 1] ?? "";
+      return agent.sink.rootChangeProblem(uniquePemCertificates([signingRoot, ...pem]).join(""));
+    },
+    apply: (pem) => agent.apply((c) => ({ ...c, trustAnchors: { file, pem } })),
+    log: log.child({ component: "trust-anchors" }),
+    count: (labels) => agent.metrics.trustAnchorsReloads.inc(labels),
+  });
 }
 
 function leaseDuration(flags: FlagValues): number {

@@ -50,7 +50,7 @@ import {
   vaultProbeInterval,
   withProxyEnv,
 } from "../cli/vault-flags.js";
-import { splitPemCertificates } from "../crypto/pem.js";
+import { readTrustAnchors } from "./trust-anchors.js";
 import { parseNodeAccounts } from "../serve/node-authorizer.js";
 import { parseClusterAliases } from "../kube/remote-clusters.js";
 import { LabelSelectorError, parseLabelSelector, type LabelSelector } from "../kube/label-selector.js";
@@ -368,16 +368,10 @@ export function loadConfig(
   }
   scaledExpiryDefaults(c);
   if (c.trustAnchors.file) {
-    try {
-      const pem = readFileSync(c.trustAnchors.file, "utf8");
-      c.trustAnchors.pem = splitPemCertificates(pem, c.trustAnchors.file);
-      if (c.trustAnchors.pem.length === 0)
-        problems.push(`--trust-anchors-file ${c.trustAnchors.file}: holds no PEM certificate`);
-    } catch (err) {
-      problems.push(
-        `--trust-anchors-file ${c.trustAnchors.file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"})`,
-      );
-    }
+    // The same check every live reload makes (SIGHUP, the file watch), so start and reload refuse alike.
+    const read = readTrustAnchors(c.trustAnchors.file, new Date());
+    if (read.ok) c.trustAnchors.pem = read.pem;
+    else problems.push(read.problem);
   }
   if (c.vault.caFile && c.vault.caPem === undefined) {
     try {

@@ -23,6 +23,7 @@ const GROUP_OF: Record<string, MetricGroup | "always"> = {
   cacerts_: "serve",
   signing_: "serve",
   root_configmaps_: "serve",
+  trust_anchors_: "serve",
 };
 
 /**
@@ -155,6 +156,12 @@ export class AgentMetrics {
     "Writes of istio-ca-root-cert ConfigMaps (--root-configmaps) by this replica, by outcome: created, updated, " +
       "adopted, failed.",
     ["outcome"],
+  );
+  readonly trustAnchorsReloads = this.series.counter(
+    "trust_anchors_reloads_total",
+    "Reloads of --trust-anchors-file (trigger: signal = SIGHUP, watch = the file changed), by outcome: applied, " +
+      "unchanged, rejected (bad file; the last good roots stay served).",
+    ["trigger", "outcome"],
   );
   readonly rootConfigMapsUnowned = this.series.gauge(
     "root_configmaps_unowned",

@@ -132,6 +132,21 @@ export class CacertsSink {
     });
   }
 
+  /**
+   * Why write() would refuse `rootCertPem` over the published root-cert.pem (planRootCertText's rule, the one istiod
+   * imposes), or undefined when it would not: lets a caller refuse new roots before any other consumer serves them.
+   */
+  async rootChangeProblem(rootCertPem: string): Promise<string | undefined> {
+    const onDisk = (await this.read())?.rootCertPem;
+    try {
+      planRootCertText(onDisk, rootCertPem, this.multiRoot, this.dir);
+      return undefined;
+    } catch (err) {
+      if (err instanceof CacertsRootChangeError) return err.message;
+      throw err;
+    }
+  }
+
   /** The set currently published through `..data`, read consistently; undefined when nothing is published yet. */
   async read(): Promise<CacertsFiles | undefined> {
     // A write may swap `..data` and delete the old directory between readlink and readFile; that shows up as ENOENT

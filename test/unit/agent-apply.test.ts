@@ -40,6 +40,7 @@ void describe("planApply (pure)", () => {
       newVaultBackend: false,
       newAuthorityOptions: false,
       newIntermediate: false,
+      newRoots: false,
       newLeafPolicy: false,
       needsRestart: [],
     });
@@ -64,7 +65,6 @@ void describe("planApply (pure)", () => {
     for (const next of [
       edit((c) => (c.intermediate.ttlSeconds = 3600)),
       edit((c) => (c.intermediate.keyAlgorithm = "ECDSA_P384")),
-      edit((c) => (c.trustAnchors.pem = ["-----BEGIN CERTIFICATE-----y"])),
       edit((c) => (c.backoff.maxMs = 1_000)),
       edit((c) => (c.cacerts.dir = "/etc/cacerts")), // turns key export on
     ]) {
@@ -73,6 +73,26 @@ void describe("planApply (pure)", () => {
       assert.equal(p.newAuthorityOptions, true);
       assert.equal(p.newIntermediate, true);
     }
+  });
+
+  void it("new trust anchors alone are republished with the held intermediate, without a new one", () => {
+    const p = planApply(
+      base(),
+      edit((c) => (c.trustAnchors.pem = ["-----BEGIN CERTIFICATE-----y"])),
+    );
+    assert.equal(p.newAuthorityOptions, true, "the authority gets the roots for later intermediates");
+    assert.equal(p.newIntermediate, false);
+    assert.equal(p.newRoots, true);
+    assert.deepEqual(planSummary(p), ["trust anchors"]);
+    const both = planApply(
+      base(),
+      edit((c) => {
+        c.trustAnchors.pem = ["-----BEGIN CERTIFICATE-----y"];
+        c.intermediate.ttlSeconds = 3600;
+      }),
+    );
+    assert.equal(both.newIntermediate, true, "a new intermediate carries the new roots");
+    assert.equal(both.newRoots, false);
   });
 
   void it("a leaf change replaces the policy only; start-only settings are reported as needing a restart", () => {

@@ -468,3 +468,15 @@ void test("a data directory swapped for a symlink mid-write does not redirect th
   assert.equal((await fsp.lstat(path.join(dir, "..data"))).isSymbolicLink(), true);
   assert.ok(DATA_DIR.test(await fsp.readlink(path.join(dir, "..data"))), "..data still names our own directory");
 });
+
+void test("rootChangeProblem answers what write() would refuse, without writing", async (t) => {
+  const dir = await tempDir(t);
+  const sink = new CacertsSink({ dir, multiRoot: true });
+  assert.equal(await sink.rootChangeProblem(ROOT_B), undefined, "nothing published yet: anything goes");
+  await sink.write(makeSet("a", ROOT_A + ROOT_B + ROOT_C));
+  assert.equal(await sink.rootChangeProblem(ROOT_A + ROOT_B + ROOT_C), undefined, "same roots");
+  assert.equal(await sink.rootChangeProblem(ROOT_A + ROOT_B), undefined, "drop at the end");
+  assert.match((await sink.rootChangeProblem(ROOT_A + ROOT_C))!, /refusing to drop roots/, "drop from the middle");
+  assert.match((await sink.rootChangeProblem(fakePem("CERTIFICATE", "other")))!, /neither bundle contains the other/);
+  assert.equal(await fsp.readFile(path.join(dir, "root-cert.pem"), "utf8"), ROOT_A + ROOT_B + ROOT_C, "untouched");
+});

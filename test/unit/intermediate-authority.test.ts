@@ -6,6 +6,7 @@ import {
   IntermediateAuthority,
   type IntermediateAuthorityOptions,
 } from "../../src/authority/intermediate-authority.js";
+import { splitPemCertificates } from "../../src/crypto/pem.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
@@ -168,6 +169,27 @@ void describe("IntermediateAuthority (fake clock)", { timeout: 60_000 }, () => {
     await until(() => authority.current()?.generation === 2, "renewal once Vault is back");
     assert.ok((await gauge("next_renewal")) > clock.now() / 1000, "a new point in the future");
     assert.ok((await gauge("last_rotation")) > startedAt / 1000);
+    authority.stop();
+  });
+
+  void it("republishRoots serves new extra roots with the same intermediate, as a new generation to subscribers", async () => {
+    const { authority, state, metrics } = await setup();
+    const first = await authority.rotate("start");
+    const seen: { generation: number; roots: number; serial: string }[] = [];
+    authority.subscribe((b) => seen.push({ generation: b.generation, roots: b.rootsPem.length, serial: b.serialHex }));
+    const extra = (await scriptedCa(Date.now())).rootPem;
+    authority.reconfigure(options({ extraRootsPem: [extra] }));
+    const next = (await authority.republishRoots())!;
+    assert.equal(state.writes, 1, "no Vault signing");
+    assert.equal(next.serialHex, first.serialHex, "the same intermediate");
+    assert.equal(next.generation, first.generation + 1);
+    assert.deepEqual(next.rootsPem, [first.rootsPem[0], ...splitPemCertificates(extra)]);
+    assert.deepEqual(seen.slice(1), [{ generation: 2, roots: 2, serial: first.serialHex }]);
+    assert.equal(await authority.republishRoots(), next, "unchanged roots publish nothing");
+    authority.reconfigure(options({ extraRootsPem: [] }));
+    assert.deepEqual((await authority.republishRoots())!.rootsPem, first.rootsPem, "the signing root always stays");
+    assert.equal(seen.length, 3);
+    assert.match(await metrics.registry.metrics(), /intermediate_generation 3/);
     authority.stop();
   });
 });
