@@ -1,5 +1,6 @@
 // Wires one agent together from a Config: Vault client → Kubernetes auth → intermediate authority → consumers
-// (gRPC socket, cacerts directory, health/metrics). Data flows one way: consumers subscribe to the authority.
+// (gRPC socket, cacerts directory, health/metrics, and the mesh-CA services: src/serve/mesh-ca-services.ts). Data
+// flows one way: consumers subscribe to the authority.
 import type { Logger } from "pino";
 import type { Config } from "./config/config.js";
 import type { SigningBundle } from "./authority/bundle.js";
@@ -16,15 +17,9 @@ import { VaultClient } from "./vault/client.js";
 import type { VaultTokenSession } from "./vault/auth.js";
 import { createAuthSession } from "./vault/auth-methods.js";
 import { VaultHealthProbe } from "./vault/health-probe.js";
-import type { KubeClient } from "./kube/client.js";
-import { openKube } from "./cli/kube.js";
-import { TokenReviewer } from "./kube/token-review.js";
-import { IstioCaServer, type CaClusterAccess } from "./serve/istio-ca.js";
-import { ApiserverPodDirectory, NodeAuthorizer, parseNodeAccounts } from "./serve/node-authorizer.js";
-import { parseClusterAliases, RemoteClusters } from "./kube/remote-clusters.js";
 import { AgentSigning } from "./signing/agent-signing.js";
 import { cpuLimits, defaultSigningWorkers } from "./signing/signing-workers.js";
-import { IstiodCertPublisher } from "./serve/istiod-cert.js";
+import { MeshCaServices } from "./serve/mesh-ca-services.js";
 
 export { authorityOptions, leafPolicy, type AgentPlan } from "./agent-plan.js";
 
@@ -50,13 +45,9 @@ export class Agent {
   /** apply() calls run one after another, each from the snapshot the previous one left. */
   private applying: Promise<unknown> = Promise.resolve();
   private grpc: AgentGrpcServer | undefined;
-  private istioCa: IstioCaServer | undefined;
   /** The one signing pool, shared by the socket and the Istio CA listener. */
   private signing: AgentSigning | undefined;
-  private istiodCert: IstiodCertPublisher | undefined;
-  private kube: KubeClient | undefined;
-  private remoteClusters: RemoteClusters<CaClusterAccess> | undefined;
-  private remoteClustersStop: AbortController | undefined;
+  private meshCa: MeshCaServices | undefined;
   private unsubscribeSink: (() => void) | undefined;
   private probe: VaultHealthProbe | undefined;
   private sinkQueue: Promise<void> = Promise.resolve();
@@ -199,7 +190,7 @@ export class Agent {
       // With --istiod-tls-dir, ready also means istiod's TLS files exist: the startupProbe holds istiod until then.
       ready: () =>
         this.authority.ready(this.config.serve.unreadyBeforeExpirySeconds * 1000) &&
-        (this.config.istiodTls.dir === undefined || this.istiodCert?.published !== undefined),
+        (this.config.istiodTls.dir === undefined || this.meshCa?.istiodCertPublished === true),
       registry: this.metrics.registry,
     };
   }
@@ -209,22 +200,16 @@ export class Agent {
     // Fail fast, before any Vault call, on a directory istiod's files cannot be written to.
     await this.sink?.preflight();
     this.signing = this.startSigning();
-    const t = this.config.istiodTls;
-    if (t.dir) {
-      this.istiodCert = new IstiodCertPublisher(
-        {
-          dir: t.dir,
-          dnsNames: t.dnsNames,
-          ttlMs: t.ttlSeconds * 1000,
-          graceRatio: this.config.intermediate.rotationGraceRatio,
-          group: this.config.cacerts.group,
-        },
-        this.authority,
-        this.log,
-        this.clock,
-      );
-      await this.istiodCert.preflight();
-    }
+    this.meshCa = new MeshCaServices({
+      config: () => this.config,
+      authority: this.authority,
+      leafPolicy: () => this.policy,
+      signing: this.signing,
+      log: this.log,
+      metrics: this.metrics,
+      clock: this.clock,
+    });
+    await this.meshCa.preflight();
     this.grpc = new AgentGrpcServer(
       {
         socketPath: this.config.serve.socketPath,
@@ -262,58 +247,8 @@ export class Agent {
           ),
         );
     }
-    // Before the listeners and before /readyz can pass: istiod looks for its TLS files once, at its start.
-    await this.istiodCert?.start();
-    if (this.config.istioCa.address) {
-      this.kube = await openKube(this.config.kube);
-      const access = (client: KubeClient): CaClusterAccess => ({
-        reviewer: new TokenReviewer(
-          client,
-          this.config.istioCa.audience,
-          this.config.leaf.trustDomain,
-          undefined,
-          this.metrics,
-        ),
-        pods: new ApiserverPodDirectory(client),
-      });
-      const local = access(this.kube);
-      const reviewer = local.reviewer;
-      this.remoteClusters = new RemoteClusters<CaClusterAccess>({
-        kube: this.kube,
-        namespace: this.config.pod.namespace ?? "istio-system",
-        localClusterId: this.config.istioCa.clusterId,
-        aliases: parseClusterAliases(this.config.istioCa.clusterAliases.join(",")),
-        local,
-        makeAccess: (_id, client) => access(client),
-        log: this.log,
-        clock: this.clock,
-      });
-      this.remoteClustersStop = new AbortController();
-      void this.remoteClusters.run(this.remoteClustersStop.signal);
-      const remote = this.remoteClusters;
-      this.istioCa = new IstioCaServer(
-        {
-          address: this.config.istioCa.address,
-          servingNames: this.config.istioCa.servingNames,
-          leafPolicy: () => this.policy,
-          maxInFlight: this.config.istioCa.maxInFlight,
-          authFailureBurst: this.config.istioCa.authFailureBurst,
-          authFailuresPerMinute: this.config.istioCa.authFailuresPerMinute,
-          clusters: (id) => remote.select(id),
-          nodeAuthorizer: new NodeAuthorizer(
-            parseNodeAccounts(this.config.istioCa.trustedNodeAgents.join(",")),
-            this.config.leaf.trustDomain,
-            this.clock,
-          ),
-          sign: this.signing.signer("istio_ca"),
-        },
-        this.authority,
-        reviewer,
-        this.log,
-        this.metrics,
-      );
-      await this.istioCa.start();
-    }
+    // istiod's TLS files and the Istio CA listener need the intermediate; both before /readyz can pass.
+    await this.meshCa.start();
     if (this.sink) {
       this.unsubscribeSink = this.authority.subscribe((b) => {
         this.sinkQueue = this.sinkQueue.then(() => this.writeCacerts(b)).catch(() => undefined);
@@ -341,12 +276,8 @@ export class Agent {
     // Revoke rather than just forget the token: a stopped sidecar must not leave a valid Vault token behind.
     await this.backend.auth.revokeAndStop();
     this.unsubscribeSink?.();
-    this.istiodCert?.stop();
+    await this.meshCa?.stop();
     await this.sinkQueue;
-    await this.istioCa?.stop();
-    this.remoteClustersStop?.abort();
-    await this.remoteClusters?.close();
-    await this.kube?.close();
     await this.grpc?.stop();
     await this.signing?.close();
     await this.backend.vault.close();

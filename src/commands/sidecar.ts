@@ -10,9 +10,9 @@ import { openPolicy, type OpenedPolicy } from "../cli/policy.js";
 import { durationMs, Expected } from "../cli/validate.js";
 import { KubeLeaseStore, LeaderElector } from "../kube/leader-elector.js";
 import { RootTrustPolicyController, type ApplyResult, type PolicyObject } from "../kube/policy-controller.js";
-import { ROOT_CONFIGMAP_LEASE, RootConfigMapController } from "../kube/root-configmaps.js";
 import type { KubeClient } from "../kube/client.js";
 import { openKube } from "../cli/kube.js";
+import { distributeRoots } from "../serve/mesh-ca-services.js";
 import type { Config } from "../config/config.js";
 import type { Logger } from "pino";
 import { createLogger } from "../observability/logger.js";
@@ -103,7 +103,10 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       if (config.rootConfigMaps.enabled) {
         rootsKube = policy?.kube ?? (await openKube(config.kube));
         signal.addEventListener("abort", () => stopElection.abort(), { once: true });
-        roots = distributeRoots(agent, config, rootsKube, identity, leaseMs, log, stopElection.signal);
+        roots = distributeRoots(
+          { authority: agent.authority, metrics: agent.metrics, config, kube: rootsKube, identity, leaseMs, log },
+          stopElection.signal,
+        );
       }
       await agent.run(signal);
       if (controller) void controller.run(signal);
@@ -119,50 +122,6 @@ export async function runSidecar(flags: FlagValues): Promise<number> {
       if (rootsKube !== policy?.kube) await rootsKube?.close();
     },
   });
-}
-
-/**
- * --root-configmaps: the ConfigMap controller follows the served roots; only the holder of Lease
- * istiod-vault-agent-root-cert (in the agent's namespace, shared by every revision) writes. Runs until `signal`
- * aborts; the Lease is released on the way out.
- */
-function distributeRoots(
-  agent: Agent,
-  config: Config,
-  kube: KubeClient,
-  identity: string,
-  leaseMs: number,
-  log: Logger,
-  signal: AbortSignal,
-): Promise<void> {
-  const namespace = config.pod.namespace ?? "istio-system";
-  const roots = new RootConfigMapController({
-    kube,
-    selector: config.rootConfigMaps.namespaceSelector,
-    adopt: config.rootConfigMaps.adopt,
-    identity,
-    log: log.child({ component: "root-configmaps" }),
-    metrics: { written: agent.metrics.rootConfigMapsWritten, unowned: agent.metrics.rootConfigMapsUnowned },
-    backoff: config.backoff,
-  });
-  // The same text the cacerts sink is asked to write as root-cert.pem: every served root, signing root first.
-  agent.authority.subscribe((b) => roots.setRoots(b.rootsPem.join("")));
-  const lease = new LeaderElector({
-    store: new KubeLeaseStore(kube, namespace, ROOT_CONFIGMAP_LEASE),
-    identity,
-    leaseDurationMs: leaseMs,
-    purpose: "the istio-ca-root-cert ConfigMaps",
-    onChange: (leading) => roots.setLeading(leading),
-    log,
-  });
-  log.info(
-    {
-      selector: config.rootConfigMaps.namespaceSelector.text || "(every namespace)",
-      lease: `${namespace}/${ROOT_CONFIGMAP_LEASE}`,
-    },
-    "keeping istio-ca-root-cert in the selected namespaces",
-  );
-  return Promise.all([roots.run(signal), lease.run(signal)]).then(() => undefined);
 }
 
 /**

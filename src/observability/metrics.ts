@@ -3,6 +3,8 @@
 // agent none of them (its relay series register beside them). Every mode's own series carry one prefix
 // (METRIC_PREFIX) and follow Prometheus naming: instants end in _timestamp_seconds, durations in _seconds, counters in
 // _total. Node's process series keep their standard names (process_*, nodejs_*) so stock dashboards find them.
+// Each mode declares its series as one table (SeriesTable) rather than a constructor call each; the names, types,
+// labels and help texts are checked against test/unit/metrics-catalogue.txt, since dashboards and alerts name them.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { version } from "../cli/command.js";
 
@@ -27,147 +29,203 @@ const GROUP_OF: Record<string, MetricGroup | "always"> = {
 };
 
 /**
- * Makes series in `registry` from a name (without METRIC_PREFIX, which is added here so no mode can forget it), help
- * and label names; everything else is prom-client's default.
+ * One series: its name without METRIC_PREFIX (added when it is registered, so no mode can forget it), help, type and
+ * label names (none when left out); a histogram also names its buckets. Everything else is prom-client's default.
  */
-export function seriesIn(registry: Registry) {
-  return {
-    counter: <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
-      new Counter<L>({ name: METRIC_PREFIX + name, help, labelNames, registers: [registry] }),
-    gauge: <L extends string = string>(
-      name: string,
-      help: string,
-      labelNames: readonly L[] = [],
-      collect?: (this: Gauge<L>) => void,
-    ) =>
-      new Gauge<L>({
-        name: METRIC_PREFIX + name,
-        help,
-        labelNames,
-        registers: [registry],
-        ...(collect && { collect }),
-      }),
-    histogram: <L extends string = string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
-      new Histogram<L>({ name: METRIC_PREFIX + name, help, labelNames, buckets, registers: [registry] }),
+export type SeriesSpec =
+  | { type: "counter" | "gauge"; name: string; help: string; labels?: readonly string[] }
+  | { type: "histogram"; name: string; help: string; labels: readonly string[]; buckets: readonly number[] };
+
+/** Series by the property name the code reads them under. */
+export type SeriesTable = Record<string, SeriesSpec>;
+
+type LabelsOf<S> = S extends { labels: readonly (infer L extends string)[] } ? L : string;
+type SeriesFor<S extends SeriesSpec> = S extends { type: "counter" }
+  ? Counter<LabelsOf<S>>
+  : S extends { type: "gauge" }
+    ? Gauge<LabelsOf<S>>
+    : Histogram<LabelsOf<S>>;
+/** The prom-client objects a table makes, typed with each series' label names. */
+export type SeriesOf<T extends SeriesTable> = { readonly [K in keyof T]: SeriesFor<T[K]> };
+
+function register(registry: Registry, spec: SeriesSpec): Counter | Gauge | Histogram {
+  const common = {
+    name: METRIC_PREFIX + spec.name,
+    help: spec.help,
+    labelNames: spec.labels ?? [],
+    registers: [registry],
   };
+  switch (spec.type) {
+    case "counter":
+      return new Counter(common);
+    case "gauge":
+      return new Gauge(common);
+    case "histogram":
+      return new Histogram({ ...common, buckets: [...spec.buckets] });
+  }
 }
 
-export class AgentMetrics {
-  readonly registry = new Registry();
-  private readonly series = seriesIn(this.registry);
+/**
+ * A base class whose instances hold `table`'s series, registered in the registry given to the constructor (and kept
+ * as `registry`), in table order.
+ */
+export function seriesClass<T extends SeriesTable>(
+  table: T,
+): new (registry: Registry) => { readonly registry: Registry } & SeriesOf<T> {
+  return class {
+    constructor(readonly registry: Registry) {
+      for (const [key, spec] of Object.entries(table)) Object.assign(this, { [key]: register(registry, spec) });
+    }
+  } as new (registry: Registry) => { readonly registry: Registry } & SeriesOf<T>;
+}
 
-  readonly buildInfo = this.series.gauge(
-    "build_info",
-    "Always 1; the labels say which build runs (version as --version prints it, and the Node.js version).",
-    ["version", "node_version"],
-  );
-  readonly intermediateNotAfter = this.series.gauge(
-    "intermediate_not_after_timestamp_seconds",
-    "NotAfter of the served intermediate CA certificate (Unix seconds).",
-  );
-  readonly intermediateLastRotation = this.series.gauge(
-    "intermediate_last_rotation_timestamp_seconds",
-    "When the served intermediate was obtained (Unix seconds).",
-  );
-  readonly intermediateNextRenewal = this.series.gauge(
-    "intermediate_next_renewal_timestamp_seconds",
-    "When the served intermediate is due for renewal (Unix seconds; the process start while none is held). " +
+const AGENT_SERIES = {
+  buildInfo: {
+    type: "gauge",
+    name: "build_info",
+    help: "Always 1; the labels say which build runs (version as --version prints it, and the Node.js version).",
+    labels: ["version", "node_version"],
+  },
+  intermediateNotAfter: {
+    type: "gauge",
+    name: "intermediate_not_after_timestamp_seconds",
+    help: "NotAfter of the served intermediate CA certificate (Unix seconds).",
+  },
+  intermediateLastRotation: {
+    type: "gauge",
+    name: "intermediate_last_rotation_timestamp_seconds",
+    help: "When the served intermediate was obtained (Unix seconds).",
+  },
+  intermediateNextRenewal: {
+    type: "gauge",
+    name: "intermediate_next_renewal_timestamp_seconds",
+    help:
+      "When the served intermediate is due for renewal (Unix seconds; the process start while none is held). " +
       "Stays put while renewal attempts fail, so a value in the past means an overdue renewal.",
-  );
-  readonly intermediateGeneration = this.series.gauge(
-    "intermediate_generation",
-    "Generation of the served intermediate (1 after start, +1 per rotation).",
-  );
-  readonly rotations = this.series.counter(
-    "intermediate_rotations_total",
-    "Attempts to obtain a new intermediate, by outcome.",
-    ["outcome", "trigger"],
-  );
-  readonly vaultRequests = this.series.counter("vault_requests_total", "Vault calls by operation and outcome.", [
-    "operation",
-    "outcome",
-  ]);
-  readonly vaultRequestSeconds = this.series.histogram(
-    "vault_request_duration_seconds",
-    "Vault call durations by operation.",
-    ["operation"],
-    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
-  );
-  readonly vaultLogins = this.series.counter("vault_logins_total", "Vault logins (any auth method) by outcome.", [
-    "outcome",
-  ]);
-  readonly vaultTokenRenewals = this.series.counter(
-    "vault_token_renewals_total",
-    "Vault token self-renewals by outcome.",
-    ["outcome"],
-  );
-  readonly vaultTokenRevocations = this.series.counter(
-    "vault_token_revocations_total",
-    "Vault token revoke-self calls at shutdown, by outcome.",
-    ["outcome"],
-  );
-  readonly vaultKeyDeletions = this.series.counter(
-    "vault_key_deletions_total",
-    "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
-    ["outcome"],
-  );
-  readonly vaultUp = this.series.gauge(
-    "vault_up",
-    "1 when the last sys/health probe found Vault reachable, initialised and unsealed (active or standby), else 0.",
-  );
-  readonly vaultProbeSeconds = this.series.gauge(
-    "vault_probe_duration_seconds",
-    "Duration of the last sys/health probe, failed ones included.",
-  );
-  readonly leavesSigned = this.series.counter("leaves_signed_total", "Leaf certificates signed over the socket.");
-  readonly leavesRefused = this.series.counter(
-    "leaves_refused_total",
-    "Leaf signing requests refused, by the policy rule that refused them.",
-    ["reason"],
-  );
-  readonly limitHits = this.series.counter(
-    "limit_hits_total",
-    "Requests or streams refused or dropped because a resource limit was reached, by limit.",
-    ["reason"],
-  );
-  readonly tokenReviews = this.series.counter(
-    "token_reviews_total",
-    "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
-    ["outcome"],
-  );
-  readonly signingWorkers = this.series.gauge(
-    "signing_workers",
-    "Signing worker threads running (--signing-workers; 0: leaves are signed on the main thread).",
-  );
-  readonly signingLeaves = this.series.counter(
-    "signing_leaves_total",
-    "Workload leaves signed, by listener (socket, istio_ca) and thread (worker, or main: no workers, or a worker died).",
-    ["listener", "thread"],
-  );
-  readonly signingWorkerRestarts = this.series.counter(
-    "signing_worker_restarts_total",
-    "Signing workers that died (and were replaced unless they kept dying).",
-  );
-  readonly sinkWrites = this.series.counter("cacerts_writes_total", "Writes of the cacerts directory, by outcome.", [
-    "outcome",
-  ]);
-  readonly rootConfigMapsWritten = this.series.counter(
-    "root_configmaps_written_total",
-    "Writes of istio-ca-root-cert ConfigMaps (--root-configmaps) by this replica, by outcome: created, updated, " +
+  },
+  intermediateGeneration: {
+    type: "gauge",
+    name: "intermediate_generation",
+    help: "Generation of the served intermediate (1 after start, +1 per rotation).",
+  },
+  rotations: {
+    type: "counter",
+    name: "intermediate_rotations_total",
+    help: "Attempts to obtain a new intermediate, by outcome.",
+    labels: ["outcome", "trigger"],
+  },
+  vaultRequests: {
+    type: "counter",
+    name: "vault_requests_total",
+    help: "Vault calls by operation and outcome.",
+    labels: ["operation", "outcome"],
+  },
+  vaultRequestSeconds: {
+    type: "histogram",
+    name: "vault_request_duration_seconds",
+    help: "Vault call durations by operation.",
+    labels: ["operation"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+  },
+  vaultLogins: {
+    type: "counter",
+    name: "vault_logins_total",
+    help: "Vault logins (any auth method) by outcome.",
+    labels: ["outcome"],
+  },
+  vaultTokenRenewals: {
+    type: "counter",
+    name: "vault_token_renewals_total",
+    help: "Vault token self-renewals by outcome.",
+    labels: ["outcome"],
+  },
+  vaultTokenRevocations: {
+    type: "counter",
+    name: "vault_token_revocations_total",
+    help: "Vault token revoke-self calls at shutdown, by outcome.",
+    labels: ["outcome"],
+  },
+  vaultKeyDeletions: {
+    type: "counter",
+    name: "vault_key_deletions_total",
+    help: "Deletions of the Vault-stored copy of a --csr-path key after import, by outcome.",
+    labels: ["outcome"],
+  },
+  vaultUp: {
+    type: "gauge",
+    name: "vault_up",
+    help: "1 when the last sys/health probe found Vault reachable, initialised and unsealed (active or standby), else 0.",
+  },
+  vaultProbeSeconds: {
+    type: "gauge",
+    name: "vault_probe_duration_seconds",
+    help: "Duration of the last sys/health probe, failed ones included.",
+  },
+  leavesSigned: { type: "counter", name: "leaves_signed_total", help: "Leaf certificates signed over the socket." },
+  leavesRefused: {
+    type: "counter",
+    name: "leaves_refused_total",
+    help: "Leaf signing requests refused, by the policy rule that refused them.",
+    labels: ["reason"],
+  },
+  limitHits: {
+    type: "counter",
+    name: "limit_hits_total",
+    help: "Requests or streams refused or dropped because a resource limit was reached, by limit.",
+    labels: ["reason"],
+  },
+  tokenReviews: {
+    type: "counter",
+    name: "token_reviews_total",
+    help: "TokenReview calls made to the apiserver for the Istio CA listener, by outcome.",
+    labels: ["outcome"],
+  },
+  signingWorkers: {
+    type: "gauge",
+    name: "signing_workers",
+    help: "Signing worker threads running (--signing-workers; 0: leaves are signed on the main thread).",
+  },
+  signingLeaves: {
+    type: "counter",
+    name: "signing_leaves_total",
+    help: "Workload leaves signed, by listener (socket, istio_ca) and thread (worker, or main: no workers, or a worker died).",
+    labels: ["listener", "thread"],
+  },
+  signingWorkerRestarts: {
+    type: "counter",
+    name: "signing_worker_restarts_total",
+    help: "Signing workers that died (and were replaced unless they kept dying).",
+  },
+  sinkWrites: {
+    type: "counter",
+    name: "cacerts_writes_total",
+    help: "Writes of the cacerts directory, by outcome.",
+    labels: ["outcome"],
+  },
+  rootConfigMapsWritten: {
+    type: "counter",
+    name: "root_configmaps_written_total",
+    help:
+      "Writes of istio-ca-root-cert ConfigMaps (--root-configmaps) by this replica, by outcome: created, updated, " +
       "adopted, failed.",
-    ["outcome"],
-  );
-  readonly trustAnchorsReloads = this.series.counter(
-    "trust_anchors_reloads_total",
-    "Reloads of --trust-anchors-file (trigger: signal = SIGHUP, watch = the file changed), by outcome: applied, " +
+    labels: ["outcome"],
+  },
+  trustAnchorsReloads: {
+    type: "counter",
+    name: "trust_anchors_reloads_total",
+    help:
+      "Reloads of --trust-anchors-file (trigger: signal = SIGHUP, watch = the file changed), by outcome: applied, " +
       "unchanged, rejected (bad file; the last good roots stay served).",
-    ["trigger", "outcome"],
-  );
-  readonly rootConfigMapsUnowned = this.series.gauge(
-    "root_configmaps_unowned",
-    "Selected namespaces whose istio-ca-root-cert is not ours (no managed-by label) and is left alone; see --adopt.",
-  );
+    labels: ["trigger", "outcome"],
+  },
+  rootConfigMapsUnowned: {
+    type: "gauge",
+    name: "root_configmaps_unowned",
+    help: "Selected namespaces whose istio-ca-root-cert is not ours (no managed-by label) and is left alone; see --adopt.",
+  },
+} as const satisfies SeriesTable;
 
+export class AgentMetrics extends seriesClass(AGENT_SERIES) {
   /**
    * `groups`: the series this mode exports (default all); the others still count but are not in the registry.
    * `processMetrics`: Node's process series (off for one-shot runs).
@@ -175,6 +233,7 @@ export class AgentMetrics {
    * rather than exported as a constant 0 an alert would fire on).
    */
   constructor(opts: { processMetrics?: boolean; groups?: readonly MetricGroup[]; vaultProbe?: boolean } = {}) {
+    super(new Registry());
     const groups = opts.groups ?? ALL_METRIC_GROUPS;
     for (const metric of this.registry.getMetricsAsArray()) {
       const name = metric.name.slice(METRIC_PREFIX.length);

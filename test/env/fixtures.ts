@@ -12,6 +12,16 @@ const REVIEWER_SA = "vault-token-reviewer";
 /** The apiserver's own audience (its service-account issuer), which the reviewer's token must carry. */
 export const APISERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local";
 
+/** Every check `doctor` reports for a good setup run from a laptop (a kubeconfig, Kubernetes auth), in order. */
+export const DOCTOR_LAPTOP_CHECKS = [
+  "vault reachable",
+  "service-account token",
+  "kubernetes login",
+  "policy allows pki/root/sign-intermediate",
+  "policy is least-privilege",
+  "dry-run intermediate",
+] as const;
+
 /**
  * Vault's TokenReview credential, as in a real install: a dedicated service account allowed to review tokens
  * (`system:auth-delegator`). Returns its token for the apiserver's audience.

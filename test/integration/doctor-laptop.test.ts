@@ -9,10 +9,16 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
-import { APISERVER_AUDIENCE, ISTIO_NS, ISTIOD_SA, setupVaultKubernetesFlags } from "../env/fixtures.js";
+import {
+  APISERVER_AUDIENCE,
+  DOCTOR_LAPTOP_CHECKS,
+  ISTIO_NS,
+  ISTIOD_SA,
+  setupVaultKubernetesFlags,
+} from "../env/fixtures.js";
 import { nodeBinary } from "../env/agent-process.js";
-import { writeExecKubeconfig } from "../env/kubeconfig-fixture.js";
-import { writeTokenKubeconfig } from "../env/kubeconfig-fixture.js";
+import { writeExecKubeconfig, writeTokenKubeconfig } from "../env/kubeconfig-fixture.js";
+import { POLICY_BASE, rootTrustPolicy } from "../env/policy-objects.js";
 
 /** Any JWT (a base64url JSON header, `{"` → eyJ, then payload and signature). */
 const JWT_SHAPE = /eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+/;
@@ -24,14 +30,7 @@ interface Report {
 }
 
 /** Every check a good setup reports from a laptop, in order. */
-const GOOD_CHECKS = [
-  "vault reachable",
-  "service-account token",
-  "kubernetes login",
-  "policy allows pki/root/sign-intermediate",
-  "policy is least-privilege",
-  "dry-run intermediate",
-];
+const GOOD_CHECKS = DOCTOR_LAPTOP_CHECKS;
 
 describe("doctor from outside any pod, with a kubeconfig", () => {
   let env: TestEnv;
@@ -186,24 +185,16 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
 
   it("--policy-name: the RootTrustPolicy supplies Vault's address and CA; a missing one fails its check", async () => {
     await env.installCrd(join(repoRoot(), "manifests/crd/roottrustpolicies.yaml"));
-    await env.kube.admin.create(`/apis/istiod-vault-agent.io/v1alpha1/namespaces/${ISTIO_NS}/roottrustpolicies`, {
-      apiVersion: "istiod-vault-agent.io/v1alpha1",
-      kind: "RootTrustPolicy",
-      metadata: { name: "istiod", namespace: ISTIO_NS },
-      spec: {
-        config: {
-          agentCa: {
-            vault: {
-              server: env.vault.url,
-              caBundle: env.vault.caPem,
-              caPath: "pki/root/sign-intermediate",
-              // The pod's path: from a laptop the requested token is used instead.
-              kubernetesAuth: { role: "istiod-agent", serviceAccountTokenPath: "/var/run/secrets/tokens/vault-token" },
-            },
-          },
-        },
-      },
-    });
+    await env.kube.admin.create(
+      POLICY_BASE,
+      rootTrustPolicy("istiod", {
+        server: env.vault.url,
+        caBundle: env.vault.caPem,
+        caPath: "pki/root/sign-intermediate",
+        // The pod's path: from a laptop the requested token is used instead.
+        kubernetesAuth: { role: "istiod-agent", serviceAccountTokenPath: "/var/run/secrets/tokens/vault-token" },
+      }),
+    );
     const kc = `--kubeconfig=${env.kube.kubeconfigPath}`;
     const good = cli(["doctor", kc, "--policy-name=istiod", `--policy-namespace=${ISTIO_NS}`, "-o", "json"]);
     assert.equal(good.code, 0, good.output);
@@ -218,22 +209,14 @@ describe("doctor from outside any pod, with a kubeconfig", () => {
     const role = (await env.vault.client.read<Record<string, unknown>>(ROLE_PATH, root())).data;
     await env.vault.client.write(ROLE_PATH, root(), { ...role, audience: "vault-other" });
     try {
-      await env.kube.admin.create(`/apis/istiod-vault-agent.io/v1alpha1/namespaces/${ISTIO_NS}/roottrustpolicies`, {
-        apiVersion: "istiod-vault-agent.io/v1alpha1",
-        kind: "RootTrustPolicy",
-        metadata: { name: "other-audience", namespace: ISTIO_NS },
-        spec: {
-          config: {
-            agentCa: {
-              vault: {
-                server: env.vault.url,
-                caBundle: env.vault.caPem,
-                kubernetesAuth: { role: "istiod-agent", audience: "vault-other" },
-              },
-            },
-          },
-        },
-      });
+      await env.kube.admin.create(
+        POLICY_BASE,
+        rootTrustPolicy("other-audience", {
+          server: env.vault.url,
+          caBundle: env.vault.caPem,
+          kubernetesAuth: { role: "istiod-agent", audience: "vault-other" },
+        }),
+      );
       const other = cli(["doctor", kc, "--policy-name=other-audience", `--policy-namespace=${ISTIO_NS}`]);
       assert.equal(other.code, 0, other.output);
       assert.match(other.output, /^ok {3}service-account token: .*audience vault-other/m);

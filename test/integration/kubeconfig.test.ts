@@ -8,15 +8,14 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestEnv, repoRoot } from "../env/harness.js";
 import { istiodDeployment } from "../env/istiod-deployment.js";
 import { nodeBinary } from "../env/agent-process.js";
 import { writeExecKubeconfig, type ExecKubeconfig } from "../env/kubeconfig-fixture.js";
-import { ISTIOD_SA, createTokenReviewer } from "../env/fixtures.js";
+import { startCountingProxy, type CountingProxy } from "../env/counting-proxy.js";
+import { DOCTOR_LAPTOP_CHECKS, ISTIOD_SA, createTokenReviewer } from "../env/fixtures.js";
 import { kubeClusterInfo, openKube } from "../../src/cli/kube.js";
 import { INJECTED_ANNOTATION } from "../../src/inject/pod-template.js";
 
@@ -34,25 +33,14 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
   let env: TestEnv;
   let dir: string;
   let kc: ExecKubeconfig;
-  let proxy: Server;
-  let tunnels = 0;
+  let proxy: CountingProxy | undefined;
 
   before(async () => {
     env = await TestEnv.start();
     dir = mkdtempSync(join(tmpdir(), "iva-kubeconfig-"));
     kc = await writeExecKubeconfig(env, dir, { rules: LAPTOP_RULES });
-    // A CONNECT proxy on loopback that counts its tunnels, and a third file with a context whose cluster uses it.
-    proxy = createServer();
-    proxy.on("connect", (req, socket) => {
-      tunnels++;
-      const [host, port] = (req.url ?? "").split(":");
-      const upstream = connect(Number(port), host, () => {
-        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-        upstream.pipe(socket).pipe(upstream);
-      });
-      upstream.on("error", () => socket.destroy());
-    });
-    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    // A proxy on loopback that counts its tunnels, and a third file with a context whose cluster uses it.
+    proxy = await startCountingProxy();
     writeFileSync(
       join(dir, "c.yaml"),
       JSON.stringify({
@@ -62,7 +50,7 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
             cluster: {
               server: env.kube.url,
               "certificate-authority": "ca.crt",
-              "proxy-url": `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+              "proxy-url": proxy.url,
             },
           },
         ],
@@ -73,8 +61,7 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
     await env.kube.admin.create(`/apis/apps/v1/namespaces/${NS}/deployments`, istiodDeployment());
   });
   after(async () => {
-    proxy?.closeAllConnections();
-    proxy?.close();
+    await proxy?.close();
     await env?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -158,23 +145,16 @@ describe("kubeconfig: exec credential plugin, merged KUBECONFIG, --context", () 
     assert.equal(report.ok, true);
     assert.deepEqual(
       report.checks.map((c) => c.name),
-      [
-        "vault reachable",
-        "service-account token",
-        "kubernetes login",
-        "policy allows pki/root/sign-intermediate",
-        "policy is least-privilege",
-        "dry-run intermediate",
-      ],
+      DOCTOR_LAPTOP_CHECKS,
     );
     assert.ok(kc.pluginCalls() > before, "the exec plugin was invoked for doctor's TokenRequest");
   });
 
   it("inject reaches the apiserver through the context's proxy-url", async () => {
-    const before = tunnels;
+    const before = proxy!.forwarded();
     const res = await cliAsync([...injectArgs, "--context=proxied", "--dry-run"]);
     assert.equal(res.code, 0, res.output);
-    assert.ok(tunnels > before, "the proxy tunnelled the requests");
+    assert.ok(proxy!.forwarded() > before, "the proxy tunnelled the requests");
   });
 
   it("without --context the first file's current-context is used, and its refused token is named, not a bare 401", () => {

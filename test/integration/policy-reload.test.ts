@@ -8,7 +8,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { startAgentTestEnv, ISTIO_NS, type AgentTestEnv } from "../env/fixtures.js";
 import { getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
 import { repoRoot } from "../env/harness.js";
-import { POLICY_BASE, policyReader } from "../env/policy-objects.js";
+import { POLICY_BASE, policyReader, rootTrustPolicy } from "../env/policy-objects.js";
 import { waitUntil } from "../env/process.js";
 import { HttpStatusError } from "../../src/net/http-json.js";
 
@@ -19,26 +19,19 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
   let run: AgentRun | undefined;
   const dirs: string[] = [];
 
-  const policy = (name: string, ttl: string, extraSpec: Record<string, unknown> = {}) => ({
-    apiVersion: "istiod-vault-agent.io/v1alpha1",
-    kind: "RootTrustPolicy",
-    metadata: { name, namespace: ISTIO_NS },
-    spec: {
-      config: {
-        agentCa: {
-          vault: {
-            server: t.env.vault.url,
-            caBundle: readFileSync(t.env.vault.caFile, "utf8"),
-            caPath: "pki/root/sign-intermediate",
-            kubernetesAuth: { role: "istiod-agent" },
-          },
-        },
-        intermediateCertOptions: { ttl },
+  const policy = (name: string, ttl: string, extraSpec: Record<string, unknown> = {}) =>
+    rootTrustPolicy(
+      name,
+      {
+        server: t.env.vault.url,
+        caBundle: readFileSync(t.env.vault.caFile, "utf8"),
+        caPath: "pki/root/sign-intermediate",
+        kubernetesAuth: { role: "istiod-agent" },
       },
-      ...extraSpec,
-    },
-  });
-  const { get, ready, events } = policyReader(() => t.env.kube.admin);
+      { intermediateCertOptions: { ttl } },
+      extraSpec,
+    );
+  const { get, ready, readyIs, events } = policyReader(() => t.env.kube.admin);
   const patchSpec = (config: unknown) =>
     t.env.kube.admin.request(
       "PATCH",
@@ -194,14 +187,7 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
     const before = await getBundle(run!.client);
     // The sidecar runs with --leaf-max-ttl=48h; the policy now sets that field too.
     await patchSpec({ workloadCertOptions: { maxTtl: "24h" } });
-    await waitUntil(
-      "Ready=False ShadowedByFlag",
-      async () => {
-        const c = await ready();
-        return c?.status === "False" && c.reason === "ShadowedByFlag";
-      },
-      { timeoutMs: 15_000 },
-    );
+    await waitUntil("Ready=False ShadowedByFlag", () => readyIs("False", "ShadowedByFlag"), { timeoutMs: 15_000 });
     assert.match(
       (await ready())!.message,
       /generation 4 refused: --leaf-max-ttl: sets what spec\.config\.workloadCertOptions\.maxTtl/,
@@ -223,14 +209,7 @@ describe("RootTrustPolicy: schema, authority over flags, live reload", () => {
     const before = await getBundle(run!.client);
     // Valid for the schema, invalid for the agent: a minimum leaf TTL beyond the renewal grace period (3h / 3).
     await patchSpec({ workloadCertOptions: { minTtl: "2h" } });
-    await waitUntil(
-      "Ready=False InvalidSpec",
-      async () => {
-        const c = await ready();
-        return c?.status === "False" && c.reason === "InvalidSpec";
-      },
-      { timeoutMs: 15_000 },
-    );
+    await waitUntil("Ready=False InvalidSpec", () => readyIs("False", "InvalidSpec"), { timeoutMs: 15_000 });
     const status = (await get()).status!;
     assert.match(status.lastError ?? "", /generation 6 refused: leaf\.minTtl: 7200s must be/);
     assert.ok(

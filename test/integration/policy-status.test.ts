@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { agentSuite, getBundle, startAgent, type AgentRun } from "../env/agent-process.js";
 import { ISTIO_NS } from "../env/fixtures.js";
 import { repoRoot } from "../env/harness.js";
-import { POLICY_BASE, policyReader, type Condition } from "../env/policy-objects.js";
+import { POLICY_BASE, policyReader, rootTrustPolicy, type Condition } from "../env/policy-objects.js";
 import { waitUntil } from "../env/process.js";
 
 const BASE = POLICY_BASE;
@@ -22,7 +22,7 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
   let a: AgentRun;
   let b: AgentRun | undefined;
 
-  const { status, ready, events } = policyReader(() => suite.env.kube.admin);
+  const { status, ready, readyIs, events } = policyReader(() => suite.env.kube.admin);
   const replica = (name: string) =>
     suite.start(
       "sidecar",
@@ -39,24 +39,19 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
 
   before(async () => {
     await suite.env.installCrd(join(repoRoot(), "manifests/crd/roottrustpolicies.yaml"));
-    await suite.env.kube.admin.create(BASE, {
-      apiVersion: "istiod-vault-agent.io/v1alpha1",
-      kind: "RootTrustPolicy",
-      metadata: { name: "istiod", namespace: ISTIO_NS },
-      spec: {
-        config: {
-          agentCa: {
-            vault: {
-              server: suite.env.vault.url,
-              caBundle: readFileSync(suite.env.vault.caFile, "utf8"),
-              caPath: "pki/root/sign-intermediate",
-              kubernetesAuth: { role: "istiod-agent" },
-            },
-          },
-          intermediateCertOptions: { ttl: "1h" },
+    await suite.env.kube.admin.create(
+      BASE,
+      rootTrustPolicy(
+        "istiod",
+        {
+          server: suite.env.vault.url,
+          caBundle: readFileSync(suite.env.vault.caFile, "utf8"),
+          caPath: "pki/root/sign-intermediate",
+          kubernetesAuth: { role: "istiod-agent" },
         },
-      },
-    });
+        { intermediateCertOptions: { ttl: "1h" } },
+      ),
+    );
     a = await replica("istiod-a");
     await waitUntil(
       "istiod-a writes the status, Ready",
@@ -76,14 +71,7 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
       // The agent's policy loses its sign grant; its token still logs in and renews, but signing is denied.
       await vault.write(aclPath, root, { policy: 'path "pki/ca/pem" {\n  capabilities = ["read"]\n}\n' });
       a.process.signal("SIGHUP");
-      await waitUntil(
-        "Ready=False RenewalFailed",
-        async () => {
-          const c = await ready();
-          return c?.status === "False" && c.reason === "RenewalFailed";
-        },
-        { timeoutMs: 20_000 },
-      );
+      await waitUntil("Ready=False RenewalFailed", () => readyIs("False", "RenewalFailed"), { timeoutMs: 20_000 });
       failed = (await ready())!;
       assert.match(failed.message, /permission denied/);
       assert.notEqual(failed.lastTransitionTime, undefined);
@@ -109,14 +97,7 @@ describe("RootTrustPolicy status: conditions, Events, one writer", () => {
     }
     const beforeRecovery = await getBundle(a.client);
     a.process.signal("SIGHUP");
-    await waitUntil(
-      "Ready=True after recovery",
-      async () => {
-        const c = await ready();
-        return c?.status === "True" && c.reason === "IntermediateServed";
-      },
-      { timeoutMs: 30_000 },
-    );
+    await waitUntil("Ready=True after recovery", () => readyIs("True", "IntermediateServed"), { timeoutMs: 30_000 });
     const recovered = (await ready())!;
     assert.ok(recovered.lastTransitionTime > failed.lastTransitionTime, "a new lastTransitionTime");
     const serving = await getBundle(a.client);

@@ -197,19 +197,7 @@ void describe("cli: help, version and exit codes", () => {
   });
 
   void it("a command's --help loads neither the other commands nor their gRPC and X.509 stacks", () => {
-    const mainUrl = pathToFileURL(join(repoRoot(), "dist/src/main.js")).href;
-    const script = `
-      import { registerHooks } from "node:module";
-      const loaded = [];
-      registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.push(r.url); return r; } });
-      const { main } = await import(${JSON.stringify(mainUrl)});
-      console.log = () => {};
-      await main(["inject", "--help"]);
-      process.stderr.write(JSON.stringify(loaded));`;
-    const res = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
-    assert.equal(res.status, 0, res.stderr);
-    const out = res.stderr;
-    const loaded = JSON.parse(out.trim().split("\n").at(-1) ?? "[]") as string[];
+    const loaded = modulesLoadedBy("dist/src/main.js", ["inject", "--help"]);
     assert.ok(
       loaded.some((u) => u.endsWith("/commands/inject.js")),
       "inject's module is loaded",
@@ -220,6 +208,22 @@ void describe("cli: help, version and exit codes", () => {
       assert.ok(!loaded.some((u) => u.includes(heavy)), `inject --help loaded ${heavy}`);
   });
 });
+
+/** The URL of every module a fresh Node resolves while `main` (a path under the repository) runs `argv`. */
+function modulesLoadedBy(main: string, argv: string[]): string[] {
+  const mainUrl = pathToFileURL(join(repoRoot(), main)).href;
+  const script = `
+    import { registerHooks } from "node:module";
+    const loaded = [];
+    registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.push(r.url); return r; } });
+    const { main } = await import(${JSON.stringify(mainUrl)});
+    console.log = () => {};
+    await main(${JSON.stringify(argv)});
+    process.stderr.write(JSON.stringify(loaded));`;
+  const res = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  assert.equal(res.status, 0, res.stderr);
+  return JSON.parse(res.stderr.trim().split("\n").at(-1) ?? "[]") as string[];
+}
 
 /** The outputs of `npm run bundle` (esbuild's metafile): output file → the input files it holds and what it imports. */
 function bundleMeta(): Record<string, { inputs: Record<string, unknown>; imports: { path: string; kind: string }[] }> {
@@ -276,21 +280,10 @@ void describe("cli: the bundle (dist/bundle/main.js, what the image and npm star
     const outputs = bundleMeta();
     const holds = (file: string, input: string) =>
       Object.keys(outputs[`dist/bundle/${file}`]?.inputs ?? {}).some((i) => i.includes(input));
-    const loadedBy = (argv: string[]): string[] => {
-      const mainUrl = pathToFileURL(join(repoRoot(), "dist/bundle/main.js")).href;
-      const script = `
-        import { registerHooks } from "node:module";
-        const loaded = [];
-        registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.push(r.url); return r; } });
-        const { main } = await import(${JSON.stringify(mainUrl)});
-        console.log = () => {};
-        await main(${JSON.stringify(argv)});
-        process.stderr.write(JSON.stringify(loaded));`;
-      const res = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
-      assert.equal(res.status, 0, res.stderr);
-      const urls = JSON.parse(res.stderr.trim().split("\n").at(-1) ?? "[]") as string[];
-      return urls.filter((u) => u.includes("/dist/bundle/")).map((u) => u.slice(u.lastIndexOf("/") + 1));
-    };
+    const loadedBy = (argv: string[]): string[] =>
+      modulesLoadedBy("dist/bundle/main.js", argv)
+        .filter((u) => u.includes("/dist/bundle/"))
+        .map((u) => u.slice(u.lastIndexOf("/") + 1));
     const inject = loadedBy(["inject", "--help"]);
     assert.ok(
       inject.some((f) => holds(f, "src/commands/inject.ts")),

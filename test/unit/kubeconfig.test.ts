@@ -6,8 +6,8 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, request as httpRequest, type Server } from "node:http";
-import { connect, type AddressInfo } from "node:net";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -15,6 +15,7 @@ import { resolveKubeSource } from "../../src/cli/kube.js";
 import { ConfigError } from "../../src/cli/errors.js";
 import { checkUser, kubeClientFromKubeconfig, selectContext } from "../../src/kube/kubeconfig.js";
 import { repoRoot } from "../env/harness.js";
+import { startCountingProxy, type CountingProxy } from "../env/counting-proxy.js";
 
 const write = (path: string, doc: unknown) => writeFileSync(path, JSON.stringify(doc));
 
@@ -150,12 +151,9 @@ void describe("kube access: user shapes", () => {
 void describe("kube access: what the client sends", () => {
   let dir: string;
   let server: Server;
-  let proxy: Server;
+  let proxy: CountingProxy;
   let url: string;
-  let proxyUrl: string;
   const seen: (string | undefined)[] = [];
-  /** Requests and tunnels the proxy forwarded. */
-  let tunnels = 0;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "iva-kube-send-"));
@@ -164,36 +162,14 @@ void describe("kube access: what the client sends", () => {
       res.setHeader("content-type", "application/json");
       res.end("{}");
     });
-    // A proxy that counts what it forwarded: absolute-form requests (how undici proxies plain http://) and CONNECT
-    // tunnels (https://).
-    proxy = createServer((req, res) => {
-      tunnels++;
-      const up = httpRequest(req.url ?? "", { method: req.method, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      up.on("error", () => res.destroy());
-      req.pipe(up);
-    });
-    proxy.on("connect", (req, socket) => {
-      tunnels++;
-      const [host, port] = (req.url ?? "").split(":");
-      const upstream = connect(Number(port), host, () => {
-        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-        upstream.pipe(socket).pipe(upstream);
-      });
-      upstream.on("error", () => socket.destroy());
-    });
+    proxy = await startCountingProxy();
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
   });
   after(async () => {
     server.closeAllConnections();
-    proxy.closeAllConnections();
     await new Promise((r) => server.close(r));
-    await new Promise((r) => proxy.close(r));
+    await proxy.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -231,12 +207,12 @@ void describe("kube access: what the client sends", () => {
   });
 
   void it("goes through the cluster's proxy-url, and refuses a SOCKS proxy it cannot use", async () => {
-    const kube = await kubeClientFromKubeconfig(kubeconfig("k2", { "proxy-url": proxyUrl }, { token: "t" }));
+    const kube = await kubeClientFromKubeconfig(kubeconfig("k2", { "proxy-url": proxy.url }, { token: "t" }));
     try {
-      const before = tunnels;
+      const before = proxy.forwarded();
       seen.length = 0;
       await kube.get("/api");
-      assert.equal(tunnels, before + 1, "the request went through the proxy");
+      assert.equal(proxy.forwarded(), before + 1, "the request went through the proxy");
       assert.deepEqual(seen, ["Bearer t"]);
     } finally {
       await kube.close();

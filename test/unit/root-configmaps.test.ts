@@ -253,6 +253,7 @@ function setup(opts: { selector?: string; adopt?: boolean } = {}) {
   });
   const stop = new AbortController();
   let running: Promise<void> | undefined;
+  const start = () => void (running = ctrl.run(stop.signal));
   const settle = async () => {
     for (let i = 0; i < 5; i++) {
       await new Promise((r) => setImmediate(r));
@@ -270,7 +271,14 @@ function setup(opts: { selector?: string; adopt?: boolean } = {}) {
     ctrl,
     lines,
     /** Starts the watches: the first lists see what the test put in the stand-in so far. */
-    start: () => void (running = ctrl.run(stop.signal)),
+    start,
+    /** Starts, serves ROOT_A as the Lease holder, and settles: where most cases begin. */
+    async leadWithRootA() {
+      start();
+      ctrl.setRoots(ROOT_A);
+      ctrl.setLeading(true);
+      await settle();
+    },
     settle,
     value,
     async close() {
@@ -313,10 +321,7 @@ void describe("RootConfigMapController", () => {
   it("rewrites on a change of roots only, and restores an edited ConfigMap", async () => {
     const t = setup();
     t.api.addNamespace("a", {}, false);
-    t.start();
-    t.ctrl.setRoots(ROOT_A);
-    t.ctrl.setLeading(true);
-    await t.settle();
+    await t.leadWithRootA();
     t.ctrl.setRoots(ROOT_A);
     await t.settle();
     assert.deepEqual(t.api.writes, ["create a"], "the same roots again: nothing written");
@@ -334,10 +339,7 @@ void describe("RootConfigMapController", () => {
   it("retries a write that met a concurrent change with the fresh resourceVersion", async () => {
     const t = setup();
     t.api.addNamespace("a", {}, false);
-    t.start();
-    t.ctrl.setRoots(ROOT_A);
-    t.ctrl.setLeading(true);
-    await t.settle();
+    await t.leadWithRootA();
     t.api.conflictOnce = true;
     t.ctrl.setRoots(ROOT_B);
     await t.settle();
@@ -361,10 +363,7 @@ void describe("RootConfigMapController", () => {
         { metadata: { name: ROOT_CONFIGMAP, namespace: "x" }, data: { "root-cert.pem": "theirs" } },
         false,
       );
-      t.start();
-      t.ctrl.setRoots(ROOT_A);
-      t.ctrl.setLeading(true);
-      await t.settle();
+      await t.leadWithRootA();
       t.ctrl.setRoots(ROOT_B);
       await t.settle();
       const cm = t.api.configMaps.get("x")!;
@@ -401,10 +400,7 @@ void describe("RootConfigMapController", () => {
   it("keeps the ConfigMap of a namespace that stops matching, and skips a terminating one", async () => {
     const t = setup({ selector: "mesh=on" });
     t.api.addNamespace("a", { mesh: "on" }, false);
-    t.start();
-    t.ctrl.setRoots(ROOT_A);
-    t.ctrl.setLeading(true);
-    await t.settle();
+    await t.leadWithRootA();
     const ns = t.api.namespaces.get("a")!;
     t.api.emit("ns", "MODIFIED", { ...ns, metadata: { ...ns.metadata, labels: {}, resourceVersion: "999" } });
     t.ctrl.setRoots(ROOT_B);
