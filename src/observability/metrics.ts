@@ -136,7 +136,8 @@ export class AgentMetrics {
   );
   readonly signingWorkers = this.series.gauge(
     "signing_workers",
-    "Signing worker threads running (--signing-workers; 0: leaves are signed on the main thread).",
+    "Signing worker threads running now: at most --signing-workers, started when leaves are asked for, stopped " +
+      "after a quiet period (0: leaves are signed on the main thread).",
   );
   readonly signingLeaves = this.series.counter(
     "signing_leaves_total",
