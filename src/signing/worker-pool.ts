@@ -80,8 +80,9 @@ export const MAX_CONSECUTIVE_WORKER_CRASHES = 3;
 /**
  * V8 limits for each worker's isolate. A worker holds one or two issuers and the requests in flight: its old
  * generation stays at a few MiB, so 32 MiB is a bound that only a leak reaches (the worker then dies with
- * ERR_WORKER_OUT_OF_MEMORY and its requests are signed on the main thread). The young generation is left to the
- * process's --max-semi-space-size: it sets the allocation rate a worker sustains (bench/RESULTS.md §9).
+ * ERR_WORKER_OUT_OF_MEMORY and its requests are signed on the main thread). A bound, not a saving: no limit tried
+ * changed the RSS (bench/RESULTS.md §9). The young generation is left to the process's --max-semi-space-size, the
+ * image's throughput setting.
  */
 export const SIGNING_WORKER_RESOURCE_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 32, codeRangeSizeMb: 16 };
 
