@@ -12,6 +12,9 @@
 // flags). --compile-cache adds a series per entry with NODE_COMPILE_CACHE set (V8's on-disk code cache; a start
 // before the series fills it); --compile-cache-dir DIR adds one with NODE_COMPILE_CACHE=DIR as it is (a cache made
 // beforehand, e.g. by --help runs as the Dockerfile does, on a read-only mount as in the image); --cpu-prof profiles one more start-up (written when the agent exits).
+// --burst N signs N leaves over the socket (16 in flight) after the idle figure and records the RSS 2 s after it
+// (rssAfterBurstMiB); --idle-wait S then waits S more seconds and records it again (rssAfterIdleMiB: the signing
+// workers exit after 60 s without work).
 // Besides wall time, cpuMs is the CPU time (user + system, all threads) the agent had used when it was ready: under
 // a loaded machine it moves much less than the wall time does.
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -21,7 +24,8 @@ import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthorityAgentClient } from "../src/gen/istiodvaultagent/v1/agent.js";
-import { agentArgs, getBundle, nodeBinary, writeIstiodToken } from "../test/env/agent-process.js";
+import { agentArgs, getBundle, nodeBinary, signCertificate, writeIstiodToken } from "../test/env/agent-process.js";
+import { workloadCsr } from "../test/env/crypto-check.js";
 import { startAgentTestEnv } from "../test/env/fixtures.js";
 import { freePort, repoRoot } from "../test/env/harness.js";
 import { ManagedProcess } from "../test/env/process.js";
@@ -47,6 +51,26 @@ interface Run {
   sinkMs: number;
   /** VmRSS (MiB) two seconds after ready, with nothing asking for anything: the idle footprint. */
   idleRssMiB: number;
+  /** --burst: VmRSS 2 s after N leaves were signed, and --idle-wait seconds after that (NaN without). */
+  rssAfterBurstMiB: number;
+  rssAfterIdleMiB: number;
+}
+
+/** --burst and --idle-wait. */
+interface Burst {
+  leaves: number;
+  idleWaitS: number;
+}
+
+/** Signs `n` leaves with 16 in flight. */
+async function burst(client: CertificateAuthorityAgentClient, n: number): Promise<void> {
+  const csr = await workloadCsr("spiffe://cluster.local/ns/bench/sa/burst");
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next++ < n) await signCertificate(client, csr, 3600);
+    }),
+  );
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,6 +99,7 @@ async function oneRun(
   entry: string,
   extraEnv: NodeJS.ProcessEnv = {},
   nodeArgs: string[] = [],
+  load: Burst = { leaves: 0, idleWaitS: 0 },
 ): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), "iva-ready-"));
   const socketPath = join(dir, "agent.sock");
@@ -137,7 +162,20 @@ async function oneRun(
     const loginMs = login.durationMs ?? Number.NaN;
     await sleep(2000);
     const idleRssMiB = rssMiB(proc.pid);
+    let rssAfterBurstMiB = Number.NaN;
+    let rssAfterIdleMiB = Number.NaN;
+    if (load.leaves > 0) {
+      await burst(client, load.leaves);
+      await sleep(2000);
+      rssAfterBurstMiB = rssMiB(proc.pid);
+      if (load.idleWaitS > 0) {
+        await sleep(load.idleWaitS * 1000);
+        rssAfterIdleMiB = rssMiB(proc.pid);
+      }
+    }
     return {
+      rssAfterBurstMiB,
+      rssAfterIdleMiB,
       socketReadyMs: socketReady - t0,
       cpuMs,
       cacertsReadyMs: cacertsReady - t0,
@@ -201,6 +239,8 @@ const COLUMNS: (keyof Run)[] = [
   "rotationMs",
   "sinkMs",
   "idleRssMiB",
+  "rssAfterBurstMiB",
+  "rssAfterIdleMiB",
 ];
 
 function printRuns(title: string, results: Run[]): void {
@@ -222,8 +262,11 @@ async function main(): Promise<void> {
       "compile-cache": { type: "boolean", default: false },
       "compile-cache-dir": { type: "string" },
       "cpu-prof": { type: "string" },
+      burst: { type: "string", default: "0" },
+      "idle-wait": { type: "string", default: "0" },
     },
   });
+  const load: Burst = { leaves: Number(values.burst), idleWaitS: Number(values["idle-wait"]) };
   const runs = Number(positionals[0] ?? 5);
   const entries = values.entry.map((e) => resolve(repoRoot(), e));
   const nodeArgs = values["node-arg"];
@@ -252,8 +295,8 @@ async function main(): Promise<void> {
     for (const e of entries) await oneRun(t.env, -1, e, {}, nodeArgs); // warm-up: page cache, OpenBao's first PKI use
     for (let i = 0; i < runs; i++) {
       for (const [k, e] of entries.entries()) {
-        results[k]!.push(await oneRun(t.env, i, e, {}, nodeArgs));
-        if (givenDir) given[k]!.push(await oneRun(t.env, 200 + i, e, { NODE_COMPILE_CACHE: givenDir }, nodeArgs));
+        results[k]!.push(await oneRun(t.env, i, e, {}, nodeArgs, load));
+        if (givenDir) given[k]!.push(await oneRun(t.env, 200 + i, e, { NODE_COMPILE_CACHE: givenDir }, nodeArgs, load));
       }
     }
     if (values["compile-cache"]) {

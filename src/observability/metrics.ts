@@ -183,7 +183,9 @@ const AGENT_SERIES = {
   signingWorkers: {
     type: "gauge",
     name: "signing_workers",
-    help: "Signing worker threads running (--signing-workers; 0: leaves are signed on the main thread).",
+    help:
+      "Signing worker threads running now: at most --signing-workers, started when leaves are asked for, stopped " +
+      "after a quiet period (0: leaves are signed on the main thread).",
   },
   signingLeaves: {
     type: "counter",

@@ -37,8 +37,12 @@ import {
 } from "../../src/signing/leaf-policy.js";
 import { ipBytes, signLeaf } from "../../src/signing/leaf-signer.js";
 import { parseCsrPem } from "../../src/crypto/csr-parse.js";
-import { MAX_CONSECUTIVE_WORKER_CRASHES, SigningPool } from "../../src/signing/worker-pool.js";
-import { AgentSigning } from "../../src/signing/agent-signing.js";
+import {
+  MAX_CONSECUTIVE_WORKER_CRASHES,
+  SIGNING_WORKER_RESOURCE_LIMITS,
+  SigningPool,
+} from "../../src/signing/worker-pool.js";
+import { AgentSigning, WORKER_START_WITHIN_MS } from "../../src/signing/agent-signing.js";
 import { AgentMetrics } from "../../src/observability/metrics.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { issueServingCertificate } from "../../src/serve/serving-cert.js";
@@ -1184,6 +1188,7 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
     const exits: boolean[] = [];
     const crashing = new SigningPool(1, { onWorkerExit: (_err, replaced) => exits.push(replaced) });
     try {
+      await crashing.warm();
       for (let i = 1; i <= MAX_CONSECUTIVE_WORKER_CRASHES; i++) {
         await crashing.crashWorkerForTest();
         await waitFor(() => exits.length === i);
@@ -1202,6 +1207,80 @@ void describe("SigningPool (leaf signing on worker threads)", () => {
     const closing = new SigningPool(1);
     await closing.close();
     await assert.rejects(closing.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date()), /closed/);
+  });
+
+  void it("starts no worker until asked, one for the first request, a second only while the first is busy", async () => {
+    const running: number[] = [];
+    const lazy = new SigningPool(2, { onRunningChange: (n) => running.push(n) });
+    try {
+      assert.equal(lazy.running, 0);
+      const csr = await makeCsr();
+      for (let i = 0; i < 3; i++) await lazy.sign(ca.bundle, csr, HOUR, policy, new Date());
+      assert.equal(lazy.running, 1, "one request at a time keeps one worker");
+      assert.deepEqual(running, [1]);
+      const leaves = await Promise.all(
+        Array.from({ length: 8 }, () => lazy.sign(ca.bundle, csr, HOUR, policy, new Date())),
+      );
+      for (const l of leaves) assert.equal(l.chainPem[1], ca.intermediatePem);
+      assert.equal(lazy.running, 2, "concurrent requests start the second");
+      assert.deepEqual(running, [1, 2]);
+    } finally {
+      await lazy.close();
+    }
+  });
+
+  void it("stops a worker idle for idleExitMs (not a crash) and starts one again for the next request", async () => {
+    const running: number[] = [];
+    const exits: boolean[] = [];
+    const idle = new SigningPool(1, {
+      idleExitMs: 50,
+      onRunningChange: (n) => running.push(n),
+      onWorkerExit: (_err, replaced) => exits.push(replaced),
+    });
+    try {
+      const csr = await makeCsr();
+      await idle.sign(ca.bundle, csr, HOUR, policy, new Date());
+      await waitFor(() => idle.running === 0, "the idle worker to exit");
+      assert.deepEqual(running, [1, 0]);
+      const again = await idle.sign(ca.bundle, csr, HOUR, policy, new Date());
+      assert.equal(again.chainPem[1], ca.intermediatePem, "the new worker was sent the issuer");
+      assert.ok(idle.working);
+      assert.deepEqual(exits, [], "an idle exit is not a crash");
+      assert.deepEqual(running.slice(0, 3), [1, 0, 1]);
+    } finally {
+      await idle.close();
+    }
+  });
+
+  void it("keeps a busy worker past idleExitMs", async () => {
+    const busy = new SigningPool(1, { idleExitMs: 50 });
+    try {
+      const csr = await makeCsr();
+      const until = Date.now() + 300;
+      while (Date.now() < until) await busy.sign(ca.bundle, csr, HOUR, policy, new Date());
+      assert.equal(busy.running, 1);
+    } finally {
+      await busy.close();
+    }
+  });
+
+  void it("runs each worker under the signing resource limits, or those given", async () => {
+    const limited = new SigningPool(1);
+    const custom = new SigningPool(1, { resourceLimits: { maxOldGenerationSizeMb: 48, codeRangeSizeMb: 8 } });
+    try {
+      await Promise.all([limited.warm(), custom.warm()]);
+      assert.equal(
+        limited.resourceLimitsForTest()?.maxOldGenerationSizeMb,
+        SIGNING_WORKER_RESOURCE_LIMITS.maxOldGenerationSizeMb,
+      );
+      assert.equal(limited.resourceLimitsForTest()?.codeRangeSizeMb, SIGNING_WORKER_RESOURCE_LIMITS.codeRangeSizeMb);
+      assert.equal(custom.resourceLimitsForTest()?.maxOldGenerationSizeMb, 48);
+      assert.equal(custom.resourceLimitsForTest()?.codeRangeSizeMb, 8);
+      const signed = await limited.sign(ca.bundle, await makeCsr(), HOUR, policy, new Date());
+      assert.equal(signed.chainPem[1], ca.intermediatePem);
+    } finally {
+      await Promise.all([limited.close(), custom.close()]);
+    }
   });
 });
 
@@ -1233,6 +1312,7 @@ void describe("AgentSigning (one pool per agent, shared by the socket and the Is
     const metrics = new AgentMetrics({ processMetrics: false });
     const signing = new AgentSigning(2, log, metrics);
     try {
+      await signing.warm();
       const csr = await makeCsr();
       const socket = signing.signer("socket");
       const istioCa = signing.signer("istio_ca");
@@ -1255,6 +1335,31 @@ void describe("AgentSigning (one pool per agent, shared by the socket and the Is
     }
   });
 
+  void it("signs a lone leaf on the main thread; a second within WORKER_START_WITHIN_MS starts a worker", async () => {
+    const metrics = new AgentMetrics({ processMetrics: false });
+    const signing = new AgentSigning(1, log, metrics, { idleExitMs: 50 });
+    const gauge = async () => (await metrics.signingWorkers.get()).values[0]?.value;
+    try {
+      const csr = await makeCsr();
+      const socket = signing.signer("socket");
+      assert.equal(await gauge(), 0, "no worker before any request");
+      await socket(ca.bundle, csr, HOUR, policy, new Date());
+      assert.deepEqual(await leafCounts(metrics), { "socket/main": 1 });
+      assert.equal(await gauge(), 0, "a lone request starts no worker");
+      await socket(ca.bundle, csr, HOUR, policy, new Date());
+      assert.deepEqual(await leafCounts(metrics), { "socket/main": 2 }, "signed here while the worker starts");
+      assert.equal(await gauge(), 1, `a second request within ${WORKER_START_WITHIN_MS} ms starts one`);
+      await signing.warm();
+      await socket(ca.bundle, csr, HOUR, policy, new Date());
+      assert.deepEqual(await leafCounts(metrics), { "socket/main": 2, "socket/worker": 1 });
+      let running = 1;
+      const poll = setInterval(() => void gauge().then((n) => (running = n ?? -1)), 5);
+      await waitFor(() => running === 0, "the idle worker to exit").finally(() => clearInterval(poll));
+    } finally {
+      await signing.close();
+    }
+  });
+
   void it("0 workers: signs on the main thread", async () => {
     const metrics = new AgentMetrics({ processMetrics: false });
     const signing = new AgentSigning(0, log, metrics);
@@ -1268,6 +1373,7 @@ void describe("AgentSigning (one pool per agent, shared by the socket and the Is
     const metrics = new AgentMetrics({ processMetrics: false });
     const signing = new AgentSigning(1, log, metrics);
     try {
+      await signing.warm();
       const csr = await makeCsr();
       const socket = signing.signer("socket");
       const calls = Array.from({ length: 40 }, () => socket(ca.bundle, csr, HOUR, policy, new Date()));
@@ -1280,6 +1386,7 @@ void describe("AgentSigning (one pool per agent, shared by the socket and the Is
       await waitFor(() => restarted >= 1).finally(() => clearInterval(poll));
       const before = await leafCounts(metrics);
       assert.equal((before["socket/worker"] ?? 0) + (before["socket/main"] ?? 0), 40);
+      await signing.warm();
       await socket(ca.bundle, csr, HOUR, policy, new Date());
       const after = await leafCounts(metrics);
       assert.equal(after["socket/worker"], (before["socket/worker"] ?? 0) + 1, "the replacement worker signs");
