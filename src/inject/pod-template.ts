@@ -89,7 +89,7 @@ export const VAULT_CA_DIR = "/etc/istiod-vault-agent/vault-ca";
  * idle RSS (88-99 MiB measured with the bundle) rounded up, the limit its measured peak under 64-in-flight signing with
  * the image's heap flags (132-190 MiB) with headroom (bench/RESULTS.md §4).
  */
-export const AGENT_RESOURCES = { requests: { cpu: "10m", memory: "128Mi" }, limits: { memory: "256Mi" } };
+export const AGENT_RESOURCES = { requests: { cpu: "10m", memory: "160Mi" }, limits: { memory: "256Mi" } };
 
 export const AGENT_UID = 65532;
 /** istiod's group (Istio's images run 1337:1337): the agent's primary group and the pod's fsGroup, so istiod reads the

@@ -227,7 +227,7 @@ void describe("inject: injectPodSpec", () => {
         { name: "POD_NAME", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.name" } } },
         { name: "POD_NAMESPACE", valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "metadata.namespace" } } },
       ]);
-      assert.deepEqual(c.resources, { requests: { cpu: "10m", memory: "128Mi" }, limits: { memory: "256Mi" } });
+      assert.deepEqual(c.resources, { requests: { cpu: "10m", memory: "160Mi" }, limits: { memory: "256Mi" } });
       assert.deepEqual(c.securityContext, {
         runAsNonRoot: true,
         runAsUser: 65532,
