@@ -428,8 +428,10 @@ describe("relay against real OpenBao + kube-apiserver", () => {
       ["rot-workload", "relay-client-tls-secret"],
     ];
     const seen = new Map<string, { serial: string; notAfter: number; firstSeen: number }[]>();
+    // Watched until every Secret has rotated twice (each poll checks the pair and its expiry), at most 45 s.
     const deadline = Date.now() + 45_000;
-    while (Date.now() < deadline) {
+    const rotatedTwice = () => watched.every(([, name]) => (seen.get(name)?.length ?? 0) >= 3);
+    while (Date.now() < deadline && !rotatedTwice()) {
       for (const [ns, name] of watched) {
         const pair = await tlsPair(ns, name);
         const now = Date.now();

@@ -228,7 +228,7 @@ function modulesLoadedBy(main: string, argv: string[]): string[] {
 /** The outputs of `npm run bundle` (esbuild's metafile): output file → the input files it holds and what it imports. */
 function bundleMeta(): Record<string, { inputs: Record<string, unknown>; imports: { path: string; kind: string }[] }> {
   const file = join(repoRoot(), "dist/bundle/meta.json");
-  assert.ok(existsSync(file), "dist/bundle is missing: npm run bundle (test:unit runs it)");
+  assert.ok(existsSync(file), "dist/bundle is missing: npm run bundle (scripts/test.sh runs it)");
   return (JSON.parse(readFileSync(file, "utf8")) as { outputs: ReturnType<typeof bundleMeta> }).outputs;
 }
 
