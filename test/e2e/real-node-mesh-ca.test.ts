@@ -17,8 +17,8 @@ import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthorityAgentClient } from "../../src/gen/istiodvaultagent/v1/agent.js";
 import { isManaged } from "../../src/kube/ownership.js";
-import { getBundle } from "../env/agent-process.js";
-import { opensslVerify, subjectAltNames } from "../env/crypto-check.js";
+import { getBundle, istioCaClient } from "../env/agent-process.js";
+import { opensslVerify, subjectAltNames, workloadCsr } from "../env/crypto-check.js";
 import { ISTIO_NS } from "../env/fixtures.js";
 import { filesUnder, openFiles, privateKeysInFiles, privateKeysInText, spkiHex } from "../env/key-scan.js";
 import { waitUntil } from "../env/process.js";
@@ -43,7 +43,8 @@ let pilotAgentPid: number;
 
 describe("real node: the agent as the mesh's CA, Istio's pilot-agent in a workload pod", { timeout: 1_500_000 }, () => {
   before(async () => {
-    // The project chart's mesh-CA values: the agent's CA Service, TokenReview and root-distribution RBAC.
+    // The project chart's mesh-CA values: the agent's CA Service, TokenReview and root-distribution RBAC. (The pods
+    // its node authoriser reads are granted to istiod's service account by Istio's chart already.)
     rn = await startRealNode({ meshCa: { enabled: true } });
     istiod = new IstiodOnNode(rn);
     await rn.t.env.createNamespace(MESH_NS);
@@ -192,6 +193,48 @@ describe("real node: the agent as the mesh's CA, Istio's pilot-agent in a worklo
     );
   });
 
+  it("a ztunnel pod's kubelet token gets the identity of a pod on its node; nothing else impersonates", async () => {
+    // Ambient's node agent: a pod of istio-system/ztunnel (--trusted-node-agents' default) on this node, with the
+    // istio-ca token the kubelet projects for it (bound to the pod, and so to the node).
+    await rn.t.env.createServiceAccount(ISTIO_NS, "ztunnel");
+    const ztunnelPid = await startTokenPod(ISTIO_NS, "ztunnel", "ztunnel");
+    const token = (pid: number) => readFileSync(inContainer(pid, "/var/run/secrets/tokens/istio-token"), "utf8");
+    const { client, create } = istioCaClient(
+      `${istiodPod.status!.podIP}:15013`,
+      vaultRoot,
+      "istiod-vault-agent.istio-system.svc",
+    );
+    try {
+      const asZtunnel = async (identity: string) =>
+        create(await workloadCsr(identity), token(ztunnelPid), 3600, { metadata: { ImpersonatedIdentity: identity } });
+      // The sleep pod (pilot-agent's) runs on this node: ztunnel may have its certificate.
+      const chain = await asZtunnel(WORKLOAD_ID);
+      assert.deepEqual(subjectAltNames(chain[0]!), [WORKLOAD_ID]);
+      assert.match(opensslVerify(chain[0]!, vaultRoot, chain.slice(1).join("")), /OK/);
+      // No pod of mesh/nobody runs anywhere: refused, naming why.
+      await assert.rejects(asZtunnel(`spiffe://cluster.local/ns/${MESH_NS}/sa/nobody`), (err: grpc.ServiceError) => {
+        assert.match(err.details, /no pod of service account mesh\/nobody runs on its node/);
+        return true;
+      });
+      // The workload is not a node agent: its own token cannot ask for ztunnel's identity.
+      const ztunnelId = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
+      await assert.rejects(
+        create(await workloadCsr(ztunnelId), token(pilotAgentPid), 3600, {
+          metadata: { ImpersonatedIdentity: ztunnelId },
+        }),
+        (err: grpc.ServiceError) => {
+          assert.match(
+            err.details,
+            /accepted only from the node agents in --trusted-node-agents \(istio-system\/ztunnel\)/,
+          );
+          return true;
+        },
+      );
+    } finally {
+      client.close();
+    }
+  });
+
   it("the intermediate's private key is in no file of istiod's pod, no open file, no log and no API object", async () => {
     const bundle = await getBundle(agent());
     assert.equal(bundle.privateKeyPem, "", "GetSigningBundle returns no key without --key-export");
@@ -330,6 +373,46 @@ async function startWorkloadPod(): Promise<void> {
     throw new Error(`${err.message}: ${JSON.stringify(status)}`);
   });
   pilotAgentPid = rn.node.containerPid(containerId({ metadata: pod.metadata, status }, "istio-proxy"));
+}
+
+/** A pod that only holds its kubelet-projected istio-ca token (the sandbox image, sleeping); returns its PID. */
+async function startTokenPod(namespace: string, name: string, serviceAccount: string): Promise<number> {
+  await rn.t.env.kube.admin.create(`/api/v1/namespaces/${namespace}/pods`, {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace },
+    spec: {
+      serviceAccountName: serviceAccount,
+      automountServiceAccountToken: false,
+      containers: [
+        {
+          name: "holder",
+          image: rn.images.pause,
+          imagePullPolicy: "Never",
+          securityContext: { runAsUser: 1337, runAsNonRoot: true, readOnlyRootFilesystem: true },
+          volumeMounts: [{ name: "istio-token", mountPath: "/var/run/secrets/tokens" }],
+        },
+      ],
+      volumes: [
+        {
+          name: "istio-token",
+          projected: {
+            sources: [{ serviceAccountToken: { path: "istio-token", expirationSeconds: 3600, audience: "istio-ca" } }],
+          },
+        },
+      ],
+    },
+  });
+  let status: Pod["status"];
+  await waitUntil(
+    `pod ${namespace}/${name} running`,
+    async () => {
+      status = await rn.node.podStatus(namespace, name);
+      return !!status?.containerStatuses?.some((c) => c.state?.running);
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+  return rn.node.containerPid(containerId({ metadata: { name }, status }, "holder"));
 }
 
 function certsIn(pem: string): string[] {

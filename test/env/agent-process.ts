@@ -267,15 +267,26 @@ export async function startIstioCaAgent(
   ];
   const run = await suite.start("sidecar", [...args, ...extra], opts);
   const rootPem = (await getBundle(run.client)).rootCertPem.join("");
-  const client = new IstioCertificateServiceClient(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createSsl(Buffer.from(rootPem)),
-  );
+  const { client, create } = istioCaClient(`127.0.0.1:${port}`, rootPem);
   suite.defer(() => client.close());
+  return { run, port, rootPem, client, create };
+}
+
+/**
+ * A client of an Istio CA listener at `address` (host:port) verified against `rootPem`, optionally under another
+ * server name than the host (a pod IP reached without DNS), and its CreateCertificate call (IstioCaAgent.create).
+ */
+export function istioCaClient(
+  address: string,
+  rootPem: string,
+  serverName?: string,
+): Pick<IstioCaAgent, "client" | "create"> {
+  const client = new IstioCertificateServiceClient(
+    address,
+    grpc.credentials.createSsl(Buffer.from(rootPem)),
+    serverName ? { "grpc.ssl_target_name_override": serverName } : {},
+  );
   return {
-    run,
-    port,
-    rootPem,
     client,
     create(csr, token, validitySeconds = 3600, extra = {}) {
       const md = new grpc.Metadata();
