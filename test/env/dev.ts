@@ -41,7 +41,12 @@ async function main(): Promise<void> {
   };
   if (exitAfter) return shutdown();
   console.log("\nRunning. Press Ctrl-C to stop the agent and the servers.");
-  await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+  // SIGTERM too (a `kill`, or npm passing on its own): without a handler Node would exit at once and leave the
+  // servers running.
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
   await shutdown();
 }
 
