@@ -25,9 +25,10 @@
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import type { Config } from "../config/config.js";
 import { keyAlgorithmOf, signingCryptoKeys, type KeyAlgorithmName, type NodeKeyPair } from "../crypto/keys.js";
-import { parsePemBlocks, uniquePemCertificates } from "../crypto/pem.js";
+import { parsePemBlocks } from "../crypto/pem.js";
 import { x509 } from "../crypto/x509.js";
 import { validateSignAnswer } from "./chain.js";
+import { servedRoots } from "./bundle.js";
 
 /**
  * The settings that decide what intermediate an agent obtains, from where. Two agents with equal settings would ask
@@ -196,7 +197,7 @@ async function check(
   const validated = chain.chainPem.map((p) => parsePemBlocks(p)[0]!.derKey);
   if (onDiskChain.join() !== validated.join())
     return refuse("cert-chain.pem is not ca-cert.pem followed by each issuer up to the root");
-  const rootsPem = uniquePemCertificates([chain.rootPem, ...extraRootsPem]);
+  const rootsPem = servedRoots(chain.rootPem, extraRootsPem);
   const want = new Set(rootsPem.map((p) => parsePemBlocks(p)[0]!.derKey));
   const have = new Set(parsePemBlocks(files.rootCertPem, "root-cert.pem").map((b) => b.derKey));
   if (want.size !== have.size || [...want].some((k) => !have.has(k)))

@@ -3,6 +3,7 @@
 import type { x509 } from "../crypto/x509.js";
 import type { KeyObject } from "node:crypto";
 import type { CryptoKey, KeyAlgorithmName } from "../crypto/keys.js";
+import { uniquePemCertificates } from "../crypto/pem.js";
 
 export interface SigningBundle {
   /** The intermediate certificate the agent signs with. */
@@ -25,4 +26,18 @@ export interface SigningBundle {
   readonly serialHex: string;
   /** 1 for the first bundle since start, +1 per rotation. */
   readonly generation: number;
+}
+
+/**
+ * The roots an intermediate is served with: the root its chain ends at first (istiod signs under it), then the
+ * configured extra trust anchors, each once. One rule for a new, an adopted and a re-rooted bundle, and for what a
+ * trust-anchors reload is checked against.
+ */
+export function servedRoots(signingRootPem: string, extraRootsPem: readonly string[]): string[] {
+  return uniquePemCertificates([signingRootPem, ...extraRootsPem]);
+}
+
+/** The root a bundle's chain ends at. */
+export function signingRootOf(bundle: Pick<SigningBundle, "chainPem">): string {
+  return bundle.chainPem[bundle.chainPem.length - 1] ?? "";
 }

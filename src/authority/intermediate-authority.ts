@@ -17,11 +17,10 @@ import { Backoff, type BackoffOptions } from "../util/backoff.js";
 import { sleep, systemClock, type Clock, type Timer } from "../util/clock.js";
 import type { VaultClient, VaultSecret } from "../vault/client.js";
 import type { VaultTokenSession } from "../vault/auth.js";
-import type { SigningBundle } from "./bundle.js";
+import { servedRoots, signingRootOf, type SigningBundle } from "./bundle.js";
 import { validateSignAnswer } from "./chain.js";
 import { signIntermediate } from "../vault/pki.js";
 import { createIntermediateCsr } from "./csr.js";
-import { uniquePemCertificates } from "../crypto/pem.js";
 import { jitterFraction, keepOrRenew, MIN_RENEWAL_DELAY_MS, renewalDelayMs } from "./renewal.js";
 import type { AdoptionCheck } from "./adopt.js";
 
@@ -225,8 +224,7 @@ export class IntermediateAuthority {
     await this.inflight?.catch(() => undefined);
     const held = this.bundle;
     if (!held) return undefined;
-    const signingRoot = held.chainPem[held.chainPem.length - 1] ?? held.rootsPem[0];
-    const rootsPem = uniquePemCertificates([...(signingRoot ? [signingRoot] : []), ...this.opts.extraRootsPem]);
+    const rootsPem = servedRoots(signingRootOf(held), this.opts.extraRootsPem);
     if (rootsPem.length === held.rootsPem.length && rootsPem.every((p, i) => p === held.rootsPem[i])) return held;
     const bundle: SigningBundle = { ...held, rootsPem, generation: ++this.generation };
     this.bundle = bundle;
@@ -273,7 +271,7 @@ export class IntermediateAuthority {
       signingCert: chain.cert,
       signingCertPem: chain.certPem,
       chainPem: chain.chainPem,
-      rootsPem: uniquePemCertificates([chain.rootPem, ...o.extraRootsPem]),
+      rootsPem: servedRoots(chain.rootPem, o.extraRootsPem),
       signingKey: nodeKeys.privateKey,
       privateKey,
       keyAlgorithm: o.keyAlgorithm,

@@ -17,7 +17,7 @@ import type { Config } from "../config/config.js";
 import type { Logger } from "pino";
 import { createLogger } from "../observability/logger.js";
 import { TrustAnchorsReloader } from "../config/trust-anchors-reload.js";
-import { uniquePemCertificates } from "../crypto/pem.js";
+import { servedRoots, signingRootOf } from "../authority/bundle.js";
 
 export const command: Command = {
   name: "sidecar",
@@ -138,8 +138,7 @@ function trustAnchorsReloader(agent: Agent, config: Config, log: Logger): TrustA
     refusal: async (pem) => {
       const held = agent.authority.current();
       if (!agent.sink || !held) return undefined;
-      const signingRoot = held.chainPem[held.chainPem.length - 1] ?? "";
-      return agent.sink.rootChangeProblem(uniquePemCertificates([signingRoot, ...pem]).join(""));
+      return agent.sink.rootChangeProblem(servedRoots(signingRootOf(held), pem).join(""));
     },
     apply: (pem) => agent.apply((c) => ({ ...c, trustAnchors: { file, pem } })),
     log: log.child({ component: "trust-anchors" }),
