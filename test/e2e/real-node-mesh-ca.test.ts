@@ -22,7 +22,14 @@ import { opensslVerify, subjectAltNames, workloadCsr } from "../env/crypto-check
 import { ISTIO_NS } from "../env/fixtures.js";
 import { filesUnder, openFiles, privateKeysInFiles, privateKeysInText, spkiHex } from "../env/key-scan.js";
 import { waitUntil } from "../env/process.js";
-import { containerId, IstiodOnNode, inContainer, startRealNode, type Pod, type RealNode } from "../env/real-node.js";
+import {
+  IstiodOnNode,
+  inContainer,
+  runningContainerPid,
+  startRealNode,
+  type Pod,
+  type RealNode,
+} from "../env/real-node.js";
 import { adsThroughPilotAgent, CLUSTER_TYPE } from "../env/xds-client.js";
 
 const MESH_NS = "mesh";
@@ -245,8 +252,10 @@ describe("real node: the agent as the mesh's CA, Istio's pilot-agent in a worklo
     // Every volume of the pod (the kubelet mounts memory-backed ones under its pod directory too), the pod's logs,
     // and every regular file the agent and istiod hold open.
     const podDir = `${rn.node.kubeletDir}/pods/${istiodPod.metadata.uid}`;
+    const logDir = rn.node.podLogDir(ISTIO_NS, istiodPod.metadata.name);
+    assert.ok(logDir, "the kubelet keeps istiod's pod logs");
     const files = [
-      ...filesUnder(podDir, rn.node.podLogDir(ISTIO_NS, istiodPod.metadata.name) ?? ""),
+      ...filesUnder(podDir, logDir),
       ...openFiles(agentPid()),
       ...openFiles(istiod.pid(istiodPod, "discovery")),
     ];
@@ -361,18 +370,7 @@ async function startWorkloadPod(): Promise<void> {
     },
   };
   await rn.t.env.kube.admin.create(`/api/v1/namespaces/${MESH_NS}/pods`, pod);
-  let status: Pod["status"];
-  await waitUntil(
-    "the workload pod's istio-proxy running",
-    async () => {
-      status = await rn.node.podStatus(MESH_NS, WORKLOAD.podName);
-      return !!status?.containerStatuses?.some((c) => c.name === "istio-proxy" && c.state?.running);
-    },
-    { timeoutMs: 120_000, intervalMs: 500 },
-  ).catch((err: Error) => {
-    throw new Error(`${err.message}: ${JSON.stringify(status)}`);
-  });
-  pilotAgentPid = rn.node.containerPid(containerId({ metadata: pod.metadata, status }, "istio-proxy"));
+  pilotAgentPid = await runningContainerPid(rn.node, MESH_NS, WORKLOAD.podName, "istio-proxy");
 }
 
 /** A pod that only holds its kubelet-projected istio-ca token (the sandbox image, sleeping); returns its PID. */
@@ -403,16 +401,7 @@ async function startTokenPod(namespace: string, name: string, serviceAccount: st
       ],
     },
   });
-  let status: Pod["status"];
-  await waitUntil(
-    `pod ${namespace}/${name} running`,
-    async () => {
-      status = await rn.node.podStatus(namespace, name);
-      return !!status?.containerStatuses?.some((c) => c.state?.running);
-    },
-    { timeoutMs: 120_000, intervalMs: 500 },
-  );
-  return rn.node.containerPid(containerId({ metadata: { name }, status }, "holder"));
+  return runningContainerPid(rn.node, namespace, name, "holder");
 }
 
 function certsIn(pem: string): string[] {

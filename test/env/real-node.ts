@@ -164,6 +164,30 @@ export function containerId(pod: { metadata: { name: string }; status?: PodStatu
   return s.containerID;
 }
 
+/**
+ * Waits until `container` of pod `namespace/pod` runs and returns its host PID; on timeout, the pod's status says why
+ * (e.g. CreateContainerConfigError).
+ */
+export async function runningContainerPid(
+  node: KubeNode,
+  namespace: string,
+  pod: string,
+  container: string,
+): Promise<number> {
+  let status: PodStatus | undefined;
+  await waitUntil(
+    `container ${container} of pod ${namespace}/${pod} running`,
+    async () => {
+      status = await node.podStatus(namespace, pod);
+      return !!status?.containerStatuses?.some((c) => c.name === container && c.state?.running);
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${JSON.stringify(status)}`);
+  });
+  return node.containerPid(containerId({ metadata: { name: pod }, status }, container));
+}
+
 /** A path inside a container, read from the host. /var/run is a symlink to /run in Debian-based images (the
  * agent's has no /var of its own: runc makes the mount point's directories), and an absolute symlink under
  * /proc/PID/root would resolve against the host's root, so it is resolved here when there is one. */
